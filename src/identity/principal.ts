@@ -1,0 +1,25 @@
+/**
+ * The verified human behind a call. Built only by the identity verifier from a token whose signature,
+ * issuer, audience and lifetime were checked; everything downstream trusts it and nothing else.
+ */
+export interface Principal {
+  /**
+   * The id that policy keys, rate limits and the audit use: the subject claim, prefixed with the issuer's
+   * `user_prefix` (by default `<issuer>#` when several issuers are trusted, nothing when one is).
+   */
+  readonly user: string;
+  /** The raw subject claim (`sub`, or the preset's subject claim such as Entra's `oid`). */
+  readonly sub: string;
+  /** The `iss` of the token. */
+  readonly issuer: string;
+  /** The tenant from the mapped claim or the issuer's literal; null when the token names none. */
+  readonly tenant: string | null;
+  readonly email: string | null;
+  /** Scopes granted by the token, de-duplicated, in token order. */
+  readonly scopes: readonly string[];
+  readonly roles: readonly string[];
+  /** Expiry, seconds since the epoch. */
+  readonly exp: number;
+  /** Every verified claim, for CEL conditions (`user.claims`). */
+  readonly claims: Readonly<Record<string, unknown>>;
+}

@@ -1,0 +1,209 @@
+/**
+ * The configuration schema (`onbehalf.yaml`), as zod schemas that are also the TypeScript types.
+ *
+ * Every object is strict: an unknown field is an error (with a "did you mean" in the loader), because a
+ * misspelt policy key that is silently ignored is a policy that silently allows.
+ */
+import { z } from "zod";
+
+/** The four tiers a call can run in. */
+export const TIERS = ["interactive", "subagent", "background", "api"] as const;
+export type Tier = (typeof TIERS)[number];
+export const Tier = z.enum(TIERS);
+
+/** JWS algorithms onbehalf can verify. `none` is not among them and never will be. */
+export const ALGORITHMS = [
+  "RS256",
+  "RS384",
+  "RS512",
+  "PS256",
+  "PS384",
+  "PS512",
+  "ES256",
+  "ES384",
+  "ES512",
+  "EdDSA",
+  "HS256",
+  "HS384",
+  "HS512",
+] as const;
+export type Algorithm = (typeof ALGORITHMS)[number];
+export const DEFAULT_ALGORITHMS: Algorithm[] = ["RS256", "ES256", "EdDSA", "PS256"];
+
+export const PRESETS = ["auth0", "okta", "entra", "cognito", "keycloak", "google", "generic"] as const;
+export type Preset = (typeof PRESETS)[number];
+
+const nonEmpty = z.string().min(1);
+const ClaimPath = nonEmpty;
+const ClaimPaths = z.union([ClaimPath, z.array(ClaimPath).min(1)]);
+
+/** Where each principal field comes from in the token; a preset fills what is left out. */
+export const ClaimsMapping = z.strictObject({
+  subject: ClaimPath.optional(),
+  tenant: z.union([ClaimPath, z.strictObject({ value: nonEmpty })]).optional(),
+  scopes: ClaimPaths.optional(),
+  email: ClaimPath.optional(),
+  roles: ClaimPaths.optional(),
+});
+export type ClaimsMapping = z.output<typeof ClaimsMapping>;
+
+export const IssuerConfig = z.strictObject({
+  issuer: nonEmpty,
+  audience: z.union([nonEmpty, z.array(nonEmpty).min(1)]),
+  preset: z.enum(PRESETS).default("generic"),
+  jwks_uri: z.string().url().nullable().default(null),
+  /** Keys given inline instead of fetched (air-gapped setups, the development issuer); excludes jwks_uri. */
+  jwks: z.strictObject({ keys: z.array(z.record(z.string(), z.unknown())).min(1) }).optional(),
+  algorithms: z.array(z.enum(ALGORITHMS)).min(1).default(DEFAULT_ALGORITHMS),
+  require_typ: nonEmpty.nullable().default(null),
+  claims: ClaimsMapping.default({}),
+  /** Prefix for `user` ids from this issuer; defaults to `<issuer>#` when several issuers are trusted. */
+  user_prefix: z.string().optional(),
+  clock_tolerance_seconds: z.number().min(0).max(300).default(30),
+  max_token_bytes: z.number().int().min(512).max(65536).default(16384),
+  jwks_cache_seconds: z.number().min(0).default(600),
+  jwks_cooldown_seconds: z.number().min(0).default(30),
+  /** Shared secret for HS* algorithms; only used when `algorithms` lists an HS* algorithm. */
+  secret: nonEmpty.optional(),
+  /** Allow an `http://` issuer or JWKS URL that is not on loopback. Only for test networks. */
+  allow_insecure_http: z.boolean().default(false),
+});
+export type IssuerConfig = z.output<typeof IssuerConfig>;
+
+export const SENSITIVITIES = ["public", "user_data", "user_action", "admin"] as const;
+export const ToolConfig = z.strictObject({
+  name: nonEmpty.regex(/^[A-Za-z0-9_.:/-]+$/, "tool names use letters, digits and _ . : / -"),
+  description: z.string().optional(),
+  required_scopes: z.array(nonEmpty).default([]),
+  sensitivity: z.enum(SENSITIVITIES).default("user_data"),
+  /** Paths redacted from the output when post_transform is redact, and from the audited arguments always. */
+  redact: z.array(nonEmpty).default([]),
+  /** JSON Schema of the arguments, used by the narrow-tool lint and passed through by the MCP gateway. */
+  input_schema: z.record(z.string(), z.unknown()).optional(),
+});
+export type ToolConfig = z.output<typeof ToolConfig>;
+
+export const PERMISSIONS = ["allow", "deny", "ask"] as const;
+export type Permission = (typeof PERMISSIONS)[number];
+export const POST_TRANSFORMS = ["audit", "redact", "block"] as const;
+export type PostTransform = (typeof POST_TRANSFORMS)[number];
+
+/** One cell of a permission layer: what happens in one tier. */
+export const LayerEntry = z.strictObject({
+  permission: z.enum(PERMISSIONS).optional(),
+  rate_limit_per_minute: z.number().int().positive().optional(),
+  post_transform: z.enum(POST_TRANSFORMS).optional(),
+});
+export type LayerEntry = z.output<typeof LayerEntry>;
+
+/** Entries per tier; `"*"` matches any tier a more specific key does not name. */
+export const TierMap = z.partialRecord(z.union([Tier, z.literal("*")]), LayerEntry);
+export type TierMap = z.output<typeof TierMap>;
+
+export const RULE_EFFECTS = ["deny", "ask", "redact"] as const;
+export type RuleEffect = (typeof RULE_EFFECTS)[number];
+export const Rule = z.strictObject({
+  id: nonEmpty,
+  /** Tools the rule applies to; omitted = every tool. */
+  tools: z.array(nonEmpty).min(1).optional(),
+  tiers: z.array(Tier).min(1).optional(),
+  users: z.array(nonEmpty).min(1).optional(),
+  agents: z.array(nonEmpty).min(1).optional(),
+  /** CEL over `user, agent, tier, chain, tool, args, now`; omitted = always. */
+  when: nonEmpty.default("true"),
+  effect: z.enum(RULE_EFFECTS),
+  reason: z.string().optional(),
+  /** For `effect: redact`: paths to redact in addition to the tool's own. */
+  redact: z.array(nonEmpty).optional(),
+});
+export type Rule = z.output<typeof Rule>;
+
+export const PolicyConfig = z.strictObject({
+  mode: z.enum(["enforce", "shadow"]).default("enforce"),
+  fail_mode: z.enum(["fail_closed", "fail_open"]).default("fail_closed"),
+  defaults: TierMap.default({}),
+  tools: z.record(nonEmpty, TierMap).default({}),
+  users: z.record(nonEmpty, TierMap).default({}),
+  user_tools: z.record(nonEmpty, z.record(nonEmpty, TierMap)).default({}),
+  rules: z.array(Rule).default([]),
+});
+export type PolicyConfig = z.output<typeof PolicyConfig>;
+
+export const DirectoryUser = z.strictObject({
+  uid: nonEmpty,
+  email: z.string().optional(),
+  role: z.string().optional(),
+  /** When present, caps (intersects) the token's scopes for this user. */
+  scopes: z.array(nonEmpty).optional(),
+  /** A disabled user is not a member: every call is denied with `not_a_member`. */
+  disabled: z.boolean().default(false),
+});
+export type DirectoryUser = z.output<typeof DirectoryUser>;
+
+export const TenantConfig = z.strictObject({
+  id: nonEmpty,
+  require_membership: z.boolean().default(false),
+  users: z.array(DirectoryUser).default([]),
+  policy: PolicyConfig.default(PolicyConfig.parse({})),
+});
+export type TenantConfig = z.output<typeof TenantConfig>;
+
+export const UpstreamConfig = z.strictObject({
+  name: nonEmpty.regex(/^[A-Za-z0-9_-]+$/, "upstream names use letters, digits, _ and -"),
+  transport: z.enum(["streamable-http", "stdio"]),
+  url: z.string().url().optional(),
+  command: nonEmpty.optional(),
+  args: z.array(z.string()).default([]),
+  prefix: z.string().optional(),
+  timeout_ms: z.number().int().positive().default(30_000),
+  auth: z
+    .union([
+      z.strictObject({ type: z.literal("none") }),
+      z.strictObject({ type: z.literal("obo"), audience: nonEmpty }),
+      z.strictObject({ type: z.literal("static"), header: nonEmpty, value: nonEmpty }),
+    ])
+    .default({ type: "none" }),
+});
+export type UpstreamConfig = z.output<typeof UpstreamConfig>;
+
+export const ServerConfig = z.strictObject({
+  host: nonEmpty.default("127.0.0.1"),
+  port: z.number().int().min(0).max(65535).default(8787),
+  public_url: z.string().url().optional(),
+  admin_tokens: z.array(z.string()).default([]),
+  signing_key: nonEmpty.default("./keys/onbehalf.jwk"),
+  max_body_bytes: z.number().int().positive().default(1_048_576),
+});
+export type ServerConfig = z.output<typeof ServerConfig>;
+
+export const AuditConfig = z.strictObject({
+  store: nonEmpty.default("sqlite:./onbehalf.db"),
+  durability: z.enum(["batch", "sync"]).default("batch"),
+  /** This writer's log id (the checkpoint origin). Default: derived from the host name and store. */
+  log_id: nonEmpty.optional(),
+  batch_size: z.number().int().positive().default(512),
+  flush_ms: z.number().int().min(0).default(5),
+});
+export type AuditConfig = z.output<typeof AuditConfig>;
+
+export const LimitsConfig = z.strictObject({
+  store: nonEmpty.default("memory"),
+  /** Serialized arguments larger than this are denied before policy runs. */
+  max_args_bytes: z.number().int().positive().default(65_536),
+});
+export type LimitsConfig = z.output<typeof LimitsConfig>;
+
+export const Config = z.strictObject({
+  server: ServerConfig.default(ServerConfig.parse({})),
+  dev_issuer: z.boolean().default(false),
+  issuers: z.array(IssuerConfig).default([]),
+  tools: z.array(ToolConfig).default([]),
+  tenants: z.array(TenantConfig).default([]),
+  upstreams: z.array(UpstreamConfig).default([]),
+  audit: AuditConfig.default(AuditConfig.parse({})),
+  limits: LimitsConfig.default(LimitsConfig.parse({})),
+});
+/** A validated configuration, defaults filled in. */
+export type Config = z.output<typeof Config>;
+/** What a user may write: every field with a default is optional. */
+export type ConfigInput = z.input<typeof Config>;
