@@ -1,0 +1,152 @@
+/**
+ * The run context: who the human is and which chain of agents is acting for them. This module owns the one
+ * AsyncLocalStorage of onbehalf; nothing else creates one.
+ *
+ * A context is immutable. `runAs` binds a new one; `delegate` binds a narrower child for the duration of a
+ * callback. AsyncLocalStorage carries it through `await`, `Promise.all` fan-out and timers, and two parallel
+ * runs never see each other's context.
+ */
+import { AsyncLocalStorage } from "node:async_hooks";
+import { OnbehalfError } from "../errors.js";
+import type { Principal } from "../identity/principal.js";
+import { TIERS, type Tier } from "../policy/schema.js";
+
+/** One agent in the chain, with the scopes it was limited to (null: it inherited its parent's). */
+export interface Hop {
+  readonly agent: string;
+  readonly tier: Tier;
+  readonly scopes: readonly string[] | null;
+}
+
+/** What every governed call sees. */
+export interface RunContext {
+  readonly principal: Principal;
+  /** The innermost agent: the one making the call. */
+  readonly agent: string;
+  readonly tier: Tier;
+  /** Agent names, outermost (the agent the human talks to) first. */
+  readonly chain: readonly string[];
+  readonly hops: readonly Hop[];
+  /** The human's scopes intersected with every hop's scopes. Never wider than `principal.scopes`. */
+  readonly scopes: ReadonlySet<string>;
+  readonly traceId: string | undefined;
+  /** The tenant the caller says it acts in; checked against the token's tenant when deciding. */
+  readonly tenant: string | undefined;
+}
+
+/** Options of {@link runAs}. */
+export interface RunOptions {
+  agent: string;
+  tier?: Tier;
+  traceId?: string;
+  tenant?: string;
+}
+
+/** Options of {@link delegate}. */
+export interface DelegateOptions {
+  /** Scopes the delegate may use; intersected with the parent's. Omitted: the parent's scopes. */
+  scopes?: readonly string[];
+  /** Defaults to `subagent`. */
+  tier?: Tier;
+}
+
+const storage = new AsyncLocalStorage<RunContext>();
+
+/**
+ * Run `fn` acting for `principal` through `options.agent`.
+ *
+ * @example
+ * await runAs(principal, { agent: "support-bot", tier: "interactive" }, () => getCustomer({ id: "c-1" }));
+ */
+export function runAs<T>(principal: Principal, options: RunOptions, fn: () => T): T {
+  const tier = checkTier(options.tier ?? "interactive");
+  const agent = checkAgent(options.agent);
+  const context: RunContext = {
+    principal,
+    agent,
+    tier,
+    chain: [agent],
+    hops: [{ agent, tier, scopes: null }],
+    scopes: new Set(principal.scopes),
+    traceId: options.traceId,
+    tenant: options.tenant,
+  };
+  return storage.run(context, fn);
+}
+
+/**
+ * Run `fn` as a sub-agent of the current run. The chain grows by one hop; scopes only ever narrow.
+ * Throws `ERR_NO_IDENTITY` when nothing is bound: a delegation needs a human to act for.
+ *
+ * @example
+ * await delegate("specialist", { scopes: ["email.read"] }, () => readEmail({ mailbox: "a@example.com" }));
+ */
+export function delegate<T>(agent: string, options: DelegateOptions, fn: () => T): T {
+  const parent = currentRun();
+  return storage.run(childContext(parent, agent, options), fn);
+}
+
+/** The context a delegation to `agent` would bind; exported for remote delegation (token exchange). */
+export function childContext(parent: RunContext, agent: string, options: DelegateOptions): RunContext {
+  const name = checkAgent(agent);
+  const tier = checkTier(options.tier ?? "subagent");
+  const requested = options.scopes ?? null;
+  const scopes = requested === null ? parent.scopes : intersect(parent.scopes, requested);
+  return {
+    principal: parent.principal,
+    agent: name,
+    tier,
+    chain: [...parent.chain, name],
+    hops: [...parent.hops, { agent: name, tier, scopes: requested === null ? null : [...requested] }],
+    scopes,
+    traceId: parent.traceId,
+    tenant: parent.tenant,
+  };
+}
+
+/**
+ * The bound run context. Throws `ERR_NO_IDENTITY` when nothing is bound.
+ *
+ * @example
+ * const { principal, chain } = currentRun();
+ */
+export function currentRun(): RunContext {
+  const context = storage.getStore();
+  if (context === undefined) {
+    throw new OnbehalfError(
+      "ERR_NO_IDENTITY",
+      "no identity is bound to this call: wrap the agent run in gov.runAs(principal, { agent }, fn)",
+    );
+  }
+  return context;
+}
+
+/** The bound run context, or undefined. */
+export function tryCurrentRun(): RunContext | undefined {
+  return storage.getStore();
+}
+
+/** Run `fn` with an explicit context (adapters that carry the context themselves use this). */
+export function withContext<T>(context: RunContext, fn: () => T): T {
+  return storage.run(context, fn);
+}
+
+function intersect(have: ReadonlySet<string>, want: readonly string[]): ReadonlySet<string> {
+  const out = new Set<string>();
+  for (const s of want) if (have.has(s)) out.add(s);
+  return out;
+}
+
+function checkTier(tier: string): Tier {
+  if (!(TIERS as readonly string[]).includes(tier)) {
+    throw new OnbehalfError("ERR_INVALID_ARGUMENT", `unknown tier "${tier}": use one of ${TIERS.join(", ")}`);
+  }
+  return tier as Tier;
+}
+
+function checkAgent(agent: string): string {
+  if (typeof agent !== "string" || agent.length === 0 || agent.length > 200) {
+    throw new OnbehalfError("ERR_INVALID_ARGUMENT", "an agent needs a name of 1 to 200 characters");
+  }
+  return agent;
+}

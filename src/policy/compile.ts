@@ -1,0 +1,205 @@
+/**
+ * Compile a validated config into the structures the decision path reads: Maps instead of objects (no
+ * prototype keys, O(1) lookups), CEL conditions planned, redaction paths parsed. Compiling is the only
+ * place that can fail; a compiled policy decides without throwing.
+ */
+import { type CompileResult, type Condition, compileCondition } from "./cel.js";
+import type { LayerHit, LayerName } from "./layers.js";
+import { compilePath, type RedactPath } from "./redact.js";
+import type {
+  Config,
+  DirectoryUser,
+  LayerEntry,
+  PolicyConfig,
+  RuleEffect,
+  SENSITIVITIES,
+  TenantConfig,
+  Tier,
+  TierMap,
+  ToolConfig,
+} from "./schema.js";
+
+/** Entries of one layer cell, by tier, with `"*"` as the fallback; each knows where it sits in the config. */
+export type TierTable = ReadonlyMap<Tier | "*", LayerHit>;
+
+export interface CompiledTool {
+  readonly name: string;
+  readonly description: string | undefined;
+  readonly requiredScopes: readonly string[];
+  readonly sensitivity: (typeof SENSITIVITIES)[number];
+  readonly redact: readonly string[];
+  readonly redactPaths: readonly RedactPath[];
+  readonly inputSchema: Readonly<Record<string, unknown>> | undefined;
+}
+
+export interface CompiledRule {
+  readonly id: string;
+  readonly tools: ReadonlySet<string> | null;
+  readonly tiers: ReadonlySet<string> | null;
+  readonly users: ReadonlySet<string> | null;
+  readonly agents: ReadonlySet<string> | null;
+  readonly when: string;
+  readonly condition: Condition;
+  readonly effect: RuleEffect;
+  readonly reason: string;
+  readonly redact: readonly string[];
+  readonly redactPaths: readonly RedactPath[];
+}
+
+export interface CompiledTenant {
+  readonly id: string;
+  readonly requireMembership: boolean;
+  readonly directory: ReadonlyMap<string, DirectoryUser>;
+  readonly mode: PolicyConfig["mode"];
+  readonly failMode: PolicyConfig["fail_mode"];
+  readonly defaults: TierTable;
+  readonly tools: ReadonlyMap<string, TierTable>;
+  readonly users: ReadonlyMap<string, TierTable>;
+  readonly userTools: ReadonlyMap<string, ReadonlyMap<string, TierTable>>;
+  readonly rules: readonly CompiledRule[];
+}
+
+export interface CompiledPolicy {
+  readonly tools: ReadonlyMap<string, CompiledTool>;
+  readonly tenants: ReadonlyMap<string, CompiledTenant>;
+  readonly maxArgsBytes: number;
+}
+
+/** A problem found while compiling, with the config path it belongs to. */
+export interface CompileIssue {
+  readonly path: readonly (string | number)[];
+  readonly message: string;
+}
+
+/**
+ * Compile a validated config. Returns the issues instead of a policy when any part does not compile.
+ *
+ * @example
+ * const r = compilePolicy(config);
+ * if (!r.ok) throw new Error(r.issues.map((i) => i.message).join("\n"));
+ */
+export function compilePolicy(
+  config: Pick<Config, "tools" | "tenants" | "limits">,
+): { ok: true; policy: CompiledPolicy } | { ok: false; issues: CompileIssue[] } {
+  const issues: CompileIssue[] = [];
+  const tools = new Map<string, CompiledTool>();
+  config.tools.forEach((tool, i) => {
+    if (tools.has(tool.name))
+      issues.push({ path: ["tools", i, "name"], message: `duplicate tool "${tool.name}"` });
+    tools.set(tool.name, compileTool(tool, ["tools", i], issues));
+  });
+  const tenants = new Map<string, CompiledTenant>();
+  config.tenants.forEach((tenant, i) => {
+    if (tenants.has(tenant.id))
+      issues.push({ path: ["tenants", i, "id"], message: `duplicate tenant "${tenant.id}"` });
+    tenants.set(tenant.id, compileTenant(tenant, ["tenants", i], issues));
+  });
+  if (issues.length > 0) return { ok: false, issues };
+  return { ok: true, policy: { tools, tenants, maxArgsBytes: config.limits.max_args_bytes } };
+}
+
+/** Compile one tool definition (config entry or `governed()` definition). */
+export function compileTool(
+  tool: ToolConfig,
+  at: readonly (string | number)[],
+  issues: CompileIssue[],
+): CompiledTool {
+  return {
+    name: tool.name,
+    description: tool.description,
+    requiredScopes: [...new Set(tool.required_scopes)],
+    sensitivity: tool.sensitivity,
+    redact: tool.redact,
+    redactPaths: compilePaths(tool.redact, [...at, "redact"], issues),
+    inputSchema: tool.input_schema,
+  };
+}
+
+/** Compile one tenant: its directory, permission layers and rules. */
+export function compileTenant(
+  tenant: TenantConfig,
+  at: readonly (string | number)[],
+  issues: CompileIssue[],
+): CompiledTenant {
+  const directory = new Map<string, DirectoryUser>();
+  tenant.users.forEach((user, i) => {
+    if (directory.has(user.uid)) {
+      issues.push({ path: [...at, "users", i, "uid"], message: `user "${user.uid}" is listed twice` });
+    }
+    directory.set(user.uid, user);
+  });
+  const policy = tenant.policy;
+  const ruleIds = new Set<string>();
+  const rules = policy.rules.map((rule, i): CompiledRule => {
+    const ruleAt = [...at, "policy", "rules", i];
+    if (ruleIds.has(rule.id))
+      issues.push({ path: [...ruleAt, "id"], message: `duplicate rule id "${rule.id}"` });
+    ruleIds.add(rule.id);
+    const compiled: CompileResult = compileCondition(rule.when);
+    if (!compiled.ok) issues.push({ path: [...ruleAt, "when"], message: compiled.error });
+    const redact = rule.redact ?? [];
+    return {
+      id: rule.id,
+      tools: setOrNull(rule.tools),
+      tiers: setOrNull(rule.tiers),
+      users: setOrNull(rule.users),
+      agents: setOrNull(rule.agents),
+      when: rule.when,
+      condition: compiled.ok ? compiled.condition : () => ({ error: "the condition did not compile" }),
+      effect: rule.effect,
+      reason: rule.reason ?? `rule ${rule.id}`,
+      redact,
+      redactPaths: compilePaths(redact, [...ruleAt, "redact"], issues),
+    };
+  });
+  return {
+    id: tenant.id,
+    requireMembership: tenant.require_membership,
+    directory,
+    mode: policy.mode,
+    failMode: policy.fail_mode,
+    defaults: tierTable(policy.defaults, "defaults"),
+    tools: mapOf(policy.tools, (cell, tool) => tierTable(cell, "tools", tool)),
+    users: mapOf(policy.users, (cell, user) => tierTable(cell, "users", user)),
+    userTools: mapOf(policy.user_tools, (tools, user) =>
+      mapOf(tools, (cell, tool) => tierTable(cell, "user_tools", user, tool)),
+    ),
+    rules,
+  };
+}
+
+function tierTable(map: TierMap, layer: LayerName, ...keys: string[]): TierTable {
+  return new Map(
+    (Object.entries(map) as [Tier | "*", LayerEntry][]).map(([tier, entry]) => [
+      tier,
+      { layer, path: [layer, ...keys, tier].map(displayKey).join("."), entry },
+    ]),
+  );
+}
+
+function mapOf<V, W>(record: Record<string, V>, f: (v: V, key: string) => W): ReadonlyMap<string, W> {
+  return new Map(Object.entries(record).map(([k, v]) => [k, f(v, k)]));
+}
+
+/** A config key as written in a path: quoted when it is not a plain identifier. */
+function displayKey(key: string): string {
+  return /^[A-Za-z0-9_*-]+$/.test(key) ? key : JSON.stringify(key);
+}
+
+function setOrNull(values: readonly string[] | undefined): ReadonlySet<string> | null {
+  return values === undefined ? null : new Set(values);
+}
+
+function compilePaths(
+  paths: readonly string[],
+  at: readonly (string | number)[],
+  issues: CompileIssue[],
+): RedactPath[] {
+  const out: RedactPath[] = [];
+  paths.forEach((p, i) => {
+    const compiled = compilePath(p);
+    if ("error" in compiled) issues.push({ path: [...at, i], message: compiled.error });
+    else out.push(compiled);
+  });
+  return out;
+}

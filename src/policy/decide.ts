@@ -1,0 +1,321 @@
+/**
+ * `decide()`: one tool call against the compiled policy, returned as a plain record. It never throws and
+ * never allows on doubt: anything it cannot establish is a deny with a reason code.
+ *
+ * Order of checks (the first failure decides):
+ *  1. arguments within the size limit, tool declared                          → error / permission_deny
+ *  2. the token's tenant exists, matches the requested one, is configured     → tenant_mismatch / permission_deny
+ *  3. membership: listed (when required) and not disabled                     → not_a_member
+ *  4. required scopes ⊆ effective scopes (token ∩ every hop ∩ directory cap)  → missing_scope
+ *  5. layered permission                                                      → permission_deny / ask
+ *  6. rules: a matching deny always wins; then ask; redact adds paths          → rule_deny / ask / error
+ * Checks 1–4 are the guarantees and hold in shadow mode too; 5–6 are the tenant's policy, which shadow mode
+ * evaluates and reports without enforcing. Rate limits are charged by the caller from `buckets`.
+ */
+import type { Principal } from "../identity/principal.js";
+import type { CelActivation } from "./cel.js";
+import type { CompiledPolicy, CompiledRule, CompiledTenant, CompiledTool } from "./compile.js";
+import { type Bucket, type LayerResolution, resolveLayers } from "./layers.js";
+import type { PostTransform, Tier } from "./schema.js";
+
+export const REASON_CODES = [
+  "ok",
+  "unauthenticated",
+  "tenant_mismatch",
+  "not_a_member",
+  "missing_scope",
+  "permission_deny",
+  "rule_deny",
+  "rate_limited",
+  "approval_required",
+  "approval_denied",
+  "approval_expired",
+  "fail_closed",
+  "fail_open",
+  "error",
+] as const;
+export type ReasonCode = (typeof REASON_CODES)[number];
+export type Verdict = "allow" | "deny" | "ask";
+
+/** Everything a decision depends on. */
+export interface DecisionInput {
+  readonly principal: Principal;
+  /** The tenant the caller names, if any; must equal the token's. */
+  readonly tenant: string | undefined;
+  readonly agent: string;
+  readonly tier: Tier;
+  readonly chain: readonly string[];
+  /** The run's scopes: the token's intersected with every delegation hop's. */
+  readonly scopes: ReadonlySet<string>;
+  readonly tool: string;
+  readonly args: unknown;
+  /** Size of the serialized arguments. */
+  readonly argsBytes: number;
+  /** Milliseconds since the epoch. */
+  readonly now: number;
+}
+
+/** The policy's verdict that shadow mode reported but did not enforce. */
+export interface ShadowVerdict {
+  readonly decision: Verdict;
+  readonly reason_code: ReasonCode;
+  readonly reason: string;
+  readonly rule: string | null;
+}
+
+/** A decision, as data. The audit stores it as it was. */
+export interface Decision {
+  readonly decision: Verdict;
+  readonly reason_code: ReasonCode;
+  readonly reason: string;
+  /** The rule that decided, if a rule did. */
+  readonly rule: string | null;
+  /** The permission layer cell that decided, e.g. `tools.grant_permission.*`. */
+  readonly layer: string | null;
+  readonly tenant: string | null;
+  readonly effective_scopes: readonly string[];
+  readonly mode: "enforce" | "shadow";
+  readonly fail_mode: "fail_closed" | "fail_open";
+  readonly post_transform: PostTransform;
+  /** Redaction paths added by rules, on top of the tool's own. */
+  readonly redact: readonly string[];
+  /** Rate-limit buckets to charge if the call goes ahead. */
+  readonly buckets: readonly Bucket[];
+  readonly shadow: ShadowVerdict | null;
+}
+
+/** A step of the decision, for `policy explain`. */
+export interface TraceStep {
+  readonly step: string;
+  readonly outcome: string;
+  readonly detail?: unknown;
+}
+
+const NO_BUCKETS: readonly Bucket[] = [];
+const NO_PATHS: readonly string[] = [];
+
+/**
+ * Decide one call. Pass `trace` to collect the steps (for `policy explain`); the hot path passes nothing.
+ *
+ * @example
+ * const d = decide(policy, { principal, tenant: undefined, agent: "bot", tier: "interactive", chain: ["bot"],
+ *   scopes: new Set(principal.scopes), tool: "get_customer", args: { id: "c-1" }, argsBytes: 12, now: Date.now() });
+ * d.decision; // "allow" | "deny" | "ask"
+ */
+export function decide(policy: CompiledPolicy, input: DecisionInput, trace?: TraceStep[]): Decision {
+  const tenantId = input.principal.tenant;
+  const tenant = tenantId === null ? undefined : policy.tenants.get(tenantId);
+  const base = {
+    tenant: tenantId,
+    mode: tenant?.mode ?? "enforce",
+    fail_mode: tenant?.failMode ?? "fail_closed",
+  } as const;
+  const deny = (reason_code: ReasonCode, reason: string, scopes: readonly string[] = []): Decision => {
+    trace?.push({ step: "result", outcome: "deny", detail: { reason_code, reason } });
+    return finalDecision(base, "deny", reason_code, reason, null, null, scopes);
+  };
+
+  // 1. arguments and tool
+  if (input.argsBytes > policy.maxArgsBytes) {
+    return deny("error", `arguments are ${input.argsBytes} bytes, over the limit of ${policy.maxArgsBytes}`);
+  }
+  const tool = policy.tools.get(input.tool);
+  if (tool === undefined) {
+    return deny("permission_deny", `unknown tool "${input.tool}": declare it under tools: in the config`);
+  }
+  trace?.push({ step: "tool", outcome: "declared", detail: { required_scopes: tool.requiredScopes } });
+
+  // 2. tenant
+  if (tenantId === null) {
+    return deny("tenant_mismatch", "the token names no tenant: map one with the issuer's claims.tenant");
+  }
+  if (input.tenant !== undefined && input.tenant !== tenantId) {
+    return deny(
+      "tenant_mismatch",
+      `the call names tenant "${input.tenant}" but the token is for "${tenantId}"`,
+    );
+  }
+  if (tenant === undefined) return deny("permission_deny", `tenant "${tenantId}" is not configured`);
+  trace?.push({ step: "tenant", outcome: tenantId });
+
+  // 3. membership
+  const member = tenant.directory.get(input.principal.user);
+  if (member?.disabled === true) return deny("not_a_member", `user is disabled in tenant "${tenantId}"`);
+  if (tenant.requireMembership && member === undefined) {
+    return deny("not_a_member", `user is not a member of tenant "${tenantId}"`);
+  }
+  trace?.push({ step: "membership", outcome: member === undefined ? "not listed" : "member" });
+
+  // 4. scopes
+  const effective = effectiveScopes(input.scopes, member?.scopes);
+  const missing = tool.requiredScopes.filter((s) => !effective.includes(s));
+  if (missing.length > 0) {
+    return deny("missing_scope", `missing scope ${missing.join(", ")} for tool "${tool.name}"`, effective);
+  }
+  trace?.push({ step: "scopes", outcome: "ok", detail: { effective } });
+
+  // 5 and 6: the tenant's policy
+  const layers = resolveLayers(tenant, input.principal.user, tool.name, input.tier);
+  trace?.push({
+    step: "permission",
+    outcome: layers.permission,
+    detail: {
+      decided_by: layers.decidedBy?.path ?? "no entry (deny)",
+      matched: layers.hits.map((h) => h.path),
+    },
+  });
+  const verdict = policyVerdict(tenant, tool, layers, input, trace);
+  const decidedLayer = verdict.rule === null ? (layers.decidedBy?.path ?? null) : null;
+  if (verdict.decision !== "allow" && tenant.mode === "shadow") {
+    trace?.push({ step: "shadow", outcome: `would ${verdict.decision}, allowed` });
+    return {
+      ...finalDecision(base, "allow", "ok", `shadow mode: ${verdict.reason}`, null, decidedLayer, effective),
+      buckets: layers.buckets,
+      shadow: verdict,
+    };
+  }
+  trace?.push({ step: "result", outcome: verdict.decision, detail: { reason_code: verdict.reason_code } });
+  return {
+    ...finalDecision(
+      base,
+      verdict.decision,
+      verdict.reason_code,
+      verdict.reason,
+      verdict.rule,
+      decidedLayer,
+      effective,
+    ),
+    post_transform: verdict.postTransform,
+    redact: verdict.redact,
+    buckets: verdict.decision === "allow" ? layers.buckets : NO_BUCKETS,
+  };
+}
+
+interface PolicyVerdict extends ShadowVerdict {
+  readonly postTransform: PostTransform;
+  readonly redact: readonly string[];
+}
+
+function policyVerdict(
+  tenant: CompiledTenant,
+  tool: CompiledTool,
+  layers: LayerResolution,
+  input: DecisionInput,
+  trace: TraceStep[] | undefined,
+): PolicyVerdict {
+  const permissionPath = layers.decidedBy?.path ?? "no permission entry";
+  if (layers.permission === "deny") {
+    return verdict("deny", "permission_deny", `denied by ${permissionPath}`, null, layers.postTransform);
+  }
+  let asked: CompiledRule | null = null;
+  let postTransform = layers.postTransform;
+  let redact = NO_PATHS;
+  let activation: CelActivation | undefined;
+  for (const rule of tenant.rules) {
+    if (!applies(rule, tool.name, input)) continue;
+    activation ??= activationOf(input, tenant.id);
+    const result = rule.condition(activation, input.now);
+    trace?.push({ step: `rule ${rule.id}`, outcome: typeof result === "boolean" ? String(result) : "error" });
+    if (typeof result !== "boolean") {
+      return verdict(
+        "deny",
+        "error",
+        `rule ${rule.id} failed to evaluate: ${result.error}`,
+        rule.id,
+        postTransform,
+      );
+    }
+    if (!result) continue;
+    if (rule.effect === "deny") return verdict("deny", "rule_deny", rule.reason, rule.id, postTransform);
+    if (rule.effect === "ask") asked ??= rule;
+    if (rule.effect === "redact") {
+      if (postTransform === "audit") postTransform = "redact";
+      redact = redact.length === 0 ? rule.redact : [...redact, ...rule.redact];
+    }
+  }
+  if (asked !== null)
+    return verdict("ask", "approval_required", asked.reason, asked.id, postTransform, redact);
+  if (layers.permission === "ask") {
+    return verdict(
+      "ask",
+      "approval_required",
+      `approval required by ${permissionPath}`,
+      null,
+      postTransform,
+      redact,
+    );
+  }
+  return verdict("allow", "ok", `allowed by ${permissionPath}`, null, postTransform, redact);
+}
+
+function verdict(
+  decision: Verdict,
+  reason_code: ReasonCode,
+  reason: string,
+  rule: string | null,
+  postTransform: PostTransform,
+  redact: readonly string[] = NO_PATHS,
+): PolicyVerdict {
+  return { decision, reason_code, reason, rule, postTransform, redact };
+}
+
+function applies(rule: CompiledRule, tool: string, input: DecisionInput): boolean {
+  return (
+    (rule.tools === null || rule.tools.has(tool)) &&
+    (rule.tiers === null || rule.tiers.has(input.tier)) &&
+    (rule.users === null || rule.users.has(input.principal.user)) &&
+    (rule.agents === null || rule.agents.has(input.agent))
+  );
+}
+
+function activationOf(input: DecisionInput, tenant: string): CelActivation {
+  const p = input.principal;
+  return {
+    user: {
+      id: p.user,
+      sub: p.sub,
+      issuer: p.issuer,
+      email: p.email,
+      tenant: p.tenant,
+      scopes: [...input.scopes],
+      roles: p.roles,
+      claims: p.claims,
+    },
+    agent: input.agent,
+    tier: input.tier,
+    chain: input.chain,
+    tool: input.tool,
+    args: input.args ?? {},
+    tenant,
+  };
+}
+
+/** The run's scopes, capped by the directory's list for this user when there is one. */
+function effectiveScopes(run: ReadonlySet<string>, cap: readonly string[] | undefined): string[] {
+  if (cap === undefined) return [...run];
+  return cap.filter((s) => run.has(s));
+}
+
+function finalDecision(
+  base: Pick<Decision, "tenant" | "mode" | "fail_mode">,
+  decision: Verdict,
+  reason_code: ReasonCode,
+  reason: string,
+  rule: string | null,
+  layer: string | null,
+  effective_scopes: readonly string[],
+): Decision {
+  return {
+    decision,
+    reason_code,
+    reason,
+    rule,
+    layer,
+    ...base,
+    effective_scopes,
+    post_transform: "audit",
+    redact: NO_PATHS,
+    buckets: NO_BUCKETS,
+    shadow: null,
+  };
+}

@@ -1,0 +1,90 @@
+/**
+ * Redaction by path. A path is dot-separated keys from the root of the value, where `*` matches any key and
+ * `[*]` any array element, `[3]` one element: `ssn`, `cards[*].number`, `customer.*.phone`.
+ *
+ * Redaction copies on write: the input is never mutated, untouched branches are shared.
+ */
+
+type Segment = { kind: "key"; key: string } | { kind: "any" } | { kind: "index"; index: number };
+
+/** A path compiled once at load. */
+export type RedactPath = readonly Segment[];
+
+export const REDACTED = "[REDACTED]";
+
+const SEGMENT = /([^.[\]]+)|\[(\*|\d+)\]/g;
+
+/**
+ * Compile a path, or return an error message that says what is wrong with it.
+ *
+ * @example
+ * const p = compilePath("cards[*].number"); // [{key:"cards"},{any},{key:"number"}]
+ */
+export function compilePath(path: string): RedactPath | { error: string } {
+  const segments: Segment[] = [];
+  let consumed = 0;
+  for (const m of path.matchAll(SEGMENT)) {
+    const between = path.slice(consumed, m.index);
+    if (between !== "" && !(between === "." && segments.length > 0)) {
+      return { error: `unexpected "${between}" in redaction path "${path}"` };
+    }
+    consumed = m.index + m[0].length;
+    if (m[1] !== undefined) {
+      segments.push(m[1] === "*" ? { kind: "any" } : { kind: "key", key: m[1] });
+    } else if (m[2] === "*") {
+      segments.push({ kind: "any" });
+    } else {
+      segments.push({ kind: "index", index: Number(m[2]) });
+    }
+  }
+  if (segments.length === 0 || consumed !== path.length) {
+    return { error: `redaction path "${path}" is not of the form a.b[*].c` };
+  }
+  return segments;
+}
+
+/**
+ * Replace every value at any of `paths` with `"[REDACTED]"`. Returns the input itself when nothing matched.
+ *
+ * @example
+ * redact({ ssn: "1", name: "A" }, [compilePath("ssn") as RedactPath]); // { ssn: "[REDACTED]", name: "A" }
+ */
+export function redact<T>(value: T, paths: readonly RedactPath[]): T {
+  let out: unknown = value;
+  for (const path of paths) out = redactAt(out, path, 0);
+  return out as T;
+}
+
+function redactAt(value: unknown, path: RedactPath, depth: number): unknown {
+  const segment = path[depth];
+  if (segment === undefined) return REDACTED;
+  if (value === null || typeof value !== "object") return value;
+  if (Array.isArray(value)) {
+    if (segment.kind === "key") return value;
+    let copy: unknown[] | undefined;
+    const indexes = segment.kind === "index" ? [segment.index] : value.keys();
+    for (const i of indexes) {
+      if (i >= value.length) continue;
+      const next = redactAt(value[i], path, depth + 1);
+      if (next !== value[i]) {
+        copy ??= value.slice();
+        copy[i] = next;
+      }
+    }
+    return copy ?? value;
+  }
+  if (segment.kind === "index") return value;
+  const record = value as Record<string, unknown>;
+  let copy: Record<string, unknown> | undefined;
+  const keys = segment.kind === "key" ? [segment.key] : Object.keys(record);
+  for (const key of keys) {
+    if (!Object.hasOwn(record, key)) continue;
+    const next = redactAt(record[key], path, depth + 1);
+    if (next !== record[key]) {
+      copy ??= { ...record };
+      // defineProperty, not assignment: a JSON key "__proto__" must stay a plain property.
+      Object.defineProperty(copy, key, { value: next, enumerable: true, writable: true, configurable: true });
+    }
+  }
+  return copy ?? value;
+}

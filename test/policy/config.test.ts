@@ -1,0 +1,141 @@
+import { describe, expect, it } from "vitest";
+import { OnbehalfError } from "../../src/errors.js";
+import { type ConfigIssue, loadConfigFile, loadConfigText } from "../../src/policy/load.js";
+
+function issuesOf(text: string, env: NodeJS.ProcessEnv = {}): ConfigIssue[] {
+  try {
+    loadConfigText(text, "onbehalf.yaml", env);
+  } catch (e) {
+    expect(e).toBeInstanceOf(OnbehalfError);
+    expect((e as OnbehalfError).code).toBe("ERR_CONFIG_INVALID");
+    return (e as OnbehalfError).details as ConfigIssue[];
+  }
+  throw new Error("expected the config to be refused");
+}
+
+describe("config validation", () => {
+  it("loads the example config without errors or warnings", () => {
+    const loaded = loadConfigFile("examples/onbehalf.yaml", {});
+    expect(loaded.warnings).toEqual([]);
+    expect([...loaded.policy.tools.keys()]).toContain("get_customer");
+    expect(loaded.config.server.admin_tokens).toEqual([""]);
+  });
+
+  it("names file, line, column, field and a fix for a misspelt field", () => {
+    const [issue] = issuesOf("tools:\n  - name: t\n    required_scope: [a]\n");
+    expect(issue).toMatchObject({
+      file: "onbehalf.yaml",
+      line: 3,
+      column: 5,
+      path: "tools[0].required_scope",
+    });
+    expect(issue!.message).toBe('unknown field "required_scope"');
+    expect(issue!.fix).toContain('did you mean "required_scopes"');
+  });
+
+  it("names an unknown tier and suggests the right one", () => {
+    const [issue] = issuesOf(
+      "tenants:\n  - id: acme\n    policy:\n      defaults:\n        interactiv: { permission: allow }\n",
+    );
+    expect(issue).toMatchObject({ line: 5, path: "tenants[0].policy.defaults.interactiv" });
+    expect(issue!.message).toBe('unknown tier "interactiv"');
+    expect(issue!.fix).toContain('"interactive"');
+  });
+
+  it("refuses a bad enum value with a suggestion", () => {
+    const [issue] = issuesOf(
+      "tenants:\n  - id: acme\n    policy:\n      defaults:\n        '*': { permission: alow }\n",
+    );
+    expect(issue!.message).toBe('"alow" is not one of allow, deny, ask');
+    expect(issue!.fix).toBe('did you mean "allow"?');
+  });
+
+  it("refuses a CEL condition that does not compile, at the line of the condition", () => {
+    const text = [
+      "tools: [{ name: t }]",
+      "tenants:",
+      "  - id: acme",
+      "    policy:",
+      "      rules:",
+      "        - id: r1",
+      "          when: 'args.amount >'",
+      "          effect: deny",
+      "        - id: r2",
+      "          when: \"usr.sub == 'x'\"",
+      "          effect: deny",
+    ].join("\n");
+    const issues = issuesOf(text);
+    expect(issues.map((i) => [i.line, i.path])).toEqual([
+      [7, "tenants[0].policy.rules[0].when"],
+      [10, "tenants[0].policy.rules[1].when"],
+    ]);
+    expect(issues[0]!.message).toContain("CEL syntax error");
+    expect(issues[1]!.message).toContain('unknown variable "usr"');
+  });
+
+  it("never accepts alg none, and wants a secret for HS algorithms", () => {
+    const none = issuesOf(
+      "issuers:\n  - issuer: https://idp.test/\n    audience: a\n    algorithms: [RS256, none]\n",
+    );
+    expect(none[0]!.message).toContain('"none" is never accepted');
+    const hs = issuesOf(
+      "issuers:\n  - issuer: https://idp.test/\n    audience: a\n    algorithms: [HS256]\n",
+    );
+    expect(hs[0]).toMatchObject({ line: 4, path: "issuers[0].algorithms" });
+    expect(hs[0]!.message).toContain("needs a shared secret");
+  });
+
+  it("refuses plain http issuers off loopback", () => {
+    const [issue] = issuesOf("issuers:\n  - issuer: http://idp.example.com/\n    audience: a\n");
+    expect(issue!.message).toContain("plain http");
+    expect(() =>
+      loadConfigText("issuers:\n  - issuer: http://127.0.0.1:9000/\n    audience: a\n", "x.yaml", {}),
+    ).not.toThrow();
+  });
+
+  it("substitutes environment variables and reports a missing one at its line", () => {
+    const ok = loadConfigText(
+      'server:\n  admin_tokens: ["${TOKEN}", "${OTHER:-fallback-token-123456}"]\n',
+      "x.yaml",
+      {
+        TOKEN: "a-very-long-admin-token",
+      },
+    );
+    expect(ok.config.server.admin_tokens).toEqual(["a-very-long-admin-token", "fallback-token-123456"]);
+    const [issue] = issuesOf('server:\n  port: 1\n  admin_tokens: ["${MISSING_TOKEN}"]\n');
+    expect(issue).toMatchObject({ line: 3, message: "environment variable MISSING_TOKEN is not set" });
+  });
+
+  it("reports YAML syntax errors with their line", () => {
+    const [issue] = issuesOf("tools:\n  - name: t\n bad: : :\n");
+    expect(issue!.message).toMatch(/^not valid YAML/);
+    expect(issue!.line).toBeGreaterThanOrEqual(2);
+  });
+
+  it("reports duplicate tenants, tools and rule ids", () => {
+    const issues = issuesOf(
+      "tools: [{ name: t }, { name: t }]\ntenants:\n  - id: a\n    policy: { rules: [{ id: r, effect: deny }, { id: r, effect: deny }] }\n  - id: a\n",
+    );
+    expect(issues.map((i) => i.message).sort()).toEqual([
+      'duplicate rule id "r"',
+      'duplicate tenant "a"',
+      'duplicate tool "t"',
+    ]);
+  });
+
+  it("warns, without failing, about policy entries for undeclared tools", () => {
+    const loaded = loadConfigText(
+      "tools: [{ name: get_customer }]\ntenants:\n  - id: a\n    policy:\n      tools:\n        get_custmer: { '*': { permission: deny } }\n",
+      "x.yaml",
+      {},
+    );
+    expect(loaded.warnings).toHaveLength(1);
+    expect(loaded.warnings[0]).toMatchObject({ line: 6, fix: 'did you mean "get_customer"?' });
+  });
+
+  it("refuses a bad redaction path", () => {
+    const [issue] = issuesOf("tools:\n  - name: t\n    redact: ['cards[x].number']\n");
+    expect(issue!.path).toBe("tools[0].redact[0]");
+    expect(issue!.message).toContain("cards[x].number");
+  });
+});
