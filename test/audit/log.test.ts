@@ -1,0 +1,141 @@
+import { createHash } from "node:crypto";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { canonicalJson } from "../../src/audit/canonical.js";
+import { openAuditLog } from "../../src/audit/log.js";
+import { type AuditFields, GENESIS_HASH } from "../../src/audit/record.js";
+import { openSqliteStore } from "../../src/audit/sqlite.js";
+import type { AuditStore } from "../../src/audit/store.js";
+
+function fields(i: number, over: Partial<AuditFields> = {}): AuditFields {
+  return {
+    kind: "attempt",
+    time: new Date(Date.UTC(2026, 10, 28, 12, 0, 0, i)).toISOString(),
+    tenant: "acme",
+    user: i % 2 === 0 ? "alice" : "bob",
+    email: null,
+    agent: "bot",
+    tier: "interactive",
+    chain: ["bot"],
+    tool: i % 3 === 0 ? "refund" : "lookup",
+    args_digest: "sha256:00",
+    args: { i },
+    decision: i % 5 === 0 ? "deny" : "allow",
+    reason_code: i % 5 === 0 ? "permission_deny" : "ok",
+    reason: "",
+    rule: null,
+    outcome: "none",
+    trace_id: null,
+    call_id: `call-${i}`,
+    latency_us: 3,
+    source: "inproc",
+    shadow: null,
+    ...over,
+  };
+}
+
+const tempDb = () => join(mkdtempSync(join(tmpdir(), "onbehalf-audit-")), "audit.db");
+
+describe("canonical JSON (RFC 8785)", () => {
+  it("sorts keys by code unit, drops undefined, and writes numbers as ECMAScript does", () => {
+    expect(canonicalJson({ b: 1, a: [true, null, "x"], c: undefined, "é": 1e21, A: 0.5 })).toBe(
+      '{"A":0.5,"a":[true,null,"x"],"b":1,"é":1e+21}',
+    );
+    expect(canonicalJson({ z: { y: 1, x: [{ b: 2, a: 1 }] } })).toBe('{"z":{"x":[{"a":1,"b":2}],"y":1}}');
+    expect(canonicalJson(Number.NaN)).toBe("null");
+  });
+});
+
+describe("audit log", () => {
+  it("seals records in sequence, each linked to the previous one, with an RFC 6962 leaf hash", async () => {
+    const store = openSqliteStore(":memory:");
+    const log = await openAuditLog(store, { logId: "test", flushMs: 1 });
+    const a = log.append(fields(1));
+    const b = log.append(fields(2));
+    expect([a.record.seq, b.record.seq]).toEqual([1, 2]);
+    expect(a.record.prev_hash).toBe(GENESIS_HASH);
+    expect(b.record.prev_hash).toBe(a.record.leaf_hash);
+    const expected = createHash("sha256").update(Buffer.concat([Buffer.from([0]), Buffer.from(b.canonical)])).digest("hex");
+    expect(b.record.leaf_hash).toBe(expected);
+    expect(JSON.parse(b.canonical)).not.toHaveProperty("leaf_hash");
+    await log.close();
+    await store.close();
+  });
+
+  it("writes by group commit and continues the sequence and the chain after a restart", async () => {
+    const path = tempDb();
+    let store = openSqliteStore(path);
+    const transactions: number[] = [];
+    const counting: AuditStore = { ...store, append: (batch) => (transactions.push(batch.length), store.append(batch)) };
+    let log = await openAuditLog(counting, { logId: "writer-1", batchSize: 100, flushMs: 50 });
+    for (let i = 0; i < 250; i++) log.append(fields(i));
+    expect(log.committed).toBe(0); // append never waits for the store
+    await new Promise((r) => setImmediate(r));
+    expect(transactions).toEqual([100, 100, 50]); // a full batch starts the writer, which drains the queue
+    expect(log.committed).toBe(250);
+    const last = log.append(fields(250));
+    await log.close();
+    await store.close();
+
+    store = openSqliteStore(path);
+    log = await openAuditLog(store, { logId: "writer-1" });
+    const next = log.append(fields(251));
+    expect(next.record.seq).toBe(252);
+    expect(next.record.prev_hash).toBe(last.record.leaf_hash);
+    await log.close();
+    const rows = await store.rows("writer-1", 1, 1000);
+    expect(rows).toHaveLength(252);
+    for (let i = 1; i < rows.length; i++) expect(JSON.parse(rows[i]!.canonical).prev_hash).toBe(rows[i - 1]!.leafHash);
+    await store.close();
+  });
+
+  it("answers queries by user, tool, decision and time, newest first, with a cursor", async () => {
+    const store = openSqliteStore(":memory:");
+    const log = await openAuditLog(store, { logId: "q" });
+    for (let i = 0; i < 30; i++) log.append(fields(i));
+    await log.flush();
+    const alice = await store.query({ user: "alice", limit: 100 });
+    expect(alice.records).toHaveLength(15);
+    expect(alice.records.every((r) => r.user === "alice")).toBe(true);
+    expect(alice.records[0]!.seq).toBeGreaterThan(alice.records[1]!.seq);
+    const denies = await store.query({ decision: "deny", tool: "refund" });
+    expect(denies.records.map((r) => r.call_id).sort()).toEqual(["call-0", "call-15"]);
+    const since = await store.query({ since: fields(25).time });
+    expect(since.records).toHaveLength(5);
+    const page1 = await store.query({ limit: 12 });
+    const page2 = await store.query({ limit: 12, cursor: page1.next_cursor! });
+    const page3 = await store.query({ limit: 12, cursor: page2.next_cursor! });
+    expect(page3.next_cursor).toBeNull();
+    const seqs = [...page1.records, ...page2.records, ...page3.records].map((r) => r.seq);
+    expect(seqs).toEqual(Array.from({ length: 30 }, (_, i) => 30 - i));
+    await expect(store.query({ cursor: "garbage" })).rejects.toThrow(/cursor/);
+    await expect(store.query({ since: "yesterday-ish" })).rejects.toThrow(/ISO 8601/);
+    await log.close();
+    await store.close();
+  });
+
+  it("turns unhealthy while the store fails, keeps the records, and writes them once it is back", async () => {
+    const real = openSqliteStore(":memory:");
+    // A fault injector around the real store: a stand-in for a database that is down.
+    let down = true;
+    const flaky: AuditStore = {
+      ...real,
+      append: (batch) => (down ? Promise.reject(new Error("connection refused")) : real.append(batch)),
+    };
+    const errors: unknown[] = [];
+    const log = await openAuditLog(flaky, { logId: "f", flushMs: 1, onError: (e) => errors.push(e) });
+    log.append(fields(1));
+    log.append(fields(2));
+    await new Promise((r) => setTimeout(r, 30));
+    expect(log.healthy).toBe(false);
+    expect(errors.length).toBeGreaterThan(0);
+    down = false;
+    await log.flush();
+    expect(log.healthy).toBe(true);
+    expect((await real.rows("f", 1, 10)).map((r) => r.seq)).toEqual([1, 2]);
+    await log.close();
+    await real.close();
+  });
+});
