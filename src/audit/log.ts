@@ -1,10 +1,11 @@
 /**
- * The audit log writer. `append()` is synchronous and cheap: it seals the record (sequence number, link to
- * the previous record, leaf hash) and queues it. Queued records are written by group commit: one transaction
- * per batch, when the batch is full or `flushMs` after the first record queued. A record is acknowledged
- * when its batch commits; `flush()` and `close()` wait for everything queued.
+ * The audit log writer. `append()` is synchronous and cheap: it gives the record the next sequence number and
+ * queues it. The writer, running between calls, seals queued records in sequence order (canonical bytes, link
+ * to the previous record, leaf hash) and writes them by group commit: one transaction per batch, started as
+ * soon as a batch is full or `flushMs` after the first record queued. A record is acknowledged when its batch
+ * commits; `flush()` and `close()` wait for everything queued.
  *
- * If the store fails, the batch stays queued and is retried with backoff; `healthy` turns false so the
+ * If the store fails, the sealed batch is kept and retried with backoff; `healthy` turns false so the
  * governor denies calls (fail closed) until a write succeeds again.
  */
 import { OnbehalfError } from "../errors.js";
@@ -16,16 +17,18 @@ export interface AuditLogOptions {
   readonly logId: string;
   readonly batchSize?: number;
   readonly flushMs?: number;
-  /** Records kept while the store is down; beyond it new records are dropped and counted. */
+  /** Records kept while the store is down; beyond it appends fail (and the governor denies). */
   readonly maxQueue?: number;
   readonly onError?: (error: unknown) => void;
+  /** Called with each batch after it commits (checkpointing hooks in here). */
+  readonly onCommit?: (batch: readonly SealedRecord[]) => void;
 }
 
 /**
  * Open the writer for `options.logId` on `store`, continuing after the last stored record.
  *
  * @example
- * const log = await openAuditLog(store, { logId: "onbehalf/host-1" });
+ * const log = await openAuditLog(store, { logId: "onbehalf@host-1" });
  * log.append(fields); await log.close();
  */
 export async function openAuditLog(store: AuditStore, options: AuditLogOptions): Promise<AuditLog> {
@@ -34,14 +37,28 @@ export async function openAuditLog(store: AuditStore, options: AuditLogOptions):
   return new AuditLog(store, options, head?.seq ?? 0, head?.leafHash ?? GENESIS_HASH);
 }
 
+interface Queued {
+  readonly fields: AuditFields;
+  readonly seq: number;
+}
+
+interface Waiter {
+  readonly upTo: number;
+  readonly resolve: () => void;
+  readonly reject: (e: unknown) => void;
+}
+
 export class AuditLog {
   readonly logId: string;
   /** Records written since open. */
   committed = 0;
-  /** Records dropped because the queue was full while the store was down. */
+  /** Appends refused because the queue was full while the store was down. */
   dropped = 0;
-  private queue: SealedRecord[] = [];
-  private waiters: { upTo: number; resolve: () => void; reject: (e: unknown) => void }[] = [];
+  /** Queued, not yet sealed. */
+  private queue: Queued[] = [];
+  /** Sealed, not yet committed: the batch being written, or a failed one waiting for its retry. */
+  private sealed: SealedRecord[] = [];
+  private waiters: Waiter[] = [];
   private timer: NodeJS.Timeout | undefined;
   private immediate: NodeJS.Immediate | undefined;
   private writing: Promise<void> | undefined;
@@ -73,39 +90,36 @@ export class AuditLog {
     return this.seq;
   }
 
-  /** Seal and queue a record; returns it sealed. Never blocks on the store. */
-  append(fields: AuditFields): SealedRecord {
+  /** Queue a record; returns its sequence number. Never blocks on the store. */
+  append(fields: AuditFields): number {
     if (this.closed) throw new OnbehalfError("ERR_CLOSED", "the audit log is closed");
-    if (this.queue.length >= this.maxQueue) {
+    if (this.queue.length + this.sealed.length >= this.maxQueue) {
       this.dropped++;
       throw new OnbehalfError(
         "ERR_AUDIT_UNAVAILABLE",
         "the audit queue is full: the store is not accepting writes",
       );
     }
-    const sealed = seal(fields, this.logId, this.seq + 1, this.lastHash);
-    this.seq++;
-    this.lastHash = sealed.record.leaf_hash;
-    this.queue.push(sealed);
-    if (this.queue.length >= this.batchSize) this.kick(0);
-    else this.kick(this.flushMs);
-    return sealed;
+    const seq = ++this.seq;
+    this.queue.push({ fields, seq });
+    this.kick(this.queue.length >= this.batchSize ? 0 : this.flushMs);
+    return seq;
   }
 
-  /** Append and wait until the record's batch has committed (durability `sync`). */
-  appendDurable(fields: AuditFields): Promise<SealedRecord> {
-    const sealed = this.append(fields);
+  /** Append and wait until the record has committed (durability `sync`). */
+  appendDurable(fields: AuditFields): Promise<number> {
+    const seq = this.append(fields);
     this.kick(0);
-    return this.acknowledged(sealed.record.seq).then(() => sealed);
+    return this.acknowledged(seq).then(() => seq);
   }
 
-  /** Resolves when every record up to `seq` has committed. */
+  /** Resolves when every record up to `seq` has committed; rejects if the store keeps failing. */
   acknowledged(seq: number): Promise<void> {
     if (this.committedSeq() >= seq) return Promise.resolve();
     return new Promise((resolve, reject) => this.waiters.push({ upTo: seq, resolve, reject }));
   }
 
-  /** Write everything queued now; resolves when it has committed (rejects if the store fails). */
+  /** Write everything queued now; resolves when it has committed. */
   async flush(): Promise<void> {
     const target = this.seq;
     this.kick(0);
@@ -128,8 +142,8 @@ export class AuditLog {
   }
 
   private committedSeq(): number {
-    const first = this.queue[0];
-    return first === undefined ? this.seq : first.record.seq - 1;
+    const first = this.sealed[0] ?? this.queue[0];
+    return first === undefined ? this.seq : first.seq - 1;
   }
 
   private kick(delay: number): void {
@@ -140,7 +154,7 @@ export class AuditLog {
       this.timer = undefined;
     }
     if (delay === 0) {
-      if (this.immediate === undefined) this.immediate = setImmediate(() => this.startWriting());
+      this.immediate ??= setImmediate(() => this.startWriting());
       return;
     }
     this.timer = setTimeout(() => this.startWriting(), delay);
@@ -152,13 +166,16 @@ export class AuditLog {
     if (this.writing !== undefined) return;
     this.writing = this.writeBatches().finally(() => {
       this.writing = undefined;
-      if (this.queue.length > 0 && !this.closed) this.kick(this.failures > 0 ? this.backoff() : 0);
+      if (this.queue.length + this.sealed.length > 0 && !this.closed) {
+        this.kick(this.failures > 0 ? this.backoff() : 0);
+      }
     });
   }
 
   private async writeBatches(): Promise<void> {
-    while (this.queue.length > 0) {
-      const batch = this.queue.slice(0, this.batchSize);
+    while (this.sealed.length > 0 || this.queue.length > 0) {
+      if (this.sealed.length === 0) this.sealNext();
+      const batch = this.sealed;
       try {
         await this.store.append(batch);
       } catch (e) {
@@ -168,10 +185,27 @@ export class AuditLog {
         return;
       }
       this.failures = 0;
-      this.queue.splice(0, batch.length);
+      this.sealed = [];
       this.committed += batch.length;
+      this.options.onCommit?.(batch);
       this.resolveWaiters();
     }
+  }
+
+  /** Seal the next batch in sequence order, advancing the chain. */
+  private sealNext(): void {
+    const n = Math.min(this.batchSize, this.queue.length);
+    const next = this.queue.splice(0, n);
+    const out: SealedRecord[] = new Array(n);
+    let prev = this.lastHash;
+    for (let i = 0; i < n; i++) {
+      const q = next[i]!;
+      const s = seal(q.fields, this.logId, q.seq, prev);
+      out[i] = s;
+      prev = s.leafHash;
+    }
+    this.lastHash = prev;
+    this.sealed = out;
   }
 
   private backoff(): number {
@@ -181,7 +215,7 @@ export class AuditLog {
   private resolveWaiters(): void {
     if (this.waiters.length === 0) return;
     const done = this.committedSeq();
-    const still: typeof this.waiters = [];
+    const still: Waiter[] = [];
     for (const w of this.waiters) {
       if (w.upTo <= done) w.resolve();
       else still.push(w);

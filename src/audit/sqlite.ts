@@ -1,7 +1,9 @@
 /**
  * The embedded audit store: SQLite through better-sqlite3 (WAL). One table; the record's canonical JSON is
- * stored as it was hashed, and the queried fields are generated columns extracted from it, so an index can
- * never disagree with the record it points to.
+ * stored exactly as it was hashed, next to copies of the queried fields (indexed). `audit verify` checks that
+ * the copies agree with the hashed record, so an edited index column cannot make a query lie unnoticed.
+ * (Generated columns over the JSON were measured: json_extract on every insert cost more than the rest of
+ * the insert together.)
  */
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
@@ -16,13 +18,13 @@ CREATE TABLE IF NOT EXISTS audit_records (
   seq       INTEGER NOT NULL,
   record    TEXT    NOT NULL,
   leaf_hash TEXT    NOT NULL,
-  time      TEXT GENERATED ALWAYS AS (json_extract(record, '$.time')) VIRTUAL,
-  tenant    TEXT GENERATED ALWAYS AS (json_extract(record, '$.tenant')) VIRTUAL,
-  user      TEXT GENERATED ALWAYS AS (json_extract(record, '$.user')) VIRTUAL,
-  tool      TEXT GENERATED ALWAYS AS (json_extract(record, '$.tool')) VIRTUAL,
-  decision  TEXT GENERATED ALWAYS AS (json_extract(record, '$.decision')) VIRTUAL,
-  agent     TEXT GENERATED ALWAYS AS (json_extract(record, '$.agent')) VIRTUAL,
-  call_id   TEXT GENERATED ALWAYS AS (json_extract(record, '$.call_id')) VIRTUAL,
+  time      TEXT    NOT NULL,
+  tenant    TEXT,
+  user      TEXT,
+  tool      TEXT,
+  decision  TEXT    NOT NULL,
+  agent     TEXT,
+  call_id   TEXT    NOT NULL,
   PRIMARY KEY (log, seq)
 );
 CREATE INDEX IF NOT EXISTS audit_by_time   ON audit_records (time);
@@ -58,10 +60,26 @@ export function openSqliteStore(path: string): AuditStore & { readonly db: Datab
     );
   }
   db.exec(SCHEMA);
-  const insert = db.prepare("INSERT INTO audit_records (log, seq, record, leaf_hash) VALUES (?, ?, ?, ?)");
+  const insert = db.prepare(
+    "INSERT INTO audit_records (log, seq, record, leaf_hash, time, tenant, user, tool, decision, agent, call_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+  );
   const insertBatch = db.transaction((batch: readonly SealedRecord[]) => {
-    for (const { record, canonical } of batch)
-      insert.run(record.log, record.seq, canonical, record.leaf_hash);
+    for (const r of batch) {
+      const f = r.fields;
+      insert.run(
+        r.log,
+        r.seq,
+        r.canonical,
+        r.leafHash,
+        f.time,
+        f.tenant,
+        f.user,
+        f.tool,
+        f.decision,
+        f.agent,
+        f.call_id,
+      );
+    }
   });
   const headOf = db.prepare(
     "SELECT seq, leaf_hash FROM audit_records WHERE log = ? ORDER BY seq DESC LIMIT 1",

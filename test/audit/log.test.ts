@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { canonicalJson } from "../../src/audit/canonical.js";
 import { openAuditLog } from "../../src/audit/log.js";
-import { type AuditFields, GENESIS_HASH } from "../../src/audit/record.js";
+import { type AuditFields, GENESIS_HASH, recordOf, seal } from "../../src/audit/record.js";
 import { openSqliteStore } from "../../src/audit/sqlite.js";
 import type { AuditStore } from "../../src/audit/store.js";
 
@@ -40,7 +40,7 @@ const tempDb = () => join(mkdtempSync(join(tmpdir(), "onbehalf-audit-")), "audit
 
 describe("canonical JSON (RFC 8785)", () => {
   it("sorts keys by code unit, drops undefined, and writes numbers as ECMAScript does", () => {
-    expect(canonicalJson({ b: 1, a: [true, null, "x"], c: undefined, "é": 1e21, A: 0.5 })).toBe(
+    expect(canonicalJson({ b: 1, a: [true, null, "x"], c: undefined, é: 1e21, A: 0.5 })).toBe(
       '{"A":0.5,"a":[true,null,"x"],"b":1,"é":1e+21}',
     );
     expect(canonicalJson({ z: { y: 1, x: [{ b: 2, a: 1 }] } })).toBe('{"z":{"x":[{"a":1,"b":2}],"y":1}}');
@@ -52,42 +52,61 @@ describe("audit log", () => {
   it("seals records in sequence, each linked to the previous one, with an RFC 6962 leaf hash", async () => {
     const store = openSqliteStore(":memory:");
     const log = await openAuditLog(store, { logId: "test", flushMs: 1 });
-    const a = log.append(fields(1));
-    const b = log.append(fields(2));
-    expect([a.record.seq, b.record.seq]).toEqual([1, 2]);
-    expect(a.record.prev_hash).toBe(GENESIS_HASH);
-    expect(b.record.prev_hash).toBe(a.record.leaf_hash);
-    const expected = createHash("sha256").update(Buffer.concat([Buffer.from([0]), Buffer.from(b.canonical)])).digest("hex");
-    expect(b.record.leaf_hash).toBe(expected);
-    expect(JSON.parse(b.canonical)).not.toHaveProperty("leaf_hash");
+    expect([log.append(fields(1)), log.append(fields(2))]).toEqual([1, 2]);
+    await log.flush();
+    const [a, b] = await store.rows("test", 1, 10);
+    expect(JSON.parse(a!.canonical).prev_hash).toBe(GENESIS_HASH);
+    expect(JSON.parse(b!.canonical).prev_hash).toBe(a!.leafHash);
+    const expected = createHash("sha256")
+      .update(Buffer.concat([Buffer.from([0]), Buffer.from(b!.canonical)]))
+      .digest("hex");
+    expect(b!.leafHash).toBe(expected);
+    expect(JSON.parse(b!.canonical)).not.toHaveProperty("leaf_hash");
     await log.close();
     await store.close();
+  });
+
+  it("writes canonical bytes equal to the generic RFC 8785 serialization of the record", () => {
+    const f = fields(7, {
+      args: { z: [1, { b: "é", a: null }], "a b": 2.5 },
+      shadow: { decision: "deny", reason_code: "rule_deny", reason: 'quote " and \\', rule: "r" },
+    });
+    const sealed = seal(f, "log-1", 42, GENESIS_HASH);
+    expect(sealed.canonical).toBe(canonicalJson({ ...f, log: "log-1", seq: 42, prev_hash: GENESIS_HASH }));
+    expect(recordOf(sealed)).toMatchObject({
+      seq: 42,
+      log: "log-1",
+      leaf_hash: sealed.leafHash,
+      call_id: "call-7",
+    });
   });
 
   it("writes by group commit and continues the sequence and the chain after a restart", async () => {
     const path = tempDb();
     let store = openSqliteStore(path);
     const transactions: number[] = [];
-    const counting: AuditStore = { ...store, append: (batch) => (transactions.push(batch.length), store.append(batch)) };
+    const counting: AuditStore = {
+      ...store,
+      append: (batch) => (transactions.push(batch.length), store.append(batch)),
+    };
     let log = await openAuditLog(counting, { logId: "writer-1", batchSize: 100, flushMs: 50 });
     for (let i = 0; i < 250; i++) log.append(fields(i));
     expect(log.committed).toBe(0); // append never waits for the store
     await new Promise((r) => setImmediate(r));
     expect(transactions).toEqual([100, 100, 50]); // a full batch starts the writer, which drains the queue
     expect(log.committed).toBe(250);
-    const last = log.append(fields(250));
+    log.append(fields(250));
     await log.close();
     await store.close();
 
     store = openSqliteStore(path);
     log = await openAuditLog(store, { logId: "writer-1" });
-    const next = log.append(fields(251));
-    expect(next.record.seq).toBe(252);
-    expect(next.record.prev_hash).toBe(last.record.leaf_hash);
+    expect(log.append(fields(251))).toBe(252);
     await log.close();
     const rows = await store.rows("writer-1", 1, 1000);
     expect(rows).toHaveLength(252);
-    for (let i = 1; i < rows.length; i++) expect(JSON.parse(rows[i]!.canonical).prev_hash).toBe(rows[i - 1]!.leafHash);
+    for (let i = 1; i < rows.length; i++)
+      expect(JSON.parse(rows[i]!.canonical).prev_hash).toBe(rows[i - 1]!.leafHash);
     await store.close();
   });
 

@@ -1,0 +1,325 @@
+/**
+ * The pipeline of one governed call, shared by in-process tools, adapters and the server:
+ *
+ *   begin:  identity bound? → decide (policy) → audit healthy? → rate limit → audit the attempt
+ *   (the caller runs the tool when the decision is allow)
+ *   finish: post-transform the output (pass / redact / block) → audit the outcome
+ *
+ * Anything unexpected on the way is a deny with a reason code; nothing here allows on an error.
+ * `beginCall` stays synchronous unless the rate-limit store or `durability: sync` needs to wait: on Node 20
+ * every promise passes through AsyncLocalStorage's hooks, so the hot path creates as few as it can.
+ */
+import { newCallId } from "../audit/call-id.js";
+import type { AuditLog } from "../audit/log.js";
+import { type AuditFields, digestArgs, type Outcome, type Source, timestamp } from "../audit/record.js";
+import type { RunContext } from "../context/run.js";
+import { OnbehalfError } from "../errors.js";
+import type { RateLimiter } from "../limits/window.js";
+import type { CompiledPolicy, CompiledTool } from "../policy/compile.js";
+import { type Decision, decide, type ReasonCode } from "../policy/decide.js";
+import type { Bucket } from "../policy/layers.js";
+import { compilePath, type RedactPath, redact } from "../policy/redact.js";
+
+/** A call that has been decided and audited; `finish` it after running the tool. */
+export interface CallAttempt {
+  readonly callId: string;
+  readonly decision: Decision;
+  /** The attempt's audit fields (the outcome record repeats them). */
+  readonly fields: AuditFields;
+  /** The attempt record's sequence number in this instance's log. */
+  readonly seq: number;
+  readonly run: RunContext | undefined;
+  readonly tool: CompiledTool | undefined;
+  /** `process.hrtime.bigint()` when the call began. */
+  readonly startedAt: bigint;
+}
+
+/** What the tool did. */
+export type CallResult = { status: "ok"; output: unknown } | { status: "error"; error: string };
+
+/** What to hand back to the model. */
+export interface FinishedCall {
+  readonly action: "pass" | "redact" | "block";
+  readonly output: unknown;
+  /** The outcome record's sequence number. */
+  readonly seq: number;
+}
+
+export interface PipelineDeps {
+  /** The current policy; read on every call so a replaced policy applies on the next call. */
+  policy(): CompiledPolicy;
+  readonly audit: AuditLog;
+  readonly limiter: RateLimiter;
+  readonly durability: "batch" | "sync";
+  readonly now: () => number;
+}
+
+export interface BeginOptions {
+  readonly tool: string;
+  readonly args: unknown;
+  readonly source: Source;
+  readonly traceId?: string | undefined;
+  readonly callId?: string | undefined;
+}
+
+/** Decided, not yet rate-limited or audited. */
+interface Pending {
+  readonly deps: PipelineDeps;
+  readonly run: RunContext | undefined;
+  readonly opts: BeginOptions;
+  readonly policy: CompiledPolicy;
+  readonly tool: CompiledTool | undefined;
+  readonly digest: string;
+  readonly bytes: number;
+  readonly now: number;
+  readonly startedAt: bigint;
+}
+
+/**
+ * Decide and audit one attempt. Never throws for a policy outcome: the decision says what happened.
+ * Throws only when the attempt could not be audited (`ERR_AUDIT_UNAVAILABLE`), which callers treat as deny.
+ * Returns synchronously when nothing needs to wait.
+ */
+export function beginCall(
+  deps: PipelineDeps,
+  run: RunContext | undefined,
+  opts: BeginOptions,
+): CallAttempt | Promise<CallAttempt> {
+  const startedAt = process.hrtime.bigint();
+  const now = deps.now();
+  const policy = deps.policy();
+  const { digest, bytes } = digestArgs(opts.args);
+  const pending: Pending = {
+    deps,
+    run,
+    opts,
+    policy,
+    tool: policy.tools.get(opts.tool),
+    digest,
+    bytes,
+    now,
+    startedAt,
+  };
+  if (run === undefined)
+    return recordAttempt(pending, denial("unauthenticated", "no identity is bound to this call"));
+  let decision: Decision;
+  try {
+    decision = decide(policy, {
+      principal: run.principal,
+      tenant: run.tenant,
+      agent: run.agent,
+      tier: run.tier,
+      chain: run.chain,
+      scopes: run.scopes,
+      tool: opts.tool,
+      args: opts.args,
+      argsBytes: bytes,
+      now,
+    });
+  } catch (e) {
+    decision = denial("error", `policy evaluation failed: ${(e as Error).message}`);
+  }
+  if (!deps.audit.healthy)
+    return recordAttempt(pending, override(decision, "fail_closed", "the audit store is unavailable"));
+  if (decision.buckets.length === 0) return recordAttempt(pending, decision);
+  let taken: Bucket | null | Promise<Bucket | null>;
+  try {
+    taken = deps.limiter.take(decision.buckets, now);
+  } catch (e) {
+    return recordAttempt(pending, limiterDown(decision, e));
+  }
+  if (taken instanceof Promise) {
+    return taken.then(
+      (full) => recordAttempt(pending, afterLimit(decision, full)),
+      (e: unknown) => recordAttempt(pending, limiterDown(decision, e)),
+    );
+  }
+  return recordAttempt(pending, afterLimit(decision, taken));
+}
+
+/** Apply the post-transform to what the tool returned and audit the outcome. */
+export function finishCall(deps: PipelineDeps, attempt: CallAttempt, result: CallResult): FinishedCall {
+  const d = attempt.decision;
+  let action: FinishedCall["action"] = "pass";
+  let output: unknown;
+  let outcome: Outcome;
+  let reason: string;
+  if (result.status === "error") {
+    outcome = "error";
+    reason = `tool failed: ${result.error}`;
+  } else if (d.post_transform === "block") {
+    action = "block";
+    outcome = "blocked";
+    reason = "output blocked by policy";
+  } else {
+    const paths = d.post_transform === "redact" ? redactionPaths(attempt.tool, d.redact) : NO_PATHS;
+    output = paths.length > 0 ? redact(result.output, paths) : result.output;
+    action = output === result.output ? "pass" : "redact";
+    outcome = "ok";
+    reason = action === "redact" ? "output redacted" : "ok";
+  }
+  const f = attempt.fields;
+  const seq = deps.audit.append({
+    kind: "outcome",
+    time: timestamp(deps.now()),
+    tenant: f.tenant,
+    user: f.user,
+    email: f.email,
+    agent: f.agent,
+    tier: f.tier,
+    chain: f.chain,
+    tool: f.tool,
+    args_digest: f.args_digest,
+    args: f.args,
+    decision: f.decision,
+    reason_code: f.reason_code,
+    reason,
+    rule: f.rule,
+    outcome,
+    trace_id: f.trace_id,
+    call_id: f.call_id,
+    latency_us: elapsedMicros(attempt.startedAt),
+    source: f.source,
+    shadow: f.shadow,
+  });
+  return { action, output, seq };
+}
+
+/** The error the enforcement edge throws for a decision that is not allow. */
+export function refusal(attempt: CallAttempt): OnbehalfError {
+  const d = attempt.decision;
+  const details = { ...publicDecision(d), call_id: attempt.callId };
+  if (d.reason_code === "unauthenticated") {
+    return new OnbehalfError("ERR_NO_IDENTITY", `${d.reason}: wrap the agent run in gov.runAs()`, {
+      details,
+    });
+  }
+  if (d.reason_code === "rate_limited") return new OnbehalfError("ERR_RATE_LIMITED", d.reason, { details });
+  if (d.decision === "ask") return new OnbehalfError("ERR_APPROVAL_REQUIRED", d.reason, { details });
+  return new OnbehalfError("ERR_POLICY_DENIED", `${d.reason_code}: ${d.reason}`, {
+    details,
+    ...(d.reason_code === "missing_scope" ? { oauth: "insufficient_scope" as const } : {}),
+  });
+}
+
+/** The decision as clients see it (no internal bucket keys). */
+export function publicDecision(d: Decision): Omit<Decision, "buckets"> {
+  const { buckets: _buckets, ...rest } = d;
+  return rest;
+}
+
+function recordAttempt(p: Pending, decision: Decision): CallAttempt | Promise<CallAttempt> {
+  const { run, opts, now } = p;
+  const callId = opts.callId ?? newCallId(now);
+  const fields: AuditFields = {
+    kind: "attempt",
+    time: timestamp(now),
+    tenant: decision.tenant ?? run?.principal.tenant ?? null,
+    user: run?.principal.user ?? null,
+    email: run?.principal.email ?? null,
+    agent: run?.agent ?? null,
+    tier: run?.tier ?? null,
+    chain: run?.chain ?? [],
+    tool: opts.tool,
+    args_digest: p.digest,
+    args: auditedArgs(opts.args, p.tool, p.bytes, p.policy.maxArgsBytes),
+    decision: decision.decision,
+    reason_code: decision.reason_code,
+    reason: decision.reason,
+    rule: decision.rule,
+    outcome: decision.decision === "deny" ? "none" : "pending",
+    trace_id: opts.traceId ?? run?.traceId ?? null,
+    call_id: callId,
+    latency_us: elapsedMicros(p.startedAt),
+    source: opts.source,
+    shadow: decision.shadow,
+  };
+  const attempt = (seq: number): CallAttempt => ({
+    callId,
+    decision,
+    fields,
+    seq,
+    run,
+    tool: p.tool,
+    startedAt: p.startedAt,
+  });
+  if (p.deps.durability === "sync" && decision.decision === "allow") {
+    return p.deps.audit.appendDurable(fields).then(attempt);
+  }
+  return attempt(p.deps.audit.append(fields));
+}
+
+function afterLimit(decision: Decision, full: Bucket | null): Decision {
+  if (full === null) return decision;
+  const reason = `rate limit of ${full.limit} calls a minute reached (${full.source})`;
+  if (decision.mode === "shadow") {
+    return {
+      ...decision,
+      shadow: decision.shadow ?? { decision: "deny", reason_code: "rate_limited", reason, rule: null },
+    };
+  }
+  return override(decision, "rate_limited", reason);
+}
+
+function limiterDown(decision: Decision, e: unknown): Decision {
+  return override(decision, "fail_closed", `the rate-limit store is unavailable: ${(e as Error).message}`);
+}
+
+function override(decision: Decision, reason_code: ReasonCode, reason: string): Decision {
+  return {
+    ...decision,
+    decision: "deny",
+    reason_code,
+    reason,
+    rule: null,
+    post_transform: "audit",
+    buckets: [],
+  };
+}
+
+function denial(reason_code: ReasonCode, reason: string): Decision {
+  return {
+    decision: "deny",
+    reason_code,
+    reason,
+    rule: null,
+    layer: null,
+    tenant: null,
+    effective_scopes: [],
+    mode: "enforce",
+    fail_mode: "fail_closed",
+    post_transform: "audit",
+    redact: [],
+    buckets: [],
+    shadow: null,
+  };
+}
+
+function auditedArgs(args: unknown, tool: CompiledTool | undefined, bytes: number, max: number): unknown {
+  if (bytes > max) return { omitted: `${bytes} bytes, over the limit of ${max}` };
+  return tool === undefined || tool.redactPaths.length === 0 ? args : redact(args, tool.redactPaths);
+}
+
+const NO_PATHS: readonly RedactPath[] = [];
+const rulePaths = new Map<string, RedactPath>();
+
+function redactionPaths(tool: CompiledTool | undefined, extra: readonly string[]): readonly RedactPath[] {
+  const own = tool?.redactPaths ?? NO_PATHS;
+  if (extra.length === 0) return own;
+  const out = [...own];
+  for (const p of extra) {
+    let compiled = rulePaths.get(p);
+    if (compiled === undefined) {
+      const c = compilePath(p);
+      if ("error" in c) continue; // rule paths were validated at load
+      compiled = c;
+      rulePaths.set(p, compiled);
+    }
+    out.push(compiled);
+  }
+  return out;
+}
+
+function elapsedMicros(since: bigint): number {
+  return Number((process.hrtime.bigint() - since) / 1000n);
+}
