@@ -87,7 +87,10 @@ describe("audit log", () => {
     const transactions: number[] = [];
     const counting: AuditStore = {
       ...store,
-      append: (batch) => (transactions.push(batch.length), store.append(batch)),
+      append: (batch) => {
+        transactions.push(batch.length);
+        return store.append(batch);
+      },
     };
     let log = await openAuditLog(counting, { logId: "writer-1", batchSize: 100, flushMs: 50 });
     for (let i = 0; i < 250; i++) log.append(fields(i));

@@ -34,7 +34,8 @@ describe("in-memory sliding-window limiter", () => {
     expect(limiter.take([perHuman], T0 + WINDOW_MS + 1_001)).toBe(perHuman);
     // half-way, half of the previous minute counts (30) plus the one taken: 29 more fit
     let allowed = 0;
-    for (let i = 0; i < 60; i++) if (limiter.take([perHuman], T0 + WINDOW_MS + 30_000 + i) === null) allowed++;
+    for (let i = 0; i < 60; i++)
+      if (limiter.take([perHuman], T0 + WINDOW_MS + 30_000 + i) === null) allowed++;
     expect(allowed).toBe(29);
     let later = 0;
     for (let i = 0; i < 100; i++) if (limiter.take([perHuman], T0 + 3 * WINDOW_MS + i) === null) later++;

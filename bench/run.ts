@@ -1,0 +1,29 @@
+/**
+ * `npm run bench`: every hot path against a baseline measured in the same run. Prints medians, tails and
+ * ratios with the targets from the issues; docs/BENCHMARKS.md records the method and the figures.
+ * Run a subset with `npm run bench -- govern identity`.
+ */
+import { cpus } from "node:os";
+import { benchGovern, benchMemory } from "./govern.js";
+import { type Finding, printFindings } from "./harness.js";
+import { benchIdentity } from "./identity.js";
+
+const suites: Record<string, { title: string; run: () => Promise<Finding[]> }> = {
+  identity: { title: "Token verification (identity)", run: benchIdentity },
+  govern: {
+    title: "Governed call in-process (context, policy, rate limit, audit enqueue)",
+    run: benchGovern,
+  },
+  memory: { title: "Memory", run: () => benchMemory() },
+};
+
+const wanted = process.argv.slice(2);
+console.log(`onbehalf bench — node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? "cpu"}`);
+let missed = 0;
+for (const [name, suite] of Object.entries(suites)) {
+  if (wanted.length > 0 && !wanted.includes(name)) continue;
+  const findings = await suite.run();
+  missed += findings.filter((f) => !f.ok).length;
+  printFindings(suite.title, findings);
+}
+console.log(`\n${missed === 0 ? "all targets met" : `${missed} target(s) missed`}`);

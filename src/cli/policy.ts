@@ -1,0 +1,200 @@
+/**
+ * `onbehalf policy validate F | test F | explain …`: check a config, run policy test cases against it, and
+ * show how one call would be decided.
+ */
+import { readFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+import { digestArgs } from "../audit/record.js";
+import type { Principal } from "../identity/principal.js";
+import { type DecisionInput, decide, REASON_CODES } from "../policy/decide.js";
+import { explain, formatExplanation } from "../policy/explain.js";
+import { formatIssue, type LoadedConfig, loadConfigFile } from "../policy/load.js";
+import { Tier } from "../policy/schema.js";
+import {
+  configPath,
+  EXIT_FINDING,
+  EXIT_OK,
+  type Io,
+  json,
+  list,
+  parse,
+  required,
+  UsageError,
+} from "./args.js";
+
+export const POLICY_USAGE = `usage:
+  onbehalf policy validate [FILE]            check a config; exit 1 on errors
+  onbehalf policy test FILE [--config F]     run test cases (see docs/policy.md); exit 1 on a failure
+  onbehalf policy explain --user U --tool T [--tenant T] [--tier interactive] [--scopes "a b"]
+                          [--args JSON] [--chain "bot,sub"] [--json] [--config F]`;
+
+export async function policyCommand(argv: string[], io: Io): Promise<number> {
+  const [sub, ...rest] = argv;
+  switch (sub) {
+    case "validate":
+      return validate(rest, io);
+    case "test":
+      return runTests(rest, io);
+    case "explain":
+      return explainCommand(rest, io);
+    default:
+      throw new UsageError(
+        sub === undefined ? "policy needs a subcommand" : `unknown policy subcommand "${sub}"`,
+      );
+  }
+}
+
+function validate(argv: string[], io: Io): number {
+  const { values, positionals } = parse(argv, {});
+  const file = positionals[0] ?? configPath(values.config);
+  const loaded = loadConfigFile(file);
+  for (const w of loaded.warnings) io.err(`warning: ${formatIssue(w)}`);
+  const rules = loaded.config.tenants.reduce((n, t) => n + t.policy.rules.length, 0);
+  io.out(
+    `${file}: OK (${loaded.config.tools.length} tools, ${loaded.config.tenants.length} tenants, ${rules} rules, ${loaded.config.issuers.length + (loaded.config.dev_issuer ? 1 : 0)} issuers)`,
+  );
+  return EXIT_OK;
+}
+
+const TestCase = z.strictObject({
+  name: z.string().min(1),
+  user: z.string().min(1),
+  tenant: z.string().optional(),
+  token_tenant: z.string().nullable().optional(),
+  scopes: z.array(z.string()).default([]),
+  roles: z.array(z.string()).default([]),
+  email: z.string().optional(),
+  tool: z.string().min(1),
+  tier: Tier.default("interactive"),
+  agent: z.string().optional(),
+  chain: z.array(z.string()).optional(),
+  args: z.unknown().optional(),
+  expect: z.enum(["allow", "deny", "ask"]),
+  reason_code: z.enum(REASON_CODES).optional(),
+  rule: z.string().optional(),
+});
+const TestFile = z.strictObject({ config: z.string().optional(), cases: z.array(TestCase).min(1) });
+
+function runTests(argv: string[], io: Io): number {
+  const { values, positionals } = parse(argv, {});
+  const file = positionals[0];
+  if (file === undefined) throw new UsageError("policy test needs a FILE of test cases");
+  const parsed = TestFile.safeParse(parseYaml(readFileSync(file, "utf8")));
+  if (!parsed.success) {
+    for (const i of parsed.error.issues) io.err(`${file}: ${i.path.join(".")}: ${i.message}`);
+    return EXIT_FINDING;
+  }
+  const config =
+    typeof values.config === "string"
+      ? values.config
+      : parsed.data.config !== undefined
+        ? resolve(dirname(file), parsed.data.config)
+        : configPath(undefined);
+  const { policy } = loadConfigFile(config);
+  let failed = 0;
+  for (const c of parsed.data.cases) {
+    const input = inputOf({
+      user: c.user,
+      tenant: c.token_tenant === undefined ? (c.tenant ?? null) : c.token_tenant,
+      requestedTenant: c.token_tenant === undefined ? undefined : c.tenant,
+      scopes: c.scopes,
+      roles: c.roles,
+      email: c.email ?? null,
+      tool: c.tool,
+      tier: c.tier,
+      chain: c.chain ?? [c.agent ?? "agent"],
+      args: c.args ?? {},
+    });
+    const d = decide(policy, input);
+    const problems: string[] = [];
+    if (d.decision !== c.expect) problems.push(`expected ${c.expect}, got ${d.decision}`);
+    if (c.reason_code !== undefined && d.reason_code !== c.reason_code) {
+      problems.push(`expected reason ${c.reason_code}, got ${d.reason_code}`);
+    }
+    if (c.rule !== undefined && d.rule !== c.rule)
+      problems.push(`expected rule ${c.rule}, got ${d.rule ?? "none"}`);
+    if (problems.length === 0) io.out(`PASS  ${c.name}`);
+    else {
+      failed++;
+      io.out(`FAIL  ${c.name}: ${problems.join("; ")} (${d.reason})`);
+    }
+  }
+  io.out(`${parsed.data.cases.length - failed} passed, ${failed} failed`);
+  return failed === 0 ? EXIT_OK : EXIT_FINDING;
+}
+
+function explainCommand(argv: string[], io: Io): number {
+  const { values } = parse(argv, {
+    user: { type: "string" },
+    tenant: { type: "string" },
+    tool: { type: "string" },
+    tier: { type: "string", default: "interactive" },
+    scopes: { type: "string" },
+    roles: { type: "string" },
+    args: { type: "string" },
+    chain: { type: "string" },
+    json: { type: "boolean", default: false },
+  });
+  const loaded: LoadedConfig = loadConfigFile(configPath(values.config));
+  const tier = Tier.safeParse(values.tier);
+  if (!tier.success) throw new UsageError(`--tier must be one of ${Tier.options.join(", ")}`);
+  const chain = list(values.chain);
+  const input = inputOf({
+    user: required(values.user, "user"),
+    tenant: typeof values.tenant === "string" ? values.tenant : (loaded.config.tenants[0]?.id ?? null),
+    requestedTenant: undefined,
+    scopes: list(values.scopes),
+    roles: list(values.roles),
+    email: null,
+    tool: required(values.tool, "tool"),
+    tier: tier.data,
+    chain: chain.length > 0 ? chain : ["agent"],
+    args: json(values.args, "args") ?? {},
+  });
+  const explanation = explain(loaded.policy, input);
+  if (values.json) io.out(JSON.stringify(explanation, (k, v) => (k === "buckets" ? undefined : v), 2));
+  else io.out(formatExplanation(input, explanation));
+  return explanation.decision.decision === "allow" ? EXIT_OK : EXIT_FINDING;
+}
+
+interface CallSpec {
+  user: string;
+  tenant: string | null;
+  requestedTenant: string | undefined;
+  scopes: string[];
+  roles: string[];
+  email: string | null;
+  tool: string;
+  tier: z.infer<typeof Tier>;
+  chain: string[];
+  args: unknown;
+}
+
+/** A decision input for a hypothetical call by a user holding exactly `scopes`. */
+function inputOf(spec: CallSpec): DecisionInput {
+  const principal: Principal = {
+    user: spec.user,
+    sub: spec.user,
+    issuer: "policy-test",
+    tenant: spec.tenant,
+    email: spec.email,
+    scopes: spec.scopes,
+    roles: spec.roles,
+    exp: 0,
+    claims: {},
+  };
+  return {
+    principal,
+    tenant: spec.requestedTenant,
+    agent: spec.chain[spec.chain.length - 1] ?? "agent",
+    tier: spec.tier,
+    chain: spec.chain,
+    scopes: new Set(spec.scopes),
+    tool: spec.tool,
+    args: spec.args,
+    argsBytes: digestArgs(spec.args).bytes,
+    now: Date.now(),
+  };
+}

@@ -1,0 +1,477 @@
+/**
+ * The governor: one object that verifies humans, binds them to agent runs, and governs tool calls. It wires
+ * the concerns together (identity, context, policy, limits, audit) and owns their lifetimes; the concerns
+ * never import it.
+ */
+import { hostname } from "node:os";
+import { resolve } from "node:path";
+import { type AuditLog, openAuditLog } from "../audit/log.js";
+import type { AuditRecord, Source } from "../audit/record.js";
+import type { AuditPage, AuditQuery, AuditStore } from "../audit/store.js";
+import {
+  type DelegateOptions,
+  delegate,
+  type RunContext,
+  type RunOptions,
+  runAs,
+  tryCurrentRun,
+} from "../context/run.js";
+import { OnbehalfError } from "../errors.js";
+import { devIssuerConfig } from "../identity/dev-issuer.js";
+import { loadOrCreateSigningKey } from "../identity/keys.js";
+import type { Principal } from "../identity/principal.js";
+import { createIdentity, type Identity } from "../identity/verify.js";
+import { createMemoryLimiter } from "../limits/memory.js";
+import type { RateLimiter } from "../limits/window.js";
+import { type CompiledPolicy, type CompiledTool, type CompileIssue, compileTool } from "../policy/compile.js";
+import type { Decision } from "../policy/decide.js";
+import { formatIssue, type LoadedConfig, loadConfigFile, loadConfigObject } from "../policy/load.js";
+import { type Config, type ConfigInput, type IssuerConfig, ToolConfig } from "../policy/schema.js";
+import { lintTool } from "./lint.js";
+import {
+  beginCall,
+  type CallAttempt,
+  type CallResult,
+  type FinishedCall,
+  finishCall,
+  type PipelineDeps,
+  refusal,
+} from "./pipeline.js";
+
+/** Options of {@link createGovernor}. */
+export interface GovernorOptions {
+  /** A path to `onbehalf.yaml` / JSON, or the config as an object. */
+  config: string | ConfigInput;
+  /** Environment for `${VAR}` substitution. Default: process.env. */
+  env?: NodeJS.ProcessEnv;
+  /** Use this audit store instead of the one the config names. */
+  auditStore?: AuditStore;
+  /** Use this rate limiter instead of the one the config names. */
+  limiter?: RateLimiter;
+  /** What audit records say the calls came through. Default `inproc`. */
+  source?: Source;
+  /** Where warnings go (the narrow-tool lint, the dev issuer). Default: console.warn. */
+  warn?: (message: string) => void;
+  /** Clock in ms (tests). Default: Date.now. */
+  now?: () => number;
+  /** fetch for OIDC discovery and JWKS (tests). Default: global fetch. */
+  fetch?: typeof fetch;
+}
+
+/** What a governed tool's `execute` receives besides its arguments. */
+export interface ToolCallContext {
+  readonly run: RunContext;
+  readonly callId: string;
+  readonly decision: Decision;
+}
+
+/** A tool as the application defines it; the policy fields add to the config's entry for the same name. */
+export interface GovernedToolDefinition<A, R> {
+  readonly name: string;
+  readonly description?: string;
+  readonly required_scopes?: readonly string[];
+  readonly sensitivity?: ToolConfig["sensitivity"];
+  readonly redact?: readonly string[];
+  /** JSON Schema of the arguments (read by the narrow-tool lint). */
+  readonly input_schema?: Readonly<Record<string, unknown>>;
+  readonly execute: (args: A, context: ToolCallContext) => R | Promise<R>;
+}
+
+/** A governed tool: call it like the function it wraps. */
+export type GovernedTool<A, R> = ((args: A) => Promise<Awaited<R>>) & { readonly toolName: string };
+
+/**
+ * Create a governor from a config file or object.
+ *
+ * @example
+ * const gov = await createGovernor({ config: "onbehalf.yaml" });
+ * const principal = await gov.verify(req.headers.authorization);
+ */
+export async function createGovernor(options: GovernorOptions): Promise<Governor> {
+  const env = options.env ?? process.env;
+  const loaded =
+    typeof options.config === "string"
+      ? loadConfigFile(options.config, env)
+      : loadConfigObject(options.config);
+  const warn = options.warn ?? ((m: string) => console.warn(`onbehalf: ${m}`));
+  for (const w of loaded.warnings) warn(formatIssue(w));
+
+  const identity = createIdentity({
+    issuers: trustedIssuers(loaded),
+    ...(options.fetch ? { fetch: options.fetch } : {}),
+    ...(options.now ? { now: options.now } : {}),
+  });
+  const store = options.auditStore ?? (await openAuditStore(loaded));
+  const auditConfig = loaded.config.audit;
+  const audit = await openAuditLog(store, {
+    logId: auditConfig.log_id ?? `onbehalf@${hostname()}`,
+    batchSize: auditConfig.batch_size,
+    flushMs: auditConfig.flush_ms,
+    onError: (e) => warn(`audit write failed, retrying: ${(e as Error).message}`),
+  });
+  const limiter = options.limiter ?? openLimiter(loaded);
+  return new Governor(loaded, identity, store, audit, limiter, options, warn);
+}
+
+/** Where the development issuer's key lives for a config: `keys/dev-issuer.jwk` next to the config file. */
+export function devKeyPath(loaded: Pick<LoadedConfig, "baseDir">): string {
+  return resolve(loaded.baseDir, "keys/dev-issuer.jwk");
+}
+
+/** The issuers a config trusts: its `issuers`, plus the development issuer when `dev_issuer: true`. */
+export function trustedIssuers(loaded: Pick<LoadedConfig, "config" | "baseDir">): IssuerConfig[] {
+  const issuers = [...loaded.config.issuers];
+  if (loaded.config.dev_issuer)
+    issuers.push(devIssuerConfig(loadOrCreateSigningKey(devKeyPath(loaded)).publicJwk));
+  return issuers;
+}
+
+/** Open the audit store a config names (loading its driver only then, so the core import stays light). */
+export async function openAuditStore(loaded: Pick<LoadedConfig, "config" | "baseDir">): Promise<AuditStore> {
+  const url = loaded.config.audit.store;
+  if (url.startsWith("sqlite:")) {
+    const path = url.slice("sqlite:".length);
+    const { openSqliteStore } = await import("../audit/sqlite.js");
+    return openSqliteStore(path === ":memory:" ? path : resolve(loaded.baseDir, path));
+  }
+  throw new OnbehalfError(
+    "ERR_CONFIG_INVALID",
+    `audit.store "${url}" is not supported: use sqlite:./onbehalf.db or sqlite::memory:`,
+  );
+}
+
+function openLimiter(loaded: LoadedConfig): RateLimiter {
+  const store = loaded.config.limits.store;
+  if (store === "memory") return createMemoryLimiter();
+  throw new OnbehalfError("ERR_CONFIG_INVALID", `limits.store "${store}" is not supported: use memory`);
+}
+
+export class Governor {
+  private loaded: LoadedConfig;
+  private policyWithTools: CompiledPolicy;
+  private readonly codeTools = new Map<string, ToolConfig>();
+  private readonly deps: PipelineDeps;
+  private readonly source: Source;
+  private closed = false;
+
+  constructor(
+    loaded: LoadedConfig,
+    private readonly identity: Identity,
+    private readonly store: AuditStore,
+    private readonly audit: AuditLog,
+    private readonly limiter: RateLimiter,
+    options: GovernorOptions,
+    private readonly warn: (message: string) => void,
+  ) {
+    this.loaded = loaded;
+    this.policyWithTools = loaded.policy;
+    this.source = options.source ?? "inproc";
+    this.deps = {
+      policy: () => this.policyWithTools,
+      audit,
+      limiter,
+      durability: loaded.config.audit.durability,
+      now: options.now ?? Date.now,
+    };
+  }
+
+  /** The validated configuration in force. */
+  get config(): Config {
+    return this.loaded.config;
+  }
+
+  /** The compiled policy in force, tools declared in code included. */
+  get policy(): CompiledPolicy {
+    return this.policyWithTools;
+  }
+
+  /** The audit writer (its log id, health and counters). */
+  get auditLog(): AuditLog {
+    return this.audit;
+  }
+
+  /**
+   * Verify a bearer token, given as an `Authorization` header value or as the bare token.
+   * Throws `OnbehalfError` with an `ERR_TOKEN_*` code.
+   *
+   * @example
+   * const principal = await gov.verify(req.headers.authorization);
+   */
+  verify(authorization: string | null | undefined): Promise<Principal> {
+    if (
+      typeof authorization === "string" &&
+      !authorization.includes(" ") &&
+      authorization.split(".").length === 3
+    ) {
+      return this.identity.verify(authorization);
+    }
+    return this.identity.verifyAuthorization(authorization);
+  }
+
+  /**
+   * Run `fn` acting for `principal` through an agent; every governed call inside sees them.
+   *
+   * @example
+   * await gov.runAs(principal, { agent: "support-bot", tier: "interactive" }, () => getCustomer({ id: "c-1" }));
+   */
+  runAs<T>(principal: Principal, options: RunOptions, fn: () => T): T {
+    return runAs(principal, options, fn);
+  }
+
+  /**
+   * Run `fn` as a sub-agent of the current run: the chain grows, scopes only narrow.
+   *
+   * @example
+   * await gov.delegate("specialist", { scopes: ["email.read"], tier: "subagent" }, () => readEmail(args));
+   */
+  delegate<T>(agent: string, options: DelegateOptions, fn: () => T): T {
+    return delegate(agent, options, fn);
+  }
+
+  /**
+   * Wrap a tool so every call is decided, rate-limited, executed, post-transformed and audited.
+   * A denied call rejects with `ERR_POLICY_DENIED`, `ERR_RATE_LIMITED` or `ERR_APPROVAL_REQUIRED` carrying
+   * the decision in `details`; with nothing bound it rejects with `ERR_NO_IDENTITY`.
+   *
+   * @example
+   * const getCustomer = gov.governed({ name: "get_customer", execute: async ({ id }) => db.customer(id) });
+   */
+  governed<A, R>(definition: GovernedToolDefinition<A, R>): GovernedTool<A, R> {
+    this.registerTool(definition);
+    const name = definition.name;
+    const call = (args: A): Promise<Awaited<R>> => {
+      let attempt: CallAttempt | Promise<CallAttempt>;
+      try {
+        attempt = this.beginGoverned(tryCurrentRun(), name, args);
+      } catch (e) {
+        return Promise.reject(e);
+      }
+      return attempt instanceof Promise
+        ? attempt.then((a) => this.runTool(definition, a, args))
+        : this.runTool(definition, attempt, args);
+    };
+    return Object.assign(call, { toolName: name });
+  }
+
+  /** Enforce the decision, run the tool, post-transform and audit its outcome. */
+  private async runTool<A, R>(
+    definition: GovernedToolDefinition<A, R>,
+    attempt: CallAttempt,
+    args: A,
+  ): Promise<Awaited<R>> {
+    const run = attempt.run;
+    if (attempt.decision.decision !== "allow" || run === undefined) throw refusal(attempt);
+    let output: Awaited<R>;
+    try {
+      output = await definition.execute(args, { run, callId: attempt.callId, decision: attempt.decision });
+    } catch (e) {
+      this.finish(attempt, { status: "error", error: e instanceof Error ? e.message : String(e) });
+      throw e;
+    }
+    const done = this.finish(attempt, { status: "ok", output });
+    if (done.action === "block") {
+      throw new OnbehalfError(
+        "ERR_OUTPUT_BLOCKED",
+        `the output of ${definition.name} is withheld by policy`,
+        {
+          details: { call_id: attempt.callId },
+        },
+      );
+    }
+    return done.output as Awaited<R>;
+  }
+
+  private beginGoverned(
+    run: RunContext | undefined,
+    tool: string,
+    args: unknown,
+  ): CallAttempt | Promise<CallAttempt> {
+    if (this.closed) throw new OnbehalfError("ERR_CLOSED", "the governor is closed");
+    return beginCall(this.deps, run, { tool, args, source: this.source });
+  }
+
+  /**
+   * Decide and audit one call without running anything (adapters and the server use this); run the tool
+   * only when `attempt.decision.decision` is `allow`, then report with {@link Governor.finish}.
+   */
+  begin(
+    run: RunContext | undefined,
+    tool: string,
+    args: unknown,
+    extra: { traceId?: string; callId?: string } = {},
+  ): Promise<CallAttempt> {
+    if (this.closed) return Promise.reject(new OnbehalfError("ERR_CLOSED", "the governor is closed"));
+    try {
+      return Promise.resolve(
+        beginCall(this.deps, run, {
+          tool,
+          args,
+          source: this.source,
+          traceId: extra.traceId,
+          callId: extra.callId,
+        }),
+      );
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** Post-transform and audit what an allowed call returned. */
+  finish(attempt: CallAttempt, result: CallResult): FinishedCall {
+    return finishCall(this.deps, attempt, result);
+  }
+
+  /** Query the audit log. */
+  queryAudit(q: AuditQuery): Promise<AuditPage> {
+    return this.store.query(q);
+  }
+
+  /** Wait until every audit record so far has committed. */
+  flush(): Promise<void> {
+    return this.audit.flush();
+  }
+
+  /** Flush the audit and release everything. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      await this.audit.close();
+    } finally {
+      await this.limiter.close();
+      this.identity.close();
+      await this.store.close();
+    }
+  }
+
+  /**
+   * Replace a tenant (membership directory and policy), live on the next call. Validated like the config
+   * file; on any error the tenant in force stays as it was.
+   *
+   * @example
+   * gov.replaceTenant({ id: "acme", require_membership: true, users: [{ uid: "alice" }] });
+   */
+  replaceTenant(tenant: unknown): void {
+    const id = (tenant as { id?: unknown } | null)?.id;
+    if (typeof id !== "string") throw new OnbehalfError("ERR_INVALID_ARGUMENT", "a tenant needs an id");
+    const tenants = this.config.tenants.filter((t) => t.id !== id);
+    this.reconfigure({ ...this.config, tenants: [...tenants, tenant] });
+  }
+
+  /** Apply a JSON merge patch (RFC 7396) to a tenant's policy, live on the next call. */
+  patchTenantPolicy(id: string, patch: unknown): void {
+    const tenant = this.config.tenants.find((t) => t.id === id);
+    if (tenant === undefined) throw new OnbehalfError("ERR_INVALID_ARGUMENT", `no tenant "${id}"`);
+    this.replaceTenant({ ...tenant, policy: mergePatch(tenant.policy, patch) });
+  }
+
+  /** Remove a tenant: its users' calls are denied from the next call on. Returns whether it existed. */
+  deleteTenant(id: string): boolean {
+    const tenants = this.config.tenants.filter((t) => t.id !== id);
+    if (tenants.length === this.config.tenants.length) return false;
+    this.reconfigure({ ...this.config, tenants });
+    return true;
+  }
+
+  /** Add or replace a tool declaration, live on the next call. */
+  putTool(tool: unknown): void {
+    const name = (tool as { name?: unknown } | null)?.name;
+    if (typeof name !== "string") throw new OnbehalfError("ERR_INVALID_ARGUMENT", "a tool needs a name");
+    this.reconfigure({ ...this.config, tools: [...this.config.tools.filter((t) => t.name !== name), tool] });
+  }
+
+  /** Validate a whole new config (tools, tenants and limits apply live; issuers and stores do not). */
+  private reconfigure(raw: unknown): void {
+    const loaded = loadConfigObject(raw, this.loaded.baseDir);
+    const merged = this.mergeTools(loaded.policy, loaded.config);
+    this.loaded = loaded;
+    this.policyWithTools = merged;
+  }
+
+  /** Register (or re-register) a tool declared in code, merging it with the config's entry. */
+  private registerTool(definition: Omit<GovernedToolDefinition<never, unknown>, "execute">): void {
+    const parsed = ToolConfig.safeParse({
+      name: definition.name,
+      description: definition.description,
+      required_scopes: definition.required_scopes,
+      sensitivity: definition.sensitivity,
+      redact: definition.redact,
+      input_schema: definition.input_schema,
+    });
+    if (!parsed.success) {
+      throw new OnbehalfError(
+        "ERR_INVALID_ARGUMENT",
+        `tool "${definition.name}": ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`,
+      );
+    }
+    const warning = lintTool(
+      definition.name,
+      definition.input_schema ?? this.configTool(definition.name)?.input_schema,
+    );
+    if (warning !== undefined) this.warn(warning);
+    const previous = this.codeTools.get(definition.name);
+    this.codeTools.set(definition.name, parsed.data);
+    try {
+      this.policyWithTools = this.mergeTools(this.loaded.policy);
+    } catch (e) {
+      if (previous === undefined) this.codeTools.delete(definition.name);
+      else this.codeTools.set(definition.name, previous);
+      throw e;
+    }
+  }
+
+  private configTool(name: string, config: Config = this.config): ToolConfig | undefined {
+    return config.tools.find((t) => t.name === name);
+  }
+
+  /**
+   * Tools declared in code join the policy. Where the config declares the same tool, its fields win, except
+   * required scopes and redaction paths, which are the union of both (code can only make a tool stricter).
+   */
+  private mergeTools(policy: CompiledPolicy, config: Config = this.config): CompiledPolicy {
+    if (this.codeTools.size === 0) return policy;
+    const tools = new Map(policy.tools);
+    const issues: CompileIssue[] = [];
+    for (const [name, code] of this.codeTools) {
+      const fromConfig = this.configTool(name, config);
+      const merged: ToolConfig =
+        fromConfig === undefined
+          ? code
+          : {
+              ...code,
+              ...fromConfig,
+              required_scopes: union(fromConfig.required_scopes, code.required_scopes),
+              redact: union(fromConfig.redact, code.redact),
+            };
+      tools.set(name, compileTool(merged, ["tools", name], issues) satisfies CompiledTool);
+    }
+    if (issues.length > 0) {
+      throw new OnbehalfError("ERR_INVALID_ARGUMENT", issues.map((i) => i.message).join("; "));
+    }
+    return { ...policy, tools };
+  }
+}
+
+/** RFC 7396 JSON merge patch: objects merge recursively, null deletes, anything else replaces. */
+export function mergePatch(target: unknown, patch: unknown): unknown {
+  if (patch === null || typeof patch !== "object" || Array.isArray(patch)) return patch;
+  const out: Record<string, unknown> =
+    target !== null && typeof target === "object" && !Array.isArray(target) ? { ...(target as object) } : {};
+  for (const [key, value] of Object.entries(patch)) {
+    if (value === null) delete out[key];
+    else
+      Object.defineProperty(out, key, {
+        value: mergePatch(out[key], value),
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
+  }
+  return out;
+}
+
+function union(a: readonly string[], b: readonly string[]): string[] {
+  return [...new Set([...a, ...b])];
+}
+
+export type { AuditRecord };

@@ -1,0 +1,153 @@
+import { copyFileSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { main } from "../../src/cli/commands.js";
+
+/** Run the CLI in-process, capturing what it prints. */
+async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await main(argv, { out: (l) => out.push(l), err: (l) => err.push(l) });
+  return { code, out: out.join("\n"), err: err.join("\n") };
+}
+
+/** A copy of the example config in a temp dir, so keys and the audit database land there. */
+function exampleConfig(): string {
+  const dir = mkdtempSync(join(tmpdir(), "onbehalf-cli-"));
+  copyFileSync("examples/onbehalf.yaml", join(dir, "onbehalf.yaml"));
+  copyFileSync("examples/policy-tests.yaml", join(dir, "policy-tests.yaml"));
+  return join(dir, "onbehalf.yaml");
+}
+
+describe("onbehalf CLI", () => {
+  it("validates a good config (exit 0) and reports every error of a bad one with line and fix (exit 1)", async () => {
+    expect(await cli("policy", "validate", "examples/onbehalf.yaml")).toMatchObject({ code: 0 });
+    const dir = mkdtempSync(join(tmpdir(), "onbehalf-cli-"));
+    const bad = join(dir, "bad.yaml");
+    writeFileSync(
+      bad,
+      "tools:\n  - name: t\n    required_scope: [a]\ntenants:\n  - id: a\n    policy: { defaults: { interactiv: {} } }\n",
+    );
+    const r = await cli("policy", "validate", bad);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain(`${bad}:3:5: tools[0].required_scope: unknown field "required_scope"`);
+    expect(r.err).toContain('unknown tier "interactiv"');
+  });
+
+  it("runs policy tests: passes the example suite, fails (exit 1) on a wrong expectation", async () => {
+    const config = exampleConfig();
+    const ok = await cli("policy", "test", join(config, "../policy-tests.yaml"));
+    expect(ok.code).toBe(0);
+    expect(ok.out).toContain("8 passed, 0 failed");
+    const wrong = join(config, "../wrong.yaml");
+    writeFileSync(
+      wrong,
+      "config: onbehalf.yaml\ncases:\n  - { name: x, user: alice, tenant: acme, scopes: [], tool: get_customer, expect: allow }\n",
+    );
+    const failed = await cli("policy", "test", wrong);
+    expect(failed.code).toBe(1);
+    expect(failed.out).toContain("FAIL  x: expected allow, got deny");
+  });
+
+  it("explains which layer and rule decided", async () => {
+    const r = await cli(
+      "policy",
+      "explain",
+      "--config",
+      "examples/onbehalf.yaml",
+      "--user",
+      "bob",
+      "--tool",
+      "grant_permission",
+      "--scopes",
+      "admin",
+    );
+    expect(r.code).toBe(0);
+    expect(r.out).toContain("decided by user_tools.bob.grant_permission.interactive");
+    const json = await cli(
+      "policy",
+      "explain",
+      "--config",
+      "examples/onbehalf.yaml",
+      "--user",
+      "alice",
+      "--tool",
+      "issue_refund",
+      "--scopes",
+      "refunds:write",
+      "--args",
+      '{"amount": 900}',
+      "--json",
+    );
+    expect(json.code).toBe(1);
+    expect(JSON.parse(json.out).decision).toMatchObject({
+      decision: "ask",
+      rule: "big-refunds-need-approval",
+    });
+  });
+
+  it("mints a development token that verifies, and refuses to mint without dev_issuer", async () => {
+    const config = exampleConfig();
+    const minted = await cli(
+      "dev-token",
+      "--config",
+      config,
+      "--sub",
+      "alice",
+      "--tenant",
+      "acme",
+      "--scopes",
+      "customers:read",
+    );
+    expect(minted.code).toBe(0);
+    const verified = await cli("token", "verify", "--config", config, minted.out.trim());
+    expect(verified.code).toBe(0);
+    expect(JSON.parse(verified.out)).toMatchObject({
+      user: "alice",
+      tenant: "acme",
+      scopes: ["customers:read"],
+    });
+    const tampered = await cli(
+      "token",
+      "verify",
+      "--config",
+      config,
+      `${minted.out.trim().slice(0, -4)}AAAA`,
+    );
+    expect(tampered.code).toBe(1);
+    expect(tampered.out).toMatch(/^invalid: ERR_TOKEN_/);
+
+    const noDev = join(config, "../nodev.yaml");
+    writeFileSync(noDev, "dev_issuer: false\n");
+    const refused = await cli("dev-token", "--config", noDev, "--sub", "a", "--tenant", "t");
+    expect(refused.code).toBe(1);
+    expect(refused.err).toContain("dev_issuer: true");
+  });
+
+  it("inspects a token without verifying it, and says so", async () => {
+    const config = exampleConfig();
+    const minted = await cli("dev-token", "--config", config, "--sub", "carol", "--tenant", "acme");
+    const r = await cli("token", "inspect", minted.out.trim());
+    expect(JSON.parse(r.out).payload.sub).toBe("carol");
+    expect(r.err).toContain("NOT verified");
+  });
+
+  it("runs the demo end to end on the example config", async () => {
+    const r = await cli("demo", "--config", exampleConfig());
+    expect(r.code).toBe(0);
+    expect(r.out).toContain('"ssn":"[REDACTED]"');
+    expect(r.out).toMatch(/ask +issue_refund 900/);
+    expect(r.out).toMatch(/deny +grant_permission \(needs the admin scope\) → missing_scope/);
+    expect(r.out).toContain("alice support-bot>billing-specialist get_customer deny/missing_scope");
+  });
+
+  it("exits 2 on bad usage", async () => {
+    expect((await cli("bogus")).code).toBe(2);
+    expect((await cli("policy", "explain", "--config", "examples/onbehalf.yaml", "--tool", "x")).code).toBe(
+      2,
+    );
+    expect((await cli("dev-token", "--nope")).code).toBe(2);
+    expect((await cli()).code).toBe(2);
+  });
+});

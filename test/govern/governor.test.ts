@@ -1,0 +1,335 @@
+import { describe, expect, it } from "vitest";
+import { openSqliteStore } from "../../src/audit/sqlite.js";
+import type { AuditStore } from "../../src/audit/store.js";
+import { isOnbehalfError, type OnbehalfError } from "../../src/errors.js";
+import { testGovernor } from "../support/governor.js";
+import { principal } from "../support/principal.js";
+
+const alice = principal({ user: "alice", scopes: ["customers:read", "refunds:write", "email.read"] });
+const customer = { id: "c-1", name: "Ada", ssn: "078-05-1120", cards: [{ number: "4111", brand: "visa" }] };
+
+async function rejection(p: Promise<unknown>): Promise<OnbehalfError> {
+  try {
+    await p;
+  } catch (e) {
+    if (isOnbehalfError(e)) return e;
+    throw e;
+  }
+  throw new Error("expected a rejection");
+}
+
+describe("governed tools", () => {
+  it("decides, executes, redacts and audits an allowed call: attempt and outcome share a call_id", async () => {
+    const { gov } = await testGovernor();
+    let executed = 0;
+    const getCustomer = gov.governed({
+      name: "get_customer",
+      execute: async ({ id, ssn }: { id: string; ssn?: string }) => {
+        executed++;
+        return { ...customer, id, echoed: ssn };
+      },
+    });
+    const out = await gov.runAs(alice, { agent: "support-bot", tier: "interactive", traceId: "t-1" }, () =>
+      getCustomer({ id: "c-9", ssn: "999" }),
+    );
+    expect(executed).toBe(1);
+    expect(out).toMatchObject({
+      id: "c-9",
+      ssn: "[REDACTED]",
+      cards: [{ number: "[REDACTED]", brand: "visa" }],
+    });
+    await gov.flush();
+    const { records } = await gov.queryAudit({ user: "alice" });
+    expect(records.map((r) => [r.kind, r.outcome])).toEqual([
+      ["outcome", "ok"],
+      ["attempt", "pending"],
+    ]);
+    const [outcome, attempt] = records;
+    expect(outcome!.call_id).toBe(attempt!.call_id);
+    expect(attempt).toMatchObject({
+      tenant: "acme",
+      user: "alice",
+      agent: "support-bot",
+      chain: ["support-bot"],
+      tool: "get_customer",
+      decision: "allow",
+      reason_code: "ok",
+      source: "inproc",
+      trace_id: "t-1",
+      args: { id: "c-9", ssn: "[REDACTED]" },
+    });
+    expect(attempt!.args_digest).toMatch(/^sha256:[0-9a-f]{64}$/);
+    expect(outcome!.prev_hash).toBe(attempt!.leaf_hash);
+    await gov.close();
+  });
+
+  it("rejects a denied call with ERR_POLICY_DENIED and the decision, without running the tool, and audits it", async () => {
+    const { gov } = await testGovernor();
+    let executed = false;
+    const readEmail = gov.governed({ name: "read_email", execute: () => (executed = true) });
+    const bob = principal({ user: "bob", scopes: ["customers:read"] });
+    const e = await rejection(gov.runAs(bob, { agent: "bot" }, () => readEmail({})));
+    expect(e.code).toBe("ERR_POLICY_DENIED");
+    expect(e.details).toMatchObject({ decision: "deny", reason_code: "missing_scope" });
+    expect(executed).toBe(false);
+    await gov.flush();
+    const { records } = await gov.queryAudit({ user: "bob" });
+    expect(records).toHaveLength(1);
+    expect(records[0]).toMatchObject({
+      decision: "deny",
+      reason_code: "missing_scope",
+      outcome: "none",
+      kind: "attempt",
+    });
+    await gov.close();
+  });
+
+  it("rejects a call with nothing bound with ERR_NO_IDENTITY, and audits it as unauthenticated", async () => {
+    const { gov } = await testGovernor();
+    const getCustomer = gov.governed({ name: "get_customer", execute: () => customer });
+    const e = await rejection(getCustomer({ id: "c-1" }));
+    expect(e.code).toBe("ERR_NO_IDENTITY");
+    await gov.flush();
+    const { records } = await gov.queryAudit({});
+    expect(records[0]).toMatchObject({ user: null, decision: "deny", reason_code: "unauthenticated" });
+    await gov.close();
+  });
+
+  it("asks for approval with ERR_APPROVAL_REQUIRED when a rule says ask", async () => {
+    const { gov } = await testGovernor();
+    const refund = gov.governed({
+      name: "issue_refund",
+      execute: ({ amount }: { amount: number }) => amount,
+    });
+    await expect(gov.runAs(alice, { agent: "bot" }, () => refund({ amount: 100 }))).resolves.toBe(100);
+    const e = await rejection(gov.runAs(alice, { agent: "bot" }, () => refund({ amount: 900 })));
+    expect(e.code).toBe("ERR_APPROVAL_REQUIRED");
+    expect(e.details).toMatchObject({ decision: "ask", rule: "big-refunds" });
+    await gov.close();
+  });
+
+  it("records the delegation chain and narrows scopes in governed calls", async () => {
+    const { gov } = await testGovernor();
+    const readEmail = gov.governed({ name: "read_email", execute: () => "mail" });
+    const getCustomer = gov.governed({ name: "get_customer", execute: () => customer });
+    await gov.runAs(alice, { agent: "planner" }, () =>
+      gov.delegate("mail-agent", { scopes: ["email.read"] }, async () => {
+        await expect(readEmail({})).resolves.toBe("mail");
+        const e = await rejection(getCustomer({ id: "c-1" }));
+        expect(e.details).toMatchObject({ reason_code: "missing_scope" });
+      }),
+    );
+    await gov.flush();
+    const denied = await gov.queryAudit({ decision: "deny" });
+    expect(denied.records[0]).toMatchObject({
+      chain: ["planner", "mail-agent"],
+      agent: "mail-agent",
+      tier: "subagent",
+    });
+    await gov.close();
+  });
+
+  it("audits a failing tool as an error outcome and rethrows its error", async () => {
+    const { gov } = await testGovernor();
+    const broken = gov.governed({
+      name: "get_customer",
+      execute: async () => {
+        throw new Error("database is down");
+      },
+    });
+    await expect(gov.runAs(alice, { agent: "bot" }, () => broken({}))).rejects.toThrow("database is down");
+    await gov.flush();
+    const { records } = await gov.queryAudit({ user: "alice" });
+    expect(records[0]).toMatchObject({
+      kind: "outcome",
+      outcome: "error",
+      reason: "tool failed: database is down",
+    });
+    await gov.close();
+  });
+
+  it("withholds output when the post-transform is block", async () => {
+    const { gov } = await testGovernor({
+      tenants: [
+        { id: "acme", policy: { defaults: { "*": { permission: "allow", post_transform: "block" } } } },
+      ],
+    });
+    const getCustomer = gov.governed({ name: "get_customer", execute: () => customer });
+    const e = await rejection(gov.runAs(alice, { agent: "bot" }, () => getCustomer({})));
+    expect(e.code).toBe("ERR_OUTPUT_BLOCKED");
+    await gov.flush();
+    expect((await gov.queryAudit({ user: "alice" })).records[0]).toMatchObject({ outcome: "blocked" });
+    await gov.close();
+  });
+
+  it("shares one human's rate limit across agents and parallel fan-out, and never counts denied calls", async () => {
+    const { gov } = await testGovernor({
+      tenants: [
+        { id: "acme", policy: { defaults: { "*": { permission: "allow", rate_limit_per_minute: 10 } } } },
+      ],
+    });
+    const lookup = gov.governed({ name: "get_customer", execute: () => "ok" });
+    const refund = gov.governed({ name: "issue_refund", execute: () => "ok" });
+    const outcomes = await gov.runAs(alice, { agent: "root" }, () =>
+      Promise.all(
+        Array.from({ length: 8 }, (_, i) =>
+          gov.delegate(`worker-${i}`, { scopes: i % 2 === 0 ? ["customers:read"] : [] }, () =>
+            Promise.allSettled([lookup({}), lookup({}), refund({})]),
+          ),
+        ),
+      ),
+    );
+    const flat = outcomes.flat();
+    const allowed = flat.filter((r) => r.status === "fulfilled").length;
+    const limited = flat.filter(
+      (r) => r.status === "rejected" && isOnbehalfError(r.reason, "ERR_RATE_LIMITED"),
+    ).length;
+    const scopeDenied = flat.filter(
+      (r) => r.status === "rejected" && isOnbehalfError(r.reason, "ERR_POLICY_DENIED"),
+    ).length;
+    expect(scopeDenied).toBe(16); // refunds everywhere, lookups by the odd workers: none of them counted
+    expect(allowed).toBe(8); // 8 lookups fit among 10; the 2 spare slots were never used by denied calls
+    expect(limited).toBe(0);
+    // the remaining budget of this human in the subagent tier (the workers' tier) is exactly 2
+    const more = await gov.runAs(alice, { agent: "other-bot", tier: "subagent" }, () =>
+      Promise.allSettled([lookup({}), lookup({}), lookup({})]),
+    );
+    expect(more.map((r) => (r.status === "fulfilled" ? "ok" : (r.reason as OnbehalfError).code))).toEqual([
+      "ok",
+      "ok",
+      "ERR_RATE_LIMITED",
+    ]);
+    // another tier has a budget of its own, and so has another human
+    await expect(gov.runAs(alice, { agent: "root", tier: "interactive" }, () => lookup({}))).resolves.toBe(
+      "ok",
+    );
+    const bob = principal({ user: "bob", scopes: ["customers:read"] });
+    await expect(gov.runAs(bob, { agent: "root" }, () => lookup({}))).resolves.toBe("ok");
+    await gov.close();
+  });
+
+  it("in durability sync, commits the attempt record before the tool runs", async () => {
+    const store = openSqliteStore(":memory:");
+    const { gov } = await testGovernor(
+      { audit: { store: "sqlite::memory:", durability: "sync", flush_ms: 1000 } },
+      { auditStore: store },
+    );
+    const getCustomer = gov.governed({
+      name: "get_customer",
+      execute: async (_args: object, ctx) => (await store.query({ call_id: ctx.callId })).records.length,
+    });
+    await expect(gov.runAs(alice, { agent: "bot" }, () => getCustomer({}))).resolves.toBe(1);
+    await gov.close();
+  });
+
+  it("fails closed while the audit store is down, and recovers when it is back", async () => {
+    const real = openSqliteStore(":memory:");
+    let down = false;
+    // A fault injector around the real store: a stand-in for a database that went away.
+    const flaky: AuditStore = {
+      ...real,
+      append: (b) => (down ? Promise.reject(new Error("disk I/O error")) : real.append(b)),
+    };
+    const { gov } = await testGovernor({}, { auditStore: flaky });
+    const getCustomer = gov.governed({ name: "get_customer", execute: () => "ok" });
+    await expect(gov.runAs(alice, { agent: "bot" }, () => getCustomer({}))).resolves.toBe("ok");
+    down = true;
+    await gov.runAs(alice, { agent: "bot" }, () => getCustomer({}));
+    await new Promise((r) => setTimeout(r, 20));
+    const e = await rejection(gov.runAs(alice, { agent: "bot" }, () => getCustomer({})));
+    expect(e.details).toMatchObject({ decision: "deny", reason_code: "fail_closed" });
+    down = false;
+    await gov.flush();
+    await expect(gov.runAs(alice, { agent: "bot" }, () => getCustomer({}))).resolves.toBe("ok");
+    await gov.close();
+  });
+
+  it("runs shadow mode: would-be denials go ahead and are audited with the verdict", async () => {
+    const { gov } = await testGovernor({
+      tenants: [
+        { id: "acme", policy: { mode: "shadow", tools: { get_customer: { "*": { permission: "deny" } } } } },
+      ],
+    });
+    const getCustomer = gov.governed({ name: "get_customer", execute: () => "ran" });
+    await expect(gov.runAs(alice, { agent: "bot" }, () => getCustomer({}))).resolves.toBe("ran");
+    await gov.flush();
+    const attempt = (await gov.queryAudit({ user: "alice" })).records.find((r) => r.kind === "attempt");
+    expect(attempt).toMatchObject({
+      decision: "allow",
+      shadow: { decision: "deny", reason_code: "permission_deny" },
+    });
+    await gov.close();
+  });
+
+  it("applies a revocation in the directory or the policy on the next call", async () => {
+    const { gov } = await testGovernor();
+    const getCustomer = gov.governed({ name: "get_customer", execute: () => "ok" });
+    const call = () => gov.runAs(alice, { agent: "bot" }, () => getCustomer({}));
+    await expect(call()).resolves.toBe("ok");
+    gov.replaceTenant({
+      id: "acme",
+      require_membership: true,
+      users: [{ uid: "alice", disabled: true }],
+      policy: { defaults: { "*": { permission: "allow" } } },
+    });
+    expect((await rejection(call())).details).toMatchObject({ reason_code: "not_a_member" });
+    gov.replaceTenant({
+      id: "acme",
+      users: [{ uid: "alice", scopes: ["email.read"] }],
+      policy: { defaults: { "*": { permission: "allow" } } },
+    });
+    expect((await rejection(call())).details).toMatchObject({ reason_code: "missing_scope" });
+    gov.replaceTenant({ id: "acme", policy: { defaults: { "*": { permission: "allow" } } } });
+    await expect(call()).resolves.toBe("ok");
+    gov.patchTenantPolicy("acme", { tools: { get_customer: { "*": { permission: "deny" } } } });
+    expect((await rejection(call())).details).toMatchObject({ reason_code: "permission_deny" });
+    await gov.close();
+  });
+
+  it("keeps the policy in force when an update is invalid", async () => {
+    const { gov } = await testGovernor();
+    const getCustomer = gov.governed({ name: "get_customer", execute: () => "ok" });
+    expect(() => gov.patchTenantPolicy("acme", { defaults: { interactiv: { permission: "deny" } } })).toThrow(
+      /unknown tier "interactiv"/,
+    );
+    await expect(gov.runAs(alice, { agent: "bot" }, () => getCustomer({}))).resolves.toBe("ok");
+    await gov.close();
+  });
+
+  it("warns when a tool takes a free-form command or code string", async () => {
+    const { gov, warnings } = await testGovernor({ tools: [{ name: "bash" }, { name: "lookup" }] });
+    gov.governed({
+      name: "bash",
+      input_schema: { type: "object", properties: { command: { type: "string" } } },
+      execute: () => "",
+    });
+    gov.governed({
+      name: "lookup",
+      input_schema: { type: "object", properties: { id: { type: "string" } } },
+      execute: () => "",
+    });
+    const lint = warnings.filter((w) => w.includes("free-form"));
+    expect(lint).toHaveLength(1);
+    expect(lint[0]).toMatch(/tool "bash" appears to take a free-form command or code string \(command\)/);
+    await gov.close();
+  });
+
+  it("lets code declare tools the config does not name, and only ever adds scopes to config tools", async () => {
+    const { gov } = await testGovernor();
+    const extra = gov.governed({ name: "weather", required_scopes: ["weather"], execute: () => "sunny" });
+    const stricter = gov.governed({
+      name: "get_customer",
+      required_scopes: ["pii"],
+      execute: () => customer,
+    });
+    expect(gov.policy.tools.get("get_customer")!.requiredScopes).toEqual(["customers:read", "pii"]);
+    const e = await rejection(gov.runAs(alice, { agent: "bot" }, () => extra({})));
+    expect(e.details).toMatchObject({ reason_code: "missing_scope" });
+    const weatherman = principal({ user: "w", scopes: ["weather"] });
+    await expect(gov.runAs(weatherman, { agent: "bot" }, () => extra({}))).resolves.toBe("sunny");
+    expect((await rejection(gov.runAs(alice, { agent: "bot" }, () => stricter({})))).details).toMatchObject({
+      reason_code: "missing_scope",
+    });
+    await gov.close();
+  });
+});
