@@ -41,7 +41,7 @@ async function benchGovernor(): Promise<Governor> {
           },
         },
       ],
-      audit: { store: `sqlite:${join(dir, "bench.db")}` },
+      audit: { store: `sqlite:${join(dir, "bench.db")}`, signing_key: join(dir, "audit.jwk") },
     },
     warn: () => {},
   });

@@ -8,9 +8,20 @@
  * If the store fails, the sealed batch is kept and retried with backoff; `healthy` turns false so the
  * governor denies calls (fail closed) until a write succeeds again.
  */
+import type { KeyObject } from "node:crypto";
 import { OnbehalfError } from "../errors.js";
-import { type AuditFields, GENESIS_HASH, type SealedRecord, seal } from "./record.js";
+import { signCheckpoint } from "./checkpoint.js";
+import { CompactRange } from "./merkle.js";
+import { type AuditFields, GENESIS_HASH, type SealedRecord, seal, timestamp } from "./record.js";
 import type { AuditStore } from "./store.js";
+
+/** When the writer signs a checkpoint of its log: every `every` records, every `seconds`, and on close. */
+export interface CheckpointPolicy {
+  /** The Ed25519 key that signs (its name is the log id, the checkpoint origin). */
+  readonly key: KeyObject;
+  readonly every: number;
+  readonly seconds: number;
+}
 
 export interface AuditLogOptions {
   /** This writer's log id (the checkpoint origin). */
@@ -20,8 +31,8 @@ export interface AuditLogOptions {
   /** Records kept while the store is down; beyond it appends fail (and the governor denies). */
   readonly maxQueue?: number;
   readonly onError?: (error: unknown) => void;
-  /** Called with each batch after it commits (checkpointing hooks in here). */
-  readonly onCommit?: (batch: readonly SealedRecord[]) => void;
+  /** Sign checkpoints of the Merkle tree over this log. */
+  readonly checkpoints?: CheckpointPolicy;
 }
 
 /**
@@ -34,7 +45,41 @@ export interface AuditLogOptions {
 export async function openAuditLog(store: AuditStore, options: AuditLogOptions): Promise<AuditLog> {
   await store.init();
   const head = await store.head(options.logId);
-  return new AuditLog(store, options, head?.seq ?? 0, head?.leafHash ?? GENESIS_HASH);
+  const size = head?.seq ?? 0;
+  const tree = options.checkpoints === undefined ? undefined : await resumeTree(store, options.logId, size);
+  const log = new AuditLog(store, options, size, head?.leafHash ?? GENESIS_HASH, tree);
+  log.startCheckpointTimer();
+  return log;
+}
+
+/**
+ * The compact range of the log's Merkle tree at `size`: from the latest checkpoint's stored range, then the
+ * leaves after it. A checkpoint beyond the stored records means records were removed: refuse to go on.
+ */
+async function resumeTree(
+  store: AuditStore,
+  logId: string,
+  size: number,
+): Promise<{ range: CompactRange; checkpointed: number }> {
+  const latest = await store.latestCheckpoint(logId);
+  if (latest !== null && latest.size > size) {
+    throw new OnbehalfError(
+      "ERR_AUDIT_UNAVAILABLE",
+      `log ${logId} has a checkpoint at size ${latest.size} but only ${size} records: records were removed; run \`onbehalf audit verify\``,
+    );
+  }
+  const range =
+    latest === null
+      ? new CompactRange()
+      : new CompactRange(
+          latest.size,
+          latest.subtrees.map((h) => Buffer.from(h, "hex")),
+        );
+  for (let from = range.size + 1; from <= size; from += 50_000) {
+    for (const leaf of await store.leafHashes(logId, from, Math.min(size, from + 49_999)))
+      range.append(Buffer.from(leaf, "hex"));
+  }
+  return { range, checkpointed: latest?.size ?? 0 };
 }
 
 interface Queued {
@@ -67,12 +112,15 @@ export class AuditLog {
   private readonly batchSize: number;
   private readonly flushMs: number;
   private readonly maxQueue: number;
+  private checkpointTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly store: AuditStore,
     private readonly options: AuditLogOptions,
     private seq: number,
     private lastHash: string,
+    /** The Merkle tree over committed records, and the size of the last signed checkpoint. */
+    private readonly tree?: { range: CompactRange; checkpointed: number },
   ) {
     this.logId = options.logId;
     this.batchSize = options.batchSize ?? 512;
@@ -126,10 +174,45 @@ export class AuditLog {
     await this.acknowledged(target);
   }
 
-  /** Flush and stop. Further appends throw `ERR_CLOSED`. */
+  /** The tree head over committed records (when checkpointing is on). */
+  get treeSize(): number {
+    return this.tree?.range.size ?? 0;
+  }
+
+  /** Sign and store a checkpoint now if records were committed since the last one. */
+  async checkpoint(): Promise<void> {
+    const tree = this.tree;
+    const policy = this.options.checkpoints;
+    if (tree === undefined || policy === undefined || tree.range.size === tree.checkpointed) return;
+    const size = tree.range.size;
+    const root = tree.range.root();
+    await this.store.putCheckpoint({
+      log: this.logId,
+      size,
+      root: root.toString("hex"),
+      note: signCheckpoint({ origin: this.logId, size, root }, this.logId, policy.key),
+      time: timestamp(Date.now()),
+      subtrees: tree.range.subtrees.map((h) => h.toString("hex")),
+    });
+    tree.checkpointed = Math.max(tree.checkpointed, size);
+  }
+
+  /** @internal Called once by openAuditLog. */
+  startCheckpointTimer(): void {
+    const seconds = this.options.checkpoints?.seconds;
+    if (seconds === undefined || seconds <= 0) return;
+    this.checkpointTimer = setInterval(() => {
+      if (this.writing === undefined) this.checkpoint().catch((e: unknown) => this.options.onError?.(e));
+    }, seconds * 1000);
+    this.checkpointTimer.unref();
+  }
+
+  /** Flush, sign a final checkpoint, and stop. Further appends throw `ERR_CLOSED`. */
   async close(): Promise<void> {
+    if (this.checkpointTimer) clearInterval(this.checkpointTimer);
     try {
       await this.flush();
+      await this.checkpoint();
     } finally {
       this.closed = true;
       if (this.timer) clearTimeout(this.timer);
@@ -157,7 +240,12 @@ export class AuditLog {
       this.immediate ??= setImmediate(() => this.startWriting());
       return;
     }
-    this.timer = setTimeout(() => this.startWriting(), delay);
+    // The timer only schedules the write: work done inside a timer callback (and the callers it wakes)
+    // keeps libuv's timer phase busy on Node 20 and starves I/O and signals (measured: no epoll for seconds).
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.kick(0);
+    }, delay);
   }
 
   private startWriting(): void {
@@ -172,8 +260,14 @@ export class AuditLog {
     });
   }
 
+  /**
+   * Write the batches queued when this turn began, then return to the event loop (the `finally` in
+   * startWriting schedules the next turn). Records appended meanwhile wait for that turn: with a store that
+   * answers at once, an unbounded loop here would chain microtasks forever and starve timers, I/O and signals.
+   */
   private async writeBatches(): Promise<void> {
-    while (this.sealed.length > 0 || this.queue.length > 0) {
+    let turns = Math.ceil((this.queue.length + this.sealed.length) / this.batchSize);
+    while (turns-- > 0 && (this.sealed.length > 0 || this.queue.length > 0)) {
       if (this.sealed.length === 0) this.sealNext();
       const batch = this.sealed;
       try {
@@ -187,8 +281,23 @@ export class AuditLog {
       this.failures = 0;
       this.sealed = [];
       this.committed += batch.length;
-      this.options.onCommit?.(batch);
       this.resolveWaiters();
+      await this.grow(batch);
+    }
+  }
+
+  /** Add committed leaves to the tree, and sign a checkpoint when one is due. */
+  private async grow(batch: readonly SealedRecord[]): Promise<void> {
+    const tree = this.tree;
+    if (tree === undefined) return;
+    for (const r of batch) tree.range.append(Buffer.from(r.leafHash, "hex"));
+    const every = this.options.checkpoints?.every ?? 0;
+    if (every > 0 && tree.range.size - tree.checkpointed >= every) {
+      try {
+        await this.checkpoint();
+      } catch (e) {
+        this.options.onError?.(e); // records are safe; the next checkpoint covers them
+      }
     }
   }
 

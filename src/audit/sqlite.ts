@@ -1,16 +1,23 @@
 /**
- * The embedded audit store: SQLite through better-sqlite3 (WAL). One table; the record's canonical JSON is
- * stored exactly as it was hashed, next to copies of the queried fields (indexed). `audit verify` checks that
- * the copies agree with the hashed record, so an edited index column cannot make a query lie unnoticed.
- * (Generated columns over the JSON were measured: json_extract on every insert cost more than the rest of
- * the insert together.)
+ * The embedded audit store: SQLite through better-sqlite3 (WAL). The record's canonical JSON is stored exactly
+ * as it was hashed, next to copies of the queried fields (indexed). `audit verify` checks that the copies
+ * agree with the hashed record, so an edited index column cannot make a query lie unnoticed. (Generated
+ * columns over the JSON were measured: json_extract on every insert cost more than the rest of the insert.)
  */
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import { OnbehalfError } from "../errors.js";
-import type { AuditRecord, SealedRecord } from "./record.js";
-import type { AuditPage, AuditQuery, AuditStore, LogHead, StoredRow } from "./store.js";
+import type { SealedRecord } from "./record.js";
+import {
+  buildQuery,
+  type CheckpointShape,
+  pageOf,
+  type RowShape,
+  storedCheckpoint,
+  storedRow,
+} from "./sql.js";
+import type { AuditPage, AuditQuery, AuditStore, LogHead, StoredCheckpoint } from "./store.js";
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS audit_records (
@@ -32,9 +39,16 @@ CREATE INDEX IF NOT EXISTS audit_by_user   ON audit_records (user, time);
 CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit_records (tenant, time);
 CREATE INDEX IF NOT EXISTS audit_by_tool   ON audit_records (tool, time);
 CREATE INDEX IF NOT EXISTS audit_by_call   ON audit_records (call_id);
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+  log      TEXT    NOT NULL,
+  size     INTEGER NOT NULL,
+  root     TEXT    NOT NULL,
+  note     TEXT    NOT NULL,
+  time     TEXT    NOT NULL,
+  subtrees TEXT    NOT NULL,
+  PRIMARY KEY (log, size)
+);
 `;
-
-const FILTERS = ["tenant", "user", "tool", "decision", "agent", "call_id"] as const;
 
 /**
  * Open (creating if needed) an SQLite audit store. `path` is a file or `:memory:`.
@@ -43,13 +57,14 @@ const FILTERS = ["tenant", "user", "tool", "decision", "agent", "call_id"] as co
  * const store = openSqliteStore("./onbehalf.db"); await store.init();
  */
 export function openSqliteStore(path: string): AuditStore & { readonly db: Database.Database } {
-  if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
   let db: Database.Database;
   try {
+    if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
     db = new Database(path);
     db.pragma("journal_mode = WAL");
     db.pragma("synchronous = NORMAL");
     db.pragma("busy_timeout = 5000");
+    db.exec(SCHEMA);
   } catch (e) {
     throw new OnbehalfError(
       "ERR_AUDIT_UNAVAILABLE",
@@ -59,7 +74,6 @@ export function openSqliteStore(path: string): AuditStore & { readonly db: Datab
       },
     );
   }
-  db.exec(SCHEMA);
   const insert = db.prepare(
     "INSERT INTO audit_records (log, seq, record, leaf_hash, time, tenant, user, tool, decision, agent, call_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
   );
@@ -84,126 +98,71 @@ export function openSqliteStore(path: string): AuditStore & { readonly db: Datab
   const headOf = db.prepare(
     "SELECT seq, leaf_hash FROM audit_records WHERE log = ? ORDER BY seq DESC LIMIT 1",
   );
-  const rowsOf = db.prepare(
-    "SELECT log, seq, record, leaf_hash FROM audit_records WHERE log = ? AND seq >= ? ORDER BY seq LIMIT ?",
+  const rowsOf = db.prepare("SELECT * FROM audit_records WHERE log = ? AND seq >= ? ORDER BY seq LIMIT ?");
+  const leavesOf = db
+    .prepare("SELECT leaf_hash FROM audit_records WHERE log = ? AND seq BETWEEN ? AND ? ORDER BY seq")
+    .pluck();
+  const putCheckpoint = db.prepare(
+    "INSERT OR REPLACE INTO audit_checkpoints (log, size, root, note, time, subtrees) VALUES (?, ?, ?, ?, ?, ?)",
   );
+  const checkpointsOf = db.prepare("SELECT * FROM audit_checkpoints WHERE log = ? ORDER BY size");
+  const latestOf = db.prepare("SELECT * FROM audit_checkpoints WHERE log = ? ORDER BY size DESC LIMIT 1");
   const queries = new Map<string, Database.Statement>();
+  const guard = <T>(what: string, f: () => T): Promise<T> => {
+    try {
+      return Promise.resolve(f());
+    } catch (e) {
+      // Our own errors (a bad cursor or time in a query) say what is wrong already; database errors do not.
+      if (e instanceof OnbehalfError) return Promise.reject(e);
+      return Promise.reject(
+        new OnbehalfError("ERR_AUDIT_UNAVAILABLE", `audit ${what} failed: ${(e as Error).message}`, {
+          cause: e,
+        }),
+      );
+    }
+  };
 
   return {
     db,
     async init() {},
-    async head(log: string): Promise<LogHead | null> {
-      const row = headOf.get(log) as { seq: number; leaf_hash: string } | undefined;
-      return row === undefined ? null : { seq: row.seq, leafHash: row.leaf_hash };
-    },
-    async append(batch: readonly SealedRecord[]) {
-      try {
-        insertBatch(batch);
-      } catch (e) {
-        throw new OnbehalfError("ERR_AUDIT_UNAVAILABLE", `audit write failed: ${(e as Error).message}`, {
-          cause: e,
-        });
-      }
-    },
-    async query(q: AuditQuery): Promise<AuditPage> {
-      const { sql, params, limit } = buildQuery(q);
-      let stmt = queries.get(sql);
-      if (stmt === undefined) {
-        stmt = db.prepare(sql);
-        queries.set(sql, stmt);
-      }
-      const rows = stmt.all(...params) as { record: string; leaf_hash: string }[];
-      const records = rows.slice(0, limit).map((r) => parseRow(r.record, r.leaf_hash));
-      const last = records[records.length - 1];
-      return {
-        records,
-        next_cursor: rows.length > limit && last !== undefined ? encodeCursor(last) : null,
-      };
-    },
-    async logs() {
-      return (
-        db.prepare("SELECT DISTINCT log FROM audit_records ORDER BY log").all() as { log: string }[]
-      ).map((r) => r.log);
-    },
-    async rows(log: string, fromSeq: number, pageSize: number): Promise<StoredRow[]> {
-      return (
-        rowsOf.all(log, fromSeq, pageSize) as {
-          log: string;
-          seq: number;
-          record: string;
-          leaf_hash: string;
-        }[]
-      ).map((r) => ({ log: r.log, seq: r.seq, canonical: r.record, leafHash: r.leaf_hash }));
-    },
+    head: (log) =>
+      guard("read", () => {
+        const row = headOf.get(log) as { seq: number; leaf_hash: string } | undefined;
+        return row === undefined ? null : ({ seq: row.seq, leafHash: row.leaf_hash } satisfies LogHead);
+      }),
+    append: (batch) => guard("write", () => insertBatch(batch)),
+    query: (q: AuditQuery): Promise<AuditPage> =>
+      guard("query", () => {
+        const { sql, params, limit } = buildQuery(q, () => "?");
+        let stmt = queries.get(sql);
+        if (stmt === undefined) {
+          stmt = db.prepare(sql);
+          queries.set(sql, stmt);
+        }
+        return pageOf(stmt.all(...params) as { record: string; leaf_hash: string }[], limit);
+      }),
+    logs: () =>
+      guard("read", () =>
+        (db.prepare("SELECT DISTINCT log FROM audit_records ORDER BY log").all() as { log: string }[]).map(
+          (r) => r.log,
+        ),
+      ),
+    rows: (log, fromSeq, pageSize) =>
+      guard("read", () => (rowsOf.all(log, fromSeq, pageSize) as RowShape[]).map(storedRow)),
+    leafHashes: (log, fromSeq, toSeq) => guard("read", () => leavesOf.all(log, fromSeq, toSeq) as string[]),
+    putCheckpoint: (c: StoredCheckpoint) =>
+      guard("write", () => {
+        putCheckpoint.run(c.log, c.size, c.root, c.note, c.time, JSON.stringify(c.subtrees));
+      }),
+    checkpoints: (log) =>
+      guard("read", () => (checkpointsOf.all(log) as CheckpointShape[]).map(storedCheckpoint)),
+    latestCheckpoint: (log) =>
+      guard("read", () => {
+        const row = latestOf.get(log) as CheckpointShape | undefined;
+        return row === undefined ? null : storedCheckpoint(row);
+      }),
     async close() {
       if (db.open) db.close();
     },
   };
-}
-
-function buildQuery(q: AuditQuery): { sql: string; params: unknown[]; limit: number } {
-  const where: string[] = [];
-  const params: unknown[] = [];
-  for (const f of FILTERS) {
-    const v = q[f];
-    if (v !== undefined) {
-      where.push(`${f} = ?`);
-      params.push(v);
-    }
-  }
-  if (q.since !== undefined) {
-    where.push("time >= ?");
-    params.push(isoTime(q.since, "since"));
-  }
-  if (q.until !== undefined) {
-    where.push("time < ?");
-    params.push(isoTime(q.until, "until"));
-  }
-  if (q.cursor !== undefined) {
-    const c = decodeCursor(q.cursor);
-    where.push("(time, log, seq) < (?, ?, ?)");
-    params.push(c.time, c.log, c.seq);
-  }
-  const limit = Math.min(Math.max(1, Math.trunc(q.limit ?? 100)), 1000);
-  params.push(limit + 1);
-  const sql = `SELECT record, leaf_hash FROM audit_records ${where.length > 0 ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY time DESC, log DESC, seq DESC LIMIT ?`;
-  return { sql, params, limit };
-}
-
-function parseRow(canonical: string, leafHash: string): AuditRecord {
-  return { ...(JSON.parse(canonical) as Omit<AuditRecord, "leaf_hash">), leaf_hash: leafHash };
-}
-
-/** Normalize a user-given time to the stored format, or refuse it clearly. */
-export function isoTime(value: string, name: string): string {
-  const t = new Date(value);
-  if (Number.isNaN(t.getTime())) {
-    throw new OnbehalfError(
-      "ERR_INVALID_ARGUMENT",
-      `${name} "${value}" is not a time: use ISO 8601, e.g. 2026-11-28T10:00:00Z`,
-    );
-  }
-  return t.toISOString();
-}
-
-function encodeCursor(r: AuditRecord): string {
-  return Buffer.from(JSON.stringify([r.time, r.log, r.seq])).toString("base64url");
-}
-
-function decodeCursor(cursor: string): { time: string; log: string; seq: number } {
-  try {
-    const [time, log, seq] = JSON.parse(Buffer.from(cursor, "base64url").toString()) as [
-      string,
-      string,
-      number,
-    ];
-    if (typeof time === "string" && typeof log === "string" && Number.isInteger(seq))
-      return { time, log, seq };
-  } catch {
-    // fall through
-  }
-  throw new OnbehalfError(
-    "ERR_INVALID_ARGUMENT",
-    "cursor is not one this server issued: pass next_cursor as given",
-  );
 }

@@ -31,12 +31,31 @@ export interface AuditPage {
   readonly next_cursor: string | null;
 }
 
+/** The fields stores keep in their own indexed columns, next to the record. */
+export const INDEXED_FIELDS = ["time", "tenant", "user", "tool", "decision", "agent", "call_id"] as const;
+export type IndexedField = (typeof INDEXED_FIELDS)[number];
+
 /** A stored row as read back for verification: the bytes as stored, not re-serialized. */
 export interface StoredRow {
   readonly log: string;
   readonly seq: number;
   readonly canonical: string;
   readonly leafHash: string;
+  /** The indexed columns as stored (verification checks they agree with the record). */
+  readonly columns: Readonly<Record<IndexedField, string | null>>;
+}
+
+/** A signed checkpoint as stored, with the writer's compact range at that size (to resume from). */
+export interface StoredCheckpoint {
+  readonly log: string;
+  readonly size: number;
+  /** Hex root hash. */
+  readonly root: string;
+  /** The signed note, as signed. */
+  readonly note: string;
+  readonly time: string;
+  /** Hex roots of the perfect subtrees at this size, largest first (unsigned writer state). */
+  readonly subtrees: readonly string[];
 }
 
 export interface AuditStore {
@@ -50,5 +69,11 @@ export interface AuditStore {
   logs(): Promise<string[]>;
   /** Rows of one log in sequence order, from `fromSeq`, in pages of `pageSize`. */
   rows(log: string, fromSeq: number, pageSize: number): Promise<StoredRow[]>;
+  /** Leaf hashes (hex) of records `fromSeq` to `toSeq` inclusive, in sequence order. */
+  leafHashes(log: string, fromSeq: number, toSeq: number): Promise<string[]>;
+  putCheckpoint(checkpoint: StoredCheckpoint): Promise<void>;
+  /** Checkpoints of a log, smallest size first. */
+  checkpoints(log: string): Promise<StoredCheckpoint[]>;
+  latestCheckpoint(log: string): Promise<StoredCheckpoint | null>;
   close(): Promise<void>;
 }

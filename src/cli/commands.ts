@@ -4,6 +4,7 @@
  */
 import { OnbehalfError } from "../errors.js";
 import { consoleIo, EXIT_FINDING, EXIT_USAGE, type Io, UsageError } from "./args.js";
+import { AUDIT_USAGE, auditCommand } from "./audit.js";
 import { demoCommand } from "./demo.js";
 import { POLICY_USAGE, policyCommand } from "./policy.js";
 import { devTokenCommand, TOKEN_USAGE, tokenCommand } from "./token.js";
@@ -14,15 +15,18 @@ usage: onbehalf <command> [options]   (every command takes --config FILE, defaul
 
   demo                     the in-process tour on a config with dev_issuer: true
   policy validate|test|explain
+  audit query|verify|proof|export|key
   token inspect|verify JWT
   dev-token --sub S --tenant T --scopes "a b"
 
 ${POLICY_USAGE}
+${AUDIT_USAGE}
 ${TOKEN_USAGE}`;
 
 const COMMANDS: Record<string, (argv: string[], io: Io) => Promise<number>> = {
   demo: demoCommand,
   policy: policyCommand,
+  audit: auditCommand,
   token: tokenCommand,
   "dev-token": devTokenCommand,
 };

@@ -56,6 +56,11 @@ export interface GovernorOptions {
   now?: () => number;
   /** fetch for OIDC discovery and JWKS (tests). Default: global fetch. */
   fetch?: typeof fetch;
+  /**
+   * On SIGTERM or SIGINT, close the governor (flushing the audit and signing a final checkpoint) and exit.
+   * For processes the governor owns, like `onbehalf serve`. Default false.
+   */
+  closeOnSignals?: boolean;
 }
 
 /** What a governed tool's `execute` receives besides its arguments. */
@@ -104,18 +109,49 @@ export async function createGovernor(options: GovernorOptions): Promise<Governor
   const store = options.auditStore ?? (await openAuditStore(loaded));
   const auditConfig = loaded.config.audit;
   const audit = await openAuditLog(store, {
-    logId: auditConfig.log_id ?? `onbehalf@${hostname()}`,
+    logId: auditLogId(loaded),
     batchSize: auditConfig.batch_size,
     flushMs: auditConfig.flush_ms,
     onError: (e) => warn(`audit write failed, retrying: ${(e as Error).message}`),
+    checkpoints: {
+      key: loadOrCreateSigningKey(auditKeyPath(loaded)).privateKey,
+      every: auditConfig.checkpoint_every,
+      seconds: auditConfig.checkpoint_seconds,
+    },
   });
   const limiter = options.limiter ?? openLimiter(loaded);
-  return new Governor(loaded, identity, store, audit, limiter, options, warn);
+  const gov = new Governor(loaded, identity, store, audit, limiter, options, warn);
+  if (options.closeOnSignals === true) closeOnSignals(gov, warn);
+  return gov;
+}
+
+function closeOnSignals(gov: Governor, warn: (m: string) => void): void {
+  const onSignal = (signal: NodeJS.Signals) => {
+    gov.close().then(
+      () => process.exit(0),
+      (e: unknown) => {
+        warn(`${signal}: could not flush the audit: ${(e as Error).message}`);
+        process.exit(1);
+      },
+    );
+  };
+  process.once("SIGTERM", onSignal);
+  process.once("SIGINT", onSignal);
 }
 
 /** Where the development issuer's key lives for a config: `keys/dev-issuer.jwk` next to the config file. */
 export function devKeyPath(loaded: Pick<LoadedConfig, "baseDir">): string {
   return resolve(loaded.baseDir, "keys/dev-issuer.jwk");
+}
+
+/** This instance's audit log id: `audit.log_id`, else `onbehalf@<hostname>`. */
+export function auditLogId(loaded: Pick<LoadedConfig, "config">): string {
+  return loaded.config.audit.log_id ?? `onbehalf@${hostname()}`;
+}
+
+/** The key file that signs audit checkpoints. */
+export function auditKeyPath(loaded: Pick<LoadedConfig, "config" | "baseDir">): string {
+  return resolve(loaded.baseDir, loaded.config.audit.signing_key);
 }
 
 /** The issuers a config trusts: its `issuers`, plus the development issuer when `dev_issuer: true`. */
@@ -134,9 +170,13 @@ export async function openAuditStore(loaded: Pick<LoadedConfig, "config" | "base
     const { openSqliteStore } = await import("../audit/sqlite.js");
     return openSqliteStore(path === ":memory:" ? path : resolve(loaded.baseDir, path));
   }
+  if (url.startsWith("postgres://") || url.startsWith("postgresql://")) {
+    const { openPostgresStore } = await import("../audit/postgres.js");
+    return openPostgresStore(url);
+  }
   throw new OnbehalfError(
     "ERR_CONFIG_INVALID",
-    `audit.store "${url}" is not supported: use sqlite:./onbehalf.db or sqlite::memory:`,
+    `audit.store "${url}" is not supported: use sqlite:./onbehalf.db, sqlite::memory: or postgres://user@host/db`,
   );
 }
 
@@ -153,6 +193,9 @@ export class Governor {
   private readonly deps: PipelineDeps;
   private readonly source: Source;
   private closed = false;
+  /** Governed tools executing now, and who waits for them to finish (close). */
+  private inflight = 0;
+  private drained: (() => void) | undefined;
 
   constructor(
     loaded: LoadedConfig,
@@ -262,11 +305,14 @@ export class Governor {
     const run = attempt.run;
     if (attempt.decision.decision !== "allow" || run === undefined) throw refusal(attempt);
     let output: Awaited<R>;
+    this.inflight++;
     try {
       output = await definition.execute(args, { run, callId: attempt.callId, decision: attempt.decision });
     } catch (e) {
       this.finish(attempt, { status: "error", error: e instanceof Error ? e.message : String(e) });
       throw e;
+    } finally {
+      if (--this.inflight === 0) this.drained?.();
     }
     const done = this.finish(attempt, { status: "ok", output });
     if (done.action === "block") {
@@ -336,6 +382,13 @@ export class Governor {
     if (this.closed) return;
     this.closed = true;
     try {
+      // Calls already running may finish (up to 10 s) so their outcome records are written too.
+      if (this.inflight > 0) {
+        await new Promise<void>((resolve) => {
+          this.drained = resolve;
+          setTimeout(resolve, 10_000).unref();
+        });
+      }
       await this.audit.close();
     } finally {
       await this.limiter.close();

@@ -179,10 +179,16 @@ export type ServerConfig = z.output<typeof ServerConfig>;
 export const AuditConfig = z.strictObject({
   store: nonEmpty.default("sqlite:./onbehalf.db"),
   durability: z.enum(["batch", "sync"]).default("batch"),
-  /** This writer's log id (the checkpoint origin). Default: derived from the host name and store. */
-  log_id: nonEmpty.optional(),
+  /** This writer's log id (the checkpoint origin). Default: `onbehalf@<hostname>`. */
+  log_id: nonEmpty.regex(/^[^\s+]+$/, "a log id has no spaces and no +").optional(),
   batch_size: z.number().int().positive().default(512),
   flush_ms: z.number().int().min(0).default(5),
+  /** Ed25519 key that signs checkpoints; created on first start. */
+  signing_key: nonEmpty.default("./keys/audit.jwk"),
+  /** Sign a checkpoint every this many records… */
+  checkpoint_every: z.number().int().positive().default(1000),
+  /** …and every this many seconds when records were added (0: only by count and on shutdown). */
+  checkpoint_seconds: z.number().min(0).default(60),
 });
 export type AuditConfig = z.output<typeof AuditConfig>;
 

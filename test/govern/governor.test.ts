@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { openSqliteStore } from "../../src/audit/sqlite.js";
 import type { AuditStore } from "../../src/audit/store.js";
 import { isOnbehalfError, type OnbehalfError } from "../../src/errors.js";
-import { testGovernor } from "../support/governor.js";
+import { TEST_AUDIT_KEY, testGovernor } from "../support/governor.js";
 import { principal } from "../support/principal.js";
 
 const alice = principal({ user: "alice", scopes: ["customers:read", "refunds:write", "email.read"] });
@@ -211,7 +211,9 @@ describe("governed tools", () => {
   it("in durability sync, commits the attempt record before the tool runs", async () => {
     const store = openSqliteStore(":memory:");
     const { gov } = await testGovernor(
-      { audit: { store: "sqlite::memory:", durability: "sync", flush_ms: 1000 } },
+      {
+        audit: { store: "sqlite::memory:", durability: "sync", flush_ms: 1000, signing_key: TEST_AUDIT_KEY },
+      },
       { auditStore: store },
     );
     const getCustomer = gov.governed({

@@ -9,8 +9,7 @@
  */
 import { createPrivateKey, type JsonWebKey } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join, resolve } from "node:path";
 import { describe, expect, it } from "vitest";
 import { isOnbehalfError, OnbehalfError } from "../../src/errors.js";
 import { importJwk, isRocaModulus, jwkThumbprint } from "../../src/identity/jwk.js";
@@ -18,9 +17,9 @@ import { fastJwtVerifySignature, type JwsKeyMaterial, verifyJws } from "../../sr
 import { createIdentity } from "../../src/identity/verify.js";
 import { ALGORITHMS, type Algorithm, IssuerConfig } from "../../src/policy/schema.js";
 import { signToken } from "../support/oidc.js";
+import { TESTDATA } from "../support/testdata.js";
 
-const repoRoot = resolve(fileURLToPath(new URL("../..", import.meta.url)));
-const dir = resolve(repoRoot, "../shared/testdata/wycheproof");
+const dir = join(TESTDATA, "wycheproof");
 
 interface JwsVector {
   tcId: number;

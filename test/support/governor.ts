@@ -1,6 +1,12 @@
 /** Governors on inline configs with an in-memory SQLite audit, for tests. */
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createGovernor, type Governor, type GovernorOptions } from "../../src/govern/governor.js";
 import type { ConfigInput } from "../../src/policy/schema.js";
+
+/** One audit signing key for every test governor, outside the repository. */
+export const TEST_AUDIT_KEY = join(mkdtempSync(join(tmpdir(), "onbehalf-keys-")), "audit.jwk");
 
 export const TEST_TOOLS = [
   { name: "get_customer", required_scopes: ["customers:read"], redact: ["ssn", "cards[*].number"] },
@@ -25,7 +31,7 @@ export async function testGovernor(
           },
         },
       ],
-      audit: { store: "sqlite::memory:", flush_ms: 1 },
+      audit: { store: "sqlite::memory:", flush_ms: 1, signing_key: TEST_AUDIT_KEY },
       ...config,
     },
     warn: (m) => warnings.push(m),

@@ -1,0 +1,202 @@
+/**
+ * The audit store for several instances: PostgreSQL through `pg`. Each batch is one INSERT of unnest()ed
+ * arrays (one round trip, one transaction). Records are stored as text, exactly the canonical bytes that were
+ * hashed (jsonb would re-serialize them). Every instance writes its own log, so instances never contend for
+ * a sequence; queries and verification read all logs.
+ *
+ * `postgres://user@host:5432/db?schema=audit` keeps the tables in the named schema (created if missing).
+ */
+import pg from "pg";
+import { OnbehalfError } from "../errors.js";
+import type { SealedRecord } from "./record.js";
+import {
+  buildQuery,
+  type CheckpointShape,
+  pageOf,
+  type RowShape,
+  storedCheckpoint,
+  storedRow,
+} from "./sql.js";
+import type { AuditStore, LogHead, StoredCheckpoint } from "./store.js";
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS audit_records (
+  log       text   NOT NULL,
+  seq       bigint NOT NULL,
+  record    text   NOT NULL,
+  leaf_hash text   NOT NULL,
+  time      text   NOT NULL,
+  tenant    text,
+  "user"    text,
+  tool      text,
+  decision  text   NOT NULL,
+  agent     text,
+  call_id   text   NOT NULL,
+  PRIMARY KEY (log, seq)
+);
+CREATE INDEX IF NOT EXISTS audit_by_time   ON audit_records (time);
+CREATE INDEX IF NOT EXISTS audit_by_user   ON audit_records ("user", time);
+CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit_records (tenant, time);
+CREATE INDEX IF NOT EXISTS audit_by_tool   ON audit_records (tool, time);
+CREATE INDEX IF NOT EXISTS audit_by_call   ON audit_records (call_id);
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+  log      text   NOT NULL,
+  size     bigint NOT NULL,
+  root     text   NOT NULL,
+  note     text   NOT NULL,
+  time     text   NOT NULL,
+  subtrees text   NOT NULL,
+  PRIMARY KEY (log, size)
+);
+`;
+
+const INSERT = `INSERT INTO audit_records (log, seq, record, leaf_hash, time, tenant, "user", tool, decision, agent, call_id)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])`;
+
+/**
+ * Open a PostgreSQL audit store.
+ *
+ * @example
+ * const store = openPostgresStore("postgres://onbehalf@db.internal/audit"); await store.init();
+ */
+export function openPostgresStore(url: string): AuditStore & { readonly pool: pg.Pool } {
+  const { connectionString, schema } = parseUrl(url);
+  const pool = new pg.Pool({
+    connectionString,
+    max: 4,
+    connectionTimeoutMillis: 3_000,
+    ...(schema === undefined ? {} : { options: `-c search_path=${schema}` }),
+  });
+  // An idle client that loses its connection must not crash the process; the next query reconnects.
+  pool.on("error", () => {});
+  const run = async <T>(what: string, f: () => Promise<T>): Promise<T> => {
+    try {
+      return await f();
+    } catch (e) {
+      if (e instanceof OnbehalfError) throw e;
+      throw new OnbehalfError(
+        "ERR_AUDIT_UNAVAILABLE",
+        `audit ${what} failed (PostgreSQL): ${(e as Error).message}`,
+        {
+          cause: e,
+        },
+      );
+    }
+  };
+  const rows = async <R>(sql: string, params: unknown[]): Promise<R[]> =>
+    (await pool.query(sql, params)).rows as R[];
+
+  return {
+    pool,
+    init: () =>
+      run("setup", async () => {
+        if (schema !== undefined) await pool.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+        await pool.query(SCHEMA);
+      }),
+    head: (log) =>
+      run("read", async () => {
+        const [row] = await rows<{ seq: string; leaf_hash: string }>(
+          "SELECT seq, leaf_hash FROM audit_records WHERE log = $1 ORDER BY seq DESC LIMIT 1",
+          [log],
+        );
+        return row === undefined
+          ? null
+          : ({ seq: Number(row.seq), leafHash: row.leaf_hash } satisfies LogHead);
+      }),
+    append: (batch) => run("write", () => pool.query(INSERT, columnsOf(batch)).then(() => undefined)),
+    query: (q) =>
+      run("query", async () => {
+        const { sql, params, limit } = buildQuery(q, (i) => `$${i}`);
+        return pageOf(await rows<{ record: string; leaf_hash: string }>(sql, params), limit);
+      }),
+    logs: () =>
+      run("read", async () =>
+        (await rows<{ log: string }>("SELECT DISTINCT log FROM audit_records ORDER BY log", [])).map(
+          (r) => r.log,
+        ),
+      ),
+    rows: (log, fromSeq, pageSize) =>
+      run("read", async () =>
+        (
+          await rows<RowShape>(
+            "SELECT * FROM audit_records WHERE log = $1 AND seq >= $2 ORDER BY seq LIMIT $3",
+            [log, fromSeq, pageSize],
+          )
+        ).map(storedRow),
+      ),
+    leafHashes: (log, fromSeq, toSeq) =>
+      run("read", async () =>
+        (
+          await rows<{ leaf_hash: string }>(
+            "SELECT leaf_hash FROM audit_records WHERE log = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq",
+            [log, fromSeq, toSeq],
+          )
+        ).map((r) => r.leaf_hash),
+      ),
+    putCheckpoint: (c: StoredCheckpoint) =>
+      run("write", async () => {
+        await pool.query(
+          `INSERT INTO audit_checkpoints (log, size, root, note, time, subtrees) VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (log, size) DO UPDATE SET root = $3, note = $4, time = $5, subtrees = $6`,
+          [c.log, c.size, c.root, c.note, c.time, JSON.stringify(c.subtrees)],
+        );
+      }),
+    checkpoints: (log) =>
+      run("read", async () =>
+        (
+          await rows<CheckpointShape>("SELECT * FROM audit_checkpoints WHERE log = $1 ORDER BY size", [log])
+        ).map(storedCheckpoint),
+      ),
+    latestCheckpoint: (log) =>
+      run("read", async () => {
+        const [row] = await rows<CheckpointShape>(
+          "SELECT * FROM audit_checkpoints WHERE log = $1 ORDER BY size DESC LIMIT 1",
+          [log],
+        );
+        return row === undefined ? null : storedCheckpoint(row);
+      }),
+    close: () => pool.end(),
+  };
+}
+
+/** The batch as eleven parallel arrays, one per column. */
+function columnsOf(batch: readonly SealedRecord[]): unknown[][] {
+  const cols: unknown[][] = Array.from({ length: 11 }, () => new Array(batch.length));
+  for (let i = 0; i < batch.length; i++) {
+    const r = batch[i]!;
+    const f = r.fields;
+    const values = [
+      r.log,
+      r.seq,
+      r.canonical,
+      r.leafHash,
+      f.time,
+      f.tenant,
+      f.user,
+      f.tool,
+      f.decision,
+      f.agent,
+      f.call_id,
+    ];
+    for (let c = 0; c < 11; c++) cols[c]![i] = values[c];
+  }
+  return cols;
+}
+
+function parseUrl(url: string): { connectionString: string; schema: string | undefined } {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new OnbehalfError("ERR_CONFIG_INVALID", `audit.store "${url}" is not a postgres:// URL`);
+  }
+  const schema = parsed.searchParams.get("schema") ?? undefined;
+  if (schema !== undefined && !/^[a-z_][a-z0-9_]*$/.test(schema)) {
+    throw new OnbehalfError(
+      "ERR_CONFIG_INVALID",
+      `schema "${schema}" must be a plain lower-case SQL identifier`,
+    );
+  }
+  parsed.searchParams.delete("schema");
+  return { connectionString: parsed.toString(), schema };
+}

@@ -1,0 +1,157 @@
+/**
+ * What the SQL stores (SQLite, PostgreSQL) share: the audit query (filters → a WHERE clause with placeholders
+ * in the store's dialect, newest first, keyset pagination by an opaque cursor (time, log, seq)), and the
+ * mapping of rows back to records, stored rows and checkpoints.
+ */
+import { OnbehalfError } from "../errors.js";
+import type { AuditRecord } from "./record.js";
+import type { AuditQuery, StoredCheckpoint, StoredRow } from "./store.js";
+
+const FILTERS = ["tenant", "user", "tool", "decision", "agent", "call_id"] as const;
+export const MAX_LIMIT = 1000;
+
+export interface BuiltQuery {
+  /** SELECT record, leaf_hash … with placeholders. */
+  readonly sql: string;
+  readonly params: unknown[];
+  /** Rows asked for; one more is fetched to know whether a next page exists. */
+  readonly limit: number;
+}
+
+/**
+ * Build the query for `q`; `placeholder(i)` writes the i-th (1-based) placeholder (`?` or `$i`).
+ *
+ * @example
+ * buildQuery({ user: "alice" }, () => "?").sql; // "SELECT … WHERE user = ? ORDER BY time DESC … LIMIT ?"
+ */
+export function buildQuery(
+  q: AuditQuery,
+  placeholder: (i: number) => string,
+  table = "audit_records",
+): BuiltQuery {
+  const where: string[] = [];
+  const params: unknown[] = [];
+  const p = (value: unknown) => {
+    params.push(value);
+    return placeholder(params.length);
+  };
+  for (const f of FILTERS) {
+    const v = q[f];
+    if (v !== undefined) where.push(`${quoteColumn(f)} = ${p(v)}`);
+  }
+  if (q.since !== undefined) where.push(`time >= ${p(isoTime(q.since, "since"))}`);
+  if (q.until !== undefined) where.push(`time < ${p(isoTime(q.until, "until"))}`);
+  if (q.cursor !== undefined) {
+    const c = decodeCursor(q.cursor);
+    where.push(`(time, log, seq) < (${p(c.time)}, ${p(c.log)}, ${p(c.seq)})`);
+  }
+  const limit = Math.min(Math.max(1, Math.trunc(q.limit ?? 100)), MAX_LIMIT);
+  const clause = where.length > 0 ? `WHERE ${where.join(" AND ")} ` : "";
+  const sql = `SELECT record, leaf_hash FROM ${table} ${clause}ORDER BY time DESC, log DESC, seq DESC LIMIT ${p(limit + 1)}`;
+  return { sql, params, limit };
+}
+
+/** Turn the rows a built query returned into a page. */
+export function pageOf(rows: readonly { record: string; leaf_hash: string }[], limit: number) {
+  const records = rows.slice(0, limit).map((r) => recordFromRow(r.record, r.leaf_hash));
+  const last = records[records.length - 1];
+  return { records, next_cursor: rows.length > limit && last !== undefined ? encodeCursor(last) : null };
+}
+
+/** A record as stored (canonical JSON) plus its leaf hash. */
+export function recordFromRow(canonical: string, leafHash: string): AuditRecord {
+  return { ...(JSON.parse(canonical) as Omit<AuditRecord, "leaf_hash">), leaf_hash: leafHash };
+}
+
+/** Normalize a user-given time to the stored format, or refuse it clearly. */
+export function isoTime(value: string, name: string): string {
+  const t = new Date(value);
+  if (Number.isNaN(t.getTime())) {
+    throw new OnbehalfError(
+      "ERR_INVALID_ARGUMENT",
+      `${name} "${value}" is not a time: use ISO 8601, e.g. 2026-11-28T10:00:00Z`,
+    );
+  }
+  return t.toISOString();
+}
+
+/** "user" is a reserved word in PostgreSQL. */
+function quoteColumn(name: string): string {
+  return name === "user" ? `"user"` : name;
+}
+
+function encodeCursor(r: AuditRecord): string {
+  return Buffer.from(JSON.stringify([r.time, r.log, r.seq])).toString("base64url");
+}
+
+function decodeCursor(cursor: string): { time: string; log: string; seq: number } {
+  try {
+    const [time, log, seq] = JSON.parse(Buffer.from(cursor, "base64url").toString()) as [
+      string,
+      string,
+      number,
+    ];
+    if (typeof time === "string" && typeof log === "string" && Number.isInteger(seq))
+      return { time, log, seq };
+  } catch {
+    // fall through to the error below
+  }
+  throw new OnbehalfError(
+    "ERR_INVALID_ARGUMENT",
+    "cursor is not one this server issued: pass next_cursor as given",
+  );
+}
+
+/** An audit_records row as both SQL stores return it. */
+export interface RowShape {
+  log: string;
+  seq: number | string;
+  record: string;
+  leaf_hash: string;
+  time: string;
+  tenant: string | null;
+  user: string | null;
+  tool: string | null;
+  decision: string;
+  agent: string | null;
+  call_id: string;
+}
+
+/** An audit_checkpoints row. */
+export interface CheckpointShape {
+  log: string;
+  size: number | string;
+  root: string;
+  note: string;
+  time: string;
+  subtrees: string;
+}
+
+export function storedRow(r: RowShape): StoredRow {
+  return {
+    log: r.log,
+    seq: Number(r.seq),
+    canonical: r.record,
+    leafHash: r.leaf_hash,
+    columns: {
+      time: r.time,
+      tenant: r.tenant,
+      user: r.user,
+      tool: r.tool,
+      decision: r.decision,
+      agent: r.agent,
+      call_id: r.call_id,
+    },
+  };
+}
+
+export function storedCheckpoint(r: CheckpointShape): StoredCheckpoint {
+  return {
+    log: r.log,
+    size: Number(r.size),
+    root: r.root,
+    note: r.note,
+    time: r.time,
+    subtrees: JSON.parse(r.subtrees) as string[],
+  };
+}

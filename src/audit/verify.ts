@@ -1,0 +1,230 @@
+/**
+ * `audit verify`: re-derive every log from its stored records and hold it against its signed checkpoints.
+ * Reports the first problem of each log with its sequence number and what is wrong:
+ *
+ * - `deleted`: a sequence number is missing, a record does not link to the one before it, or a signed
+ *   checkpoint covers more records than are left;
+ * - `reordered`: a row holds the record of another sequence number;
+ * - `edited`: a record's bytes do not match its leaf hash, an indexed column disagrees with the record, or
+ *   the records up to a checkpoint were rewritten (their hashes recomputed) so the signed root no longer fits;
+ * - `forged_checkpoint`: a checkpoint's signature does not verify with the log's key, or its stored root
+ *   differs from the root it signs.
+ */
+import type { CheckpointVerifier } from "./checkpoint.js";
+import { verifyCheckpoint } from "./checkpoint.js";
+import { CompactRange } from "./merkle.js";
+import { GENESIS_HASH, leafHash } from "./record.js";
+import { type AuditStore, INDEXED_FIELDS, type StoredCheckpoint, type StoredRow } from "./store.js";
+
+export type Problem = "deleted" | "reordered" | "edited" | "forged_checkpoint";
+
+export interface Finding {
+  readonly log: string;
+  /** The first sequence number found wrong (for a checkpoint problem: its size). */
+  readonly seq: number;
+  readonly problem: Problem;
+  readonly message: string;
+}
+
+export interface LogReport {
+  readonly log: string;
+  readonly records: number;
+  readonly checkpoints: number;
+  /** Checkpoints whose signature and root were verified. */
+  readonly verifiedCheckpoints: number;
+  /** Hex root of the tree over all records read. */
+  readonly root: string;
+  readonly finding: Finding | null;
+}
+
+export interface VerifyReport {
+  readonly ok: boolean;
+  readonly logs: readonly LogReport[];
+}
+
+export interface VerifyOptions {
+  /** The key that signs each log's checkpoints; a log without one has its checkpoints reported unverified. */
+  readonly verifierFor: (log: string) => CheckpointVerifier | undefined;
+  /** Only these logs (default: every log in the store). */
+  readonly logs?: readonly string[];
+  readonly pageSize?: number;
+}
+
+/**
+ * Verify every log in the store.
+ *
+ * @example
+ * const report = await verifyAudit(store, { verifierFor: () => verifier });
+ * if (!report.ok) console.log(report.logs.find((l) => l.finding)?.finding?.message);
+ */
+export async function verifyAudit(store: AuditStore, options: VerifyOptions): Promise<VerifyReport> {
+  const logs = options.logs ?? (await store.logs());
+  const reports: LogReport[] = [];
+  for (const log of logs) reports.push(await verifyLog(store, log, options));
+  return { ok: reports.every((r) => r.finding === null), logs: reports };
+}
+
+async function verifyLog(store: AuditStore, log: string, options: VerifyOptions): Promise<LogReport> {
+  const pageSize = options.pageSize ?? 10_000;
+  const verifier = options.verifierFor(log);
+  const checkpoints = await store.checkpoints(log);
+  const range = new CompactRange();
+  let next = 0; // index of the next checkpoint to meet
+  let verified = 0;
+  let prevHash = GENESIS_HASH;
+  let expected = 1;
+  const report = (finding: Finding | null): LogReport => ({
+    log,
+    records: range.size,
+    checkpoints: checkpoints.length,
+    verifiedCheckpoints: verified,
+    root: range.root().toString("hex"),
+    finding,
+  });
+  const found = (seq: number, problem: Problem, message: string) => report({ log, seq, problem, message });
+
+  for (;;) {
+    const rows = await store.rows(log, expected, pageSize);
+    if (rows.length === 0) break;
+    for (const row of rows) {
+      const problem = checkRow(row, log, expected, prevHash);
+      if (problem !== null) return found(problem.seq, problem.problem, problem.message);
+      const leaf = Buffer.from(row.leafHash, "hex");
+      range.append(leaf);
+      prevHash = row.leafHash;
+      expected++;
+      while (checkpoints[next] !== undefined && checkpoints[next]!.size === range.size) {
+        const bad = checkCheckpoint(checkpoints[next]!, log, range, verifier);
+        if (bad !== null) return found(bad.seq, bad.problem, bad.message);
+        if (verifier !== undefined) verified++;
+        next++;
+      }
+    }
+  }
+  const beyond = checkpoints[next];
+  if (beyond !== undefined) {
+    const signedFor = signedCheckpointOk(beyond, log, verifier);
+    return found(
+      range.size + 1,
+      signedFor ? "deleted" : "forged_checkpoint",
+      signedFor
+        ? `a signed checkpoint covers ${beyond.size} records but only ${range.size} remain: records ${range.size + 1} to ${beyond.size} were deleted`
+        : `the checkpoint at size ${beyond.size} is beyond the log's ${range.size} records and its signature does not verify`,
+    );
+  }
+  return report(null);
+}
+
+function checkRow(row: StoredRow, log: string, expected: number, prevHash: string): Finding | null {
+  const seq = row.seq;
+  if (seq !== expected) {
+    return {
+      log,
+      seq: expected,
+      problem: "deleted",
+      message: `record ${expected}${seq - 1 > expected ? ` to ${seq - 1}` : ""} is missing: deleted`,
+    };
+  }
+  let record: Record<string, unknown>;
+  try {
+    record = JSON.parse(row.canonical) as Record<string, unknown>;
+  } catch {
+    return { log, seq, problem: "edited", message: `record ${seq} is not valid JSON any more: edited` };
+  }
+  if (record["seq"] !== seq || record["log"] !== log) {
+    return {
+      log,
+      seq,
+      problem: "reordered",
+      message: `the row at ${seq} holds record ${String(record["seq"])} of log ${String(record["log"])}: records were reordered or moved`,
+    };
+  }
+  if (leafHash(row.canonical) !== row.leafHash) {
+    return {
+      log,
+      seq,
+      problem: "edited",
+      message: `record ${seq} does not match its leaf hash: it was edited`,
+    };
+  }
+  if (record["prev_hash"] !== prevHash) {
+    return {
+      log,
+      seq,
+      problem: "deleted",
+      message: `record ${seq} does not link to record ${seq - 1}: a record before it was deleted (and the rest renumbered) or replaced`,
+    };
+  }
+  for (const field of INDEXED_FIELDS) {
+    if ((record[field] ?? null) !== row.columns[field]) {
+      return {
+        log,
+        seq,
+        problem: "edited",
+        message: `record ${seq}'s indexed column ${field} (${JSON.stringify(row.columns[field])}) disagrees with the record (${JSON.stringify(record[field])}): edited`,
+      };
+    }
+  }
+  return null;
+}
+
+function checkCheckpoint(
+  cp: StoredCheckpoint,
+  log: string,
+  range: CompactRange,
+  verifier: CheckpointVerifier | undefined,
+): Finding | null {
+  const root = range.root();
+  if (verifier !== undefined) {
+    let head: ReturnType<typeof verifyCheckpoint>;
+    try {
+      head = verifyCheckpoint(cp.note, verifier);
+    } catch (e) {
+      return {
+        log,
+        seq: cp.size,
+        problem: "forged_checkpoint",
+        message: `checkpoint at size ${cp.size}: ${(e as Error).message}`,
+      };
+    }
+    if (head.origin !== log || head.size !== cp.size) {
+      return {
+        log,
+        seq: cp.size,
+        problem: "forged_checkpoint",
+        message: `the checkpoint stored at size ${cp.size} of ${log} signs size ${head.size} of ${head.origin}`,
+      };
+    }
+    if (!head.root.equals(root)) {
+      return {
+        log,
+        seq: cp.size,
+        problem: "edited",
+        message: `the records up to ${cp.size} do not hash to the root the checkpoint signs: they were rewritten`,
+      };
+    }
+  }
+  if (cp.root !== root.toString("hex")) {
+    return {
+      log,
+      seq: cp.size,
+      problem: verifier === undefined ? "edited" : "forged_checkpoint",
+      message: `the stored root of the checkpoint at size ${cp.size} differs from the root of the records`,
+    };
+  }
+  return null;
+}
+
+function signedCheckpointOk(
+  cp: StoredCheckpoint,
+  log: string,
+  verifier: CheckpointVerifier | undefined,
+): boolean {
+  if (verifier === undefined) return true;
+  try {
+    const head = verifyCheckpoint(cp.note, verifier);
+    return head.origin === log && head.size === cp.size;
+  } catch {
+    return false;
+  }
+}
