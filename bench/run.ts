@@ -4,6 +4,7 @@
  * Run a subset with `npm run bench -- govern identity`.
  */
 import { cpus } from "node:os";
+import { benchAudit } from "./audit.js";
 import { benchGovern, benchMemory } from "./govern.js";
 import { type Finding, printFindings } from "./harness.js";
 import { benchIdentity } from "./identity.js";
@@ -14,6 +15,7 @@ const suites: Record<string, { title: string; run: () => Promise<Finding[]> }> =
     title: "Governed call in-process (context, policy, rate limit, audit enqueue)",
     run: benchGovern,
   },
+  audit: { title: "Audit (hot path, group commit, verify, query)", run: benchAudit },
   memory: { title: "Memory", run: () => benchMemory() },
 };
 

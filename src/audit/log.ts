@@ -101,8 +101,13 @@ export class AuditLog {
   dropped = 0;
   /** Queued, not yet sealed. */
   private queue: Queued[] = [];
-  /** Sealed, not yet committed: the batch being written, or a failed one waiting for its retry. */
-  private sealed: SealedRecord[] = [];
+  /**
+   * Sealed, not yet committed, oldest first: the batch being written (or a failed one waiting for its retry)
+   * and at most one sealed ahead while that write is in flight.
+   */
+  private sealed: SealedRecord[][] = [];
+  /** Records in `sealed`. */
+  private sealedCount = 0;
   private waiters: Waiter[] = [];
   private timer: NodeJS.Timeout | undefined;
   private immediate: NodeJS.Immediate | undefined;
@@ -141,7 +146,7 @@ export class AuditLog {
   /** Queue a record; returns its sequence number. Never blocks on the store. */
   append(fields: AuditFields): number {
     if (this.closed) throw new OnbehalfError("ERR_CLOSED", "the audit log is closed");
-    if (this.queue.length + this.sealed.length >= this.maxQueue) {
+    if (this.queue.length + this.sealedCount >= this.maxQueue) {
       this.dropped++;
       throw new OnbehalfError(
         "ERR_AUDIT_UNAVAILABLE",
@@ -225,7 +230,7 @@ export class AuditLog {
   }
 
   private committedSeq(): number {
-    const first = this.sealed[0] ?? this.queue[0];
+    const first = this.sealed[0]?.[0] ?? this.queue[0];
     return first === undefined ? this.seq : first.seq - 1;
   }
 
@@ -254,7 +259,7 @@ export class AuditLog {
     if (this.writing !== undefined) return;
     this.writing = this.writeBatches().finally(() => {
       this.writing = undefined;
-      if (this.queue.length + this.sealed.length > 0 && !this.closed) {
+      if (this.queue.length + this.sealedCount > 0 && !this.closed) {
         this.kick(this.failures > 0 ? this.backoff() : 0);
       }
     });
@@ -266,12 +271,16 @@ export class AuditLog {
    * answers at once, an unbounded loop here would chain microtasks forever and starve timers, I/O and signals.
    */
   private async writeBatches(): Promise<void> {
-    let turns = Math.ceil((this.queue.length + this.sealed.length) / this.batchSize);
+    let turns = Math.ceil((this.queue.length + this.sealedCount) / this.batchSize);
     while (turns-- > 0 && (this.sealed.length > 0 || this.queue.length > 0)) {
       if (this.sealed.length === 0) this.sealNext();
-      const batch = this.sealed;
+      const batch = this.sealed[0]!;
+      const writing = this.store.append(batch);
+      // While the store works (a network round trip for PostgreSQL), seal the next batch: sealing only needs
+      // the previous leaf hash, which is known. Commits stay strictly in order.
+      if (turns > 0 && this.sealed.length === 1 && this.queue.length > 0) this.sealNext();
       try {
-        await this.store.append(batch);
+        await writing;
       } catch (e) {
         this.failures++;
         this.options.onError?.(e);
@@ -279,7 +288,8 @@ export class AuditLog {
         return;
       }
       this.failures = 0;
-      this.sealed = [];
+      this.sealed.shift();
+      this.sealedCount -= batch.length;
       this.committed += batch.length;
       this.resolveWaiters();
       await this.grow(batch);
@@ -314,7 +324,8 @@ export class AuditLog {
       prev = s.leafHash;
     }
     this.lastHash = prev;
-    this.sealed = out;
+    this.sealed.push(out);
+    this.sealedCount += n;
   }
 
   private backoff(): number {

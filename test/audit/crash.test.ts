@@ -7,7 +7,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { openAuditLog } from "../../src/audit/log.js";
 import { openSqliteStore } from "../../src/audit/sqlite.js";
 import { main } from "../../src/cli/commands.js";
@@ -26,6 +26,14 @@ function setup() {
   return { dir, config, db: join(dir, "audit.db") };
 }
 
+const children = new Set<ChildProcess>();
+// A child left running (a failed or timed-out test) would write to its database for ever: always kill it.
+afterEach(() => {
+  for (const child of children)
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  children.clear();
+});
+
 function start(config: string, ...args: string[]): { child: ChildProcess; lines: AsyncIterator<string> } {
   const child = spawn(
     process.execPath,
@@ -34,6 +42,7 @@ function start(config: string, ...args: string[]): { child: ChildProcess; lines:
       stdio: ["ignore", "pipe", "inherit"],
     },
   );
+  children.add(child);
   return { child, lines: createInterface({ input: child.stdout! })[Symbol.asyncIterator]() };
 }
 

@@ -17,6 +17,8 @@ function locate(): string {
     if (existsSync(candidate)) return candidate;
     if (dirname(dir) === dir) break;
   }
+  // Where this workplace keeps them, for a clone made elsewhere (a CI checkout in a temporary folder).
+  if (existsSync(WORKPLACE_TESTDATA)) return WORKPLACE_TESTDATA;
   throw new Error(
     "shared test vectors not found: expected ../shared/testdata next to the checkout, or set ONBEHALF_TESTDATA",
   );
