@@ -8,6 +8,7 @@ import { benchAudit } from "./audit.js";
 import { benchGovern, benchMemory } from "./govern.js";
 import { type Finding, printFindings } from "./harness.js";
 import { benchIdentity } from "./identity.js";
+import { benchServer } from "./server.js";
 
 const suites: Record<string, { title: string; run: () => Promise<Finding[]> }> = {
   identity: { title: "Token verification (identity)", run: benchIdentity },
@@ -17,6 +18,7 @@ const suites: Record<string, { title: string; run: () => Promise<Finding[]> }> =
   },
   audit: { title: "Audit (hot path, group commit, verify, query)", run: benchAudit },
   memory: { title: "Memory", run: () => benchMemory() },
+  server: { title: "Control plane under load (HTTP)", run: benchServer },
 };
 
 const wanted = process.argv.slice(2);

@@ -9,8 +9,12 @@ import { canonicalJson } from "./canonical.js";
 
 export type Outcome = "ok" | "error" | "blocked" | "pending" | "none";
 export type Source = "inproc" | "api" | "mcp" | "spool";
-/** `attempt`: a decision; `outcome`: what an executed call did (same call_id); `admin`: a policy change. */
-export type RecordKind = "attempt" | "outcome" | "admin";
+/**
+ * `attempt`: a decision; `outcome`: what an executed call did (same call_id); `approval`: a human approved or
+ * denied an asked call (same call_id); `delegation`: a token exchange (chain and granted scopes);
+ * `admin`: a policy change.
+ */
+export type RecordKind = "attempt" | "outcome" | "approval" | "delegation" | "admin";
 
 /** What the caller provides; sealing adds the rest. */
 export interface AuditFields {

@@ -7,12 +7,14 @@ import { consoleIo, EXIT_FINDING, EXIT_USAGE, type Io, UsageError } from "./args
 import { AUDIT_USAGE, auditCommand } from "./audit.js";
 import { demoCommand } from "./demo.js";
 import { POLICY_USAGE, policyCommand } from "./policy.js";
+import { serveCommand } from "./serve.js";
 import { devTokenCommand, TOKEN_USAGE, tokenCommand } from "./token.js";
 
 const USAGE = `onbehalf: per-user auth for AI agents
 
 usage: onbehalf <command> [options]   (every command takes --config FILE, default ./onbehalf.yaml)
 
+  serve [--port N]         the control plane (HTTP API; docs/server.md)
   demo                     the in-process tour on a config with dev_issuer: true
   policy validate|test|explain
   audit query|verify|proof|export|key
@@ -24,6 +26,7 @@ ${AUDIT_USAGE}
 ${TOKEN_USAGE}`;
 
 const COMMANDS: Record<string, (argv: string[], io: Io) => Promise<number>> = {
+  serve: serveCommand,
   demo: demoCommand,
   policy: policyCommand,
   audit: auditCommand,

@@ -126,6 +126,39 @@ export function tryCurrentRun(): RunContext | undefined {
   return storage.getStore();
 }
 
+/**
+ * The context of a run whose chain is already known (a delegation token's, or a remote agent's single hop):
+ * the innermost agent acts, scopes are the given ones (default: the principal's).
+ *
+ * @example
+ * const run = runContextOf(principal, { chain: ["planner", "mailer"], tier: "subagent" });
+ */
+export function runContextOf(
+  principal: Principal,
+  options: {
+    chain: readonly string[];
+    tier: Tier;
+    scopes?: Iterable<string>;
+    tenant?: string;
+    traceId?: string;
+  },
+): RunContext {
+  const chain = options.chain.map(checkAgent);
+  const agent = chain[chain.length - 1];
+  if (agent === undefined) throw new OnbehalfError("ERR_INVALID_ARGUMENT", "a run needs at least one agent");
+  const tier = checkTier(options.tier);
+  return {
+    principal,
+    agent,
+    tier,
+    chain,
+    hops: chain.map((a, i) => ({ agent: a, tier: i === chain.length - 1 ? tier : "subagent", scopes: null })),
+    scopes: new Set(options.scopes ?? principal.scopes),
+    traceId: options.traceId,
+    tenant: options.tenant,
+  };
+}
+
 /** Run `fn` with an explicit context (adapters that carry the context themselves use this). */
 export function withContext<T>(context: RunContext, fn: () => T): T {
   return storage.run(context, fn);

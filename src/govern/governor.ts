@@ -6,7 +6,7 @@
 import { hostname } from "node:os";
 import { resolve } from "node:path";
 import { type AuditLog, openAuditLog } from "../audit/log.js";
-import type { AuditRecord, Source } from "../audit/record.js";
+import { type AuditFields, type AuditRecord, type Source, timestamp } from "../audit/record.js";
 import type { AuditPage, AuditQuery, AuditStore } from "../audit/store.js";
 import {
   type DelegateOptions,
@@ -34,7 +34,9 @@ import {
   type CallResult,
   type FinishedCall,
   finishCall,
+  finishReported,
   type PipelineDeps,
+  type ReportedCall,
   refusal,
 } from "./pipeline.js";
 
@@ -61,6 +63,8 @@ export interface GovernorOptions {
    * For processes the governor owns, like `onbehalf serve`. Default false.
    */
   closeOnSignals?: boolean;
+  /** Further issuers to trust beyond the config's (the control plane adds its own delegation tokens). */
+  extraIssuers?: readonly IssuerConfig[];
 }
 
 /** What a governed tool's `execute` receives besides its arguments. */
@@ -102,7 +106,7 @@ export async function createGovernor(options: GovernorOptions): Promise<Governor
   for (const w of loaded.warnings) warn(formatIssue(w));
 
   const identity = createIdentity({
-    issuers: trustedIssuers(loaded),
+    issuers: [...trustedIssuers(loaded), ...(options.extraIssuers ?? [])],
     ...(options.fetch ? { fetch: options.fetch } : {}),
     ...(options.now ? { now: options.now } : {}),
   });
@@ -119,7 +123,7 @@ export async function createGovernor(options: GovernorOptions): Promise<Governor
       seconds: auditConfig.checkpoint_seconds,
     },
   });
-  const limiter = options.limiter ?? openLimiter(loaded);
+  const limiter = options.limiter ?? (await openLimiter(loaded));
   const gov = new Governor(loaded, identity, store, audit, limiter, options, warn);
   if (options.closeOnSignals === true) closeOnSignals(gov, warn);
   return gov;
@@ -180,10 +184,17 @@ export async function openAuditStore(loaded: Pick<LoadedConfig, "config" | "base
   );
 }
 
-function openLimiter(loaded: LoadedConfig): RateLimiter {
+async function openLimiter(loaded: LoadedConfig): Promise<RateLimiter> {
   const store = loaded.config.limits.store;
   if (store === "memory") return createMemoryLimiter();
-  throw new OnbehalfError("ERR_CONFIG_INVALID", `limits.store "${store}" is not supported: use memory`);
+  if (store.startsWith("redis://") || store.startsWith("rediss://")) {
+    const { createRedisLimiter } = await import("../limits/redis.js");
+    return createRedisLimiter(store);
+  }
+  throw new OnbehalfError(
+    "ERR_CONFIG_INVALID",
+    `limits.store "${store}" is not supported: use memory or redis://host:6379`,
+  );
 }
 
 export class Governor {
@@ -226,6 +237,11 @@ export class Governor {
   /** The compiled policy in force, tools declared in code included. */
   get policy(): CompiledPolicy {
     return this.policyWithTools;
+  }
+
+  /** The audit store (queries, checkpoints, proofs). */
+  get auditStore(): AuditStore {
+    return this.store;
   }
 
   /** The audit writer (its log id, health and counters). */
@@ -344,7 +360,7 @@ export class Governor {
     run: RunContext | undefined,
     tool: string,
     args: unknown,
-    extra: { traceId?: string; callId?: string } = {},
+    extra: { traceId?: string; callId?: string; unauthenticated?: string } = {},
   ): Promise<CallAttempt> {
     if (this.closed) return Promise.reject(new OnbehalfError("ERR_CLOSED", "the governor is closed"));
     try {
@@ -355,6 +371,7 @@ export class Governor {
           source: this.source,
           traceId: extra.traceId,
           callId: extra.callId,
+          unauthenticated: extra.unauthenticated,
         }),
       );
     } catch (e) {
@@ -365,6 +382,43 @@ export class Governor {
   /** Post-transform and audit what an allowed call returned. */
   finish(attempt: CallAttempt, result: CallResult): FinishedCall {
     return finishCall(this.deps, attempt, result);
+  }
+
+  /** Post-transform and audit the result of a call decided earlier and reported now (the server's path). */
+  finishReported(call: ReportedCall, result: CallResult): FinishedCall {
+    return finishReported(this.deps, call, result);
+  }
+
+  /**
+   * Append an audit record that is not a tool call: an approval, a token exchange, an admin change.
+   * Returns its sequence number.
+   */
+  recordEvent(
+    fields: Omit<AuditFields, "time" | "source" | "latency_us" | "shadow"> & { latency_us?: number },
+  ): number {
+    return this.audit.append({
+      latency_us: 0,
+      ...fields,
+      time: timestamp(this.deps.now()),
+      source: this.source,
+      shadow: null,
+    });
+  }
+
+  /** The clock the governor decides with (ms). */
+  now(): number {
+    return this.deps.now();
+  }
+
+  /** The tenants and tools in force, as JSON, for sharing admin changes between instances. */
+  dynamicConfig(): string {
+    return JSON.stringify({ tenants: this.config.tenants, tools: this.config.tools });
+  }
+
+  /** Apply tenants and tools shared by another instance (validated like the file). */
+  applyDynamicConfig(snapshot: string): void {
+    const { tenants, tools } = JSON.parse(snapshot) as { tenants: unknown; tools: unknown };
+    this.reconfigure({ ...this.config, tenants, tools });
   }
 
   /** Query the audit log. */

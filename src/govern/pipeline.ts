@@ -19,6 +19,7 @@ import type { CompiledPolicy, CompiledTool } from "../policy/compile.js";
 import { type Decision, decide, type ReasonCode } from "../policy/decide.js";
 import type { Bucket } from "../policy/layers.js";
 import { compilePath, type RedactPath, redact } from "../policy/redact.js";
+import type { PostTransform } from "../policy/schema.js";
 
 /** A call that has been decided and audited; `finish` it after running the tool. */
 export interface CallAttempt {
@@ -60,6 +61,8 @@ export interface BeginOptions {
   readonly source: Source;
   readonly traceId?: string | undefined;
   readonly callId?: string | undefined;
+  /** With no run: why there is no identity (a rejected token, say), for the audit. */
+  readonly unauthenticated?: string | undefined;
 }
 
 /** Decided, not yet rate-limited or audited. */
@@ -100,8 +103,12 @@ export function beginCall(
     now,
     startedAt,
   };
-  if (run === undefined)
-    return recordAttempt(pending, denial("unauthenticated", "no identity is bound to this call"));
+  if (run === undefined) {
+    return recordAttempt(
+      pending,
+      denial("unauthenticated", opts.unauthenticated ?? "no identity is bound to this call"),
+    );
+  }
   let decision: Decision;
   try {
     decision = decide(policy, {
@@ -139,7 +146,31 @@ export function beginCall(
 
 /** Apply the post-transform to what the tool returned and audit the outcome. */
 export function finishCall(deps: PipelineDeps, attempt: CallAttempt, result: CallResult): FinishedCall {
-  const d = attempt.decision;
+  return finishReported(
+    deps,
+    {
+      fields: attempt.fields,
+      tool: attempt.tool,
+      postTransform: attempt.decision.post_transform,
+      redact: attempt.decision.redact,
+      latencyUs: elapsedMicros(attempt.startedAt),
+    },
+    result,
+  );
+}
+
+/** What finishing a call needs to know about its attempt (in-process, or reported later to the server). */
+export interface ReportedCall {
+  readonly fields: AuditFields;
+  readonly tool: CompiledTool | undefined;
+  readonly postTransform: PostTransform;
+  /** Redaction paths added by rules. */
+  readonly redact: readonly string[];
+  readonly latencyUs: number;
+}
+
+/** Post-transform a result and append the outcome record. */
+export function finishReported(deps: PipelineDeps, call: ReportedCall, result: CallResult): FinishedCall {
   let action: FinishedCall["action"] = "pass";
   let output: unknown;
   let outcome: Outcome;
@@ -147,18 +178,18 @@ export function finishCall(deps: PipelineDeps, attempt: CallAttempt, result: Cal
   if (result.status === "error") {
     outcome = "error";
     reason = `tool failed: ${result.error}`;
-  } else if (d.post_transform === "block") {
+  } else if (call.postTransform === "block") {
     action = "block";
     outcome = "blocked";
     reason = "output blocked by policy";
   } else {
-    const paths = d.post_transform === "redact" ? redactionPaths(attempt.tool, d.redact) : NO_PATHS;
+    const paths = call.postTransform === "redact" ? redactionPaths(call.tool, call.redact) : NO_PATHS;
     output = paths.length > 0 ? redact(result.output, paths) : result.output;
     action = output === result.output ? "pass" : "redact";
     outcome = "ok";
     reason = action === "redact" ? "output redacted" : "ok";
   }
-  const f = attempt.fields;
+  const f = call.fields;
   const seq = deps.audit.append({
     kind: "outcome",
     time: timestamp(deps.now()),
@@ -178,7 +209,7 @@ export function finishCall(deps: PipelineDeps, attempt: CallAttempt, result: Cal
     outcome,
     trace_id: f.trace_id,
     call_id: f.call_id,
-    latency_us: elapsedMicros(attempt.startedAt),
+    latency_us: call.latencyUs,
     source: f.source,
     shadow: f.shadow,
   });

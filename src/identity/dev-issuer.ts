@@ -28,6 +28,8 @@ export function devIssuerConfig(publicJwk: PublicJwk): IssuerConfig {
     jwks: { keys: [{ ...publicJwk }] },
     algorithms: [publicJwk.alg],
     claims: { tenant: "tenant" },
+    // Development users keep their plain ids, however many real issuers are configured.
+    user_prefix: "",
   });
 }
 

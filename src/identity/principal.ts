@@ -5,7 +5,8 @@
 export interface Principal {
   /**
    * The id that policy keys, rate limits and the audit use: the subject claim, prefixed with the issuer's
-   * `user_prefix` (by default `<issuer>#` when several issuers are trusted, nothing when one is).
+   * `user_prefix` (by default `<issuer>#` when several configured issuers are trusted, nothing when one is;
+   * the development issuer and onbehalf's own delegation tokens never add one).
    */
   readonly user: string;
   /** The raw subject claim (`sub`, or the preset's subject claim such as Entra's `oid`). */

@@ -105,7 +105,9 @@ class TokenVerifier implements Identity {
     this.#now = options.now ?? Date.now;
     this.#cache = new TokenCache(options.tokenCacheSize ?? DEFAULT_TOKEN_CACHE_SIZE);
     const deps = {
-      issuerCount: options.issuers.length,
+      // Issuers that set their own prefix (the development issuer, onbehalf's delegation tokens) do not make
+      // the others "several": configured issuers qualify their users only when there is more than one.
+      issuerCount: options.issuers.filter((i) => i.user_prefix === undefined).length,
       fetch: options.fetch ?? globalThis.fetch,
       now: this.#now,
       signal: this.#abort.signal,

@@ -80,15 +80,22 @@ describe("development tokens", () => {
     });
   });
 
-  it("qualifies dev users by issuer when a real issuer is trusted too", async () => {
+  it("keeps plain user ids for dev users, and does not make a single real issuer qualify its users", async () => {
     const key = generateSigningKey();
     const real = IssuerConfig.parse({ issuer: "https://idp.example.com/", audience: "api" });
+    const other = IssuerConfig.parse({ issuer: "https://other.example.com/", audience: "api" });
     const identity = createIdentity({ issuers: [real, devIssuerConfig(key.publicJwk)] });
     const principal = await identity.verify(
       mintDevToken(key, { sub: "alice", tenant: "acme", scopes: ["a"] }),
     );
-    expect(principal.user).toBe(`${DEV_ISSUER}#alice`);
+    expect(principal.user).toBe("alice");
     identity.close();
+    // two configured issuers qualify their users; the dev issuer still does not
+    const two = createIdentity({ issuers: [real, other, devIssuerConfig(key.publicJwk)] });
+    expect((await two.verify(mintDevToken(key, { sub: "bob", tenant: "acme", scopes: [] }))).user).toBe(
+      "bob",
+    );
+    two.close();
   });
 });
 

@@ -1,0 +1,71 @@
+/**
+ * `onbehalf serve [--config F] [--port N]`: run the control plane until SIGTERM or SIGINT, then flush the
+ * audit and exit. With the development issuer on, it says so loudly and prints a ready token and a call to try.
+ */
+import { devKeyPath } from "../govern/governor.js";
+import { mintDevToken } from "../identity/dev-issuer.js";
+import { loadOrCreateSigningKey } from "../identity/keys.js";
+import { loadConfigFile } from "../policy/load.js";
+import { startServer } from "../server/app.js";
+import { configPath, EXIT_OK, type Io, parse, UsageError } from "./args.js";
+
+export async function serveCommand(argv: string[], io: Io): Promise<number> {
+  const { values } = parse(argv, {
+    port: { type: "string" },
+    host: { type: "string" },
+    "log-requests": { type: "boolean" },
+  });
+  const file = configPath(values.config);
+  const port = values.port === undefined ? undefined : Number(values.port);
+  if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535))
+    throw new UsageError("--port must be 0 to 65535");
+  const loaded = loadConfigFile(file);
+  const server = await startServer({
+    config: file,
+    ...(port === undefined ? {} : { port }),
+    ...(typeof values.host === "string" ? { host: values.host } : {}),
+    logRequests: values["log-requests"] === true,
+    warn: (m) => io.err(`warning: ${m}`),
+  });
+  io.out(
+    `onbehalf control plane listening on ${server.url} (config ${file}, audit log ${server.governor.auditLog.logId})`,
+  );
+  if (loaded.config.dev_issuer) {
+    io.err(
+      [
+        "",
+        "  !!! dev_issuer is ON: this server trusts tokens signed by the local development key.",
+        "  !!! Anyone who can read that key can act as any user. Never enable it in production.",
+        "",
+      ].join("\n"),
+    );
+    const tenant = loaded.config.tenants[0]?.id ?? "acme";
+    const token = mintDevToken(loadOrCreateSigningKey(devKeyPath(loaded)), {
+      sub: "alice",
+      tenant,
+      scopes: ["customers:read", "refunds:write"],
+      email: "alice@acme.example",
+      ttlSeconds: 8 * 3600,
+    });
+    io.out(`
+a development token for alice (tenant ${tenant}, scopes customers:read refunds:write), valid 8 hours:
+  export TOKEN=${token}
+
+try a governed call:
+  curl -s ${server.url}/v1/check -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \\
+    -d '{"tool":"issue_refund","args":{"order":"o-1","amount":900},"agent":{"name":"support-bot"}}'
+
+mint other tokens:
+  npx onbehalf dev-token --config ${file} --sub bob --tenant ${tenant} --scopes "customers:read admin"
+
+endpoints: docs/server.md · stop with Ctrl-C (the audit is flushed)`);
+  }
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once("SIGTERM", stop);
+    process.once("SIGINT", stop);
+  });
+  io.err("shutting down: flushing the audit…");
+  await server.close();
+  return EXIT_OK;
+}

@@ -1,0 +1,146 @@
+/**
+ * Delegation tokens: a run context carried across processes, signed by onbehalf (RFC 8693 token exchange).
+ *
+ * The token says who the human is (`sub` = their policy id), in which tenant, with which scopes (already
+ * narrowed by every hop), in which tier, and which agents act for them: RFC 8693 nested `act` claims, the
+ * current actor outermost. Because onbehalf signs it, the chain comes from the signature, never from a
+ * request body. It is verified like any other token, by the identity verifier, against onbehalf's own key.
+ */
+import { randomUUID } from "node:crypto";
+import { OnbehalfError } from "../errors.js";
+import type { PublicJwk, SigningKey } from "../identity/keys.js";
+import { signJwt } from "../identity/keys.js";
+import type { Principal } from "../identity/principal.js";
+import { type IssuerConfig, IssuerConfig as IssuerSchema, TIERS, type Tier } from "../policy/schema.js";
+
+/** Who is delegating: the human, the agents so far (none for a user's own token), their scopes. */
+export interface DelegationSubject {
+  readonly principal: Principal;
+  readonly chain: readonly string[];
+  readonly scopes: ReadonlySet<string>;
+}
+
+/** Lifetime of a delegation token unless asked for less. */
+export const DELEGATION_TTL_SECONDS = 600;
+/** The most hops a chain may have; a longer one is refused (a loop, most likely). */
+export const MAX_CHAIN = 32;
+
+/** RFC 8693 actor claim, nested: the current actor outermost. */
+export interface ActClaim {
+  readonly sub: string;
+  readonly act?: ActClaim;
+}
+
+export interface MintedDelegation {
+  readonly token: string;
+  readonly expiresIn: number;
+  readonly scopes: readonly string[];
+  readonly chain: readonly string[];
+}
+
+/**
+ * The issuer config under which onbehalf verifies its own delegation tokens: its public key inline, EdDSA
+ * only, `sub` as the user id as is (no prefix), tenant, scope, email and roles from their claims.
+ *
+ * @example
+ * createIdentity({ issuers: [...configured, delegationIssuerConfig(url, key.publicJwk)] });
+ */
+export function delegationIssuerConfig(issuer: string, publicJwk: PublicJwk): IssuerConfig {
+  return IssuerSchema.parse({
+    issuer,
+    audience: issuer,
+    preset: "generic",
+    jwks: { keys: [{ ...publicJwk }] },
+    algorithms: [publicJwk.alg],
+    claims: { subject: "sub", tenant: "tenant", scopes: "scope", email: "email", roles: "roles" },
+    user_prefix: "",
+    // the keys are inline: nothing is fetched from this URL, so plain http is harmless
+    allow_insecure_http: true,
+  });
+}
+
+/**
+ * Mint a delegation token for `subject` extended by `actor`, asking for `requested` scopes (granted:
+ * requested ∩ the subject's, never wider; `undefined` keeps the subject's).
+ *
+ * @example
+ * const d = mintDelegation(key, "https://onbehalf.example", subject, "billing-agent", ["refunds:write"], "subagent", nowMs);
+ */
+export function mintDelegation(
+  key: SigningKey,
+  issuer: string,
+  subject: DelegationSubject,
+  actor: string,
+  requested: readonly string[] | undefined,
+  tier: Tier,
+  nowMs: number,
+  ttlSeconds = DELEGATION_TTL_SECONDS,
+): MintedDelegation {
+  const chain = [...subject.chain, actor];
+  if (chain.length > MAX_CHAIN) {
+    throw new OnbehalfError(
+      "ERR_INVALID_ARGUMENT",
+      `a delegation chain may have at most ${MAX_CHAIN} agents`,
+    );
+  }
+  const scopes =
+    requested === undefined ? [...subject.scopes] : requested.filter((s) => subject.scopes.has(s));
+  const now = Math.floor(nowMs / 1000);
+  const exp = Math.min(
+    now + Math.max(1, Math.min(ttlSeconds, DELEGATION_TTL_SECONDS)),
+    subject.principal.exp,
+  );
+  if (exp <= now) throw new OnbehalfError("ERR_TOKEN_EXPIRED", "the subject token has expired");
+  const p = subject.principal;
+  const token = signJwt(
+    key,
+    {
+      iss: issuer,
+      aud: issuer,
+      sub: p.user,
+      iat: now,
+      exp,
+      jti: randomUUID(),
+      tenant: p.tenant,
+      scope: scopes.join(" "),
+      tier,
+      act: actClaim(chain),
+      ...(p.email === null ? {} : { email: p.email }),
+      ...(p.roles.length === 0 ? {} : { roles: p.roles }),
+      // where the human was first verified
+      obo_issuer: p.claims["obo_issuer"] ?? p.issuer,
+    },
+    { typ: "at+jwt" },
+  );
+  return { token, expiresIn: exp - now, scopes, chain };
+}
+
+/** The chain in a delegation token's claims, outermost (first) agent first, and its tier. */
+export function delegationOf(principal: Principal): { chain: string[]; tier: Tier } {
+  const chain: string[] = [];
+  let act = principal.claims["act"];
+  while (act !== undefined) {
+    if (
+      act === null ||
+      typeof act !== "object" ||
+      typeof (act as ActClaim).sub !== "string" ||
+      chain.length >= MAX_CHAIN
+    ) {
+      throw new OnbehalfError("ERR_TOKEN_CLAIM_INVALID", "the delegation token's act claim is malformed");
+    }
+    chain.unshift((act as ActClaim).sub);
+    act = (act as ActClaim).act;
+  }
+  const tier = principal.claims["tier"];
+  if (chain.length === 0 || typeof tier !== "string" || !(TIERS as readonly string[]).includes(tier)) {
+    throw new OnbehalfError("ERR_TOKEN_CLAIM_INVALID", "the delegation token has no agent chain or tier");
+  }
+  return { chain, tier: tier as Tier };
+}
+
+/** Nest a chain into `act` claims, the last (current) agent outermost. */
+export function actClaim(chain: readonly string[]): ActClaim | undefined {
+  let act: ActClaim | undefined;
+  for (const agent of chain) act = act === undefined ? { sub: agent } : { sub: agent, act };
+  return act;
+}

@@ -1,0 +1,228 @@
+/**
+ * The control plane (`onbehalf serve`): Fastify around one governor. It decides for remote agents
+ * (`/v1/check`), takes their results, exchanges tokens for delegation, holds calls for approval, serves the
+ * admin and audit APIs, and shares rate limits, pending calls, approvals and live policy through Redis when
+ * several instances run (`limits.store: redis://…`).
+ */
+import { resolve } from "node:path";
+import formbody from "@fastify/formbody";
+import Fastify, { type FastifyInstance } from "fastify";
+import { delegationIssuerConfig } from "../context/delegation.js";
+import { OnbehalfError } from "../errors.js";
+import { createGovernor, type Governor, type GovernorOptions } from "../govern/governor.js";
+import { loadOrCreateSigningKey } from "../identity/keys.js";
+import { type LoadedConfig, loadConfigFile, loadConfigObject } from "../policy/load.js";
+import type { ConfigInput } from "../policy/schema.js";
+import { adminRoutes } from "./admin.js";
+import { approvalRoutes } from "./approvals.js";
+import { auditRoutes } from "./audit-api.js";
+import { checkRoutes } from "./check.js";
+import type { ServerContext } from "./context.js";
+import { adminCheck, sendError } from "./http.js";
+import { Metrics } from "./metrics.js";
+import { createMemoryState, type StateStore } from "./state.js";
+import { tokenRoutes } from "./token-exchange.js";
+
+export interface ServerOptions {
+  /** A config file or object, as for createGovernor. */
+  readonly config: string | ConfigInput;
+  readonly env?: NodeJS.ProcessEnv;
+  /** Overrides `server.port` (0: any free port). */
+  readonly port?: number;
+  readonly host?: string;
+  readonly warn?: (message: string) => void;
+  /** Extra governor options (tests: a fetch, a clock). */
+  readonly governor?: Partial<GovernorOptions>;
+  /** Log each request (pino, JSON lines on stdout). Default false. */
+  readonly logRequests?: boolean;
+  /** How long an approval waits. Default 15 minutes. */
+  readonly approvalTtlSeconds?: number;
+  /** Adds `POST /bench/echo`, a bare JSON endpoint to compare /v1/check with. Benchmarks only. */
+  readonly benchRoute?: boolean;
+}
+
+export interface OnbehalfServer {
+  readonly app: FastifyInstance;
+  readonly governor: Governor;
+  /** Where it listens, e.g. `http://127.0.0.1:8787`. */
+  readonly url: string;
+  /** The issuer of the tokens it signs. */
+  readonly issuer: string;
+  /** Stop accepting requests, flush the audit, release everything. */
+  close(): Promise<void>;
+}
+
+/**
+ * Start the control plane.
+ *
+ * @example
+ * const server = await startServer({ config: "onbehalf.yaml" });
+ * console.log(server.url);
+ */
+export async function startServer(options: ServerOptions): Promise<OnbehalfServer> {
+  const env = options.env ?? process.env;
+  const loaded: LoadedConfig =
+    typeof options.config === "string"
+      ? loadConfigFile(options.config, env)
+      : loadConfigObject(options.config);
+  const server = loaded.config.server;
+  const key = loadOrCreateSigningKey(resolve(loaded.baseDir, server.signing_key));
+  const issuer = server.public_url ?? "urn:onbehalf:control-plane";
+  const gov = await createGovernor({
+    config: options.config,
+    env,
+    source: "api",
+    ...(options.warn ? { warn: options.warn } : {}),
+    ...options.governor,
+    extraIssuers: [delegationIssuerConfig(issuer, key.publicJwk)],
+  });
+  let state: StateStore;
+  try {
+    state = await openState(loaded);
+  } catch (e) {
+    await gov.close();
+    throw e;
+  }
+  await adoptSharedConfig(gov, state, options.warn);
+
+  const app = Fastify({
+    logger: options.logRequests === true,
+    bodyLimit: server.max_body_bytes,
+    return503OnClosing: true,
+  });
+  await app.register(formbody);
+  const metrics = new Metrics();
+  const requests = metrics.counter("onbehalf_http_requests_total", "HTTP requests by route and status.");
+  metrics.gauge(
+    "onbehalf_audit_committed",
+    "Audit records written since start.",
+    () => gov.auditLog.committed,
+  );
+  metrics.gauge("onbehalf_audit_healthy", "1 while the audit store accepts writes.", () =>
+    gov.auditLog.healthy ? 1 : 0,
+  );
+  metrics.gauge(
+    "onbehalf_audit_tree_size",
+    "Records in this instance's audit log.",
+    () => gov.auditLog.lastSeq,
+  );
+  app.addHook("onResponse", async (req, reply) => {
+    requests({ route: req.routeOptions.url ?? "unknown", status: String(reply.statusCode) });
+  });
+  app.setErrorHandler((error, _req, reply) => {
+    if (error instanceof OnbehalfError) return sendError(reply, error);
+    const e = error as { statusCode?: number; code?: string; message: string };
+    if (e.statusCode !== undefined && e.statusCode >= 400 && e.statusCode < 500) {
+      // Fastify's own refusals: malformed JSON, a body over the limit, an unsupported media type.
+      return reply.code(e.statusCode).send({ error: { code: fastifyCode(e.code), message: e.message } });
+    }
+    return sendError(reply, error);
+  });
+  app.setNotFoundHandler((req, reply) =>
+    reply.code(404).send({ error: { code: "ERR_NOT_FOUND", message: `no route ${req.method} ${req.url}` } }),
+  );
+
+  const ctx: ServerContext = {
+    gov,
+    state,
+    issuer,
+    key,
+    isAdmin: adminCheck(server.admin_tokens),
+    metrics,
+    approvalTtlMs: (options.approvalTtlSeconds ?? 900) * 1000,
+    pendingTtlMs: 15 * 60_000,
+    shareConfig: () => state.saveConfig(gov.dynamicConfig()),
+  };
+  checkRoutes(app, ctx);
+  tokenRoutes(app, ctx);
+  approvalRoutes(app, ctx);
+  adminRoutes(app, ctx);
+  auditRoutes(app, ctx);
+  if (options.benchRoute === true) {
+    // A bare JSON endpoint for the benchmark: parses the same body, answers a body of the same size and shape.
+    app.post("/bench/echo", async (req) => ({ ...BENCH_ANSWER, got: typeof req.body }));
+  }
+
+  const port = options.port ?? server.port;
+  const host = options.host ?? server.host;
+  try {
+    await app.listen({ port, host });
+  } catch (e) {
+    await Promise.allSettled([gov.close(), state.close()]);
+    throw new OnbehalfError(
+      "ERR_INVALID_ARGUMENT",
+      `cannot listen on ${host}:${port}: ${(e as Error).message}`,
+      { cause: e },
+    );
+  }
+  const address = app.server.address();
+  const url = `http://${host.includes(":") ? `[${host}]` : host}:${typeof address === "object" && address ? address.port : port}`;
+  let closing: Promise<void> | undefined;
+  return {
+    app,
+    governor: gov,
+    url,
+    issuer,
+    close() {
+      closing ??= (async () => {
+        await app.close();
+        await gov.close();
+        await state.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+const BENCH_ANSWER = {
+  call_id: "01a2247d-b6de-7eff-9888-96e366824c32",
+  decision: "allow",
+  reason_code: "ok",
+  reason: "allowed by defaults.*",
+  rule: null,
+  layer: "defaults.*",
+  effective_scopes: ["customers:read"],
+  chain: ["support-bot"],
+  tenant: "acme",
+  mode: "enforce",
+  fail_mode: "fail_closed",
+  post_transform: "audit",
+  shadow: null,
+};
+
+async function openState(loaded: LoadedConfig): Promise<StateStore> {
+  const store = loaded.config.limits.store;
+  if (store.startsWith("redis://") || store.startsWith("rediss://")) {
+    const { createRedisState } = await import("./state-redis.js");
+    return createRedisState(store);
+  }
+  return createMemoryState();
+}
+
+/** Live policy changes made through another instance (or before a restart) win over the file. */
+async function adoptSharedConfig(
+  gov: Governor,
+  state: StateStore,
+  warn?: (m: string) => void,
+): Promise<void> {
+  const apply = (snapshot: string) => {
+    try {
+      gov.applyDynamicConfig(snapshot);
+    } catch (e) {
+      (warn ?? console.warn)(
+        `ignored a shared config change that does not validate: ${(e as Error).message}`,
+      );
+    }
+  };
+  const shared = await state.loadConfig();
+  if (shared !== null) apply(shared);
+  state.onConfig(apply);
+}
+
+function fastifyCode(code: string | undefined): string {
+  if (code === "FST_ERR_CTP_BODY_TOO_LARGE") return "ERR_BODY_TOO_LARGE";
+  if (code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") return "ERR_UNSUPPORTED_MEDIA_TYPE";
+  if (code === "FST_ERR_CTP_EMPTY_JSON_BODY" || code === "FST_ERR_CTP_INVALID_JSON_BODY")
+    return "ERR_INVALID_JSON";
+  return "ERR_INVALID_ARGUMENT";
+}

@@ -1,0 +1,299 @@
+/**
+ * The decision API: `POST /v1/check` (may this human, through this chain of agents, call this tool with these
+ * arguments?), `POST /v1/calls/{id}/result` (what happened; the output comes back redacted or blocked), and
+ * `POST /v1/verify` (who is this token?). Every check is audited, a 401 included.
+ */
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import { z } from "zod";
+import { newCallId } from "../audit/call-id.js";
+import { runContextOf } from "../context/run.js";
+import { OnbehalfError } from "../errors.js";
+import { type CallAttempt, publicDecision } from "../govern/pipeline.js";
+import { Tier } from "../policy/schema.js";
+import type { ServerContext } from "./context.js";
+import { authenticate, type Caller, parseBody, sendError } from "./http.js";
+import type { Approval, PendingCall } from "./state.js";
+
+export const CheckBody = z.strictObject({
+  tool: z.string().min(1).max(200),
+  args: z.unknown().optional(),
+  agent: z.strictObject({ name: z.string().min(1).max(200), tier: Tier.optional() }),
+  tenant: z.string().min(1).optional(),
+  trace_id: z.string().max(200).optional(),
+});
+export type CheckBody = z.infer<typeof CheckBody>;
+
+const ResultBody = z.strictObject({
+  status: z.enum(["ok", "error"]),
+  output: z.unknown().optional(),
+  error: z.string().max(10_000).optional(),
+});
+
+export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
+  const decisions = ctx.metrics.counter("onbehalf_decisions_total", "Decisions by outcome and reason code.");
+
+  app.post("/v1/check", async (req, reply) => {
+    let caller: Caller;
+    try {
+      caller = await authenticate(ctx.gov, ctx.issuer, req);
+    } catch (e) {
+      await auditUnauthenticated(ctx, req, e);
+      decisions({ decision: "deny", reason_code: "unauthenticated" });
+      return sendError(reply, e);
+    }
+    let body: CheckBody;
+    try {
+      body = parseBody(CheckBody, req.body);
+    } catch (e) {
+      auditRefused(ctx, caller, req, e); // a known user sent something we refuse: that is audited too
+      throw e;
+    }
+    const run = runContextOf(caller.principal, {
+      chain: caller.delegation?.chain ?? [body.agent.name],
+      tier: caller.delegation?.tier ?? body.agent.tier ?? "interactive",
+      scopes: caller.principal.scopes,
+      ...(body.tenant === undefined ? {} : { tenant: body.tenant }),
+      ...(body.trace_id === undefined ? {} : { traceId: body.trace_id }),
+    });
+    const attempt = await ctx.gov.begin(
+      run,
+      body.tool,
+      body.args ?? {},
+      body.trace_id === undefined ? {} : { traceId: body.trace_id },
+    );
+    let approval: Approval | null = null;
+    try {
+      if (attempt.decision.decision === "ask") approval = await openApproval(ctx, attempt);
+      if (attempt.decision.decision !== "deny") await rememberCall(ctx, attempt, approval);
+    } catch (e) {
+      // The decision was audited, but the call could not be remembered for its result: deny, and say so.
+      ctx.gov.finishReported(reportedOf(ctx, pendingOf(attempt, null)), {
+        status: "error",
+        error: "not run: the state store is unavailable",
+      });
+      decisions({ decision: "deny", reason_code: "fail_closed" });
+      return reply.code(503).send({
+        ...answer(attempt, null),
+        decision: "deny",
+        reason_code: "fail_closed",
+        reason: (e as Error).message,
+      });
+    }
+    const d = attempt.decision;
+    decisions({ decision: d.decision, reason_code: d.reason_code });
+    return reply.code(d.reason_code === "fail_closed" ? 503 : 200).send(answer(attempt, approval));
+  });
+
+  app.post<{ Params: { id: string } }>("/v1/calls/:id/result", async (req, reply) => {
+    const { principal } = await authenticate(ctx.gov, ctx.issuer, req);
+    const body = parseBody(ResultBody, req.body);
+    const pending = await ctx.state.getCall(req.params.id);
+    if (pending === null) {
+      throw new OnbehalfError(
+        "ERR_NOT_FOUND",
+        `no call ${req.params.id} is waiting for a result (unknown, expired or already reported)`,
+      );
+    }
+    if (pending.user !== principal.user || pending.tenant !== principal.tenant) {
+      throw new OnbehalfError("ERR_POLICY_DENIED", "this call belongs to another user");
+    }
+    if (pending.approvalId !== null) {
+      const refusal = await approvalRefusal(ctx, pending);
+      if (refusal !== null) return sendError(reply, refusal);
+    }
+    const taken = await ctx.state.takeCall(req.params.id);
+    if (taken === null)
+      throw new OnbehalfError("ERR_CONFLICT", `the result of call ${req.params.id} was already reported`);
+    // An approved call ran because a human approved it: its outcome record says allow.
+    const ran =
+      taken.approvalId === null
+        ? taken
+        : { ...taken, fields: { ...taken.fields, decision: "allow" as const, reason_code: "ok" as const } };
+    const done = ctx.gov.finishReported(
+      reportedOf(ctx, ran),
+      body.status === "ok"
+        ? { status: "ok", output: body.output }
+        : { status: "error", error: body.error ?? "error" },
+    );
+    return {
+      call_id: taken.callId,
+      action: done.action,
+      output: done.action === "block" ? null : (done.output ?? null),
+    };
+  });
+
+  app.post("/v1/verify", async (req) => {
+    const { principal, delegation } = await authenticate(ctx.gov, ctx.issuer, req);
+    return {
+      sub: principal.sub,
+      user: principal.user,
+      tenant: principal.tenant,
+      email: principal.email,
+      scopes: principal.scopes,
+      roles: principal.roles,
+      issuer: principal.issuer,
+      exp: principal.exp,
+      ...(delegation === null ? {} : { chain: delegation.chain, tier: delegation.tier }),
+    };
+  });
+}
+
+/** The answer of /v1/check: the decision record as clients see it. */
+function answer(attempt: CallAttempt, approval: Approval | null) {
+  const d = publicDecision(attempt.decision);
+  return {
+    call_id: attempt.callId,
+    decision: d.decision,
+    reason_code: d.reason_code,
+    reason: d.reason,
+    rule: d.rule,
+    layer: d.layer,
+    effective_scopes: d.effective_scopes,
+    chain: attempt.fields.chain,
+    tenant: d.tenant,
+    mode: d.mode,
+    fail_mode: d.fail_mode,
+    post_transform: d.post_transform,
+    shadow: d.shadow,
+    ...(approval === null
+      ? {}
+      : {
+          approval: {
+            id: approval.id,
+            status: approval.status,
+            expires_at: approval.expires_at,
+            url: `/v1/approvals/${approval.id}`,
+          },
+        }),
+  };
+}
+
+async function openApproval(ctx: ServerContext, attempt: CallAttempt): Promise<Approval> {
+  const now = ctx.gov.now();
+  const f = attempt.fields;
+  const approval: Approval = {
+    id: `apr_${attempt.callId}`,
+    call_id: attempt.callId,
+    status: "pending",
+    tenant: f.tenant,
+    user: f.user ?? "",
+    email: f.email,
+    agent: f.agent ?? "",
+    chain: f.chain,
+    tool: f.tool ?? "",
+    args: f.args,
+    rule: f.rule,
+    reason: f.reason,
+    created_at: new Date(now).toISOString(),
+    expires_at: new Date(now + ctx.approvalTtlMs).toISOString(),
+  };
+  // Kept a day past expiry so the requester can still read why it ended.
+  await ctx.state.putApproval(approval, ctx.approvalTtlMs + 86_400_000);
+  return approval;
+}
+
+function pendingOf(attempt: CallAttempt, approval: Approval | null): PendingCall {
+  const f = attempt.fields;
+  return {
+    callId: attempt.callId,
+    user: f.user ?? "",
+    tenant: f.tenant,
+    tool: f.tool ?? "",
+    postTransform: attempt.decision.post_transform,
+    redact: attempt.decision.redact,
+    fields: f,
+    startedAt: Date.now(),
+    approvalId: approval?.id ?? null,
+  };
+}
+
+async function rememberCall(
+  ctx: ServerContext,
+  attempt: CallAttempt,
+  approval: Approval | null,
+): Promise<void> {
+  await ctx.state.putCall(
+    pendingOf(attempt, approval),
+    approval === null ? ctx.pendingTtlMs : ctx.approvalTtlMs + ctx.pendingTtlMs,
+  );
+}
+
+function reportedOf(ctx: ServerContext, pending: PendingCall) {
+  return {
+    fields: pending.fields,
+    tool: ctx.gov.policy.tools.get(pending.tool),
+    postTransform: pending.postTransform,
+    redact: pending.redact,
+    latencyUs: Math.max(0, (Date.now() - pending.startedAt) * 1000),
+  };
+}
+
+/** An asked call may proceed once its approval is approved; denied or expired ones are refused, audited. */
+async function approvalRefusal(ctx: ServerContext, pending: PendingCall): Promise<OnbehalfError | null> {
+  const approval = await ctx.state.getApproval(pending.approvalId ?? "");
+  if (approval?.status === "approved") return null;
+  if (approval?.status === "pending" && Date.parse(approval.expires_at) > ctx.gov.now()) {
+    return new OnbehalfError(
+      "ERR_APPROVAL_REQUIRED",
+      "the call is still waiting for approval: poll its approval first",
+    );
+  }
+  const expired = approval === null || approval.status === "expired" || approval.status === "pending";
+  await ctx.state.takeCall(pending.callId);
+  const reason_code = expired ? "approval_expired" : "approval_denied";
+  const reason = expired
+    ? "nobody approved the call in time"
+    : `denied by ${approval?.decided_by ?? "an approver"}${approval?.note ? `: ${approval.note}` : ""}`;
+  const f = pending.fields;
+  ctx.gov.recordEvent({ ...f, kind: "outcome", decision: "deny", reason_code, reason, outcome: "none" });
+  return new OnbehalfError("ERR_POLICY_DENIED", `${reason_code}: ${reason}`);
+}
+
+/** A request refused as malformed, from a known user: audited as a denied attempt with reason error. */
+function auditRefused(ctx: ServerContext, caller: Caller, req: FastifyRequest, e: unknown): void {
+  const raw = (req.body ?? {}) as Record<string, unknown>;
+  const p = caller.principal;
+  try {
+    ctx.gov.recordEvent({
+      kind: "attempt",
+      tenant: p.tenant,
+      user: p.user,
+      email: p.email,
+      agent:
+        typeof raw["agent"] === "object" && raw["agent"] !== null
+          ? String((raw["agent"] as { name?: unknown }).name ?? "") || null
+          : null,
+      tier: null,
+      chain: caller.delegation?.chain ?? [],
+      tool: typeof raw["tool"] === "string" ? raw["tool"].slice(0, 200) : null,
+      args_digest: null,
+      args: null,
+      decision: "deny",
+      reason_code: "error",
+      reason: e instanceof Error ? e.message : "invalid request",
+      rule: null,
+      outcome: "none",
+      trace_id: null,
+      call_id: newCallId(),
+    });
+  } catch {
+    // the audit being unavailable does not change the 400
+  }
+}
+
+/** A 401 is an attempt too: audit it with whatever the body says, no user, and why the token failed. */
+async function auditUnauthenticated(ctx: ServerContext, req: FastifyRequest, e: unknown): Promise<void> {
+  const body = CheckBody.safeParse(req.body);
+  const why = e instanceof OnbehalfError ? `${e.code}: ${e.message}` : "the token could not be verified";
+  await ctx.gov
+    .begin(
+      undefined,
+      body.success ? body.data.tool : "(unreadable request)",
+      body.success ? (body.data.args ?? {}) : {},
+      {
+        unauthenticated: why,
+        ...(body.success && body.data.trace_id !== undefined ? { traceId: body.data.trace_id } : {}),
+      },
+    )
+    .catch(() => {}); // the audit being down is answered by the 401 anyway
+}

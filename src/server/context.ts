@@ -1,0 +1,23 @@
+/** What every route of the control plane shares. */
+import type { FastifyRequest } from "fastify";
+import type { Governor } from "../govern/governor.js";
+import type { SigningKey } from "../identity/keys.js";
+import type { Metrics } from "./metrics.js";
+import type { StateStore } from "./state.js";
+
+export interface ServerContext {
+  readonly gov: Governor;
+  readonly state: StateStore;
+  /** The `iss` (and `aud`) of the delegation and on-behalf-of tokens this control plane signs. */
+  readonly issuer: string;
+  /** The key that signs them (published at /.well-known/jwks.json). */
+  readonly key: SigningKey;
+  readonly isAdmin: (req: FastifyRequest) => boolean;
+  readonly metrics: Metrics;
+  /** How long an approval waits for a human before it expires. */
+  readonly approvalTtlMs: number;
+  /** How long an allowed call may take to report its result. */
+  readonly pendingTtlMs: number;
+  /** Share a live policy change with the other instances. */
+  readonly shareConfig: () => Promise<void>;
+}

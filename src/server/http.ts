@@ -1,0 +1,98 @@
+/**
+ * HTTP plumbing shared by the routes: the error body `{error: {code, message}}`, OAuth headers on 401/403,
+ * body validation with messages that say which field is wrong, and bearer/admin authentication.
+ */
+import { timingSafeEqual } from "node:crypto";
+import type { FastifyReply, FastifyRequest } from "fastify";
+import type { z } from "zod";
+import { delegationOf } from "../context/delegation.js";
+import { type ErrorCode, OnbehalfError } from "../errors.js";
+import type { Governor } from "../govern/governor.js";
+import type { Principal } from "../identity/principal.js";
+import type { Tier } from "../policy/schema.js";
+
+/** The authenticated caller of a request. */
+export interface Caller {
+  readonly principal: Principal;
+  /** Set when the bearer is an onbehalf delegation token: the chain and tier it carries, signed. */
+  readonly delegation: { readonly chain: readonly string[]; readonly tier: Tier } | null;
+}
+
+/** Send an OnbehalfError (or anything else, as a 500 without details) in the API's error shape. */
+export function sendError(reply: FastifyReply, e: unknown): FastifyReply {
+  const err = e instanceof OnbehalfError ? e : null;
+  if (err === null) {
+    reply.log.error(e);
+    return reply.code(500).send({ error: { code: "ERR_INTERNAL", message: "internal error" } });
+  }
+  if (err.status === 401) {
+    reply.header(
+      "www-authenticate",
+      `Bearer error="invalid_token", error_description="${headerSafe(err.message)}"`,
+    );
+  } else if (err.oauth === "insufficient_scope") {
+    reply.header("www-authenticate", `Bearer error="insufficient_scope"`);
+  }
+  return reply.code(err.status).send(err.toJSON());
+}
+
+/** A 4xx with our error shape, for problems found while handling a request. */
+export function httpError(code: ErrorCode, message: string): OnbehalfError {
+  return new OnbehalfError(code, message);
+}
+
+/** Validate a body with a zod schema; the error names each wrong field. */
+export function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
+  if (body === undefined || body === null) {
+    throw new OnbehalfError(
+      "ERR_INVALID_ARGUMENT",
+      "the request needs a JSON body (Content-Type: application/json)",
+    );
+  }
+  const parsed = schema.safeParse(body);
+  if (parsed.success) return parsed.data;
+  const problems = parsed.error.issues.map((i) => {
+    const where = i.path.length > 0 ? i.path.join(".") : "body";
+    return i.code === "unrecognized_keys"
+      ? `${where}: unknown field ${i.keys.map((k) => `"${k}"`).join(", ")}`
+      : `${where}: ${i.message}`;
+  });
+  throw new OnbehalfError("ERR_INVALID_ARGUMENT", `invalid request: ${problems.join("; ")}`);
+}
+
+/** Verify the request's bearer token (an IdP token or an onbehalf delegation token). */
+export async function authenticate(
+  gov: Governor,
+  delegationIssuer: string,
+  req: FastifyRequest,
+): Promise<Caller> {
+  const principal = await gov.verify(req.headers.authorization);
+  return { principal, delegation: principal.issuer === delegationIssuer ? delegationOf(principal) : null };
+}
+
+/** Compares bearer tokens with the configured admin tokens in constant time. */
+export function adminCheck(tokens: readonly string[]): (req: FastifyRequest) => boolean {
+  const allowed = tokens.filter((t) => t !== "").map((t) => Buffer.from(t));
+  return (req) => {
+    const header = req.headers.authorization;
+    if (typeof header !== "string" || !/^bearer /i.test(header)) return false;
+    const given = Buffer.from(header.slice(7).trim());
+    let ok = false;
+    for (const t of allowed) if (t.length === given.length && timingSafeEqual(t, given)) ok = true;
+    return ok;
+  };
+}
+
+/** Refuse with 401 unless the caller presents an admin token. */
+export function requireAdmin(isAdmin: (req: FastifyRequest) => boolean, req: FastifyRequest): void {
+  if (!isAdmin(req)) {
+    throw new OnbehalfError(
+      "ERR_TOKEN_MISSING",
+      "this endpoint needs an admin token: Authorization: Bearer <admin token>",
+    );
+  }
+}
+
+function headerSafe(text: string): string {
+  return text.replace(/["\\\r\n]/g, " ").slice(0, 200);
+}

@@ -1,0 +1,111 @@
+/**
+ * `POST /v1/token`: RFC 8693 token exchange. A user's token (or an earlier delegation token) is exchanged for
+ * a delegation token naming one more agent. The granted scope is the requested scope ∩ the subject's: an
+ * over-reaching request is attenuated, not refused, so a later over-reaching call is denied with the whole
+ * chain in the audit; the answer's `scope` and the audit record say what was dropped.
+ */
+import type { FastifyInstance } from "fastify";
+import { z } from "zod";
+import { newCallId } from "../audit/call-id.js";
+import { delegationOf, mintDelegation } from "../context/delegation.js";
+import { OnbehalfError } from "../errors.js";
+import { Tier } from "../policy/schema.js";
+import type { ServerContext } from "./context.js";
+import { parseBody } from "./http.js";
+
+export const TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token";
+const AGENT_NAME = z
+  .string()
+  .min(1)
+  .max(200)
+  .regex(/^[^\s\p{Cc}]+$/u, "an agent name has no spaces or control characters");
+
+const TokenBody = z.strictObject({
+  grant_type: z.string(),
+  subject_token: z.string().min(1).optional(),
+  subject_token_type: z.string().optional(),
+  actor: AGENT_NAME.optional(),
+  actor_token: z.string().min(1).optional(),
+  actor_token_type: z.string().optional(),
+  scope: z.string().optional(),
+  tier: Tier.optional(),
+  requested_token_type: z.string().optional(),
+  audience: z.string().optional(),
+  resource: z.string().optional(),
+});
+
+export function tokenRoutes(app: FastifyInstance, ctx: ServerContext): void {
+  app.post("/v1/token", async (req, reply) => {
+    const body = parseBody(TokenBody, req.body);
+    if (body.grant_type !== TOKEN_EXCHANGE) {
+      throw new OnbehalfError("ERR_INVALID_ARGUMENT", `unsupported grant_type: use ${TOKEN_EXCHANGE}`, {
+        oauth: "invalid_request",
+      });
+    }
+    if (body.requested_token_type !== undefined && body.requested_token_type !== ACCESS_TOKEN_TYPE) {
+      throw new OnbehalfError("ERR_INVALID_ARGUMENT", `requested_token_type must be ${ACCESS_TOKEN_TYPE}`);
+    }
+    const subjectToken = body.subject_token ?? req.headers.authorization;
+    const principal = await ctx.gov.verify(subjectToken);
+    const delegation = principal.issuer === ctx.issuer ? delegationOf(principal) : null;
+    if ((body.actor === undefined) === (body.actor_token === undefined)) {
+      throw new OnbehalfError(
+        "ERR_INVALID_ARGUMENT",
+        "name the agent being delegated to: give actor (its name) or actor_token, not both",
+      );
+    }
+    const actor = body.actor ?? (await actorName(ctx, body.actor_token!));
+    const requested = body.scope === undefined ? undefined : body.scope.split(" ").filter((s) => s !== "");
+    const tier = body.tier ?? "subagent";
+    const minted = mintDelegation(
+      ctx.key,
+      ctx.issuer,
+      { principal, chain: delegation?.chain ?? [], scopes: new Set(principal.scopes) },
+      actor,
+      requested,
+      tier,
+      ctx.gov.now(),
+    );
+    const dropped = requested === undefined ? [] : requested.filter((s) => !minted.scopes.includes(s));
+    ctx.gov.recordEvent({
+      kind: "delegation",
+      tenant: principal.tenant,
+      user: principal.user,
+      email: principal.email,
+      agent: actor,
+      tier,
+      chain: minted.chain,
+      tool: null,
+      args_digest: null,
+      args: { requested: requested ?? null, granted: minted.scopes, dropped },
+      decision: "allow",
+      reason_code: "ok",
+      reason:
+        dropped.length === 0
+          ? `delegated to ${actor}`
+          : `delegated to ${actor}; not granted (the subject does not hold them): ${dropped.join(" ")}`,
+      rule: null,
+      outcome: "none",
+      trace_id: null,
+      call_id: newCallId(),
+    });
+    reply.header("cache-control", "no-store");
+    return {
+      access_token: minted.token,
+      issued_token_type: ACCESS_TOKEN_TYPE,
+      token_type: "Bearer",
+      expires_in: minted.expiresIn,
+      scope: minted.scopes.join(" "),
+    };
+  });
+}
+
+/** The agent an actor token names: its verified subject (an agent's own client credential, say). */
+async function actorName(ctx: ServerContext, actorToken: string): Promise<string> {
+  const actor = await ctx.gov.verify(actorToken);
+  const name = AGENT_NAME.safeParse(actor.sub);
+  if (!name.success)
+    throw new OnbehalfError("ERR_INVALID_ARGUMENT", "the actor token's subject is not a usable agent name");
+  return name.data;
+}

@@ -1,0 +1,239 @@
+/**
+ * Scale-out on real PostgreSQL and Redis: two control-plane instances behave as one (a human's rate limit,
+ * the audit, live policy), and each fails closed while a store is away and recovers when it is back.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Redis } from "ioredis";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { verifierOf } from "../../src/audit/checkpoint.js";
+import { openPostgresStore } from "../../src/audit/postgres.js";
+import { verifyAudit } from "../../src/audit/verify.js";
+import { loadOrCreateSigningKey } from "../../src/identity/keys.js";
+import type { OnbehalfServer } from "../../src/server/app.js";
+import { type OidcProviderHandle, startOidcProvider } from "../support/oidc.js";
+import { startOwnRedis } from "../support/redis-server.js";
+import { ACME_POLICY, ADMIN, call, serverConfig, startTestServer, userToken } from "../support/server.js";
+import { startTcpProxy } from "../support/tcp-proxy.js";
+
+const PG = process.env["ONBEHALF_TEST_PG"] ?? "postgres://postgres@127.0.0.1:5432/test";
+const REDIS = `${process.env["ONBEHALF_TEST_REDIS"] ?? "redis://127.0.0.1:6379"}/7`;
+const schema = `scale_${randomBytes(5).toString("hex")}`;
+const keys = mkdtempSync(join(tmpdir(), "onbehalf-scale-"));
+
+let idp: OidcProviderHandle;
+let a: OnbehalfServer;
+let b: OnbehalfServer;
+
+/** Two instances sharing one PostgreSQL schema, one Redis, one token key and one audit key. */
+async function instance(logId: string): Promise<OnbehalfServer> {
+  const base = serverConfig(idp);
+  return startTestServer(idp, {
+    server: { ...base.server, signing_key: join(keys, "server.jwk"), public_url: "https://onbehalf.test" },
+    tenants: [
+      {
+        id: "acme",
+        policy: { ...ACME_POLICY, defaults: { "*": { permission: "allow", rate_limit_per_minute: 60 } } },
+      },
+    ],
+    audit: {
+      store: `${PG}?schema=${schema}`,
+      log_id: logId,
+      signing_key: join(keys, "audit.jwk"),
+      flush_ms: 1,
+      checkpoint_every: 25,
+    },
+    limits: { store: REDIS },
+  });
+}
+
+beforeAll(async () => {
+  idp = await startOidcProvider();
+  const redis = new Redis(REDIS);
+  await redis.flushdb();
+  redis.disconnect();
+  a = await instance("instance-a");
+  b = await instance("instance-b");
+});
+afterAll(async () => {
+  await Promise.allSettled([a?.close(), b?.close()]);
+  await idp?.close();
+  const client = new pg.Client(PG);
+  await client.connect();
+  await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+  await client.end();
+});
+
+describe("two instances on one PostgreSQL and one Redis", () => {
+  it("holds one human's per-minute limit across both: 60 of 100 calls spread over both", async () => {
+    const alice = await userToken(idp, "alice");
+    const answers = await Promise.all(
+      Array.from({ length: 100 }, (_, i) =>
+        call(i % 2 === 0 ? a.url : b.url, "POST", "/v1/check", {
+          token: alice,
+          body: { tool: "get_customer", args: { i }, agent: { name: `agent-${i % 5}` } },
+        }),
+      ),
+    );
+    const allowed = answers.filter((r) => r.body.decision === "allow").length;
+    expect(allowed).toBeGreaterThanOrEqual(57);
+    expect(allowed).toBeLessThanOrEqual(63);
+    expect(answers.filter((r) => r.body.reason_code === "rate_limited").length).toBe(100 - allowed);
+    // another human still has a budget of their own
+    const bob = await userToken(idp, "bob");
+    expect(
+      (
+        await call(b.url, "POST", "/v1/check", {
+          token: bob,
+          body: { tool: "get_customer", agent: { name: "x" } },
+        })
+      ).body.decision,
+    ).toBe("allow");
+  });
+
+  it("makes the audit of both queryable through either, and each instance's log verifies", async () => {
+    await Promise.all([a.governor.flush(), b.governor.flush()]);
+    const records = (await call(a.url, "GET", "/v1/audit?user=alice&limit=1000", { token: ADMIN })).body
+      .records as { log: string }[];
+    expect(new Set(records.map((r) => r.log))).toEqual(new Set(["instance-a", "instance-b"]));
+    expect(records.length).toBe(100);
+    await Promise.all([a.governor.auditLog.checkpoint(), b.governor.auditLog.checkpoint()]);
+    const store = openPostgresStore(`${PG}?schema=${schema}`);
+    const key = loadOrCreateSigningKey(join(keys, "audit.jwk"));
+    const { createPublicKey } = await import("node:crypto");
+    const report = await verifyAudit(store, {
+      verifierFor: (log) => verifierOf(log, createPublicKey(key.privateKey)),
+    });
+    await store.close();
+    expect(report.logs.map((l) => [l.log, l.finding])).toEqual([
+      ["instance-a", null],
+      ["instance-b", null],
+    ]);
+    expect(report.logs.every((l) => l.verifiedCheckpoints > 0)).toBe(true);
+  });
+
+  it("applies a policy patch made through one instance on the other within a second", async () => {
+    const carol = await userToken(idp, "carol");
+    const ask = () =>
+      call(b.url, "POST", "/v1/check", { token: carol, body: { tool: "read_email", agent: { name: "x" } } });
+    expect((await ask()).body.decision).toBe("allow");
+    const patched = await call(a.url, "PATCH", "/v1/admin/tenants/acme/policy", {
+      token: ADMIN,
+      body: { tools: { read_email: { "*": { permission: "deny" } } } },
+    });
+    expect(patched.status).toBe(200);
+    const t0 = Date.now();
+    let decision = "allow";
+    while (decision !== "deny" && Date.now() - t0 < 3_000) {
+      decision = (await ask()).body.decision;
+      if (decision !== "deny") await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(decision).toBe("deny");
+    expect(Date.now() - t0).toBeLessThan(1_000);
+  });
+
+  it("accepts a delegation token minted by one instance at the other", async () => {
+    const dana = await userToken(idp, "dana");
+    const minted = await call(a.url, "POST", "/v1/token", {
+      body: {
+        grant_type: "urn:ietf:params:oauth:grant-type:token-exchange",
+        subject_token: dana,
+        actor: "planner",
+      },
+    });
+    const r = await call(b.url, "POST", "/v1/check", {
+      token: minted.body.access_token,
+      body: { tool: "get_customer", agent: { name: "x" } },
+    });
+    expect(r.body).toMatchObject({ decision: "allow", chain: ["planner"] });
+  });
+});
+
+describe("fail closed", () => {
+  it("denies with 503 while Redis is away, and recovers by itself when it is back", async () => {
+    const redis = await startOwnRedis();
+    const server = await startTestServer(idp, {
+      tenants: [
+        { id: "acme", policy: { defaults: { "*": { permission: "allow", rate_limit_per_minute: 1000 } } } },
+      ],
+      limits: { store: redis.url },
+    });
+    try {
+      const alice = await userToken(idp, "alice");
+      const check = () =>
+        call(server.url, "POST", "/v1/check", {
+          token: alice,
+          body: { tool: "get_customer", agent: { name: "x" } },
+        });
+      expect((await check()).status).toBe(200);
+      await redis.stop();
+      const down = await check();
+      expect(down.status).toBe(503);
+      expect(down.body).toMatchObject({ decision: "deny", reason_code: "fail_closed" });
+      expect((await call(server.url, "GET", "/healthz")).status).toBe(503);
+      await redis.start();
+      let status = 0;
+      for (let i = 0; i < 60 && status !== 200; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        status = (await check()).status;
+      }
+      expect(status).toBe(200);
+    } finally {
+      await server.close();
+      await redis.stop();
+    }
+  });
+
+  it("denies with 503 while the audit store is away, and recovers by itself when it is back", async () => {
+    const proxy = await startTcpProxy(5432);
+    const url = new URL(PG);
+    url.port = String(proxy.port);
+    const server = await startTestServer(idp, {
+      audit: {
+        store: `${url.toString()}?schema=${schema}_down`,
+        log_id: "down",
+        flush_ms: 1,
+        signing_key: join(keys, "audit.jwk"),
+      },
+    });
+    try {
+      const alice = await userToken(idp, "alice");
+      const check = () =>
+        call(server.url, "POST", "/v1/check", {
+          token: alice,
+          body: { tool: "get_customer", agent: { name: "x" } },
+        });
+      expect((await check()).status).toBe(200);
+      await server.governor.flush();
+      await proxy.cut();
+      await check(); // its record cannot be written: from the first failed write on, calls are denied
+      let down = await check();
+      for (let i = 0; i < 50 && down.status !== 503; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        down = await check();
+      }
+      expect(down.status).toBe(503);
+      expect(down.body).toMatchObject({ decision: "deny", reason_code: "fail_closed" });
+      await proxy.restore();
+      let status = 0;
+      for (let i = 0; i < 100 && status !== 200; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        status = (await check()).status;
+      }
+      expect(status).toBe(200);
+      await server.governor.flush(); // nothing was lost: the queued records were written once it was back
+      const rows = await server.governor.queryAudit({ user: "alice", limit: 1000 });
+      expect(rows.records.filter((r) => r.log === "down").length).toBeGreaterThanOrEqual(4);
+    } finally {
+      await server.close();
+      await proxy.close();
+      const client = new pg.Client(PG);
+      await client.connect();
+      await client.query(`DROP SCHEMA IF EXISTS ${schema}_down CASCADE`);
+      await client.end();
+    }
+  });
+});

@@ -1,0 +1,211 @@
+/** RFC 8693 token exchange and delegation tokens, end to end over HTTP. */
+import { createPublicKey, verify } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { OnbehalfServer } from "../../src/server/app.js";
+import { TOKEN_EXCHANGE } from "../../src/server/token-exchange.js";
+import { generateTestKey, type OidcProviderHandle, signToken, startOidcProvider } from "../support/oidc.js";
+import { ADMIN, call, startTestServer, userToken } from "../support/server.js";
+
+let idp: OidcProviderHandle;
+let server: OnbehalfServer;
+let alice: string;
+
+beforeAll(async () => {
+  idp = await startOidcProvider();
+  server = await startTestServer(idp);
+  alice = await userToken(idp, "alice", "customers:read orders:write");
+});
+afterAll(async () => {
+  await server?.close();
+  await idp?.close();
+});
+
+const exchange = (params: Record<string, string>, form = false) =>
+  form
+    ? call(server.url, "POST", "/v1/token", {
+        raw: new URLSearchParams(params).toString(),
+        contentType: "application/x-www-form-urlencoded",
+      })
+    : call(server.url, "POST", "/v1/token", { body: params });
+const claims = (jwt: string) => JSON.parse(Buffer.from(jwt.split(".")[1]!, "base64url").toString());
+
+describe("POST /v1/token", () => {
+  it("issues a delegation token signed by the server, verifiable at its JWKS, with the chain in nested act claims", async () => {
+    const r = await exchange(
+      {
+        grant_type: TOKEN_EXCHANGE,
+        subject_token: alice,
+        actor: "planner",
+        scope: "customers:read orders:write",
+      },
+      true,
+    );
+    expect(r.status).toBe(200);
+    expect(r.headers.get("cache-control")).toBe("no-store");
+    expect(r.body).toMatchObject({
+      issued_token_type: "urn:ietf:params:oauth:token-type:access_token",
+      token_type: "Bearer",
+      scope: "customers:read orders:write",
+    });
+    const c = claims(r.body.access_token);
+    expect(c).toMatchObject({
+      iss: server.issuer,
+      aud: server.issuer,
+      sub: "alice",
+      tenant: "acme",
+      tier: "subagent",
+      act: { sub: "planner" },
+    });
+    expect(c.exp - c.iat).toBeLessThanOrEqual(600);
+    const jwks = (await call(server.url, "GET", "/.well-known/jwks.json")).body.keys[0];
+    const [h, p, s] = r.body.access_token.split(".");
+    expect(
+      verify(
+        null,
+        Buffer.from(`${h}.${p}`),
+        createPublicKey({ key: jwks, format: "jwk" }),
+        Buffer.from(s, "base64url"),
+      ),
+    ).toBe(true);
+  });
+
+  it("keeps the chain in order over three hops, each only narrowing", async () => {
+    const hop1 = (await exchange({ grant_type: TOKEN_EXCHANGE, subject_token: alice, actor: "planner" }))
+      .body;
+    const hop2 = (
+      await exchange({
+        grant_type: TOKEN_EXCHANGE,
+        subject_token: hop1.access_token,
+        actor: "researcher",
+        scope: "customers:read orders:write",
+      })
+    ).body;
+    const hop3 = (
+      await exchange({
+        grant_type: TOKEN_EXCHANGE,
+        subject_token: hop2.access_token,
+        actor: "mailer",
+        scope: "customers:read",
+        tier: "background",
+      })
+    ).body;
+    expect(claims(hop3.access_token).act).toEqual({
+      sub: "mailer",
+      act: { sub: "researcher", act: { sub: "planner" } },
+    });
+    expect(hop3.scope).toBe("customers:read");
+    // the chain comes from the signature, not from the body
+    const r = await call(server.url, "POST", "/v1/check", {
+      token: hop3.access_token,
+      body: { tool: "issue_refund", args: { amount: 5 }, agent: { name: "someone-else" } },
+    });
+    expect(r.body).toMatchObject({
+      decision: "deny",
+      reason_code: "missing_scope",
+      chain: ["planner", "researcher", "mailer"],
+    });
+    const ok = await call(server.url, "POST", "/v1/check", {
+      token: hop3.access_token,
+      body: { tool: "get_customer", args: {}, agent: { name: "x" } },
+    });
+    expect(ok.body).toMatchObject({ decision: "allow", chain: ["planner", "researcher", "mailer"] });
+    await server.governor.flush();
+    const denied = (
+      await call(server.url, "GET", "/v1/audit?user=alice&decision=deny&tool=issue_refund", { token: ADMIN })
+    ).body.records[0];
+    expect(denied).toMatchObject({
+      chain: ["planner", "researcher", "mailer"],
+      agent: "mailer",
+      tier: "background",
+    });
+  });
+
+  it("attenuates a widening request instead of refusing it, and says what was dropped", async () => {
+    const narrow = (
+      await exchange({
+        grant_type: TOKEN_EXCHANGE,
+        subject_token: alice,
+        actor: "a",
+        scope: "customers:read",
+      })
+    ).body;
+    const wide = await exchange({
+      grant_type: TOKEN_EXCHANGE,
+      subject_token: narrow.access_token,
+      actor: "b",
+      scope: "customers:read orders:write admin",
+    });
+    expect(wide.status).toBe(200);
+    expect(wide.body.scope).toBe("customers:read");
+    await server.governor.flush();
+    const record = (
+      await call(server.url, "GET", "/v1/audit?user=alice&limit=50", { token: ADMIN })
+    ).body.records.find((x: { kind: string; agent: string }) => x.kind === "delegation" && x.agent === "b");
+    expect(record.args).toEqual({
+      requested: ["customers:read", "orders:write", "admin"],
+      granted: ["customers:read"],
+      dropped: ["orders:write", "admin"],
+    });
+    expect(record.reason).toContain("not granted");
+  });
+
+  it("never outlives the subject token", async () => {
+    const shortLived = await idp.getToken({
+      scope: "customers:read",
+      claims: { sub: "alice", tenant: "acme", exp: Math.floor(Date.now() / 1000) + 60 },
+    });
+    const r = (await exchange({ grant_type: TOKEN_EXCHANGE, subject_token: shortLived, actor: "a" })).body;
+    expect(r.expires_in).toBeLessThanOrEqual(60);
+    expect(claims(r.access_token).exp).toBe(claims(shortLived).exp);
+  });
+
+  it("ignores act claims in an identity provider's token, and rejects a client-forged delegation token", async () => {
+    const withAct = await userToken(idp, "alice", "customers:read", { act: { sub: "trusted-admin-agent" } });
+    const r = await call(server.url, "POST", "/v1/check", {
+      token: withAct,
+      body: { tool: "get_customer", args: {}, agent: { name: "bot" } },
+    });
+    expect(r.body.chain).toEqual(["bot"]);
+    const attacker = generateTestKey("EdDSA");
+    const now = Math.floor(Date.now() / 1000);
+    const forged = signToken(
+      { alg: "EdDSA", kid: attacker.kid },
+      {
+        iss: server.issuer,
+        aud: server.issuer,
+        sub: "alice",
+        tenant: "acme",
+        scope: "customers:read",
+        tier: "subagent",
+        act: { sub: "x" },
+        iat: now,
+        exp: now + 300,
+      },
+      attacker,
+    );
+    expect(
+      (
+        await call(server.url, "POST", "/v1/check", {
+          token: forged,
+          body: { tool: "get_customer", agent: { name: "x" } },
+        })
+      ).status,
+    ).toBe(401);
+    expect((await exchange({ grant_type: TOKEN_EXCHANGE, subject_token: forged, actor: "y" })).status).toBe(
+      401,
+    );
+  });
+
+  it("refuses bad requests clearly", async () => {
+    expect(
+      (await exchange({ grant_type: "password", subject_token: alice, actor: "a" })).body.error.message,
+    ).toMatch(/unsupported grant_type/);
+    expect((await exchange({ grant_type: TOKEN_EXCHANGE, subject_token: alice })).body.error.message).toMatch(
+      /give actor/,
+    );
+    expect(
+      (await exchange({ grant_type: TOKEN_EXCHANGE, subject_token: alice, actor: "bad name" })).status,
+    ).toBe(400);
+    expect((await exchange({ grant_type: TOKEN_EXCHANGE, actor: "a" })).status).toBe(401);
+  });
+});
