@@ -394,13 +394,16 @@ export class Governor {
    * Returns its sequence number.
    */
   recordEvent(
-    fields: Omit<AuditFields, "time" | "source" | "latency_us" | "shadow"> & { latency_us?: number },
+    fields: Omit<AuditFields, "time" | "source" | "latency_us" | "shadow"> & {
+      latency_us?: number;
+      source?: Source;
+    },
   ): number {
     return this.audit.append({
       latency_us: 0,
+      source: this.source,
       ...fields,
       time: timestamp(this.deps.now()),
-      source: this.source,
       shadow: null,
     });
   }

@@ -20,6 +20,7 @@ import { checkRoutes } from "./check.js";
 import type { ServerContext } from "./context.js";
 import { adminCheck, sendError } from "./http.js";
 import { Metrics } from "./metrics.js";
+import { spoolRoutes } from "./spool.js";
 import { createMemoryState, type StateStore } from "./state.js";
 import { tokenRoutes } from "./token-exchange.js";
 
@@ -138,6 +139,7 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
   approvalRoutes(app, ctx);
   adminRoutes(app, ctx);
   auditRoutes(app, ctx);
+  spoolRoutes(app, ctx);
   if (options.benchRoute === true) {
     // A bare JSON endpoint for the benchmark: parses the same body, answers a body of the same size and shape.
     app.post("/bench/echo", async (req) => ({ ...BENCH_ANSWER, got: typeof req.body }));

@@ -160,6 +160,11 @@ export async function createRedisState(url: string, prefix = "onbehalf:"): Promi
     onConfig(listener) {
       configListeners.push(listener);
     },
+    claimSpooled: (callId) =>
+      guard(
+        "claim a spooled record",
+        async () => (await redis.set(`${prefix}spooled:${callId}`, "1", "PX", 60_000, "NX")) === "OK",
+      ),
     ping: () => guard("answer", async () => void (await redis.ping())),
     async close() {
       redis.disconnect();

@@ -66,6 +66,12 @@ export interface StateStore {
   loadConfig(): Promise<string | null>;
   /** Called when another instance changed the live config. */
   onConfig(listener: (snapshot: string) => void): void;
+  /**
+   * Claim a spooled record's call id for a minute (while it is stored); false when another request holds it.
+   * Short on purpose: a claim left by a crash expires, and the client, which keeps its spool until answered,
+   * replays it.
+   */
+  claimSpooled(callId: string): Promise<boolean>;
   /** Throws when the store cannot answer. */
   ping(): Promise<void>;
   close(): Promise<void>;
@@ -80,6 +86,7 @@ export interface StateStore {
 export function createMemoryState(now: () => number = Date.now): StateStore {
   const calls = new Map<string, { call: PendingCall; until: number }>();
   const approvals = new Map<string, { approval: Approval; until: number }>();
+  const spooled = new Map<string, number>();
   const events = new EventEmitter();
   events.setMaxListeners(0);
   let config: string | null = null;
@@ -94,6 +101,7 @@ export function createMemoryState(now: () => number = Date.now): StateStore {
   const sweep = setInterval(() => {
     for (const [id] of calls) live(calls, id);
     for (const [id] of approvals) live(approvals, id);
+    for (const [id, until] of spooled) if (until <= now()) spooled.delete(id);
   }, 60_000);
   sweep.unref();
 
@@ -151,6 +159,11 @@ export function createMemoryState(now: () => number = Date.now): StateStore {
     },
     onConfig() {
       // one instance: nobody else changes the config
+    },
+    async claimSpooled(callId) {
+      if ((spooled.get(callId) ?? 0) > now()) return false;
+      spooled.set(callId, now() + 60_000);
+      return true;
     },
     async ping() {},
     async close() {

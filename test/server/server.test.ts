@@ -280,3 +280,48 @@ describe("audit API and public endpoints", () => {
     expect(metrics.body).toMatch(/onbehalf_http_requests_total\{route="\/v1\/check",status="200"\} \d+/);
   });
 });
+
+describe("POST /v1/audit/spool", () => {
+  const spooled = (callId: string, extra: Record<string, unknown> = {}) => ({
+    call_id: callId,
+    time: new Date(Date.now() - 60_000).toISOString(),
+    tool: "get_customer",
+    args: { id: "c-9", ssn: "078-05-1120" },
+    agent: "support-bot",
+    chain: ["support-bot"],
+    decision: "allow",
+    reason_code: "fail_open",
+    reason: "control plane unreachable; tenant fails open",
+    outcome: "ok",
+    ...extra,
+  });
+
+  it("stores replayed records once, under the token's human, with source spool and redacted arguments", async () => {
+    const records = [spooled("spool-call-0001"), spooled("spool-call-0002", { outcome: "error" })];
+    const first = await call(server.url, "POST", "/v1/audit/spool", { token: alice, body: { records } });
+    expect(first.body).toEqual({ accepted: 2, duplicates: 0 });
+    const again = await call(server.url, "POST", "/v1/audit/spool", { token: alice, body: { records } });
+    expect(again.body).toEqual({ accepted: 0, duplicates: 2 });
+    const stored = (await audit("user=alice&limit=200")).filter((r: { call_id: string }) =>
+      r.call_id.startsWith("spool-call-"),
+    );
+    expect(stored).toHaveLength(2);
+    expect(stored[0]).toMatchObject({
+      source: "spool",
+      user: "alice",
+      tenant: "acme",
+      reason_code: "fail_open",
+      args: { ssn: "[REDACTED]" },
+    });
+  });
+
+  it("takes the human from the token only, and refuses records that claim one", async () => {
+    const forged = await call(server.url, "POST", "/v1/audit/spool", {
+      token: alice,
+      body: { records: [spooled("spool-call-0003", { user: "bob" })] },
+    });
+    expect(forged.status).toBe(400);
+    expect(forged.body.error.message).toContain('unknown field "user"');
+    expect((await call(server.url, "POST", "/v1/audit/spool", { body: { records: [] } })).status).toBe(401);
+  });
+});
