@@ -40,6 +40,7 @@ export type ErrorCode =
   // infrastructure
   | "ERR_AUDIT_UNAVAILABLE"
   | "ERR_LIMITS_UNAVAILABLE"
+  | "ERR_UPSTREAM_FAILED"
   | "ERR_CLOSED";
 
 /** OAuth 2.0 / RFC 6750 wire errors the server edge maps codes onto. */
@@ -74,6 +75,7 @@ const STATUS: Record<ErrorCode, number> = {
   ERR_CONFLICT: 409,
   ERR_AUDIT_UNAVAILABLE: 503,
   ERR_LIMITS_UNAVAILABLE: 503,
+  ERR_UPSTREAM_FAILED: 502,
   ERR_CLOSED: 503,
 };
 

@@ -360,7 +360,7 @@ export class Governor {
     run: RunContext | undefined,
     tool: string,
     args: unknown,
-    extra: { traceId?: string; callId?: string; unauthenticated?: string } = {},
+    extra: { traceId?: string; callId?: string; unauthenticated?: string; source?: Source } = {},
   ): Promise<CallAttempt> {
     if (this.closed) return Promise.reject(new OnbehalfError("ERR_CLOSED", "the governor is closed"));
     try {
@@ -368,7 +368,7 @@ export class Governor {
         beginCall(this.deps, run, {
           tool,
           args,
-          source: this.source,
+          source: extra.source ?? this.source,
           traceId: extra.traceId,
           callId: extra.callId,
           unauthenticated: extra.unauthenticated,
@@ -496,6 +496,14 @@ export class Governor {
     const merged = this.mergeTools(loaded.policy, loaded.config);
     this.loaded = loaded;
     this.policyWithTools = merged;
+  }
+
+  /**
+   * Declare a tool that something else executes (an upstream MCP server, a remote agent), so policy can
+   * decide its calls. Merged with the config's entry like `governed()` tools.
+   */
+  declare(definition: Omit<GovernedToolDefinition<never, unknown>, "execute">): void {
+    this.registerTool(definition);
   }
 
   /** Register (or re-register) a tool declared in code, merging it with the config's entry. */

@@ -53,6 +53,8 @@ export interface DecisionInput {
   readonly argsBytes: number;
   /** Milliseconds since the epoch. */
   readonly now: number;
+  /** Decide only as far as the permission layers (no rules): for listing tools, before there are arguments. */
+  readonly listing?: boolean;
 }
 
 /** The policy's verdict that shadow mode reported but did not enforce. */
@@ -82,6 +84,17 @@ export interface Decision {
   /** Rate-limit buckets to charge if the call goes ahead. */
   readonly buckets: readonly Bucket[];
   readonly shadow: ShadowVerdict | null;
+}
+
+/**
+ * Whether a tool could be called by this caller at all: the guarantees and the permission layers, without
+ * the rules (they need real arguments) and without rate limits. For listing tools to a client.
+ *
+ * @example
+ * const visible = [...policy.tools.keys()].filter((tool) => listable(policy, { ...input, tool }));
+ */
+export function listable(policy: CompiledPolicy, input: Omit<DecisionInput, "args" | "argsBytes" | "listing">): boolean {
+  return decide(policy, { ...input, args: {}, argsBytes: 0, listing: true }).decision !== "deny";
 }
 
 /** A step of the decision, for `policy explain`. */
@@ -164,7 +177,7 @@ export function decide(policy: CompiledPolicy, input: DecisionInput, trace?: Tra
       matched: layers.hits.map((h) => h.path),
     },
   });
-  const verdict = policyVerdict(tenant, tool, layers, input, trace);
+  const verdict = input.listing === true ? permissionVerdict(layers) : policyVerdict(tenant, tool, layers, input, trace);
   const decidedLayer = verdict.rule === null ? (layers.decidedBy?.path ?? null) : null;
   if (verdict.decision !== "allow" && tenant.mode === "shadow") {
     trace?.push({ step: "shadow", outcome: `would ${verdict.decision}, allowed` });
@@ -246,6 +259,14 @@ function policyVerdict(
     );
   }
   return verdict("allow", "ok", `allowed by ${permissionPath}`, null, postTransform, redact);
+}
+
+/** The permission layers' verdict alone. */
+function permissionVerdict(layers: LayerResolution): PolicyVerdict {
+  const at = layers.decidedBy?.path ?? "no permission entry";
+  if (layers.permission === "deny") return verdict("deny", "permission_deny", `denied by ${at}`, null, layers.postTransform);
+  if (layers.permission === "ask") return verdict("ask", "approval_required", `approval required by ${at}`, null, layers.postTransform);
+  return verdict("allow", "ok", `allowed by ${at}`, null, layers.postTransform);
 }
 
 function verdict(

@@ -173,6 +173,8 @@ export const ServerConfig = z.strictObject({
   admin_tokens: z.array(z.string()).default([]),
   signing_key: nonEmpty.default("./keys/onbehalf.jwk"),
   max_body_bytes: z.number().int().positive().default(1_048_576),
+  /** The resource identifier MCP clients' tokens must be issued for (RFC 8707). Default `<public_url>/mcp`. */
+  mcp_resource: z.string().url().optional(),
 });
 export type ServerConfig = z.output<typeof ServerConfig>;
 

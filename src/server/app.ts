@@ -19,6 +19,7 @@ import { auditRoutes } from "./audit-api.js";
 import { checkRoutes } from "./check.js";
 import type { ServerContext } from "./context.js";
 import { adminCheck, sendError } from "./http.js";
+import { mcpGateway } from "./mcp-gateway.js";
 import { Metrics } from "./metrics.js";
 import { spoolRoutes } from "./spool.js";
 import { createMemoryState, type StateStore } from "./state.js";
@@ -140,6 +141,13 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
   adminRoutes(app, ctx);
   auditRoutes(app, ctx);
   spoolRoutes(app, ctx);
+  // Without a configured public URL, the gateway's own address is known only once it listens.
+  let listening = "";
+  const publicUrl = () => (server.public_url ?? listening).replace(/\/$/, "");
+  const gateway = await mcpGateway(app, ctx, {
+    resource: () => server.mcp_resource ?? `${publicUrl()}/mcp`,
+    metadataUrl: () => `${publicUrl()}/.well-known/oauth-protected-resource`,
+  });
   if (options.benchRoute === true) {
     // A bare JSON endpoint for the benchmark: parses the same body, answers a body of the same size and shape.
     app.post("/bench/echo", async (req) => ({ ...BENCH_ANSWER, got: typeof req.body }));
@@ -159,6 +167,7 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
   }
   const address = app.server.address();
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${typeof address === "object" && address ? address.port : port}`;
+  listening = url;
   let closing: Promise<void> | undefined;
   return {
     app,
@@ -167,6 +176,7 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
     issuer,
     close() {
       closing ??= (async () => {
+        await gateway.close();
         await app.close();
         await gov.close();
         await state.close();

@@ -1,0 +1,316 @@
+/**
+ * The MCP gateway at `/mcp` (MCP Streamable HTTP, on the official SDK). Each user's agent connects with that
+ * user's token; the gateway lists only the upstream tools that user could call, runs every call through the
+ * governor (arguments visible to policy), calls the upstream with an on-behalf-of token, redacts the result,
+ * and audits with `source: mcp`. A denial is a tool result with `isError: true` and the reason.
+ *
+ * A session belongs to the user who opened it: another user's token on its session id is refused.
+ */
+import { randomUUID } from "node:crypto";
+import type { IncomingMessage } from "node:http";
+import type { AuthInfo } from "@modelcontextprotocol/sdk/server/auth/types.js";
+import { Server } from "@modelcontextprotocol/sdk/server/index.js";
+import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import {
+  CallToolRequestSchema,
+  type CallToolResult,
+  ListToolsRequestSchema,
+  type Tool,
+} from "@modelcontextprotocol/sdk/types.js";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { type RunContext, runContextOf, withContext } from "../context/run.js";
+import { OnbehalfError } from "../errors.js";
+import { listable } from "../policy/decide.js";
+import type { ServerContext } from "./context.js";
+import { authenticate, type Caller, sendError } from "./http.js";
+import { createOboMinter } from "./obo.js";
+import { type ExposedTool, Upstream } from "./upstreams.js";
+
+/** Largest tool result handed back to a client; longer text is cut with a note. */
+const MAX_RESULT_BYTES = 1_048_576;
+
+interface Session {
+  readonly transport: StreamableHTTPServerTransport;
+  readonly server: Server;
+  readonly user: string;
+  readonly tenant: string | null;
+}
+
+export interface GatewayOptions {
+  /** The resource identifier tokens must be issued for (RFC 8707): `<public url>/mcp` by default. */
+  readonly resource: () => string;
+  /** Where the protected resource metadata (RFC 9728) is served. */
+  readonly metadataUrl: () => string;
+}
+
+/**
+ * Mount `/mcp` and `/.well-known/oauth-protected-resource` on the control plane.
+ *
+ * @example
+ * await mcpGateway(app, ctx, { resource: () => "https://onbehalf.example.com/mcp", metadataUrl: () => url });
+ */
+export async function mcpGateway(
+  app: FastifyInstance,
+  ctx: ServerContext,
+  options: GatewayOptions,
+): Promise<{ close(): Promise<void> }> {
+  const obo = createOboMinter(ctx.key, ctx.issuer);
+  const sessions = new Map<string, Session>();
+  const upstreams = ctx.gov.config.upstreams.map(
+    (config) =>
+      new Upstream(config, obo, () => {
+        for (const s of sessions.values()) void s.server.sendToolListChanged().catch(() => {});
+      }),
+  );
+
+  /** Every upstream tool, declared to the policy so it can be decided (the config's entry, if any, wins). */
+  const catalog = async (): Promise<Map<string, ExposedTool>> => {
+    const all = new Map<string, ExposedTool>();
+    for (const upstream of upstreams) {
+      const tools = await upstream.tools().catch(() => [] as ExposedTool[]); // an upstream that is down lists nothing
+      for (const t of tools) {
+        if (
+          !ctx.gov.policy.tools.has(t.name) ||
+          ctx.gov.policy.tools.get(t.name)?.inputSchema === undefined
+        ) {
+          ctx.gov.declare({
+            name: t.name,
+            ...(t.tool.description === undefined ? {} : { description: t.tool.description }),
+            input_schema: t.tool.inputSchema as Record<string, unknown>,
+          });
+        }
+        all.set(t.name, t);
+      }
+    }
+    return all;
+  };
+
+  const newSession = (caller: Caller): Session => {
+    const server = new Server(
+      { name: "onbehalf-gateway", version: "0.1.0" },
+      { capabilities: { tools: { listChanged: true } } },
+    );
+    const transport = new StreamableHTTPServerTransport({
+      sessionIdGenerator: () => randomUUID(),
+      onsessioninitialized: (id) => {
+        sessions.set(id, session);
+      },
+      onsessionclosed: (id) => {
+        sessions.delete(id);
+      },
+    });
+    const session: Session = {
+      transport,
+      server,
+      user: caller.principal.user,
+      tenant: caller.principal.tenant,
+    };
+    const runOf = (extra: { authInfo?: { extra?: Record<string, unknown> } }): RunContext => {
+      const c = extra.authInfo?.extra?.["caller"] as Caller | undefined;
+      if (c === undefined) throw new OnbehalfError("ERR_NO_IDENTITY", "no identity on this MCP request");
+      return runContextOf(c.principal, {
+        chain: c.delegation?.chain ?? [server.getClientVersion()?.name ?? "mcp-client"],
+        tier: c.delegation?.tier ?? "interactive",
+        scopes: c.principal.scopes,
+      });
+    };
+    server.setRequestHandler(ListToolsRequestSchema, async (_req, extra) => {
+      const run = runOf(extra);
+      const tools: Tool[] = [];
+      for (const [name, t] of await catalog()) {
+        const visible = listable(ctx.gov.policy, {
+          principal: run.principal,
+          tenant: undefined,
+          agent: run.agent,
+          tier: run.tier,
+          chain: run.chain,
+          scopes: run.scopes,
+          tool: name,
+          now: ctx.gov.now(),
+        });
+        if (visible) tools.push({ ...t.tool, name });
+      }
+      return { tools };
+    });
+    server.setRequestHandler(CallToolRequestSchema, async (req, extra) => {
+      const run = runOf(extra);
+      return callTool(run, req.params.name, req.params.arguments ?? {});
+    });
+    transport.onclose = () => {
+      if (transport.sessionId !== undefined) sessions.delete(transport.sessionId);
+    };
+    return session;
+  };
+
+  const callTool = async (
+    run: RunContext,
+    name: string,
+    args: Record<string, unknown>,
+  ): Promise<CallToolResult> => {
+    const tool = (await catalog()).get(name);
+    const attempt = await ctx.gov.begin(run, name, args, { source: "mcp" });
+    const d = attempt.decision;
+    if (d.decision !== "allow") {
+      return errorResult(
+        d.decision === "ask"
+          ? `${name} needs approval: ${d.reason} (call ${attempt.callId}; an approver decides through the onbehalf API)`
+          : `denied (${d.reason_code}): ${d.reason}`,
+      );
+    }
+    if (tool === undefined) {
+      ctx.gov.finish(attempt, { status: "error", error: "no upstream offers this tool" });
+      return errorResult(`no upstream offers a tool named ${name}`);
+    }
+    let result: CallToolResult;
+    try {
+      result = await withContext(run, () => tool.upstream.call(tool.original, args));
+    } catch (e) {
+      ctx.gov.finish(attempt, { status: "error", error: (e as Error).message });
+      return errorResult((e as Error).message);
+    }
+    if (result.isError === true) {
+      ctx.gov.finish(attempt, { status: "error", error: textOf(result).slice(0, 500) });
+      return cut(result);
+    }
+    const structured = result.structuredContent;
+    const json = structured ?? jsonOf(result);
+    const done = ctx.gov.finish(attempt, { status: "ok", output: json ?? textOf(result) });
+    if (done.action === "block") return errorResult(`the output of ${name} is withheld by policy`);
+    if (done.action === "redact" && json !== undefined) {
+      return cut({
+        content: [{ type: "text", text: JSON.stringify(done.output) }],
+        ...(structured === undefined ? {} : { structuredContent: done.output as Record<string, unknown> }),
+      });
+    }
+    return cut(result);
+  };
+
+  app.get("/.well-known/oauth-protected-resource", async () => metadata(ctx, options));
+  app.get("/.well-known/oauth-protected-resource/mcp", async () => metadata(ctx, options));
+
+  const handle = async (req: FastifyRequest, reply: FastifyReply) => {
+    let caller: Caller;
+    try {
+      caller = await authenticate(ctx.gov, ctx.issuer, req);
+      if (caller.delegation === null && !audiences(caller).includes(options.resource())) {
+        throw new OnbehalfError(
+          "ERR_TOKEN_AUDIENCE_INVALID",
+          `this token is not issued for this gateway: its audience must include ${options.resource()} (RFC 8707)`,
+        );
+      }
+    } catch (e) {
+      reply.header("www-authenticate", `Bearer resource_metadata="${options.metadataUrl()}"`);
+      if (e instanceof OnbehalfError && e.status === 401) {
+        reply.code(401);
+        return reply.send(e.toJSON());
+      }
+      return sendError(reply, e);
+    }
+    const id = req.headers["mcp-session-id"];
+    let session: Session | undefined;
+    if (typeof id === "string") {
+      session = sessions.get(id);
+      if (session === undefined)
+        return reply.code(404).send({ error: { code: "ERR_NOT_FOUND", message: "no such MCP session" } });
+      if (session.user !== caller.principal.user || session.tenant !== caller.principal.tenant) {
+        return reply
+          .code(403)
+          .send({
+            error: { code: "ERR_POLICY_DENIED", message: "this MCP session belongs to another user" },
+          });
+      }
+    } else if (req.method === "POST") {
+      session = newSession(caller);
+      await session.server.connect(session.transport);
+    } else {
+      return reply
+        .code(400)
+        .send({ error: { code: "ERR_INVALID_ARGUMENT", message: "an MCP session id is required" } });
+    }
+    const raw = req.raw as IncomingMessage & { auth?: AuthInfo };
+    raw.auth = {
+      token: "(verified by onbehalf)",
+      clientId: caller.principal.user,
+      scopes: [...caller.principal.scopes],
+      extra: { caller },
+    };
+    reply.hijack();
+    await session.transport.handleRequest(raw, reply.raw, req.body);
+  };
+  app.post("/mcp", handle);
+  app.get("/mcp", handle);
+  app.delete("/mcp", handle);
+
+  return {
+    async close() {
+      await Promise.allSettled([...sessions.values()].map((s) => s.transport.close()));
+      await Promise.allSettled(upstreams.map((u) => u.close()));
+    },
+  };
+}
+
+function metadata(ctx: ServerContext, options: GatewayOptions) {
+  const scopes = new Set<string>();
+  for (const t of ctx.gov.policy.tools.values()) for (const s of t.requiredScopes) scopes.add(s);
+  return {
+    resource: options.resource(),
+    authorization_servers: ctx.gov.config.issuers.map((i) => i.issuer),
+    bearer_methods_supported: ["header"],
+    scopes_supported: [...scopes].sort(),
+    resource_name: "onbehalf MCP gateway",
+  };
+}
+
+function audiences(caller: Caller): string[] {
+  const aud = caller.principal.claims["aud"];
+  return Array.isArray(aud) ? aud.map(String) : typeof aud === "string" ? [aud] : [];
+}
+
+function errorResult(text: string): CallToolResult {
+  return { content: [{ type: "text", text }], isError: true };
+}
+
+function textOf(result: CallToolResult): string {
+  return result.content.map((c) => (c.type === "text" ? c.text : "")).join("");
+}
+
+/** The result's text as JSON, when it is a single JSON object or array (what redaction paths apply to). */
+function jsonOf(result: CallToolResult): unknown {
+  const text = textOf(result).trim();
+  if (!(text.startsWith("{") || text.startsWith("["))) return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Results over the limit are cut, with a note the model can read. */
+function cut(result: CallToolResult): CallToolResult {
+  let budget = MAX_RESULT_BYTES;
+  let cutBytes = 0;
+  const content = result.content.map((c) => {
+    if (c.type !== "text") return c;
+    const size = Buffer.byteLength(c.text);
+    if (size <= budget) {
+      budget -= size;
+      return c;
+    }
+    const kept = Buffer.from(c.text).subarray(0, budget).toString();
+    cutBytes += size - budget;
+    budget = 0;
+    return { ...c, text: kept };
+  });
+  if (cutBytes === 0) return result;
+  const { structuredContent: _dropped, ...rest } = result;
+  return {
+    ...rest,
+    content: [
+      ...content,
+      {
+        type: "text",
+        text: `[onbehalf: result cut, ${cutBytes} bytes over the ${MAX_RESULT_BYTES}-byte limit]`,
+      },
+    ],
+  };
+}

@@ -1,0 +1,174 @@
+/**
+ * The MCP servers behind the gateway: one client connection per upstream (streamable HTTP or stdio), its
+ * tools listed once and refreshed when it says they changed, calls with a per-upstream timeout, and a
+ * connection that died (a crashed stdio process, a closed HTTP session) reopened on the next use.
+ *
+ * Each HTTP request to an upstream carries the authorization its `auth` config asks for: an on-behalf-of
+ * token minted for the human of the call being made (read from the run context the call runs in), a static
+ * header, or nothing. The user's own token is never among them.
+ */
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
+import {
+  type CallToolResult,
+  type Tool,
+  ToolListChangedNotificationSchema,
+} from "@modelcontextprotocol/sdk/types.js";
+import { tryCurrentRun } from "../context/run.js";
+import { OnbehalfError } from "../errors.js";
+import type { UpstreamConfig } from "../policy/schema.js";
+import type { OboMinter } from "./obo.js";
+
+/** An upstream tool as the gateway exposes it. */
+export interface ExposedTool {
+  /** The name clients see: `<prefix or upstream name>.<tool>`. */
+  readonly name: string;
+  readonly upstream: Upstream;
+  /** The upstream's own name for it. */
+  readonly original: string;
+  readonly tool: Tool;
+}
+
+export class Upstream {
+  private client: Client | undefined;
+  private connecting: Promise<Client> | undefined;
+  private listed: ExposedTool[] | undefined;
+  private retryAt = 0;
+
+  constructor(
+    readonly config: UpstreamConfig,
+    private readonly obo: OboMinter,
+    private readonly onToolsChanged: () => void,
+  ) {}
+
+  get name(): string {
+    return this.config.name;
+  }
+
+  /** The upstream's tools under their exposed names; an upstream that cannot be reached lists none. */
+  async tools(): Promise<ExposedTool[]> {
+    if (this.listed !== undefined) return this.listed;
+    const client = await this.connect();
+    const tools: Tool[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await client.listTools(cursor === undefined ? {} : { cursor }, {
+        timeout: this.config.timeout_ms,
+      });
+      tools.push(...page.tools);
+      cursor = page.nextCursor;
+    } while (cursor !== undefined && tools.length < 10_000);
+    const prefix = this.config.prefix ?? this.config.name;
+    this.listed = tools.map((tool) => ({
+      name: `${prefix}.${tool.name}`,
+      upstream: this,
+      original: tool.name,
+      tool,
+    }));
+    return this.listed;
+  }
+
+  /** Call a tool; throws OnbehalfError with a message fit for the model when the upstream fails. */
+  async call(original: string, args: Record<string, unknown>): Promise<CallToolResult> {
+    const client = await this.connect();
+    try {
+      const result = await client.callTool({ name: original, arguments: args }, undefined, {
+        timeout: this.config.timeout_ms,
+        maxTotalTimeout: this.config.timeout_ms,
+      });
+      if (!Array.isArray((result as CallToolResult).content))
+        throw new Error("the upstream's answer has no content list");
+      return result as CallToolResult;
+    } catch (e) {
+      const message = (e as Error).message ?? String(e);
+      if (/timed? ?out/i.test(message)) {
+        throw new OnbehalfError(
+          "ERR_UPSTREAM_FAILED",
+          `upstream ${this.name} did not answer within ${this.config.timeout_ms} ms`,
+        );
+      }
+      if (isConnectionError(e)) this.drop();
+      throw new OnbehalfError("ERR_UPSTREAM_FAILED", `upstream ${this.name} failed: ${message}`, {
+        cause: e,
+      });
+    }
+  }
+
+  async close(): Promise<void> {
+    const client = this.client;
+    this.client = undefined;
+    await client?.close().catch(() => {});
+  }
+
+  private connect(): Promise<Client> {
+    if (this.client !== undefined) return Promise.resolve(this.client);
+    if (Date.now() < this.retryAt) {
+      return Promise.reject(
+        new OnbehalfError("ERR_UPSTREAM_FAILED", `upstream ${this.name} is unreachable; retrying shortly`),
+      );
+    }
+    this.connecting ??= (async () => {
+      const client = new Client({ name: "onbehalf-gateway", version: "0.1.0" }, { capabilities: {} });
+      const transport = this.transport();
+      transport.onclose = () => this.drop();
+      client.setNotificationHandler(ToolListChangedNotificationSchema, async () => {
+        this.listed = undefined;
+        this.onToolsChanged();
+      });
+      try {
+        await client.connect(transport, { timeout: this.config.timeout_ms });
+      } catch (e) {
+        this.retryAt = Date.now() + 1_000;
+        await client.close().catch(() => {});
+        throw new OnbehalfError(
+          "ERR_UPSTREAM_FAILED",
+          `upstream ${this.name} is unreachable: ${(e as Error).message}`,
+          { cause: e },
+        );
+      }
+      this.client = client;
+      return client;
+    })().finally(() => {
+      this.connecting = undefined;
+    });
+    return this.connecting;
+  }
+
+  /** Forget a dead connection; the next use opens a new one (a stdio server is started again). */
+  private drop(): void {
+    const client = this.client;
+    this.client = undefined;
+    this.listed = undefined;
+    void client?.close().catch(() => {});
+  }
+
+  private transport(): Transport {
+    const c = this.config;
+    if (c.transport === "stdio") {
+      return new StdioClientTransport({ command: c.command ?? "", args: c.args, stderr: "ignore" });
+    }
+    return new StreamableHTTPClientTransport(new URL(c.url ?? ""), {
+      fetch: (url, init) => {
+        const headers = new Headers(init?.headers);
+        headers.delete("authorization");
+        const auth = this.config.auth;
+        if (auth.type === "obo") {
+          const run = tryCurrentRun();
+          const token =
+            run === undefined ? this.obo.forGateway(auth.audience) : this.obo.forRun(run, auth.audience);
+          headers.set("authorization", `Bearer ${token}`);
+        } else if (auth.type === "static") {
+          headers.set(auth.header, auth.value);
+        }
+        return fetch(url, { ...init, headers });
+      },
+    });
+  }
+}
+
+function isConnectionError(e: unknown): boolean {
+  const text = `${(e as Error).message ?? ""} ${String((e as { code?: unknown }).code ?? "")}`;
+  return /ECONNREFUSED|ECONNRESET|EPIPE|closed|Not connected|fetch failed|Session not found|404/i.test(text);
+}

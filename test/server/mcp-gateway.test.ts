@@ -1,0 +1,251 @@
+/**
+ * The MCP gateway with the official MCP client, in front of two real upstream MCP servers (streamable HTTP
+ * and stdio), with tokens from a real oidc-provider.
+ */
+import { createPublicKey, verify } from "node:crypto";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { OnbehalfServer } from "../../src/server/app.js";
+import { type HttpUpstream, startHttpUpstream } from "../support/mcp-upstream.js";
+import { DEFAULT_RESOURCE, type OidcProviderHandle, startOidcProvider } from "../support/oidc.js";
+import { ADMIN, call, serverConfig, startTestServer } from "../support/server.js";
+
+const GATEWAY = "https://gateway.onbehalf.test";
+let idp: OidcProviderHandle;
+let crm: HttpUpstream;
+let server: OnbehalfServer;
+const clients: Client[] = [];
+
+beforeAll(async () => {
+  idp = await startOidcProvider();
+  crm = await startHttpUpstream();
+  const base = serverConfig(idp);
+  server = await startTestServer(idp, {
+    server: { ...base.server, public_url: GATEWAY },
+    issuers: [{ issuer: idp.issuer, audience: [DEFAULT_RESOURCE, `${GATEWAY}/mcp`], preset: "generic" }],
+    tools: [
+      { name: "crm.get_customer", required_scopes: ["customers:read"], redact: ["ssn", "cards[*].number"] },
+      { name: "crm.list_orders", required_scopes: ["orders:write"] },
+      { name: "mail.read_email", required_scopes: ["email.read"] },
+    ],
+    tenants: [
+      { id: "acme", policy: { defaults: { "*": { permission: "allow", post_transform: "redact" } } } },
+    ],
+    upstreams: [
+      {
+        name: "crm",
+        transport: "streamable-http",
+        url: crm.url,
+        timeout_ms: 2_000,
+        auth: { type: "obo", audience: "https://crm.test" },
+      },
+      {
+        name: "mail",
+        transport: "stdio",
+        command: process.execPath,
+        args: ["--import", "tsx", "test/fixtures/stdio-upstream.ts"],
+        timeout_ms: 1_500,
+      },
+    ],
+  });
+});
+afterAll(async () => {
+  await Promise.allSettled(clients.map((c) => c.close()));
+  await server?.close();
+  await crm?.stop();
+  await idp?.close();
+});
+
+const token = (sub: string, scope: string, resource = `${GATEWAY}/mcp`) =>
+  idp.getToken({ resource, scope, claims: { sub, tenant: "acme" } });
+
+async function connect(
+  bearer: string,
+  name = "support-bot",
+): Promise<{ client: Client; transport: StreamableHTTPClientTransport }> {
+  const client = new Client({ name, version: "1.0.0" });
+  const transport = new StreamableHTTPClientTransport(new URL(`${server.url}/mcp`), {
+    requestInit: { headers: { authorization: `Bearer ${bearer}` } },
+  });
+  await client.connect(transport);
+  clients.push(client);
+  return { client, transport };
+}
+
+const text = (r: unknown) => ((r as CallToolResult).content[0] as { text: string }).text;
+
+describe("MCP gateway", () => {
+  it("shows each user only the tools they could call", async () => {
+    const names = async (bearer: string) =>
+      (await (await connect(bearer)).client.listTools()).tools.map((t) => t.name).sort();
+    expect(await names(await token("alice", "customers:read email.read"))).toEqual([
+      "crm.get_customer",
+      "crm.huge",
+      "crm.whoami",
+      "mail.crash",
+      "mail.read_email",
+      "mail.slow",
+    ]);
+    expect(await names(await token("bob", "customers:read"))).toEqual([
+      "crm.get_customer",
+      "crm.huge",
+      "crm.whoami",
+      "mail.crash",
+      "mail.slow",
+    ]);
+    expect(await names(await token("carol", "orders:write"))).toEqual([
+      "crm.huge",
+      "crm.list_orders",
+      "crm.whoami",
+      "mail.crash",
+      "mail.slow",
+    ]);
+    const listed = (
+      await (await connect(await token("alice", "customers:read"))).client.listTools()
+    ).tools.find((t) => t.name === "crm.get_customer");
+    expect(listed?.inputSchema.properties).toHaveProperty("id");
+  });
+
+  it("calls the upstream with an on-behalf-of token naming the human and the agent, never the user's token, and redacts", async () => {
+    const aliceToken = await token("alice", "customers:read email.read");
+    const { client } = await connect(aliceToken, "support-bot");
+    const before = crm.authorizations.length;
+    const r = await client.callTool({ name: "crm.get_customer", arguments: { id: "c-7" } });
+    expect(r.isError).toBeFalsy();
+    expect(JSON.parse(text(r))).toEqual({
+      id: "c-7",
+      name: "Ada",
+      ssn: "[REDACTED]",
+      cards: [{ number: "[REDACTED]", brand: "visa" }],
+    });
+    const sent = crm.authorizations.slice(before);
+    expect(sent.length).toBeGreaterThan(0);
+    expect(sent.some((h) => h.includes(aliceToken))).toBe(false);
+    const obo = sent[sent.length - 1]!.replace(/^Bearer /, "");
+    const [h, p, s] = obo.split(".") as [string, string, string];
+    const jwk = (await call(server.url, "GET", "/.well-known/jwks.json")).body.keys[0];
+    expect(
+      verify(
+        null,
+        Buffer.from(`${h}.${p}`),
+        createPublicKey({ key: jwk, format: "jwk" }),
+        Buffer.from(s, "base64url"),
+      ),
+    ).toBe(true);
+    const claims = JSON.parse(Buffer.from(p, "base64url").toString());
+    expect(claims).toMatchObject({
+      iss: GATEWAY,
+      aud: "https://crm.test",
+      sub: "alice",
+      tenant: "acme",
+      act: { sub: "support-bot" },
+    });
+    expect(claims.exp - claims.iat).toBeLessThanOrEqual(300);
+    expect(claims.scope.split(" ").sort()).toEqual(["customers:read", "email.read"]);
+    await server.governor.flush();
+    const records = (
+      await call(server.url, "GET", "/v1/audit?user=alice&tool=crm.get_customer", { token: ADMIN })
+    ).body.records;
+    expect(records[0]).toMatchObject({
+      source: "mcp",
+      kind: "outcome",
+      outcome: "ok",
+      chain: ["support-bot"],
+    });
+  });
+
+  it("answers a denied call with isError and the reason, and audits it", async () => {
+    const { client } = await connect(await token("bob", "customers:read"));
+    const r = await client.callTool({ name: "mail.read_email", arguments: { mailbox: "a@acme.test" } });
+    expect(r.isError).toBe(true);
+    expect(text(r)).toMatch(/^denied \(missing_scope\): missing scope email\.read/);
+    await server.governor.flush();
+    const records = (await call(server.url, "GET", "/v1/audit?user=bob&decision=deny", { token: ADMIN })).body
+      .records;
+    expect(records[0]).toMatchObject({
+      tool: "mail.read_email",
+      reason_code: "missing_scope",
+      source: "mcp",
+    });
+  });
+
+  it("binds a session to its user: another user's token on it is refused", async () => {
+    const { transport } = await connect(await token("alice", "customers:read"));
+    const sessionId = transport.sessionId!;
+    const res = await fetch(`${server.url}/mcp`, {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${await token("mallory", "customers:read")}`,
+        "mcp-session-id": sessionId,
+        "content-type": "application/json",
+        accept: "application/json, text/event-stream",
+      },
+      body: JSON.stringify({
+        jsonrpc: "2.0",
+        id: 9,
+        method: "tools/call",
+        params: { name: "crm.get_customer", arguments: { id: "c-1" } },
+      }),
+    });
+    expect(res.status).toBe(403);
+  });
+
+  it("asks for a token issued for this gateway, with resource metadata", async () => {
+    const none = await fetch(`${server.url}/mcp`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "{}",
+    });
+    expect(none.status).toBe(401);
+    expect(none.headers.get("www-authenticate")).toBe(
+      `Bearer resource_metadata="${GATEWAY}/.well-known/oauth-protected-resource"`,
+    );
+    const otherAudience = await token("alice", "customers:read", DEFAULT_RESOURCE);
+    await expect(connect(otherAudience)).rejects.toThrow();
+    const meta = (await call(server.url, "GET", "/.well-known/oauth-protected-resource")).body;
+    expect(meta).toMatchObject({
+      resource: `${GATEWAY}/mcp`,
+      authorization_servers: [idp.issuer],
+      bearer_methods_supported: ["header"],
+    });
+    expect(meta.scopes_supported).toEqual(["customers:read", "email.read", "orders:write"]);
+  });
+
+  it("turns a slow, crashed or unreachable upstream into a clear tool error, and restarts a stdio upstream", async () => {
+    const { client } = await connect(await token("alice", "customers:read email.read"));
+    const t0 = Date.now();
+    const slow = await client.callTool({ name: "mail.slow", arguments: {} });
+    expect(slow.isError).toBe(true);
+    expect(text(slow)).toMatch(/upstream mail did not answer within 1500 ms/);
+    expect(Date.now() - t0).toBeLessThan(5_000);
+    const first = JSON.parse(
+      text(await client.callTool({ name: "mail.read_email", arguments: { mailbox: "a" } })),
+    );
+    const crashed = await client.callTool({ name: "mail.crash", arguments: {} });
+    expect(crashed.isError).toBe(true);
+    const again = await client.callTool({ name: "mail.read_email", arguments: { mailbox: "a" } });
+    expect(again.isError).toBeFalsy();
+    expect(JSON.parse(text(again)).pid).not.toBe(first.pid); // a new process
+    await crm.stop();
+    const down = await client.callTool({ name: "crm.get_customer", arguments: { id: "c-1" } });
+    expect(down.isError).toBe(true);
+    expect(text(down)).toMatch(/^upstream crm/);
+    await crm.start();
+    await server.governor.flush();
+    const errors = (
+      await call(server.url, "GET", "/v1/audit?user=alice&limit=200", { token: ADMIN })
+    ).body.records.filter(
+      (r: { kind: string; outcome: string }) => r.kind === "outcome" && r.outcome === "error",
+    );
+    expect(errors.length).toBeGreaterThanOrEqual(3);
+  });
+
+  it("cuts an oversized result with a note", async () => {
+    const { client } = await connect(await token("alice", "customers:read"));
+    const r = (await client.callTool({ name: "crm.huge", arguments: {} })) as CallToolResult;
+    expect(Buffer.byteLength((r.content[0] as { text: string }).text)).toBe(1_048_576);
+    expect((r.content[1] as { text: string }).text).toMatch(/^\[onbehalf: result cut, \d+ bytes over/);
+  });
+});

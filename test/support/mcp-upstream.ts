@@ -1,0 +1,90 @@
+/** A real MCP server over Streamable HTTP (official SDK) that records what each request carried. */
+import { randomUUID } from "node:crypto";
+import { createServer, type Server } from "node:http";
+import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import { z } from "zod";
+
+export interface HttpUpstream {
+  readonly url: string;
+  /** Authorization headers received, in order. */
+  readonly authorizations: string[];
+  stop(): Promise<void>;
+  start(): Promise<void>;
+}
+
+function buildServer(seen: string[]): McpServer {
+  const server = new McpServer({ name: "crm-upstream", version: "1.0.0" });
+  server.registerTool(
+    "get_customer",
+    { description: "Look up a customer", inputSchema: { id: z.string() } },
+    async ({ id }) => {
+      const customer = { id, name: "Ada", ssn: "078-05-1120", cards: [{ number: "4111", brand: "visa" }] };
+      return { content: [{ type: "text", text: JSON.stringify(customer) }] };
+    },
+  );
+  server.registerTool(
+    "list_orders",
+    { description: "List orders", inputSchema: { customer: z.string() } },
+    async ({ customer }) => ({
+      content: [{ type: "text", text: JSON.stringify({ customer, orders: [1, 2] }) }],
+    }),
+  );
+  server.registerTool("whoami", { description: "Echo the caller's authorization" }, async () => ({
+    content: [{ type: "text", text: seen[seen.length - 1] ?? "" }],
+  }));
+  server.registerTool("huge", { description: "A very long answer" }, async () => ({
+    content: [{ type: "text", text: "x".repeat(1_200_000) }],
+  }));
+  return server;
+}
+
+export async function startHttpUpstream(): Promise<HttpUpstream> {
+  const authorizations: string[] = [];
+  const transports = new Map<string, StreamableHTTPServerTransport>();
+  let http: Server | undefined;
+  let port = 0;
+  const start = () =>
+    new Promise<void>((resolve) => {
+      http = createServer(async (req, res) => {
+        authorizations.push(String(req.headers.authorization ?? ""));
+        const chunks: Buffer[] = [];
+        for await (const c of req) chunks.push(c as Buffer);
+        const body = chunks.length > 0 ? JSON.parse(Buffer.concat(chunks).toString()) : undefined;
+        const id = req.headers["mcp-session-id"];
+        let transport = typeof id === "string" ? transports.get(id) : undefined;
+        if (transport === undefined) {
+          if (typeof id === "string") {
+            res.writeHead(404).end();
+            return;
+          }
+          const t = new StreamableHTTPServerTransport({
+            sessionIdGenerator: () => randomUUID(),
+            onsessioninitialized: (sid) => void transports.set(sid, t),
+          });
+          transport = t;
+          await buildServer(authorizations).connect(t);
+        }
+        await transport.handleRequest(req, res, body);
+      });
+      http.listen(port, "127.0.0.1", () => {
+        const a = http!.address();
+        if (typeof a === "object" && a) port = a.port;
+        resolve();
+      });
+    });
+  await start();
+  return {
+    get url() {
+      return `http://127.0.0.1:${port}/mcp`;
+    },
+    authorizations,
+    start,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        transports.clear();
+        http?.closeAllConnections();
+        http?.close(() => resolve());
+      }),
+  };
+}
