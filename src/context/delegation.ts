@@ -12,6 +12,7 @@ import type { PublicJwk, SigningKey } from "../identity/keys.js";
 import { signJwt } from "../identity/keys.js";
 import type { Principal } from "../identity/principal.js";
 import { type IssuerConfig, IssuerConfig as IssuerSchema, TIERS, type Tier } from "../policy/schema.js";
+import { narrowScopes } from "../policy/scopes.js";
 
 /** Who is delegating: the human, the agents so far (none for a user's own token), their scopes. */
 export interface DelegationSubject {
@@ -83,8 +84,7 @@ export function mintDelegation(
       `a delegation chain may have at most ${MAX_CHAIN} agents`,
     );
   }
-  const scopes =
-    requested === undefined ? [...subject.scopes] : requested.filter((s) => subject.scopes.has(s));
+  const scopes = narrowScopes(subject.scopes, requested);
   const now = Math.floor(nowMs / 1000);
   const exp = Math.min(
     now + Math.max(1, Math.min(ttlSeconds, DELEGATION_TTL_SECONDS)),

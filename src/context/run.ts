@@ -10,6 +10,7 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import { OnbehalfError } from "../errors.js";
 import type { Principal } from "../identity/principal.js";
 import { TIERS, type Tier } from "../policy/schema.js";
+import { narrowScopes } from "../policy/scopes.js";
 
 /** One agent in the chain, with the scopes it was limited to (null: it inherited its parent's). */
 export interface Hop {
@@ -91,7 +92,7 @@ export function childContext(parent: RunContext, agent: string, options: Delegat
   const name = checkAgent(agent);
   const tier = checkTier(options.tier ?? "subagent");
   const requested = options.scopes ?? null;
-  const scopes = requested === null ? parent.scopes : intersect(parent.scopes, requested);
+  const scopes = requested === null ? parent.scopes : new Set(narrowScopes(parent.scopes, requested));
   return {
     principal: parent.principal,
     agent: name,
@@ -153,7 +154,8 @@ export function runContextOf(
     tier,
     chain,
     hops: chain.map((a, i) => ({ agent: a, tier: i === chain.length - 1 ? tier : "subagent", scopes: null })),
-    scopes: new Set(options.scopes ?? principal.scopes),
+    // never wider than the principal's, whatever the caller passes
+    scopes: new Set(narrowScopes(new Set(principal.scopes), options.scopes)),
     traceId: options.traceId,
     tenant: options.tenant,
   };
@@ -162,12 +164,6 @@ export function runContextOf(
 /** Run `fn` with an explicit context (adapters that carry the context themselves use this). */
 export function withContext<T>(context: RunContext, fn: () => T): T {
   return storage.run(context, fn);
-}
-
-function intersect(have: ReadonlySet<string>, want: readonly string[]): ReadonlySet<string> {
-  const out = new Set<string>();
-  for (const s of want) if (have.has(s)) out.add(s);
-  return out;
 }
 
 function checkTier(tier: string): Tier {

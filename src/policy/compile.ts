@@ -18,9 +18,10 @@ import type {
   TierMap,
   ToolConfig,
 } from "./schema.js";
+import { TIERS } from "./schema.js";
 
-/** Entries of one layer cell, by tier, with `"*"` as the fallback; each knows where it sits in the config. */
-export type TierTable = ReadonlyMap<Tier | "*", LayerHit>;
+/** One layer cell resolved for each tier (`"*"` filled in field by field); each knows where it came from. */
+export type TierTable = ReadonlyMap<Tier, LayerHit>;
 
 export interface CompiledTool {
   readonly name: string;
@@ -168,13 +169,40 @@ export function compileTenant(
   };
 }
 
+/**
+ * One cell's entries, resolved per tier at load: each field of a tier's entry wins over the same field of
+ * `"*"`, and a field the tier leaves out comes from `"*"` (a tier entry that only sets a rate limit keeps the
+ * `"*"` permission). Each hit remembers which entry each field came from.
+ */
 function tierTable(map: TierMap, layer: LayerName, ...keys: string[]): TierTable {
-  return new Map(
-    (Object.entries(map) as [Tier | "*", LayerEntry][]).map(([tier, entry]) => [
-      tier,
-      { layer, path: [layer, ...keys, tier].map(displayKey).join("."), entry },
-    ]),
-  );
+  const pathOf = (tier: string) => [layer, ...keys, tier].map(displayKey).join(".");
+  const star = map["*"];
+  const table = new Map<Tier, LayerHit>();
+  for (const tier of TIERS) {
+    const own = map[tier];
+    if (own === undefined && star === undefined) continue;
+    const pick = <K extends keyof LayerEntry>(field: K): [LayerEntry[K], string] | undefined => {
+      if (own?.[field] !== undefined) return [own[field], pathOf(tier)];
+      if (star?.[field] !== undefined) return [star[field], pathOf("*")];
+      return undefined;
+    };
+    const permission = pick("permission");
+    const limit = pick("rate_limit_per_minute");
+    const transform = pick("post_transform");
+    const entry: LayerEntry = {
+      ...(permission === undefined ? {} : { permission: permission[0] }),
+      ...(limit === undefined ? {} : { rate_limit_per_minute: limit[0] }),
+      ...(transform === undefined ? {} : { post_transform: transform[0] }),
+    };
+    const cell = own !== undefined ? pathOf(tier) : pathOf("*");
+    table.set(tier, {
+      layer,
+      path: permission?.[1] ?? cell,
+      entry,
+      limitPath: limit?.[1] ?? cell,
+    });
+  }
+  return table;
 }
 
 function mapOf<V, W>(record: Record<string, V>, f: (v: V, key: string) => W): ReadonlyMap<string, W> {

@@ -17,6 +17,7 @@ import type { CelActivation } from "./cel.js";
 import type { CompiledPolicy, CompiledRule, CompiledTenant, CompiledTool } from "./compile.js";
 import { type Bucket, type LayerResolution, resolveLayers } from "./layers.js";
 import type { PostTransform, Tier } from "./schema.js";
+import { narrowScopes } from "./scopes.js";
 
 export const REASON_CODES = [
   "ok",
@@ -93,7 +94,10 @@ export interface Decision {
  * @example
  * const visible = [...policy.tools.keys()].filter((tool) => listable(policy, { ...input, tool }));
  */
-export function listable(policy: CompiledPolicy, input: Omit<DecisionInput, "args" | "argsBytes" | "listing">): boolean {
+export function listable(
+  policy: CompiledPolicy,
+  input: Omit<DecisionInput, "args" | "argsBytes" | "listing">,
+): boolean {
   return decide(policy, { ...input, args: {}, argsBytes: 0, listing: true }).decision !== "deny";
 }
 
@@ -177,14 +181,21 @@ export function decide(policy: CompiledPolicy, input: DecisionInput, trace?: Tra
       matched: layers.hits.map((h) => h.path),
     },
   });
-  const verdict = input.listing === true ? permissionVerdict(layers) : policyVerdict(tenant, tool, layers, input, trace);
+  const verdict =
+    input.listing === true
+      ? permissionVerdict(layers)
+      : policyVerdict(tenant, tool, layers, input, effective, trace);
   const decidedLayer = verdict.rule === null ? (layers.decidedBy?.path ?? null) : null;
   if (verdict.decision !== "allow" && tenant.mode === "shadow") {
     trace?.push({ step: "shadow", outcome: `would ${verdict.decision}, allowed` });
+    // Shadow mode does not block, but what the policy says about the output (redact, block) still holds.
+    const { decision, reason_code, reason, rule } = verdict;
     return {
       ...finalDecision(base, "allow", "ok", `shadow mode: ${verdict.reason}`, null, decidedLayer, effective),
+      post_transform: verdict.postTransform,
+      redact: verdict.redact,
       buckets: layers.buckets,
-      shadow: verdict,
+      shadow: { decision, reason_code, reason, rule },
     };
   }
   trace?.push({ step: "result", outcome: verdict.decision, detail: { reason_code: verdict.reason_code } });
@@ -214,6 +225,7 @@ function policyVerdict(
   tool: CompiledTool,
   layers: LayerResolution,
   input: DecisionInput,
+  effective: readonly string[],
   trace: TraceStep[] | undefined,
 ): PolicyVerdict {
   const permissionPath = layers.decidedBy?.path ?? "no permission entry";
@@ -226,7 +238,7 @@ function policyVerdict(
   let activation: CelActivation | undefined;
   for (const rule of tenant.rules) {
     if (!applies(rule, tool.name, input)) continue;
-    activation ??= activationOf(input, tenant.id);
+    activation ??= activationOf(input, tenant.id, effective);
     const result = rule.condition(activation, input.now);
     trace?.push({ step: `rule ${rule.id}`, outcome: typeof result === "boolean" ? String(result) : "error" });
     if (typeof result !== "boolean") {
@@ -264,8 +276,10 @@ function policyVerdict(
 /** The permission layers' verdict alone. */
 function permissionVerdict(layers: LayerResolution): PolicyVerdict {
   const at = layers.decidedBy?.path ?? "no permission entry";
-  if (layers.permission === "deny") return verdict("deny", "permission_deny", `denied by ${at}`, null, layers.postTransform);
-  if (layers.permission === "ask") return verdict("ask", "approval_required", `approval required by ${at}`, null, layers.postTransform);
+  if (layers.permission === "deny")
+    return verdict("deny", "permission_deny", `denied by ${at}`, null, layers.postTransform);
+  if (layers.permission === "ask")
+    return verdict("ask", "approval_required", `approval required by ${at}`, null, layers.postTransform);
   return verdict("allow", "ok", `allowed by ${at}`, null, layers.postTransform);
 }
 
@@ -285,11 +299,12 @@ function applies(rule: CompiledRule, tool: string, input: DecisionInput): boolea
     (rule.tools === null || rule.tools.has(tool)) &&
     (rule.tiers === null || rule.tiers.has(input.tier)) &&
     (rule.users === null || rule.users.has(input.principal.user)) &&
-    (rule.agents === null || rule.agents.has(input.agent))
+    // Any agent of the chain: delegating further must not step out of a rule aimed at an agent.
+    (rule.agents === null || input.chain.some((a) => rule.agents?.has(a) === true))
   );
 }
 
-function activationOf(input: DecisionInput, tenant: string): CelActivation {
+function activationOf(input: DecisionInput, tenant: string, effective: readonly string[]): CelActivation {
   const p = input.principal;
   return {
     user: {
@@ -298,7 +313,7 @@ function activationOf(input: DecisionInput, tenant: string): CelActivation {
       issuer: p.issuer,
       email: p.email,
       tenant: p.tenant,
-      scopes: [...input.scopes],
+      scopes: effective,
       roles: p.roles,
       claims: p.claims,
     },
@@ -313,8 +328,22 @@ function activationOf(input: DecisionInput, tenant: string): CelActivation {
 
 /** The run's scopes, capped by the directory's list for this user when there is one. */
 function effectiveScopes(run: ReadonlySet<string>, cap: readonly string[] | undefined): string[] {
-  if (cap === undefined) return [...run];
-  return cap.filter((s) => run.has(s));
+  return narrowScopes(run, cap);
+}
+
+/**
+ * A principal's scopes capped by its tenant's directory (what a delegation may start from).
+ *
+ * @example
+ * directoryCap(policy, principal, new Set(principal.scopes));
+ */
+export function directoryCap(
+  policy: CompiledPolicy,
+  principal: Principal,
+  scopes: ReadonlySet<string>,
+): string[] {
+  const tenant = principal.tenant === null ? undefined : policy.tenants.get(principal.tenant);
+  return effectiveScopes(scopes, tenant?.directory.get(principal.user)?.scopes);
 }
 
 function finalDecision(

@@ -19,9 +19,12 @@ export type LayerName = "user_tools" | "tools" | "users" | "defaults";
 /** One layer cell that matched the call. */
 export interface LayerHit {
   readonly layer: LayerName;
-  /** Where it sits in the config, e.g. `user_tools["auth0|bob"].grant_permission.interactive`. */
+  /** Where its permission comes from, e.g. `user_tools["auth0|bob"].grant_permission.interactive`. */
   readonly path: string;
+  /** The cell's entry for the tier, `"*"` filled in field by field. */
   readonly entry: LayerEntry;
+  /** Where its rate limit comes from. */
+  readonly limitPath: string;
 }
 
 /** A rate-limit bucket: the calls it counts and how many a minute it lets through. */
@@ -80,14 +83,13 @@ export function resolveLayers(
     permission,
     decidedBy,
     hits,
-    postTransform: postTransformOf(decidedBy === userTools ? [userTools] : [tools, users], defaults),
+    postTransform: strictestTransform(hits),
     buckets: bucketsOf(tenant.id, user, tool, tier, userTools, tools, users, defaults),
   };
 }
 
 function hit(table: TierTable | undefined, tier: Tier): LayerHit | null {
-  if (table === undefined) return null;
-  return table.get(tier) ?? table.get("*") ?? null;
+  return table?.get(tier) ?? null;
 }
 
 /** Of two cells that both apply, the one whose permission is stricter; a cell without one never wins. */
@@ -100,17 +102,16 @@ function stricter(a: LayerHit | null, b: LayerHit | null): LayerHit | null {
 }
 
 /**
- * The output transform: from the cells that decided the permission (the strictest of them), else defaults,
- * else `audit`.
+ * The output transform: the strictest any matching cell sets (block > redact > audit), `audit` when none does.
+ * Which layer decided the permission does not matter: a cell may only ever make the output safer.
  */
-function postTransformOf(deciding: readonly (LayerHit | null)[], defaults: LayerHit | null): PostTransform {
-  let out: PostTransform | undefined;
-  for (const cell of deciding) {
-    const t = cell?.entry.post_transform;
-    if (t !== undefined && (out === undefined || TRANSFORM_STRICTNESS[t] > TRANSFORM_STRICTNESS[out]))
-      out = t;
+function strictestTransform(hits: readonly LayerHit[]): PostTransform {
+  let out: PostTransform = "audit";
+  for (const cell of hits) {
+    const t = cell.entry.post_transform;
+    if (t !== undefined && TRANSFORM_STRICTNESS[t] > TRANSFORM_STRICTNESS[out]) out = t;
   }
-  return out ?? defaults?.entry.post_transform ?? "audit";
+  return out;
 }
 
 /**
@@ -141,6 +142,6 @@ function add(out: Bucket[], key: string, cell: LayerHit | null): void {
   const limit = cell?.entry.rate_limit_per_minute;
   if (limit === undefined || cell === null) return;
   const same = out.findIndex((b) => b.key === key);
-  if (same === -1) out.push({ key, limit, source: cell.path });
-  else if (limit < out[same]!.limit) out[same] = { key, limit, source: cell.path };
+  if (same === -1) out.push({ key, limit, source: cell.limitPath });
+  else if (limit < out[same]!.limit) out[same] = { key, limit, source: cell.limitPath };
 }

@@ -80,14 +80,29 @@ export function loadConfigText(
       })),
     );
   }
-  const envIssues = substituteEnv(doc, env).map(({ offset, variable }) => ({
+  const envIssues = substituteEnv(doc, env).map(({ offset, message, fix }) => ({
     ...at(offset),
     path: "",
-    message: `environment variable ${variable} is not set`,
-    fix: `set ${variable}, or write \${${variable}:-default} to give a default`,
+    message,
+    fix,
   }));
   if (envIssues.length > 0) fail(envIssues);
-  const raw = doc.toJS({ maxAliasCount: 100 }) ?? {};
+  let raw: unknown;
+  try {
+    raw = doc.toJS({ maxAliasCount: 100 }) ?? {};
+  } catch (e) {
+    // e.g. an alias expanded too many times ("billion laughs")
+    fail([
+      {
+        file,
+        line: undefined,
+        column: undefined,
+        path: "",
+        message: `cannot read the YAML: ${(e as Error).message}`,
+        fix: "use fewer aliases",
+      },
+    ]);
+  }
   return validate(raw, file, dirname(resolve(file)), (path, key) => at(offsetOf(doc, path, key)));
 }
 
@@ -104,6 +119,15 @@ export function loadConfigObject(raw: unknown, baseDir: string = process.cwd()):
 type Locate = (path: Path, key?: string) => Pick<ConfigIssue, "file" | "line" | "column">;
 
 function validate(raw: unknown, file: string | undefined, baseDir: string, locate: Locate): LoadedConfig {
+  // zod drops "__proto__" keys silently: a policy entry so named would vanish and the call fall through to
+  // the defaults. Refuse them before anything else.
+  const protoKeys = protoKeyPaths(raw).map((path) => ({
+    ...locate(path, "__proto__"),
+    path: pathString([...path, "__proto__"]),
+    message: 'the key "__proto__" is not allowed',
+    fix: "rename it: it cannot name a user, tool, tenant or field",
+  }));
+  if (protoKeys.length > 0) fail(protoKeys);
   const parsed = Config.safeParse(raw, { reportInput: true });
   if (!parsed.success)
     fail(parsed.error.issues.flatMap((issue) => describeZodIssue(issue, locate)).sort(byLine));
@@ -116,6 +140,23 @@ function validate(raw: unknown, file: string | undefined, baseDir: string, locat
   }
   if (issues.length > 0 || !compiled.ok) fail(issues);
   return { config, policy: compiled.policy, file, baseDir, warnings: referenceWarnings(config, locate) };
+}
+
+/** Paths of the objects under `value` that have an own "__proto__" key. */
+function protoKeyPaths(value: unknown, path: Path = []): Path[] {
+  if (value === null || typeof value !== "object") return [];
+  const own = Object.getOwnPropertyNames(value);
+  const out: Path[] = own.includes("__proto__") ? [path] : [];
+  for (const key of own) {
+    if (key !== "__proto__")
+      out.push(
+        ...protoKeyPaths((value as Record<string, unknown>)[key], [
+          ...path,
+          Array.isArray(value) ? Number(key) : key,
+        ]),
+      );
+  }
+  return out;
 }
 
 function byLine(a: ConfigIssue, b: ConfigIssue): number {
@@ -135,16 +176,29 @@ const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
 function substituteEnv(
   doc: Document,
   env: NodeJS.ProcessEnv,
-): { offset: number | undefined; variable: string }[] {
-  const missing: { offset: number | undefined; variable: string }[] = [];
+): { offset: number | undefined; message: string; fix: string }[] {
+  const missing: { offset: number | undefined; message: string; fix: string }[] = [];
   visit(doc, {
     Scalar(key, node) {
-      if (key === "key" || typeof node.value !== "string" || !node.value.includes("${")) return;
+      if (typeof node.value !== "string" || !node.value.includes("${")) return;
+      if (key === "key") {
+        // substituting into a key would change which user or tool an entry is about: not supported
+        missing.push({
+          offset: node.range?.[0],
+          message: `\${…} in a key is not substituted: "${node.value}"`,
+          fix: "write the user, tool or tenant name itself; only values may use environment variables",
+        });
+        return;
+      }
       node.value = node.value.replace(ENV_REF, (_all, name: string, fallback: string | undefined) => {
         const value = env[name];
         if (value !== undefined && value !== "") return value;
         if (fallback !== undefined) return fallback;
-        missing.push({ offset: node.range?.[0], variable: name });
+        missing.push({
+          offset: node.range?.[0],
+          message: `environment variable ${name} is not set`,
+          fix: `set ${name}, or write \${${name}:-default} to give a default`,
+        });
         return "";
       });
     },

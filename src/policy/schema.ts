@@ -62,7 +62,8 @@ export const IssuerConfig = z.strictObject({
   clock_tolerance_seconds: z.number().min(0).max(300).default(30),
   max_token_bytes: z.number().int().min(512).max(65536).default(16384),
   jwks_cache_seconds: z.number().min(0).default(600),
-  jwks_cooldown_seconds: z.number().min(0).default(30),
+  /** At least 1: without a cooldown, every token with a made-up kid would make onbehalf fetch the JWKS. */
+  jwks_cooldown_seconds: z.number().min(1).default(30),
   /** Shared secret for HS* algorithms; only used when `algorithms` lists an HS* algorithm. */
   secret: nonEmpty.optional(),
   /** Allow an `http://` issuer or JWKS URL that is not on loopback. Only for test networks. */

@@ -213,11 +213,9 @@ export async function mcpGateway(
       if (session === undefined)
         return reply.code(404).send({ error: { code: "ERR_NOT_FOUND", message: "no such MCP session" } });
       if (session.user !== caller.principal.user || session.tenant !== caller.principal.tenant) {
-        return reply
-          .code(403)
-          .send({
-            error: { code: "ERR_POLICY_DENIED", message: "this MCP session belongs to another user" },
-          });
+        return reply.code(403).send({
+          error: { code: "ERR_POLICY_DENIED", message: "this MCP session belongs to another user" },
+        });
       }
     } else if (req.method === "POST") {
       session = newSession(caller);

@@ -9,6 +9,7 @@ import { z } from "zod";
 import { newCallId } from "../audit/call-id.js";
 import { delegationOf, mintDelegation } from "../context/delegation.js";
 import { OnbehalfError } from "../errors.js";
+import { directoryCap } from "../policy/decide.js";
 import { Tier } from "../policy/schema.js";
 import type { ServerContext } from "./context.js";
 import { parseBody } from "./http.js";
@@ -57,11 +58,19 @@ export function tokenRoutes(app: FastifyInstance, ctx: ServerContext): void {
     }
     const actor = body.actor ?? (await actorName(ctx, body.actor_token!));
     const requested = body.scope === undefined ? undefined : body.scope.split(" ").filter((s) => s !== "");
-    const tier = body.tier ?? "subagent";
+    // A signed tier stays with the chain: an agent cannot hand itself a tier with other permissions or limits.
+    if (delegation !== null && body.tier !== undefined && body.tier !== delegation.tier) {
+      throw new OnbehalfError(
+        "ERR_INVALID_ARGUMENT",
+        `a delegation keeps the tier of the token it extends (${delegation.tier}); ${body.tier} was asked for`,
+      );
+    }
+    const tier = delegation?.tier ?? body.tier ?? "subagent";
+    const subjectScopes = new Set(directoryCap(ctx.gov.policy, principal, new Set(principal.scopes)));
     const minted = mintDelegation(
       ctx.key,
       ctx.issuer,
-      { principal, chain: delegation?.chain ?? [], scopes: new Set(principal.scopes) },
+      { principal, chain: delegation?.chain ?? [], scopes: subjectScopes },
       actor,
       requested,
       tier,

@@ -55,12 +55,14 @@ describe("token cache", () => {
   it("serves a verified token from the cache: it still verifies with the JWKS server gone, another token does not", async () => {
     const a = generateTestKey("ES256", "a");
     const jwks = await jwksWith(a);
-    const id = identity({ jwks_uri: jwks.url, jwks_cooldown_seconds: 0 });
+    const c = clock();
+    const id = identity({ jwks_uri: jwks.url, jwks_cooldown_seconds: 1 }, { now: c.now });
     const t1 = token(a);
     const first = await id.verify(t1);
     await jwks.close();
 
     await expect(id.verify(t1)).resolves.toBe(first); // the very same principal object
+    c.advance(1_001); // past the cooldown: an unknown kid may refetch
     const unknownKid = token(generateTestKey("ES256", "b"));
     await expect(id.verify(unknownKid)).rejects.toMatchObject({ code: "ERR_JWKS_UNAVAILABLE" });
     await expect(id.verify(t1)).resolves.toBe(first);
@@ -100,11 +102,13 @@ describe("token cache", () => {
     const a = generateTestKey("ES256", "a");
     const b = generateTestKey("ES256", "b");
     const jwks = await jwksWith(a);
-    const id = identity({ jwks_uri: jwks.url, jwks_cooldown_seconds: 0 });
+    const c = clock();
+    const id = identity({ jwks_uri: jwks.url, jwks_cooldown_seconds: 1 }, { now: c.now });
     const ta = token(a);
     await id.verify(ta);
 
     jwks.setKeys([b.publicJwk]);
+    c.advance(1_001);
     await expect(id.verify(token(b))).resolves.toMatchObject({ sub: "alice" }); // refetch: a is gone
     await expect(id.verify(ta)).rejects.toMatchObject({ code: "ERR_JWKS_NO_MATCHING_KEY" });
   });
@@ -113,10 +117,12 @@ describe("token cache", () => {
     const a = generateTestKey("ES256", "a");
     const b = generateTestKey("ES256", "b");
     const jwks = await jwksWith(a);
-    const id = identity({ jwks_uri: jwks.url, jwks_cooldown_seconds: 0 });
+    const c = clock();
+    const id = identity({ jwks_uri: jwks.url, jwks_cooldown_seconds: 1 }, { now: c.now });
     const ta = token(a);
     const principal = await id.verify(ta);
     jwks.setKeys([a.publicJwk, b.publicJwk]);
+    c.advance(1_001);
     await id.verify(token(b));
     expect(id.jwksFetches(ISSUER)).toBe(2);
     await expect(id.verify(ta)).resolves.toBe(principal);

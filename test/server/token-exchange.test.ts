@@ -86,7 +86,6 @@ describe("POST /v1/token", () => {
         subject_token: hop2.access_token,
         actor: "mailer",
         scope: "customers:read",
-        tier: "background",
       })
     ).body;
     expect(claims(hop3.access_token).act).toEqual({
@@ -116,8 +115,32 @@ describe("POST /v1/token", () => {
     expect(denied).toMatchObject({
       chain: ["planner", "researcher", "mailer"],
       agent: "mailer",
-      tier: "background",
+      tier: "subagent",
     });
+  });
+
+  it("keeps a delegation's signed tier: a hop cannot switch itself to another tier", async () => {
+    const first = (
+      await exchange({
+        grant_type: TOKEN_EXCHANGE,
+        subject_token: alice,
+        actor: "nightly",
+        tier: "background",
+      })
+    ).body;
+    expect(claims(first.access_token).tier).toBe("background");
+    const escalate = await exchange({
+      grant_type: TOKEN_EXCHANGE,
+      subject_token: first.access_token,
+      actor: "helper",
+      tier: "interactive",
+    });
+    expect(escalate.status).toBe(400);
+    expect(escalate.body.error.message).toMatch(/keeps the tier of the token it extends \(background\)/);
+    const same = (
+      await exchange({ grant_type: TOKEN_EXCHANGE, subject_token: first.access_token, actor: "helper" })
+    ).body;
+    expect(claims(same.access_token).tier).toBe("background");
   });
 
   it("attenuates a widening request instead of refusing it, and says what was dropped", async () => {
