@@ -229,8 +229,18 @@ function policyVerdict(
   trace: TraceStep[] | undefined,
 ): PolicyVerdict {
   const permissionPath = layers.decidedBy?.path ?? "no permission entry";
+  // An enforcing tenant stops at the first deny. A shadow tenant records it and reads on, because the call
+  // will run anyway and every redact rule that holds must still shape the output.
+  const shadow = tenant.mode === "shadow";
+  let denied: ShadowVerdict | null = null;
   if (layers.permission === "deny") {
-    return verdict("deny", "permission_deny", `denied by ${permissionPath}`, null, layers.postTransform);
+    denied = {
+      decision: "deny",
+      reason_code: "permission_deny",
+      reason: `denied by ${permissionPath}`,
+      rule: null,
+    };
+    if (!shadow) return { ...denied, postTransform: layers.postTransform, redact: NO_PATHS };
   }
   let asked: CompiledRule | null = null;
   let postTransform = layers.postTransform;
@@ -241,23 +251,27 @@ function policyVerdict(
     activation ??= activationOf(input, tenant.id, effective);
     const result = rule.condition(activation, input.now);
     trace?.push({ step: `rule ${rule.id}`, outcome: typeof result === "boolean" ? String(result) : "error" });
-    if (typeof result !== "boolean") {
-      return verdict(
-        "deny",
-        "error",
-        `rule ${rule.id} failed to evaluate: ${result.error}`,
-        rule.id,
-        postTransform,
-      );
+    if (typeof result !== "boolean" || (result && rule.effect === "deny")) {
+      denied ??=
+        typeof result === "boolean"
+          ? { decision: "deny", reason_code: "rule_deny", reason: rule.reason, rule: rule.id }
+          : {
+              decision: "deny",
+              reason_code: "error",
+              reason: `rule ${rule.id} failed to evaluate: ${result.error}`,
+              rule: rule.id,
+            };
+      if (!shadow) return { ...denied, postTransform, redact };
+      continue;
     }
     if (!result) continue;
-    if (rule.effect === "deny") return verdict("deny", "rule_deny", rule.reason, rule.id, postTransform);
     if (rule.effect === "ask") asked ??= rule;
     if (rule.effect === "redact") {
       if (postTransform === "audit") postTransform = "redact";
       redact = redact.length === 0 ? rule.redact : [...redact, ...rule.redact];
     }
   }
+  if (denied !== null) return { ...denied, postTransform, redact };
   if (asked !== null)
     return verdict("ask", "approval_required", asked.reason, asked.id, postTransform, redact);
   if (layers.permission === "ask") {

@@ -21,6 +21,19 @@ describe("config validation", () => {
     expect(loaded.config.server.admin_tokens).toEqual([""]);
   });
 
+  it("refuses a __proto__ key instead of letting the entry vanish, and says where it is", () => {
+    const issues = issuesOf(
+      "tenants:\n  - id: acme\n    policy:\n      users:\n        __proto__:\n          '*': { permission: allow }\n",
+    );
+    expect(issues).toHaveLength(1);
+    expect(issues[0]).toMatchObject({
+      file: "onbehalf.yaml",
+      line: 5,
+      path: "tenants[0].policy.users.__proto__",
+    });
+    expect(issues[0]!.message).toContain("__proto__");
+  });
+
   it("names file, line, column, field and a fix for a misspelt field", () => {
     const [issue] = issuesOf("tools:\n  - name: t\n    required_scope: [a]\n");
     expect(issue).toMatchObject({

@@ -158,7 +158,7 @@ describe("permission precedence (CONTRACT.md)", () => {
     expect(other.buckets[0]!.key).toBe(d.buckets[0]!.key);
   });
 
-  it("takes the post-transform from the deciding layer, the stricter of tools and users", () => {
+  it("takes the strictest post-transform of every cell that applies", () => {
     const d = (policy: Partial<Record<keyof PolicyConfig, unknown>>) =>
       decideCall(compile(withPolicy(policy)), { principal: bob, tool: "t" }).post_transform;
     expect(d({ defaults: { "*": { permission: "allow" } } })).toBe("audit");
@@ -169,5 +169,44 @@ describe("permission precedence (CONTRACT.md)", () => {
         users: { bob: { "*": { permission: "allow", post_transform: "block" } } },
       }),
     ).toBe("block");
+    // A user_tools cell decides the permission, yet a stricter tools cell still redacts the output.
+    expect(
+      d({
+        tools: { t: { "*": { permission: "allow", post_transform: "redact" } } },
+        user_tools: { bob: { t: { "*": { permission: "allow", post_transform: "audit" } } } },
+      }),
+    ).toBe("redact");
+    expect(
+      d({
+        defaults: { "*": { permission: "allow", post_transform: "block" } },
+        user_tools: { bob: { t: { "*": { permission: "allow" } } } },
+      }),
+    ).toBe("block");
+  });
+
+  it("resolves a tier cell field by field: what it leaves out comes from the '*' cell", () => {
+    // The interactive cell only sets a rate limit; the '*' cell's deny still applies to interactive calls.
+    expect(
+      verdict({
+        defaults: { "*": { permission: "allow" } },
+        tools: { t: { "*": { permission: "deny" }, interactive: { rate_limit_per_minute: 100 } } },
+      }),
+    ).toMatchObject({ decision: "deny", reason_code: "permission_deny", layer: "tools.t.*" });
+    // The interactive cell sets a permission only; the '*' cell's rate limit is kept.
+    const d = decideCall(
+      compile(
+        withPolicy({
+          tools: {
+            t: {
+              "*": { permission: "deny", rate_limit_per_minute: 7 },
+              interactive: { permission: "allow" },
+            },
+          },
+        }),
+      ),
+      { principal: bob, tool: "t" },
+    );
+    expect(d).toMatchObject({ decision: "allow", layer: "tools.t.interactive" });
+    expect(d.buckets.map((b) => [b.limit, b.source])).toEqual([[7, "tools.t.*"]]);
   });
 });

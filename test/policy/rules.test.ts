@@ -170,8 +170,78 @@ describe("shadow mode", () => {
     expect(d.shadow).toMatchObject({ decision: "deny", reason_code: "permission_deny" });
   });
 
+  it("keeps output transforms: a shadow tenant still redacts what the policy says to redact", () => {
+    const shadowRedact = compile({
+      tools: [{ name: "t", redact: ["ssn"] }],
+      tenants: [
+        {
+          id: "acme",
+          policy: {
+            mode: "shadow",
+            tools: { t: { "*": { permission: "deny", post_transform: "redact" } } },
+            rules: [{ id: "hide-card", effect: "redact", redact: ["card"] }],
+          },
+        },
+      ],
+    });
+    const d = decideCall(shadowRedact, { principal: principal({ user: "u" }), tool: "t" });
+    expect(d).toMatchObject({ decision: "allow", post_transform: "redact" });
+    expect(d.redact).toContain("card");
+    expect(d.shadow).toMatchObject({ decision: "deny" });
+  });
+
   it("still enforces the guarantees: scopes are never relaxed by shadow mode", () => {
     const d = decideCall(policy, { principal: principal({ user: "u", scopes: [] }), tool: "t" });
     expect(d).toMatchObject({ decision: "deny", reason_code: "missing_scope" });
+  });
+});
+
+describe("rules see the whole delegation chain and the effective scopes", () => {
+  const policy = compile({
+    tools: [{ name: "read" }],
+    tenants: [
+      {
+        id: "acme",
+        users: [{ uid: "carol", scopes: ["docs:read"] }],
+        policy: {
+          defaults: { "*": { permission: "allow" } },
+          rules: [
+            { id: "no-plugins", agents: ["plugin"], effect: "deny", reason: "plugins may not read" },
+            {
+              id: "admins-only",
+              when: "'docs:admin' in user.scopes",
+              effect: "deny",
+              reason: "admin sessions blocked",
+            },
+          ],
+        },
+      },
+    ],
+  });
+
+  it("matches a rule's agents against every hop, not only the agent making the call", () => {
+    const carol = principal({ user: "carol", scopes: ["docs:read"] });
+    const direct = decideCall(policy, { principal: carol, tool: "read", agent: "plugin" });
+    expect(direct).toMatchObject({ decision: "deny", rule: "no-plugins" });
+    const delegated = decideCall(policy, {
+      principal: carol,
+      tool: "read",
+      agent: "summarizer",
+      chain: ["plugin", "summarizer"],
+    });
+    expect(delegated).toMatchObject({ decision: "deny", rule: "no-plugins" });
+    const clean = decideCall(policy, {
+      principal: carol,
+      tool: "read",
+      agent: "summarizer",
+      chain: ["summarizer"],
+    });
+    expect(clean.decision).toBe("allow");
+  });
+
+  it("gives CEL the directory-capped scopes, not the token's", () => {
+    // The token claims docs:admin, but the directory lists only docs:read for carol.
+    const carol = principal({ user: "carol", scopes: ["docs:read", "docs:admin"] });
+    expect(decideCall(policy, { principal: carol, tool: "read", chain: ["bot"] }).decision).toBe("allow");
   });
 });
