@@ -4,6 +4,7 @@
  * Run a subset with `npm run bench -- govern identity`.
  */
 import { cpus } from "node:os";
+import { benchAdapters } from "./adapters.js";
 import { benchAudit } from "./audit.js";
 import { benchGovern, benchMemory } from "./govern.js";
 import { type Finding, printFindings } from "./harness.js";
@@ -19,6 +20,7 @@ const suites: Record<string, { title: string; run: () => Promise<Finding[]> }> =
   audit: { title: "Audit (hot path, group commit, verify, query)", run: benchAudit },
   memory: { title: "Memory", run: () => benchMemory() },
   server: { title: "Control plane under load (HTTP)", run: benchServer },
+  adapters: { title: "Framework adapters (overhead over gov.governed)", run: benchAdapters },
 };
 
 const wanted = process.argv.slice(2);

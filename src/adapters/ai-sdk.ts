@@ -1,0 +1,157 @@
+/**
+ * Vercel AI SDK (`ai`, v5 to v7): govern a `ToolSet`'s `execute`. Identity: the bound run (`gov.runAs`), else
+ * the call's context under `onbehalf` (`experimental_context` in v5/v6, `context` in v7). An `ask` decision
+ * becomes the tool's `needsApproval` (v6+): the SDK emits a `tool-approval-request`, and when the next call
+ * carries an approving `tool-approval-response` the call runs and the approval is audited. The AI SDK turns
+ * an error thrown by `execute` into a `tool-error` the model reads, and so does a refusal here.
+ */
+import type { Tool, ToolExecutionOptions, ToolSet } from "ai";
+import type { DelegateOptions, RunContext } from "../context/run.js";
+import type { Governor } from "../govern/governor.js";
+import type { CallAttempt } from "../govern/pipeline.js";
+import {
+  type AdapterOptions,
+  asSubagent,
+  type CallOptions,
+  declareTool,
+  governCall,
+  runOf,
+  type ToolPolicy,
+} from "./common.js";
+
+export { CONTEXT_KEY, type OnDeny, runFor } from "./common.js";
+
+/**
+ * Options of {@link governTools}.
+ *
+ * @example
+ * governTools(gov, tools, { policy: { issue_refund: { required_scopes: ["refunds:write"] } } });
+ */
+export interface GovernToolsOptions extends AdapterOptions {
+  /** Policy fields declared in code, per tool name. */
+  readonly policy?: Readonly<Record<string, ToolPolicy>>;
+}
+
+/** What v5/v6 (`experimental_context`) and v7 (`context`) pass to `execute` and `needsApproval`. */
+type SdkCallOptions = Pick<ToolExecutionOptions, "toolCallId" | "messages"> & {
+  experimental_context?: unknown;
+  context?: unknown;
+};
+
+/** Attempts decided in `needsApproval`, per run and tool call id, for `execute` to finish. */
+const decided = new WeakMap<RunContext, Map<string, CallAttempt>>();
+
+/**
+ * Govern every tool of a tool set that the SDK executes (tools without `execute` are returned as they are).
+ *
+ * @example
+ * const tools = governTools(gov, { get_customer: tool({ inputSchema, execute }) });
+ * await gov.runAs(principal, { agent: "support-bot" }, () => generateText({ model, tools, prompt }));
+ */
+export function governTools<T extends ToolSet>(gov: Governor, tools: T, options: GovernToolsOptions = {}): T {
+  const out: Record<string, Tool> = {};
+  for (const [name, tool] of Object.entries(tools)) {
+    declareTool(gov, name, options.policy?.[name]);
+    out[name] = tool.execute === undefined ? (tool as Tool) : governed(gov, name, tool as Tool, options);
+  }
+  return out as T;
+}
+
+/**
+ * Make a tool that runs a sub-agent (its `execute` calls another agent) run as that agent: the chain grows and
+ * the scopes narrow to `grant.scopes` for every governed call inside.
+ *
+ * @example
+ * const askMailer = subagentTool(tool({ inputSchema, execute: ({ task }) => mailer.generate({ prompt: task }) }),
+ *   { agent: "mailer", scopes: ["email.read"] });
+ */
+export function subagentTool<T extends Tool>(
+  tool: T,
+  grant: DelegateOptions & { readonly agent: string },
+): T {
+  const execute = tool.execute;
+  if (execute === undefined) return tool;
+  return {
+    ...tool,
+    execute: (input: unknown, opts: SdkCallOptions) =>
+      asSubagent(runOf(carrier(opts)), grant.agent, grant, () =>
+        execute(input, opts as ToolExecutionOptions),
+      ),
+  } as T;
+}
+
+function governed(gov: Governor, name: string, tool: Tool, options: AdapterOptions): Tool {
+  const execute = tool.execute!;
+  const needsApproval = tool.needsApproval;
+  const callOptions: CallOptions<SdkCallOptions> = {
+    ...options,
+    approvedIn: (opts) => (approved(opts) ? "ai-sdk" : undefined),
+    asError: (text) => {
+      throw new Error(text);
+    },
+  };
+  return {
+    ...tool,
+    needsApproval: async (input: unknown, opts: SdkCallOptions) => {
+      const own =
+        typeof needsApproval === "function"
+          ? await needsApproval(input, opts as Parameters<typeof needsApproval>[1])
+          : needsApproval === true;
+      const run = runOf(carrier(opts));
+      let attempt: CallAttempt;
+      try {
+        attempt = await gov.begin(run, name, input);
+      } catch {
+        return own; // execute decides again and refuses
+      }
+      if (run !== undefined) {
+        const calls = decided.get(run) ?? new Map<string, CallAttempt>();
+        calls.set(opts.toolCallId, attempt);
+        decided.set(run, calls);
+      }
+      return own || (attempt.decision.decision === "ask" && attempt.run !== undefined);
+    },
+    execute: (input: unknown, opts: SdkCallOptions) => {
+      const run = runOf(carrier(opts));
+      const calls = run === undefined ? undefined : decided.get(run);
+      const attempt = calls?.get(opts.toolCallId);
+      if (attempt !== undefined) calls?.delete(opts.toolCallId);
+      return governCall(
+        gov,
+        run,
+        name,
+        input,
+        () => settle(execute(input, opts as ToolExecutionOptions)),
+        callOptions,
+        opts,
+        attempt,
+      );
+    },
+  } as Tool;
+}
+
+function carrier(opts: SdkCallOptions | undefined): unknown {
+  return opts?.context ?? opts?.experimental_context;
+}
+
+/** True when the messages hold an approving `tool-approval-response` for this tool call. */
+function approved(opts: SdkCallOptions): boolean {
+  type Part = { type?: string; toolCallId?: string; approvalId?: string; approved?: boolean };
+  const parts: Part[] = [];
+  for (const m of opts.messages) if (Array.isArray(m.content)) parts.push(...(m.content as Part[]));
+  const request = parts.find((p) => p.type === "tool-approval-request" && p.toolCallId === opts.toolCallId);
+  if (request === undefined) return false;
+  return parts.some(
+    (p) => p.type === "tool-approval-response" && p.approvalId === request.approvalId && p.approved === true,
+  );
+}
+
+/** A streaming tool (an async iterable of outputs) settles on its last output. */
+function settle(output: unknown): unknown {
+  if (output === null || typeof output !== "object" || !(Symbol.asyncIterator in output)) return output;
+  return (async () => {
+    let last: unknown;
+    for await (const value of output as AsyncIterable<unknown>) last = value;
+    return last;
+  })();
+}

@@ -1,0 +1,213 @@
+/**
+ * What the framework adapters share, so each of them stays a thin map from its framework's tool shape:
+ * where a call's run comes from, the one governed call (begin → run or refuse → finish, all through the
+ * governor's pipeline), delegation to a sub-agent, and what a refused call tells the model.
+ *
+ * Not a subpath export of its own: each adapter re-exports what its users need.
+ */
+import type { Source } from "../audit/record.js";
+import {
+  childContext,
+  type DelegateOptions,
+  type RunContext,
+  type RunOptions,
+  runContextOf,
+  tryCurrentRun,
+  withContext,
+} from "../context/run.js";
+import { isOnbehalfError, OnbehalfError } from "../errors.js";
+import type { GovernedToolDefinition, Governor } from "../govern/governor.js";
+import { type CallAttempt, refusal } from "../govern/pipeline.js";
+import type { Principal } from "../identity/principal.js";
+
+/**
+ * What a refused call gives the model: a tool error it reads (`error-result`, the default) or a throw.
+ *
+ * @example
+ * governTools(gov, tools, { onDeny: "throw" });
+ */
+export type OnDeny = "error-result" | "throw";
+
+/** Options every adapter takes. */
+export interface AdapterOptions {
+  /** `error-result` (default): the model reads why the call was refused. `throw`: the run fails. */
+  readonly onDeny?: OnDeny;
+}
+
+/** Policy fields a tool may declare in code; they add to the config's entry for the same tool. */
+export type ToolPolicy = Partial<
+  Pick<
+    GovernedToolDefinition<unknown, unknown>,
+    "required_scopes" | "sensitivity" | "redact" | "description" | "input_schema"
+  >
+>;
+
+/**
+ * The key under which a framework's per-run context object may carry the run (`{ onbehalf: run }`).
+ *
+ * @example
+ * requestContext.set(CONTEXT_KEY, runFor(principal, { agent: "supervisor" }));
+ */
+export const CONTEXT_KEY = "onbehalf";
+
+/**
+ * A run for `principal` through `options.agent`, to carry in a framework's own context object when the agent
+ * run is not wrapped in `gov.runAs()`.
+ *
+ * @example
+ * await run(agent, "hi", { context: { onbehalf: runFor(principal, { agent: "support-bot" }) } });
+ */
+export function runFor(principal: Principal, options: RunOptions): RunContext {
+  return runContextOf(principal, {
+    chain: [options.agent],
+    tier: options.tier ?? "interactive",
+    ...(options.traceId === undefined ? {} : { traceId: options.traceId }),
+    ...(options.tenant === undefined ? {} : { tenant: options.tenant }),
+  });
+}
+
+/**
+ * The run a call acts in: the bound run (`gov.runAs`, `delegate`) first, else the one a framework context
+ * carries under {@link CONTEXT_KEY}. Anything that is not a run context counts as no identity.
+ */
+export function runOf(carrier?: unknown): RunContext | undefined {
+  return tryCurrentRun() ?? asRun((carrier as Record<string, unknown> | null | undefined)?.[CONTEXT_KEY]);
+}
+
+/** `value` if it is a run context built by onbehalf (a principal, a chain, scopes as a Set), else undefined. */
+export function asRun(value: unknown): RunContext | undefined {
+  const r = value as Partial<RunContext> | null | undefined;
+  return typeof r?.agent === "string" &&
+    typeof r.principal?.user === "string" &&
+    Array.isArray(r.chain) &&
+    r.scopes instanceof Set
+    ? (r as RunContext)
+    : undefined;
+}
+
+/**
+ * Run `fn` as sub-agent `agent` of `parent`: the chain grows, scopes narrow to `options.scopes`. With no
+ * parent, `fn` runs unbound, so every governed call inside it is denied.
+ */
+export function asSubagent<T>(
+  parent: RunContext | undefined,
+  agent: string,
+  options: DelegateOptions,
+  fn: () => T,
+): T {
+  if (parent === undefined || parent.agent === agent) return fn();
+  return withContext(childContext(parent, agent, options), fn);
+}
+
+/** Declare a tool's policy fields in code (they join the policy as `gov.governed` would add them). */
+export function declareTool(gov: Governor, name: string, policy: ToolPolicy | undefined): void {
+  if (policy !== undefined) gov.governed({ name, ...policy, execute: () => undefined });
+}
+
+/** How a framework represents a tool's result, where it is not the plain output the policy reads. */
+export interface ResultShape {
+  /** A failure the framework returns rather than throws (an error `ToolMessage`, `isError`): its message. */
+  readonly failed?: (result: unknown) => string | undefined;
+  /** What the policy reads and redacts, e.g. the JSON inside a message. Default: the result itself. */
+  readonly view?: (result: unknown) => unknown;
+  /** The result to return when the post-transform changed the view. Default: the transformed view. */
+  readonly redacted?: (result: unknown, output: unknown) => unknown;
+}
+
+/**
+ * How an adapter calls {@link governCall}: built once per wrapped tool. `C` is a per-call value the adapter
+ * passes along (the framework's call options, its tool call) for the callbacks that need it.
+ */
+export interface CallOptions<C> extends AdapterOptions, ResultShape {
+  /** The framework's tool-error result carrying `text` (used when `onDeny` is `error-result`). */
+  readonly asError: (text: string, call: C) => unknown;
+  /** For an `ask` decision only: the framework whose own approval flow approved this call, if one did. */
+  readonly approvedIn?: (call: C) => string | undefined;
+  /** Passed to `gov.begin` (e.g. `{ source: "mcp" }`). */
+  readonly begin?: { readonly source?: Source };
+}
+
+const NO_EXTRA = {};
+
+/**
+ * One governed call through the governor's pipeline: decide and audit (or take an `attempt` decided earlier),
+ * refuse anything but allow (an `ask` that the framework's own approval flow approved runs), execute,
+ * post-transform and audit the outcome. A refusal resolves to `options.asError(text, call)` (or rejects with
+ * the `OnbehalfError` when `onDeny` is `throw`); the tool's own errors are audited and rethrown.
+ */
+export async function governCall<C>(
+  gov: Governor,
+  run: RunContext | undefined,
+  tool: string,
+  args: unknown,
+  execute: () => unknown,
+  options: CallOptions<C>,
+  call: C,
+  attempt?: CallAttempt,
+): Promise<unknown> {
+  if (attempt === undefined) {
+    try {
+      attempt = await gov.begin(run, tool, args, options.begin ?? NO_EXTRA);
+    } catch (e) {
+      return refuse(tool, asRefusal(e), options, call);
+    }
+  }
+  const verdict = attempt.decision.decision;
+  if (verdict !== "allow" || attempt.run === undefined) {
+    const by = verdict === "ask" && attempt.run !== undefined ? options.approvedIn?.(call) : undefined;
+    if (by === undefined) return refuse(tool, refusal(attempt), options, call);
+    recordApproval(gov, attempt, by);
+  }
+  let result: unknown;
+  try {
+    result = await execute();
+  } catch (e) {
+    gov.finish(attempt, { status: "error", error: e instanceof Error ? e.message : String(e) });
+    throw e;
+  }
+  const failure = options.failed?.(result);
+  if (failure !== undefined) {
+    gov.finish(attempt, { status: "error", error: failure.slice(0, 500) });
+    return result;
+  }
+  const view = options.view === undefined ? result : options.view(result);
+  const done = gov.finish(attempt, { status: "ok", output: view });
+  if (done.action === "block") {
+    const details = { call_id: attempt.callId };
+    const blocked = new OnbehalfError("ERR_OUTPUT_BLOCKED", `the output of ${tool} is withheld by policy`, {
+      details,
+    });
+    return refuse(tool, blocked, options, call);
+  }
+  if (done.output === view) return result;
+  return options.redacted === undefined ? done.output : options.redacted(result, done.output);
+}
+
+/** What the model reads for a refused call: the tool, the reason and the stable code. */
+export function denialText(tool: string, error: OnbehalfError): string {
+  return `onbehalf refused ${tool}: ${error.message} (${error.code})`;
+}
+
+/** Hand a refusal to the framework: as its tool-error result, or thrown when `onDeny` is `throw`. */
+function refuse<C>(tool: string, error: OnbehalfError, options: CallOptions<C>, call: C): unknown {
+  if (options.onDeny === "throw") throw error;
+  return options.asError(denialText(tool, error), call);
+}
+
+function recordApproval(gov: Governor, attempt: CallAttempt, by: string): void {
+  const f = attempt.fields;
+  gov.recordEvent({
+    ...f,
+    kind: "approval",
+    decision: "allow",
+    reason_code: "ok",
+    reason: `approved in ${by}`,
+    outcome: "pending",
+    latency_us: 0,
+  });
+}
+
+function asRefusal(e: unknown): OnbehalfError {
+  if (isOnbehalfError(e)) return e;
+  return new OnbehalfError("ERR_POLICY_DENIED", `fail_closed: ${(e as Error).message}`, { cause: e });
+}

@@ -1,0 +1,34 @@
+/** Shared fixtures of the adapter tests: a governor, two humans, and the audit as the tests read it. */
+import { setTimeout as sleep } from "node:timers/promises";
+import type { AuditRecord } from "../../src/audit/record.js";
+import type { Governor } from "../../src/govern/governor.js";
+import { testGovernor } from "../support/governor.js";
+import { principal } from "../support/principal.js";
+
+/** Alice may read customers and mail and issue refunds; Bob may only read customers. */
+export const alice = principal({ user: "alice", scopes: ["customers:read", "email.read", "refunds:write"] });
+export const bob = principal({ user: "bob", scopes: ["customers:read"] });
+
+export const customer = { id: "c-1", name: "Ada", ssn: "078-05-1120" };
+
+/** A governor with the test tools (get_customer, read_email, issue_refund > 500 asks) and redaction on. */
+export async function adapterGovernor(): Promise<Governor> {
+  return (await testGovernor()).gov;
+}
+
+/** Every audit record of `user`, oldest first. */
+export async function auditOf(gov: Governor, user: string): Promise<AuditRecord[]> {
+  await gov.flush();
+  const { records } = await gov.queryAudit({ user, limit: 1000 });
+  return [...records].reverse();
+}
+
+/** The attempt records of `user` as `[tool, decision, reason_code, chain]`, oldest first. */
+export async function attemptsOf(gov: Governor, user: string): Promise<[string, string, string, string[]][]> {
+  return (await auditOf(gov, user))
+    .filter((r) => r.kind === "attempt")
+    .map((r) => [r.tool ?? "", r.decision, r.reason_code, [...r.chain]]);
+}
+
+/** A small delay inside tools, so concurrent runs interleave. */
+export const tick = (): Promise<void> => sleep(5);
