@@ -1,0 +1,163 @@
+"""Who the current code acts for: one :class:`contextvars.ContextVar` holding a :class:`Frame`.
+
+A frame is bound by ``client.acting_as(...)`` (a human's token), ``client.delegate(...)`` (a delegation token
+the control plane signed for one more agent) or ``onbehalf.set_context(...)``. Context variables follow the
+code: each thread has its own, and every asyncio task gets a copy of the context it was created in, so a
+binding made before ``team.run()`` reaches every task the run creates — and a binding made in one task never
+leaks into another.
+
+Example::
+
+    with client.acting_as(token, agent="support-bot", tier="interactive"):
+        print(onbehalf.current().chain)      # ('support-bot',)
+"""
+
+from __future__ import annotations
+
+import base64
+import contextvars
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterator
+
+if TYPE_CHECKING:
+    from .errors import Denied
+
+TIERS = ("interactive", "subagent", "background", "api")
+
+_current: contextvars.ContextVar["Frame | None"] = contextvars.ContextVar("onbehalf_frame", default=None)
+
+
+@dataclass(eq=False)
+class RunState:
+    """Shared by every frame of one ``acting_as`` binding: what hand-offs did during the run.
+
+    AutoGen runs each speaker in its own task, so a hand-off cannot rebind the next speaker's context variable;
+    it records the delegation here instead, where the next speaker's workbench finds it.
+    """
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    root: "Frame | None" = None
+    handoff: "Frame | None" = None  # the frame of the agent the latest governed hand-off went to
+    agents: dict[str, "Frame"] = field(default_factory=dict)  # agent name -> its frame in this run
+
+
+@dataclass(eq=False)
+class Frame:
+    """One binding: a token, the agent acting with it, its tier and the chain of agents up to it.
+
+    ``token`` is ``None`` while a delegation could not be exchanged yet (control plane unreachable when the
+    block was entered); the client retries the exchange on the next call and meanwhile acts on the fail mode
+    with the parent's token. ``denied`` is set on the frame of an agent whose hand-off policy refused: every
+    governed call made as that agent is denied with that reason.
+    """
+
+    token: str | None
+    agent: str
+    tier: str
+    chain: tuple[str, ...]
+    run: RunState
+    parent: "Frame | None" = None
+    scopes: tuple[str, ...] | None = None  # granted scopes of a delegation; None: the subject's
+    requested_scopes: tuple[str, ...] | None = None
+    trace_id: str | None = None
+    expires_at: float | None = None  # monotonic clock; delegations only
+    denied: "Denied | None" = None
+    anchor: bool = False  # the hidden first hop that names the root agent (see Client._token_for)
+    anchors: dict[str, "Frame"] = field(default_factory=dict, repr=False)  # root frames: tier -> anchor
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    def __repr__(self) -> str:  # never print a token
+        state = "pending" if self.token is None else "bound"
+        return f"Frame(agent={self.agent!r}, tier={self.tier!r}, chain={self.chain!r}, {state})"
+
+    @property
+    def is_delegation(self) -> bool:
+        return self.parent is not None
+
+    def ancestors(self) -> Iterator["Frame"]:
+        """This frame, its parent, and so on up to the ``acting_as`` frame."""
+        f: Frame | None = self
+        while f is not None:
+            yield f
+            f = f.parent
+
+    def nearest_token(self) -> str | None:
+        """The token of this frame, or of the nearest ancestor that has one."""
+        for f in self.ancestors():
+            if f.token is not None:
+                return f.token
+        return None
+
+    def expiring(self, margin: float = 30.0) -> bool:
+        return self.expires_at is not None and time.monotonic() > self.expires_at - margin
+
+
+def current() -> Frame | None:
+    """The frame bound in this thread or task, or ``None``."""
+    return _current.get()
+
+
+def bind(frame: Frame | None) -> contextvars.Token:
+    return _current.set(frame)
+
+
+def unbind(token: contextvars.Token) -> None:
+    _current.reset(token)
+
+
+def root_frame(token: str, agent: str, tier: str, trace_id: str | None) -> Frame:
+    validate_agent(agent, strict=False)
+    validate_tier(tier)
+    if not isinstance(token, str) or token.strip() == "":
+        raise ValueError("a token is required: the user's access token (or a delegation token)")
+    if token[:7].lower() == "bearer ":
+        token = token[7:].strip()
+    chain: tuple[str, ...] = (agent,)
+    signed = signed_chain(token)
+    if signed is not None:  # an onbehalf delegation token: its chain and tier are signed, the server uses those
+        chain, tier = signed
+        agent = chain[-1]
+    run = RunState()
+    frame = Frame(token=token, agent=agent, tier=tier, chain=chain, run=run, trace_id=trace_id)
+    run.root = frame
+    return frame
+
+
+def signed_chain(token: str) -> tuple[tuple[str, ...], str] | None:
+    """The chain and tier an onbehalf delegation token carries (nested ``act`` claims), read without verifying.
+
+    Only for local bookkeeping (which chain to expect, whether the first hop needs an anchor); the control
+    plane verifies the signature and decides with what it verified.
+    """
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return None
+    act = claims.get("act") if isinstance(claims, dict) else None
+    tier = claims.get("tier") if isinstance(claims, dict) else None
+    chain: list[str] = []
+    while isinstance(act, dict) and isinstance(act.get("sub"), str) and len(chain) < 64:
+        chain.append(act["sub"])
+        act = act.get("act")
+    if not chain or tier not in TIERS:
+        return None
+    return tuple(reversed(chain)), tier
+
+
+def validate_tier(tier: str) -> None:
+    if tier not in TIERS:
+        raise ValueError(f"tier must be one of {', '.join(TIERS)}; got {tier!r}")
+
+
+def validate_agent(agent: str, *, strict: bool) -> None:
+    """Agent names are 1..200 characters; delegation targets also have no spaces or control characters."""
+    if not isinstance(agent, str) or not 1 <= len(agent) <= 200:
+        raise ValueError(f"an agent name is 1 to 200 characters; got {agent!r}")
+    if strict and any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in agent):
+        raise ValueError(f"an agent name to delegate to has no spaces or control characters; got {agent!r}")

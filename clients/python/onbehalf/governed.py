@@ -1,0 +1,167 @@
+"""``@governed``: check a function's call with the control plane, run it only if allowed, report its result.
+
+Example::
+
+    @governed                                  # the default client (ONBEHALF_URL)
+    def get_customer(customer_id: str) -> dict: ...
+
+    @governed(client, name="issue_refund")     # a given client and tool name
+    async def refund(order: str, amount: int) -> dict: ...
+
+A call binds its arguments to the signature (defaults applied) into the ``args`` the policy sees, asks
+``POST /v1/check`` for the bound identity, and then:
+
+- ``allow``: runs the function, reports the result (``POST /v1/calls/{id}/result``) and returns the output
+  as policy lets it out: unchanged, redacted, or not at all (``Denied``, reason ``output blocked``);
+- ``deny``: raises :class:`~onbehalf.Denied` with the ``reason_code``; the function does not run;
+- ``ask``: waits up to the client's ``approval_timeout`` for a human (long-polling the approval), runs the
+  function once approved and reports under the original call id; raises ``ApprovalRequired`` (no decision in
+  time) or ``Denied`` (``approval_denied`` / ``approval_expired``).
+
+Nothing bound raises ``Denied(reason_code="no_identity")``: a governed function never runs ungoverned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import threading
+import time
+from typing import Any, Callable, Mapping, TypeVar, overload
+
+from .client import Client, Decision, default_client
+from .context import current
+from .errors import Denied
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("onbehalf")
+
+_SKIPPED = ("cancellation_token",)  # AutoGen passes it to tools; it is plumbing, not an argument to decide on
+
+
+@overload
+def governed(fn: F) -> F: ...
+@overload
+def governed(fn: Client | None = None, *, name: str | None = None) -> Callable[[F], F]: ...
+@overload
+def governed(*, client: Client | None = None, name: str | None = None) -> Callable[[F], F]: ...
+
+
+def governed(fn: Any = None, client: Client | None = None, *, name: str | None = None) -> Any:
+    """Decorate a sync or async function so each call is governed. See the module docstring."""
+    if isinstance(fn, Client):
+        client, fn = fn, None
+    if fn is not None:
+        if not callable(fn):
+            raise TypeError("@governed decorates a function: @governed, @governed(client) or @governed(name=...)")
+        return _wrap(fn, client, name)
+    return lambda f: _wrap(f, client, name)
+
+
+def _wrap(fn: F, client: Client | None, name: str | None) -> F:
+    tool = name or getattr(fn, "__name__", None)
+    if not tool:
+        raise TypeError("cannot tell the tool's name: use @governed(name=...)")
+    signature = inspect.signature(fn)
+
+    def resolve() -> Client:
+        return client if client is not None else default_client()
+
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def agoverned(*args: Any, **kwargs: Any) -> Any:
+            bound = _arguments(signature, args, kwargs)
+            c = resolve()
+            frame = current()
+            decision = await asyncio.to_thread(_decide, c, frame, tool, bound)
+            started = time.monotonic()
+            try:
+                output = await fn(*args, **kwargs)
+            except asyncio.CancelledError:
+                _report_in_background(c, decision, "cancelled", started)
+                raise
+            except BaseException as e:
+                await asyncio.to_thread(_report_error, c, decision, e, started)
+                raise
+            return await asyncio.to_thread(c.report, decision, output, latency_us=_micros(started))
+
+        agoverned.__onbehalf_tool__ = tool  # type: ignore[attr-defined]
+        return agoverned  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def sgoverned(*args: Any, **kwargs: Any) -> Any:
+        bound = _arguments(signature, args, kwargs)
+        c = resolve()
+        decision = _decide(c, current(), tool, bound)
+        started = time.monotonic()
+        try:
+            output = fn(*args, **kwargs)
+        except BaseException as e:
+            _report_error(c, decision, e, started)
+            raise
+        return c.report(decision, output, latency_us=_micros(started))
+
+    sgoverned.__onbehalf_tool__ = tool  # type: ignore[attr-defined]
+    return sgoverned  # type: ignore[return-value]
+
+
+def _decide(client: Client, frame: Any, tool: str, args: Mapping[str, Any]) -> Decision:
+    """Decide, waiting for approval if asked; return an ``allow`` decision or raise ``Denied``."""
+    decision = client._decide(frame, tool, args)
+    if decision.decision == "ask":
+        decision = client._resolve_ask(decision, client.approval_timeout)
+    if decision.decision != "allow":
+        raise Denied.from_decision(decision)
+    return decision
+
+
+def _arguments(signature: inspect.Signature, args: tuple, kwargs: dict) -> dict[str, Any]:
+    """The call's arguments by name, as the policy sees them (``args.amount > 500``)."""
+    bound = signature.bind(*args, **kwargs)  # a TypeError here is the caller's, before anything is checked
+    bound.apply_defaults()
+    params = list(signature.parameters.values())
+    out: dict[str, Any] = {}
+    for i, (key, value) in enumerate(bound.arguments.items()):
+        p = signature.parameters[key]
+        if i == 0 and key in ("self", "cls") and p is params[0]:
+            continue
+        if key in _SKIPPED:
+            continue
+        if p.kind is inspect.Parameter.VAR_KEYWORD:
+            out.update({str(k): v for k, v in value.items()})
+        elif p.kind is inspect.Parameter.VAR_POSITIONAL:
+            out[key] = list(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _report_error(client: Client, decision: Decision, error: BaseException, started: float) -> None:
+    try:
+        client.report(decision, error=_describe(error), latency_us=_micros(started))
+    except Exception as e:  # noqa: BLE001 - the tool's own exception is what the caller must see
+        log.warning("onbehalf: could not report the failure of call %s: %s", decision.call_id, e)
+
+
+def _report_in_background(client: Client, decision: Decision, what: str, started: float) -> None:
+    latency = _micros(started)
+
+    def run() -> None:
+        try:
+            client.report(decision, error=what, latency_us=latency)
+        except Exception as e:  # noqa: BLE001
+            log.warning("onbehalf: could not report the cancellation of call %s: %s", decision.call_id, e)
+
+    threading.Thread(target=run, name="onbehalf-report", daemon=True).start()
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _micros(started: float) -> int:
+    return int((time.monotonic() - started) * 1_000_000)

@@ -1,0 +1,1 @@
+"""STAND-IN of autogen-agentchat for the onbehalf tests (not AutoGen)."""

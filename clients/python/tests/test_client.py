@@ -1,0 +1,402 @@
+"""Decisions, redaction, delegation, verification and approvals against the real control plane."""
+
+from __future__ import annotations
+
+import os
+import threading
+import unittest
+import uuid
+
+import onbehalf
+from onbehalf import ApprovalRequired, Client, Denied, Unauthenticated, Unavailable, governed
+
+from support import ADMIN, APPROVAL_TTL, URL, TempDir, audit, audit_until, call, free_port, needs_server, token, wait_for
+
+
+def nonce() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def attempts(user: str, tool: str, **match: object) -> list[dict]:
+    """Attempt records of ``user`` calling ``tool`` whose args contain ``match`` (waits for the first)."""
+
+    def mine(records: list[dict]) -> list[dict]:
+        return [
+            r
+            for r in records
+            if r["kind"] == "attempt" and all((r.get("args") or {}).get(k) == v for k, v in match.items())
+        ]
+
+    return mine(audit_until(mine, user=user, tool=tool))
+
+
+def outcomes(user: str, tool: str, call_id: str) -> list[dict]:
+    def mine(records: list[dict]) -> list[dict]:
+        return [r for r in records if r["call_id"] == call_id and r["kind"] == "outcome"]
+
+    return mine(audit_until(mine, user=user, tool=tool))
+
+
+@needs_server
+class DecisionTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.tmp = TempDir()
+        self.client = Client(URL, spool_path=self.tmp.join("spool.jsonl"))
+        self.ran: list[str] = []
+        c = self.client
+
+        @governed(c)
+        def lookup_order(order_id: str) -> dict:
+            self.ran.append("lookup_order")
+            return {"id": order_id, "status": "shipped"}
+
+        @governed(c)
+        def get_customer(customer_id: str) -> dict:
+            return {"id": customer_id, "ssn": "078-05-1120", "cards": [{"number": "4111111111111111", "brand": "visa"}]}
+
+        @governed(c)
+        def delete_account(account: str) -> str:
+            self.ran.append("delete_account")
+            return "deleted"
+
+        @governed(c)
+        def export_all(what: str) -> dict:
+            self.ran.append("export_all")
+            return {"rows": 12}
+
+        @governed(c, name="issue_refund")
+        def refund(order: str, amount: int = 900) -> dict:
+            self.ran.append("issue_refund")
+            return {"order": order, "refunded": amount}
+
+        @governed(c)
+        def read_email(mailbox: str) -> list:
+            return [{"from": "x@example.com"}]
+
+        self.lookup_order, self.get_customer, self.delete_account = lookup_order, get_customer, delete_account
+        self.export_all, self.refund, self.read_email = export_all, refund, read_email
+
+    def tearDown(self) -> None:
+        self.client.close()
+        self.tmp.cleanup()
+
+    def test_allowed_call_runs_and_is_reported(self) -> None:
+        n = nonce()
+        with self.client.acting_as(token("alice"), agent="support-bot", tier="interactive"):
+            self.assertEqual(self.lookup_order(n), {"id": n, "status": "shipped"})
+        [attempt] = attempts("alice", "lookup_order", order_id=n)
+        self.assertEqual((attempt["decision"], attempt["reason_code"], attempt["chain"]), ("allow", "ok", ["support-bot"]))
+        self.assertEqual([o["outcome"] for o in outcomes("alice", "lookup_order", attempt["call_id"])], ["ok"])
+
+    def test_denied_call_raises_with_reason_code_and_does_not_run(self) -> None:
+        with self.client.acting_as(token("alice"), agent="support-bot"):
+            with self.assertRaises(Denied) as caught:
+                self.delete_account("acct-1")
+        self.assertEqual(caught.exception.reason_code, "permission_deny")
+        self.assertEqual(caught.exception.tool, "delete_account")
+        self.assertEqual(caught.exception.chain, ("support-bot",))
+        self.assertIn("delete_account: denied (permission_deny)", str(caught.exception))
+        self.assertNotIn("delete_account", self.ran)
+
+    def test_missing_scope(self) -> None:
+        with self.client.acting_as(token("dave"), agent="support-bot"):
+            with self.assertRaises(Denied) as caught:
+                self.refund("o-1", amount=5)
+        self.assertEqual(caught.exception.reason_code, "missing_scope")
+        self.assertEqual(self.ran, [])
+
+    def test_output_is_redacted_by_policy(self) -> None:
+        with self.client.acting_as(token("alice"), agent="support-bot"):
+            out = self.get_customer("c-1")
+        self.assertEqual(out["ssn"], "[REDACTED]")
+        self.assertEqual(out["cards"], [{"number": "[REDACTED]", "brand": "visa"}])
+        self.assertEqual(out["id"], "c-1")
+
+    def test_blocked_output_raises_output_blocked(self) -> None:
+        with self.client.acting_as(token("alice"), agent="support-bot"):
+            with self.assertRaises(Denied) as caught:
+                self.export_all("everything")
+        self.assertEqual((caught.exception.reason_code, caught.exception.reason), ("output_blocked", "output blocked"))
+        self.assertEqual(self.ran, ["export_all"])  # it ran; policy withheld what it returned
+
+    def test_no_identity_is_denied_never_a_silent_no_op(self) -> None:
+        self.assertIsNone(onbehalf.current())
+        with self.assertRaises(Denied) as caught:
+            self.lookup_order("o-1")
+        self.assertEqual(caught.exception.reason_code, "no_identity")
+        self.assertIn("acting_as", caught.exception.reason)
+        with self.assertRaises(Denied) as checked:
+            self.client.check("lookup_order", {"order_id": "o-1"})
+        self.assertEqual(checked.exception.reason_code, "no_identity")
+        self.assertEqual(self.ran, [])
+        with self.client.acting_as(token("alice"), agent="support-bot"):
+            self.lookup_order("o-1")
+        self.assertIsNone(onbehalf.current())  # the block restored what was bound before
+        with self.assertRaises(Denied):
+            self.lookup_order("o-1")
+
+    def test_tool_exception_is_reported_and_reraised(self) -> None:
+        n = nonce()
+
+        @governed(self.client, name="lookup_order")
+        def broken(order_id: str) -> dict:
+            raise ValueError("database down")
+
+        with self.client.acting_as(token("alice"), agent="support-bot"):
+            with self.assertRaises(ValueError):
+                broken(n)
+        [attempt] = attempts("alice", "lookup_order", order_id=n)
+        outcome = outcomes("alice", "lookup_order", attempt["call_id"])
+        self.assertEqual(outcome[0]["outcome"], "error")
+        self.assertIn("database down", outcome[0]["reason"])
+
+    def test_arguments_are_bound_by_signature_with_defaults(self) -> None:
+        # amount defaults to 900: the policy sees it (args.amount > 500 asks for approval)
+        with self.client.acting_as(token("alice"), agent="support-bot"):
+            with self.assertRaises(ApprovalRequired) as caught:
+                self.refund("o-9")
+            self.assertEqual(self.refund(order="o-9", amount=20), {"order": "o-9", "refunded": 20})
+        self.assertTrue(caught.exception.approval_id.startswith("apr_"))
+        self.assertEqual(caught.exception.reason_code, "approval_required")
+        self.assertEqual(self.ran, ["issue_refund"])
+
+    def test_check_and_report(self) -> None:
+        with self.client.acting_as(token("alice"), agent="support-bot", tier="interactive", trace_id="req-42"):
+            d = self.client.check("get_customer", {"customer_id": "c-1"})
+            self.assertEqual((d.decision, d.reason_code, d.fail_mode, d.chain), ("allow", "ok", "fail_closed", ("support-bot",)))
+            self.assertIn("customers:read", d.effective_scopes)
+            self.assertIsNone(d.approval)
+            self.assertFalse(d.local)
+            out = self.client.report(d, {"id": "c-1", "ssn": "1"})
+            self.assertEqual(out, {"id": "c-1", "ssn": "[REDACTED]"})
+            denied = self.client.check("delete_account", {})
+            self.assertEqual((denied.decision, denied.reason_code), ("deny", "permission_deny"))
+            asked = self.client.check("issue_refund", {"order": "o", "amount": 501})
+            self.assertEqual((asked.decision, asked.reason_code, asked.rule), ("ask", "approval_required", "big-refunds"))
+            self.assertTrue(asked.approval["id"].startswith("apr_"))
+        [r] = [r for r in attempts("alice", "get_customer", customer_id="c-1") if r["call_id"] == d.call_id]
+        self.assertEqual(r["trace_id"], "req-42")
+
+    def test_bad_token_is_denied_unauthenticated(self) -> None:
+        with self.client.acting_as("not-a-jwt", agent="support-bot"):
+            with self.assertRaises(Denied) as caught:
+                self.lookup_order("o-1")
+        self.assertEqual(caught.exception.reason_code, "unauthenticated")
+
+
+@needs_server
+class DelegationTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.tmp = TempDir()
+        self.client = Client(URL, spool_path=self.tmp.join("spool.jsonl"))
+
+    def tearDown(self) -> None:
+        self.tmp.cleanup()
+
+    def test_three_hops_are_signed_into_the_chain_and_audited(self) -> None:
+        c = self.client
+        n = nonce()
+
+        @governed(c)
+        def read_email(mailbox: str) -> list:
+            return [{"subject": "hi"}]
+
+        @governed(c)
+        def get_customer(customer_id: str) -> dict:
+            return {"id": customer_id}
+
+        with c.acting_as(token("alice"), agent="planner", tier="interactive"):
+            with c.delegate("researcher", scopes=["email.read", "customers:read"]):
+                with c.delegate("analyst", tier="subagent"):
+                    with self.assertRaises(Denied) as retiered:
+                        with c.delegate("escalator", tier="interactive"):
+                            pass  # a signed chain keeps its tier
+                    self.assertIn("keeps the tier", retiered.exception.reason)
+                    with c.delegate("specialist", scopes=["email.read"]) as frame:
+                        self.assertEqual(frame.chain, ("planner", "researcher", "analyst", "specialist"))
+                        self.assertEqual(onbehalf.current().scopes, ("email.read",))
+                        self.assertEqual(read_email(n), [{"subject": "hi"}])
+                        with self.assertRaises(Denied) as caught:
+                            get_customer("c-1")  # customers:read was not delegated to the specialist
+                    self.assertEqual(onbehalf.current().chain, ("planner", "researcher", "analyst"))
+        self.assertIsNone(onbehalf.current())
+        self.assertEqual(caught.exception.reason_code, "missing_scope")
+        self.assertEqual(caught.exception.chain, ("planner", "researcher", "analyst", "specialist"))
+        [attempt] = attempts("alice", "read_email", mailbox=n)
+        self.assertEqual(attempt["chain"], ["planner", "researcher", "analyst", "specialist"])
+        self.assertEqual(attempt["agent"], "specialist")
+        self.assertEqual(attempt["tier"], "subagent")
+        hops = [r["chain"] for r in audit(user="alice") if r["kind"] == "delegation" and r["chain"][:1] == ["planner"]]
+        for hop in (["planner", "researcher"], ["planner", "researcher", "analyst"], ["planner", "researcher", "analyst", "specialist"]):
+            self.assertIn(hop, hops)
+
+    def test_scopes_are_attenuated_not_widened(self) -> None:
+        with self.client.acting_as(token("dave"), agent="bot"):
+            with self.client.delegate("helper", scopes=["customers:read", "admin:everything"]) as frame:
+                self.assertEqual(frame.scopes, ("customers:read",))
+
+    def test_an_expiring_delegation_is_renewed_from_its_subject(self) -> None:
+        with self.client.acting_as(token("alice"), agent="bot"):
+            with self.client.delegate("helper") as frame:
+                first = frame.token
+                frame.expires_at = 0.0  # as if its 10 minutes were over
+                self.assertEqual(self.client.check("lookup_order", {"order_id": "o"}).chain, ("bot", "helper"))
+                self.assertNotEqual(frame.token, first)
+
+    def test_delegate_needs_an_identity(self) -> None:
+        with self.assertRaises(Denied) as caught:
+            with self.client.delegate("helper"):
+                pass
+        self.assertEqual(caught.exception.reason_code, "no_identity")
+
+    def test_bad_agent_names_and_tiers_are_refused(self) -> None:
+        with self.assertRaises(ValueError):
+            self.client.delegate("two words")
+        with self.assertRaises(ValueError):
+            self.client.acting_as(token("alice"), agent="bot", tier="superuser")
+
+
+@needs_server
+class SeedPatternTests(unittest.TestCase):
+    """``user = onbehalf.verify(...)``, ``onbehalf.set_context(...)``, bare ``@governed``."""
+
+    def setUp(self) -> None:
+        self.tmp = TempDir()
+        self.saved = {k: os.environ.get(k) for k in ("ONBEHALF_URL", "ONBEHALF_SPOOL")}
+        os.environ["ONBEHALF_URL"] = URL
+        os.environ["ONBEHALF_SPOOL"] = self.tmp.join("spool.jsonl")
+        onbehalf.configure(None)
+
+    def tearDown(self) -> None:
+        for k, v in self.saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        onbehalf.configure(None)
+        self.tmp.cleanup()
+
+    def test_three_lines(self) -> None:
+        @governed
+        def get_customer(customer_id: str) -> dict:
+            return {"id": customer_id, "ssn": "078-05-1120"}
+
+        headers = {"authorization": f"Bearer {token('alice')}"}
+        result: dict = {}
+
+        def request_handler() -> None:  # a request thread of a web app
+            user = onbehalf.verify(headers["authorization"])
+            result["user"] = user
+            onbehalf.set_context(user.token, agent="support-bot", tier="interactive")
+            result["out"] = get_customer("c-1")
+
+        t = threading.Thread(target=request_handler)
+        t.start()
+        t.join()
+        user = result["user"]
+        self.assertEqual((user.sub, user.user, user.tenant, user.email), ("alice", "alice", "acme", "alice@acme.test"))
+        self.assertIn("customers:read", user.scopes)
+        self.assertEqual(user.token, token("alice"))
+        self.assertNotIn(token("alice"), repr(user))
+        self.assertEqual(result["out"], {"id": "c-1", "ssn": "[REDACTED]"})
+        self.assertIsNone(onbehalf.current())  # set_context in that thread did not leak here
+
+    def test_verify_refuses_bad_tokens(self) -> None:
+        for header in (None, "", "Bearer ", "Bearer not-a-jwt"):
+            with self.assertRaises(Unauthenticated):
+                onbehalf.verify(header)
+
+    def test_verify_with_the_control_plane_down_is_unavailable(self) -> None:
+        with self.assertRaises(Unavailable) as caught:
+            Client(f"http://127.0.0.1:{free_port()}", spool_path=None).verify(f"Bearer {token('alice')}")
+        self.assertEqual(caught.exception.reason_code, "fail_closed")
+
+    def test_no_url_configured(self) -> None:
+        os.environ.pop("ONBEHALF_URL")
+        onbehalf.configure(None)
+
+        @governed
+        def f() -> int:
+            return 1
+
+        with self.assertRaises(onbehalf.ConfigurationError) as caught:
+            f()
+        self.assertIn("ONBEHALF_URL", str(caught.exception))
+
+
+@needs_server
+class ApprovalTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.tmp = TempDir()
+
+    def tearDown(self) -> None:
+        self.tmp.cleanup()
+
+    def _refund(self, client: Client):
+        @governed(client, name="issue_refund")
+        def refund(order: str, amount: int) -> dict:
+            return {"order": order, "refunded": amount}
+
+        return refund
+
+    def _decide_in_thread(self, order: str, decision: str) -> threading.Thread:
+        def approver() -> None:
+            def pending():
+                status, body = call("GET", "/v1/approvals?status=pending", bearer=ADMIN)
+                return [a for a in body["approvals"] if (a.get("args") or {}).get("order") == order]
+
+            [approval] = wait_for(pending, what=f"the approval of {order}")
+            status, body = call("POST", f"/v1/approvals/{approval['id']}", bearer=ADMIN, body={"decision": decision, "note": "checked"})
+            assert status == 200, body
+
+        t = threading.Thread(target=approver)
+        t.start()
+        return t
+
+    def test_waits_for_approval_then_runs_and_reports_with_the_original_call_id(self) -> None:
+        client = Client(URL, spool_path=self.tmp.join("s"), approval_timeout=20)
+        order = nonce()
+        t = self._decide_in_thread(order, "approve")
+        with client.acting_as(token("bob"), agent="support-bot"):
+            self.assertEqual(self._refund(client)(order, 900), {"order": order, "refunded": 900})
+        t.join()
+        def mine(records: list[dict]) -> list[dict]:
+            return [r for r in records if (r.get("args") or {}).get("order") == order]
+
+        records = mine(audit_until(lambda rs: len(mine(rs)) == 3, user="bob", tool="issue_refund"))
+        kinds = sorted((r["kind"], r["decision"]) for r in records)
+        self.assertEqual(kinds, [("approval", "allow"), ("attempt", "ask"), ("outcome", "allow")])
+        self.assertEqual(len({r["call_id"] for r in records}), 1)
+
+    def test_denied_approval(self) -> None:
+        client = Client(URL, spool_path=self.tmp.join("s"), approval_timeout=20)
+        order = nonce()
+        t = self._decide_in_thread(order, "deny")
+        with client.acting_as(token("bob"), agent="support-bot"):
+            with self.assertRaises(Denied) as caught:
+                self._refund(client)(order, 900)
+        t.join()
+        self.assertEqual(caught.exception.reason_code, "approval_denied")
+        self.assertIn("checked", caught.exception.reason)
+
+    def test_expired_approval(self) -> None:
+        client = Client(URL, spool_path=self.tmp.join("s"), approval_timeout=APPROVAL_TTL + 5)
+        with client.acting_as(token("bob"), agent="support-bot"):
+            with self.assertRaises(Denied) as caught:
+                self._refund(client)(nonce(), 900)
+        self.assertEqual(caught.exception.reason_code, "approval_expired")
+
+    def test_approval_timeout_zero_raises_approval_required_at_once(self) -> None:
+        client = Client(URL, spool_path=self.tmp.join("s"))
+        with client.acting_as(token("bob"), agent="support-bot"):
+            with self.assertRaises(ApprovalRequired) as caught:
+                self._refund(client)(nonce(), 900)
+            self.assertTrue(caught.exception.approval_id.startswith("apr_"))
+            # the caller can come back later: wait_for_approval on the decision
+            d = caught.exception.decision
+            with self.assertRaises(ApprovalRequired):
+                client.wait_for_approval(d, timeout=0.3)
+
+
+if __name__ == "__main__":
+    unittest.main()

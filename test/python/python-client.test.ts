@@ -1,0 +1,143 @@
+/**
+ * The Python client's unittest suite (clients/python/tests), run against a real control plane started here:
+ * `startServer` with the development issuer, SQLite audit, and tokens minted for a few humans in two tenants
+ * (acme: fail_closed; openco: fail_open). The URL, the admin token and the tokens reach Python through
+ * environment variables; the suite runs as a child process (asynchronously, so this process keeps serving).
+ */
+import { spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { mintDevToken } from "../../src/identity/dev-issuer.js";
+import { loadOrCreateSigningKey } from "../../src/identity/keys.js";
+import { type OnbehalfServer, startServer } from "../../src/server/app.js";
+
+const ROOT = resolve(import.meta.dirname, "../..");
+const ADMIN = "admin-token-for-python-tests-0123456789";
+const ALLOW_REDACT = { "*": { permission: "allow" as const, post_transform: "redact" as const } };
+
+/** Humans the Python tests act for: [sub, tenant, scopes]. */
+const USERS: ReadonlyArray<readonly [string, string, readonly string[]]> = [
+  ["alice", "acme", ["customers:read", "orders:write", "email.read"]],
+  ["bob", "acme", ["customers:read", "orders:write", "email.read"]],
+  ["carol", "acme", ["customers:read", "orders:write", "email.read"]],
+  ["dave", "acme", ["customers:read"]],
+  ["erin", "openco", ["customers:read", "orders:write", "email.read"]],
+  ["frank", "openco", ["customers:read", "orders:write", "email.read"]],
+  ["gina", "openco", ["customers:read", "orders:write", "email.read"]],
+  ["hank", "openco", ["customers:read", "orders:write", "email.read"]],
+  ["ivan", "openco", ["customers:read", "orders:write", "email.read"]],
+];
+
+let dir: string;
+let server: OnbehalfServer;
+const tokens: Record<string, string> = {};
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), "onbehalf-python-"));
+  const config = {
+    server: { port: 0, admin_tokens: [ADMIN], signing_key: "./server.jwk" },
+    dev_issuer: true,
+    tools: [
+      { name: "get_customer", required_scopes: ["customers:read"], redact: ["ssn", "cards[*].number"] },
+      { name: "issue_refund", required_scopes: ["orders:write"] },
+      { name: "read_email", required_scopes: ["email.read"] },
+      { name: "lookup_order" },
+      { name: "export_all" },
+      { name: "delete_account" },
+      { name: "transfer_to_billing" },
+      { name: "transfer_to_specialist" },
+      { name: "transfer_to_triage" },
+      { name: "transfer_to_intruder" },
+    ],
+    tenants: [
+      {
+        id: "acme",
+        policy: {
+          fail_mode: "fail_closed",
+          defaults: ALLOW_REDACT,
+          tools: {
+            export_all: { "*": { permission: "allow", post_transform: "block" } },
+            delete_account: { "*": { permission: "deny" } },
+            transfer_to_intruder: { "*": { permission: "deny" } },
+          },
+          rules: [
+            {
+              id: "big-refunds",
+              tools: ["issue_refund"],
+              when: "args.amount > 500",
+              effect: "ask",
+              reason: "refunds over 500 need a manager",
+            },
+          ],
+        },
+      },
+      { id: "openco", policy: { fail_mode: "fail_open", defaults: ALLOW_REDACT } },
+    ],
+    audit: { store: "sqlite:./audit.db", signing_key: "./audit.jwk", flush_ms: 1 },
+  };
+  const file = join(dir, "onbehalf.json");
+  writeFileSync(file, JSON.stringify(config));
+  mkdirSync(join(dir, "keys"), { recursive: true });
+  server = await startServer({ config: file, warn: () => {}, approvalTtlSeconds: 4 });
+  const devKey = loadOrCreateSigningKey(join(dir, "keys", "dev-issuer.jwk")); // the key the server trusts
+  for (const [sub, tenant, scopes] of USERS) {
+    tokens[sub] = mintDevToken(devKey, {
+      sub,
+      tenant,
+      scopes,
+      email: `${sub}@${tenant}.test`,
+      ttlSeconds: 3600,
+    });
+  }
+});
+
+afterAll(async () => {
+  await server?.close();
+  if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+});
+
+function run(
+  cmd: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<{ code: number | null; output: string }> {
+  return new Promise((done, fail) => {
+    const child = spawn(cmd, args, { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    child.stdout.on("data", (b: Buffer) => {
+      output += b.toString();
+    });
+    child.stderr.on("data", (b: Buffer) => {
+      output += b.toString();
+    });
+    child.on("error", (e) => fail(new Error(`cannot run ${cmd}: ${e.message} (is Python 3.10+ installed?)`)));
+    child.on("close", (code) => done({ code, output }));
+  });
+}
+
+describe("Python client (clients/python)", () => {
+  it("passes its unittest suite against a real control plane", async () => {
+    const python = process.env["ONBEHALF_TEST_PYTHON"] ?? "python3";
+    const { code, output } = await run(
+      python,
+      ["-m", "unittest", "discover", "-s", "clients/python/tests", "-v"],
+      {
+        ...process.env,
+        PYTHONPATH: "clients/python",
+        PYTHONDONTWRITEBYTECODE: "1",
+        PYTHONUNBUFFERED: "1",
+        ONBEHALF_TEST_URL: server.url,
+        ONBEHALF_TEST_ADMIN: ADMIN,
+        ONBEHALF_TEST_TOKENS: JSON.stringify(tokens),
+        ONBEHALF_TEST_APPROVAL_TTL: "4",
+      },
+    );
+    if (code !== 0) console.log(output);
+    expect(code, output.slice(-20_000)).toBe(0);
+    const summary = output.match(/^Ran \d+ tests? in [\d.]+s\s+OK.*$/m);
+    console.log(`python: ${summary === null ? "no summary" : summary[0].replace(/\s+/g, " ")}`);
+    expect(output).not.toContain("skipped 'run through npm test"); // the server tests saw the control plane
+  }, 180_000);
+});
