@@ -6,6 +6,7 @@
 import { cpus } from "node:os";
 import { benchAdapters } from "./adapters.js";
 import { benchAudit } from "./audit.js";
+import { benchGateway } from "./gateway.js";
 import { benchGovern, benchMemory } from "./govern.js";
 import { type Finding, printFindings } from "./harness.js";
 import { benchIdentity } from "./identity.js";
@@ -20,6 +21,7 @@ const suites: Record<string, { title: string; run: () => Promise<Finding[]> }> =
   audit: { title: "Audit (hot path, group commit, verify, query)", run: benchAudit },
   memory: { title: "Memory", run: () => benchMemory() },
   server: { title: "Control plane under load (HTTP)", run: benchServer },
+  gateway: { title: "MCP gateway (tools/call vs the upstream direct)", run: benchGateway },
   adapters: { title: "Framework adapters (overhead over gov.governed)", run: benchAdapters },
 };
 

@@ -156,6 +156,8 @@ export const UpstreamConfig = z.strictObject({
   command: nonEmpty.optional(),
   args: z.array(z.string()).default([]),
   prefix: z.string().optional(),
+  /** Between prefix and tool name. OpenAI function names allow no dots: use "_" or "__" for those clients. */
+  separator: z.enum([".", "_", "__", "-"]).default("."),
   timeout_ms: z.number().int().positive().default(30_000),
   auth: z
     .union([
@@ -176,6 +178,12 @@ export const ServerConfig = z.strictObject({
   max_body_bytes: z.number().int().positive().default(1_048_576),
   /** The resource identifier MCP clients' tokens must be issued for (RFC 8707). Default `<public_url>/mcp`. */
   mcp_resource: z.string().url().optional(),
+  /**
+   * How long an MCP tool call the policy answers with `ask` is held open for an approver (below the MCP SDK
+   * client's 60 s request timeout). Still undecided: the call returns an error naming the approval, and the
+   * same call made again waits on the same approval.
+   */
+  mcp_approval_wait_seconds: z.number().min(0).max(600).default(50),
 });
 export type ServerConfig = z.output<typeof ServerConfig>;
 

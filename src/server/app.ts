@@ -147,6 +147,7 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
   const gateway = await mcpGateway(app, ctx, {
     resource: () => server.mcp_resource ?? `${publicUrl()}/mcp`,
     metadataUrl: () => `${publicUrl()}/.well-known/oauth-protected-resource`,
+    approvalWaitMs: server.mcp_approval_wait_seconds * 1000,
   });
   if (options.benchRoute === true) {
     // A bare JSON endpoint for the benchmark: parses the same body, answers a body of the same size and shape.

@@ -6,6 +6,7 @@
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { z } from "zod";
 import { OnbehalfError } from "../errors.js";
+import type { CallAttempt } from "../govern/pipeline.js";
 import type { Principal } from "../identity/principal.js";
 import type { ServerContext } from "./context.js";
 import { authenticate, parseBody } from "./http.js";
@@ -123,8 +124,33 @@ function mayView(who: Viewer, a: Approval): boolean {
 }
 
 /** A pending approval past its expiry reads as expired. */
-function current(ctx: ServerContext, a: Approval): Approval {
+export function current(ctx: ServerContext, a: Approval): Approval {
   return a.status === "pending" && Date.parse(a.expires_at) <= ctx.gov.now()
     ? { ...a, status: "expired" }
     : a;
+}
+
+/** Open an approval for a call the policy answered with `ask`; it expires after the server's approval lifetime. */
+export async function openApproval(ctx: ServerContext, attempt: CallAttempt): Promise<Approval> {
+  const now = ctx.gov.now();
+  const f = attempt.fields;
+  const approval: Approval = {
+    id: `apr_${attempt.callId}`,
+    call_id: attempt.callId,
+    status: "pending",
+    tenant: f.tenant,
+    user: f.user ?? "",
+    email: f.email,
+    agent: f.agent ?? "",
+    chain: f.chain,
+    tool: f.tool ?? "",
+    args: f.args,
+    rule: f.rule,
+    reason: f.reason,
+    created_at: new Date(now).toISOString(),
+    expires_at: new Date(now + ctx.approvalTtlMs).toISOString(),
+  };
+  // Kept a day past expiry so the requester can still read why it ended.
+  await ctx.state.putApproval(approval, ctx.approvalTtlMs + 86_400_000);
+  return approval;
 }

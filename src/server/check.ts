@@ -10,6 +10,7 @@ import { runContextOf } from "../context/run.js";
 import { OnbehalfError } from "../errors.js";
 import { type CallAttempt, publicDecision } from "../govern/pipeline.js";
 import { Tier } from "../policy/schema.js";
+import { openApproval } from "./approvals.js";
 import type { ServerContext } from "./context.js";
 import { authenticate, type Caller, parseBody, sendError } from "./http.js";
 import type { Approval, PendingCall } from "./state.js";
@@ -166,30 +167,6 @@ function answer(attempt: CallAttempt, approval: Approval | null) {
           },
         }),
   };
-}
-
-async function openApproval(ctx: ServerContext, attempt: CallAttempt): Promise<Approval> {
-  const now = ctx.gov.now();
-  const f = attempt.fields;
-  const approval: Approval = {
-    id: `apr_${attempt.callId}`,
-    call_id: attempt.callId,
-    status: "pending",
-    tenant: f.tenant,
-    user: f.user ?? "",
-    email: f.email,
-    agent: f.agent ?? "",
-    chain: f.chain,
-    tool: f.tool ?? "",
-    args: f.args,
-    rule: f.rule,
-    reason: f.reason,
-    created_at: new Date(now).toISOString(),
-    expires_at: new Date(now + ctx.approvalTtlMs).toISOString(),
-  };
-  // Kept a day past expiry so the requester can still read why it ended.
-  await ctx.state.putApproval(approval, ctx.approvalTtlMs + 86_400_000);
-  return approval;
 }
 
 function pendingOf(attempt: CallAttempt, approval: Approval | null): PendingCall {

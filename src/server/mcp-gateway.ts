@@ -20,7 +20,9 @@ import {
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { type RunContext, runContextOf, withContext } from "../context/run.js";
 import { OnbehalfError } from "../errors.js";
+import type { CallAttempt } from "../govern/pipeline.js";
 import { listable } from "../policy/decide.js";
+import { current, openApproval } from "./approvals.js";
 import type { ServerContext } from "./context.js";
 import { authenticate, type Caller, sendError } from "./http.js";
 import { createOboMinter } from "./obo.js";
@@ -41,6 +43,8 @@ export interface GatewayOptions {
   readonly resource: () => string;
   /** Where the protected resource metadata (RFC 9728) is served. */
   readonly metadataUrl: () => string;
+  /** How long a call answered with `ask` waits for an approver before it returns an error naming the approval. */
+  readonly approvalWaitMs: number;
 }
 
 /**
@@ -92,6 +96,9 @@ export async function mcpGateway(
     );
     const transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
+      // A call's answer as one JSON body, not an SSE stream per request: the gateway sends no progress
+      // events while a call runs, and a plain body costs much less (clients must accept both).
+      enableJsonResponse: true,
       onsessioninitialized: (id) => {
         sessions.set(id, session);
       },
@@ -142,20 +149,21 @@ export async function mcpGateway(
     return session;
   };
 
+  const approvals = heldApprovals(ctx, options.approvalWaitMs);
   const callTool = async (
     run: RunContext,
     name: string,
     args: Record<string, unknown>,
   ): Promise<CallToolResult> => {
     const tool = (await catalog()).get(name);
-    const attempt = await ctx.gov.begin(run, name, args, { source: "mcp" });
+    let attempt = await ctx.gov.begin(run, name, args, { source: "mcp" });
     const d = attempt.decision;
-    if (d.decision !== "allow") {
-      return errorResult(
-        d.decision === "ask"
-          ? `${name} needs approval: ${d.reason} (call ${attempt.callId}; an approver decides through the onbehalf API)`
-          : `denied (${d.reason_code}): ${d.reason}`,
-      );
+    if (d.decision === "ask") {
+      const approved = await approvals.await(attempt, name);
+      if (typeof approved === "string") return errorResult(approved);
+      attempt = approved;
+    } else if (d.decision !== "allow") {
+      return errorResult(`denied (${d.reason_code}): ${d.reason}`);
     }
     if (tool === undefined) {
       ctx.gov.finish(attempt, { status: "error", error: "no upstream offers this tool" });
@@ -310,5 +318,45 @@ function cut(result: CallToolResult): CallToolResult {
         text: `[onbehalf: result cut, ${cutBytes} bytes over the ${MAX_RESULT_BYTES}-byte limit]`,
       },
     ],
+  };
+}
+
+/**
+ * Calls answered with `ask`, held open for an approver. MCP has no way to park a call, so the gateway opens an
+ * approval and waits for its decision; a call still undecided after `waitMs` returns an error naming the
+ * approval, and the same call (same user, tool and arguments) made again waits on that approval instead of
+ * opening another.
+ */
+function heldApprovals(ctx: ServerContext, waitMs: number) {
+  const open = new Map<string, string>(); // tenant, user, tool, args digest → approval id
+  return {
+    /** The attempt to run (its audit fields now say allow), or the text of the error to return. */
+    async await(attempt: CallAttempt, name: string): Promise<CallAttempt | string> {
+      const f = attempt.fields;
+      const key = JSON.stringify([f.tenant, f.user, name, f.args_digest]);
+      const known = open.get(key);
+      let approval = known === undefined ? null : await ctx.state.getApproval(known);
+      const reusable = approval !== null && ["pending", "approved"].includes(current(ctx, approval).status);
+      if (approval === null || !reusable) {
+        approval = await openApproval(ctx, attempt);
+        if (open.size >= 10_000) open.clear();
+        open.set(key, approval.id);
+      }
+      const remaining = Date.parse(approval.expires_at) - ctx.gov.now();
+      if (approval.status === "pending") {
+        approval =
+          (await ctx.state.waitApproval(approval.id, Math.max(0, Math.min(waitMs, remaining)))) ?? approval;
+      }
+      const status = current(ctx, approval).status;
+      if (status === "pending") {
+        return `${name} is waiting for approval ${approval.id} (${attempt.decision.reason}); once an approver decides, make the same call again`;
+      }
+      open.delete(key);
+      if (status === "approved") {
+        return { ...attempt, fields: { ...f, decision: "allow", reason_code: "ok" } };
+      }
+      const code = status === "denied" ? "approval_denied" : "approval_expired";
+      return `denied (${code}): approval ${approval.id} was ${status}${approval.note ? `: ${approval.note}` : ""}`;
+    },
   };
 }

@@ -7,6 +7,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { oboVerifier } from "../../examples/mcp-backend/verify-obo.js";
 import type { OnbehalfServer } from "../../src/server/app.js";
 import { type HttpUpstream, startHttpUpstream } from "../support/mcp-upstream.js";
 import { DEFAULT_RESOURCE, type OidcProviderHandle, startOidcProvider } from "../support/oidc.js";
@@ -23,7 +24,7 @@ beforeAll(async () => {
   crm = await startHttpUpstream();
   const base = serverConfig(idp);
   server = await startTestServer(idp, {
-    server: { ...base.server, public_url: GATEWAY },
+    server: { ...base.server, public_url: GATEWAY, mcp_approval_wait_seconds: 3 },
     issuers: [{ issuer: idp.issuer, audience: [DEFAULT_RESOURCE, `${GATEWAY}/mcp`], preset: "generic" }],
     tools: [
       { name: "crm.get_customer", required_scopes: ["customers:read"], redact: ["ssn", "cards[*].number"] },
@@ -31,7 +32,21 @@ beforeAll(async () => {
       { name: "mail.read_email", required_scopes: ["email.read"] },
     ],
     tenants: [
-      { id: "acme", policy: { defaults: { "*": { permission: "allow", post_transform: "redact" } } } },
+      {
+        id: "acme",
+        policy: {
+          defaults: { "*": { permission: "allow", post_transform: "redact" } },
+          rules: [
+            {
+              id: "vip-needs-a-manager",
+              tools: ["crm.get_customer"],
+              when: "args.id.startsWith('vip-')",
+              effect: "ask",
+              reason: "VIP records need a manager",
+            },
+          ],
+        },
+      },
     ],
     upstreams: [
       {
@@ -143,6 +158,15 @@ describe("MCP gateway", () => {
       act: { sub: "support-bot" },
     });
     expect(claims.exp - claims.iat).toBeLessThanOrEqual(300);
+    // docs/mcp-gateway.md's backend verifier, run on the token the upstream received
+    const verifyObo = oboVerifier(GATEWAY, `${server.url}/.well-known/jwks.json`, "https://crm.test");
+    expect(await verifyObo(sent[sent.length - 1])).toEqual({
+      user: "alice",
+      tenant: "acme",
+      scopes: ["customers:read", "email.read"],
+      chain: ["support-bot"],
+    });
+    await expect(verifyObo(`Bearer ${aliceToken}`)).rejects.toThrow();
     expect(claims.scope.split(" ").sort()).toEqual(["customers:read", "email.read"]);
     await server.governor.flush();
     const records = (
@@ -170,6 +194,57 @@ describe("MCP gateway", () => {
       source: "mcp",
     });
   });
+
+  it("holds a call the policy answers with ask until an approver decides, then runs or refuses it", async () => {
+    const { client } = await connect(await token("alice", "customers:read"));
+    const decide = async (id: string, decision: "approve" | "deny") => {
+      let approval: { id: string; args: { id: string } } | undefined;
+      for (let i = 0; i < 100 && approval === undefined; i++) {
+        const pending = await call(server.url, "GET", "/v1/approvals?status=pending", { token: ADMIN });
+        approval = pending.body.approvals.find((a: { args: { id: string } }) => a.args.id === id);
+        if (approval === undefined) await new Promise((r) => setTimeout(r, 30));
+      }
+      expect(approval).toBeDefined();
+      const res = await call(server.url, "POST", `/v1/approvals/${approval!.id}`, {
+        token: ADMIN,
+        body: { decision, note: "checked" },
+      });
+      expect(res.status).toBe(200);
+      return approval!.id;
+    };
+    // approved while the call waits: the upstream runs and the output is redacted as usual
+    const held = client.callTool({ name: "crm.get_customer", arguments: { id: "vip-1" } });
+    await decide("vip-1", "approve");
+    const r = await held;
+    expect(r.isError).toBeFalsy();
+    expect(JSON.parse(text(r))).toMatchObject({ id: "vip-1", ssn: "[REDACTED]" });
+    // denied: the model reads why, the upstream is never called
+    const before = crm.authorizations.length;
+    const refused = client.callTool({ name: "crm.get_customer", arguments: { id: "vip-2" } });
+    await decide("vip-2", "deny");
+    expect(text(await refused)).toMatch(/^denied \(approval_denied\): approval apr_\S+ was denied: checked/);
+    expect(crm.authorizations.length).toBe(before);
+    // nobody decides in time: an error names the approval; the same call again waits on that approval
+    const first = await client.callTool({ name: "crm.get_customer", arguments: { id: "vip-3" } });
+    expect(first.isError).toBe(true);
+    expect(text(first)).toMatch(/waiting for approval apr_\S+ \(VIP records need a manager\)/);
+    const approvalId = await decide("vip-3", "approve");
+    expect(text(first)).toContain(approvalId);
+    const again = await client.callTool({ name: "crm.get_customer", arguments: { id: "vip-3" } });
+    expect(again.isError).toBeFalsy();
+    await server.governor.flush();
+    const records = (
+      await call(server.url, "GET", "/v1/audit?user=alice&tool=crm.get_customer", { token: ADMIN })
+    ).body.records as { kind: string; decision: string; outcome: string; args: { id: string } }[];
+    const vip1 = records.filter((x) => x.args?.id === "vip-1").map((x) => [x.kind, x.decision, x.outcome]);
+    expect(vip1).toEqual(
+      expect.arrayContaining([
+        ["attempt", "ask", "pending"],
+        ["approval", "allow", "pending"],
+        ["outcome", "allow", "ok"],
+      ]),
+    );
+  }, 20_000);
 
   it("binds a session to its user: another user's token on it is refused", async () => {
     const { transport } = await connect(await token("alice", "customers:read"));
