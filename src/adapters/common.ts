@@ -99,9 +99,9 @@ export function asSubagent<T>(
   return withContext(childContext(parent, agent, options), fn);
 }
 
-/** Declare a tool's policy fields in code (they join the policy as `gov.governed` would add them). */
+/** Declare a tool's policy fields in code: they join the policy, adding to any earlier declaration. */
 export function declareTool(gov: Governor, name: string, policy: ToolPolicy | undefined): void {
-  if (policy !== undefined) gov.governed({ name, ...policy, execute: () => undefined });
+  if (policy !== undefined) gov.declare({ name, ...policy });
 }
 
 /** How a framework represents a tool's result, where it is not the plain output the policy reads. */

@@ -528,7 +528,21 @@ export class Governor {
     );
     if (warning !== undefined) this.warn(warning);
     const previous = this.codeTools.get(definition.name);
-    this.codeTools.set(definition.name, parsed.data);
+    // Declaring a tool again (an adapter, then gov.governed, say) adds to what was declared: it never drops a
+    // required scope or a redaction path. Other fields take the newer declaration's value where it gives one.
+    const next: ToolConfig =
+      previous === undefined
+        ? parsed.data
+        : {
+            ...parsed.data,
+            description: parsed.data.description ?? previous.description,
+            input_schema: parsed.data.input_schema ?? previous.input_schema,
+            sensitivity:
+              definition.sensitivity === undefined ? previous.sensitivity : parsed.data.sensitivity,
+            required_scopes: union(previous.required_scopes, parsed.data.required_scopes),
+            redact: union(previous.redact, parsed.data.redact),
+          };
+    this.codeTools.set(definition.name, next);
     try {
       this.policyWithTools = this.mergeTools(this.loaded.policy);
     } catch (e) {

@@ -91,7 +91,17 @@ export function beginCall(
   const startedAt = process.hrtime.bigint();
   const now = deps.now();
   const policy = deps.policy();
-  const { digest, bytes } = digestArgs(opts.args);
+  // Arguments that cannot be encoded (a cycle, a BigInt) cannot be decided on or audited: deny, and audit a note.
+  let unencodable: string | undefined;
+  let encoded: { digest: string; bytes: number };
+  try {
+    encoded = digestArgs(opts.args);
+  } catch (e) {
+    unencodable = `the arguments cannot be encoded as JSON: ${(e as Error).message}`;
+    opts = { ...opts, args: { unencodable } };
+    encoded = digestArgs(opts.args);
+  }
+  const { digest, bytes } = encoded;
   const pending: Pending = {
     deps,
     run,
@@ -109,6 +119,7 @@ export function beginCall(
       denial("unauthenticated", opts.unauthenticated ?? "no identity is bound to this call"),
     );
   }
+  if (unencodable !== undefined) return recordAttempt(pending, denial("error", unencodable));
   let decision: Decision;
   try {
     decision = decide(policy, {

@@ -59,6 +59,18 @@ function redactAt(value: unknown, path: RedactPath, depth: number): unknown {
   const segment = path[depth];
   if (segment === undefined) return REDACTED;
   if (value === null || typeof value !== "object") return value;
+  // An ORM entity, a class with getters, anything with toJSON: its fields are not own data properties, yet a JSON
+  // encoder shows them to the model. Redact what the encoder would show.
+  if (!isPlain(value)) {
+    let json: unknown;
+    try {
+      json = JSON.parse(JSON.stringify(value));
+    } catch {
+      return REDACTED; // a cycle, a BigInt: what cannot be encoded cannot be checked, so it is withheld
+    }
+    const out = redactAt(json, path, depth);
+    return out === json ? value : out;
+  }
   if (Array.isArray(value)) {
     if (segment.kind === "key") return value;
     let copy: unknown[] | undefined;
@@ -87,4 +99,10 @@ function redactAt(value: unknown, path: RedactPath, depth: number): unknown {
     }
   }
   return copy ?? value;
+}
+
+function isPlain(value: object): boolean {
+  if (typeof (value as { toJSON?: unknown }).toJSON === "function") return false;
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null || proto === Array.prototype;
 }

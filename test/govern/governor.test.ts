@@ -19,6 +19,41 @@ async function rejection(p: Promise<unknown>): Promise<OnbehalfError> {
 }
 
 describe("governed tools", () => {
+  it("denies and audits a call whose arguments cannot be encoded, without running the tool", async () => {
+    const { gov } = await testGovernor();
+    let ran = false;
+    const getCustomer = gov.governed({ name: "get_customer", execute: async (_: unknown) => (ran = true) });
+    const cyclic: Record<string, unknown> = { id: "c-1" };
+    cyclic["self"] = cyclic;
+    const denied = await rejection(gov.runAs(alice, { agent: "bot" }, () => getCustomer(cyclic)));
+    expect(denied.code).toBe("ERR_POLICY_DENIED");
+    expect(ran).toBe(false);
+    await gov.flush();
+    const [attempt] = (await gov.queryAudit({ user: "alice" })).records;
+    expect(attempt).toMatchObject({ decision: "deny", reason_code: "error", tool: "get_customer" });
+    expect(attempt!.reason).toContain("cannot be encoded as JSON");
+  });
+
+  it("adds a second declaration of a tool to the first: no required scope or redaction path is dropped", async () => {
+    const { gov } = await testGovernor();
+    gov.declare({ name: "export_report", required_scopes: ["reports:export"], redact: ["owner.ssn"] });
+    const exportReport = gov.governed({
+      name: "export_report",
+      description: "Export a report",
+      execute: async () => ({ owner: { name: "Ada", ssn: "078-05-1120" } }),
+    });
+    const tool = gov.policy.tools.get("export_report");
+    expect(tool?.requiredScopes).toEqual(["reports:export"]);
+    expect(tool?.description).toBe("Export a report");
+    const denied = await rejection(gov.runAs(alice, { agent: "bot" }, () => exportReport({})));
+    expect(denied.code).toBe("ERR_POLICY_DENIED");
+    expect(denied.message).toContain("reports:export");
+    const reporter = principal({ user: "rita", scopes: ["reports:export"] });
+    expect(await gov.runAs(reporter, { agent: "bot" }, () => exportReport({}))).toEqual({
+      owner: { name: "Ada", ssn: "[REDACTED]" },
+    });
+  });
+
   it("decides, executes, redacts and audits an allowed call: attempt and outcome share a call_id", async () => {
     const { gov } = await testGovernor();
     let executed = 0;

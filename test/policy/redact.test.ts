@@ -19,6 +19,30 @@ describe("redaction by path", () => {
     contacts: { home: { phone: "1" }, work: { phone: "2", email: "w@x" } },
   };
 
+  it("redacts what a JSON encoder would show of class instances: getters, toJSON, ORM entities", () => {
+    class Customer {
+      #ssn = "123-45-6789";
+      constructor(readonly name: string) {}
+      get ssn() {
+        return this.#ssn;
+      }
+      toJSON() {
+        return { name: this.name, ssn: this.ssn };
+      }
+    }
+    const out = redact({ customers: [new Customer("Ada")] }, paths("customers[*].ssn"));
+    expect(JSON.stringify(out)).not.toContain("123-45-6789");
+    expect(out).toEqual({ customers: [{ name: "Ada", ssn: REDACTED }] });
+    const untouched = new Customer("Bob");
+    expect(redact(untouched, paths("address"))).toBe(untouched);
+    const cyclic: Record<string, unknown> = { ssn: "1" };
+    cyclic["self"] = cyclic;
+    class Holder {
+      constructor(readonly inner: unknown) {}
+    }
+    expect(redact(new Holder(cyclic), paths("inner.ssn"))).toBe(REDACTED);
+  });
+
   it("redacts top-level keys, array wildcards, key wildcards and indexes", () => {
     const out = redact(record, paths("ssn", "cards[*].number", "contacts.*.phone"));
     expect(out).toEqual({
