@@ -168,22 +168,46 @@ export class Upstream {
   }
 }
 
+/** The requests in flight under each shared signal; one listener per shared signal aborts them all. */
+const inFlight = new WeakMap<AbortSignal, Set<AbortController>>();
+
+function childOf(parent: AbortSignal): { signal: AbortSignal; release: () => void } {
+  const own = new AbortController();
+  if (parent.aborted) {
+    own.abort(parent.reason);
+    return { signal: own.signal, release: () => {} };
+  }
+  let children = inFlight.get(parent);
+  if (children === undefined) {
+    const set = new Set<AbortController>();
+    children = set;
+    inFlight.set(parent, set);
+    parent.addEventListener(
+      "abort",
+      () => {
+        for (const c of set) c.abort(parent.reason);
+        set.clear();
+      },
+      { once: true },
+    );
+  }
+  children.add(own);
+  return { signal: own.signal, release: () => void children.delete(own) };
+}
+
 /**
  * `fetch` with a signal of its own per request, bridged from the caller's. The SDK passes one long-lived
  * signal to every request of a connection, and undici only drops its listener on that signal when the request
  * is garbage-collected: under steady traffic thousands pile up (each past 1,500 printing a warning with a stack
- * trace). The bridge is removed when the response body ends or the request fails.
+ * trace). Here the shared signal gets one listener in all, and a request leaves the set of those it aborts when
+ * its response body ends or it fails.
  */
 export async function fetchWithOwnSignal(url: string | URL, init: RequestInit = {}): Promise<Response> {
   const parent = init.signal;
   if (parent === undefined || parent === null) return fetch(url, init);
-  const own = new AbortController();
-  const bridge = () => own.abort(parent.reason);
-  if (parent.aborted) bridge();
-  else parent.addEventListener("abort", bridge, { once: true });
-  const release = () => parent.removeEventListener("abort", bridge);
+  const { signal, release } = childOf(parent);
   try {
-    const response = await fetch(url, { ...init, signal: own.signal });
+    const response = await fetch(url, { ...init, signal });
     if (response.body === null) {
       release();
       return response;
