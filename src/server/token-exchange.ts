@@ -2,7 +2,8 @@
  * `POST /v1/token`: RFC 8693 token exchange. A user's token (or an earlier delegation token) is exchanged for
  * a delegation token naming one more agent. The granted scope is the requested scope ∩ the subject's: an
  * over-reaching request is attenuated, not refused, so a later over-reaching call is denied with the whole
- * chain in the audit; the answer's `scope` and the audit record say what was dropped.
+ * chain in the audit; the answer's `scope` and the audit record say what was dropped. With a user's own token,
+ * `subject_actor` names the agent holding it, so the chain starts with that agent.
  */
 import type { FastifyInstance } from "fastify";
 import { z } from "zod";
@@ -27,6 +28,7 @@ const TokenBody = z.strictObject({
   subject_token: z.string().min(1).optional(),
   subject_token_type: z.string().optional(),
   actor: AGENT_NAME.optional(),
+  subject_actor: AGENT_NAME.optional(),
   actor_token: z.string().min(1).optional(),
   actor_token_type: z.string().optional(),
   scope: z.string().optional(),
@@ -56,7 +58,18 @@ export function tokenRoutes(app: FastifyInstance, ctx: ServerContext): void {
         "name the agent being delegated to: give actor (its name) or actor_token, not both",
       );
     }
+    // A human's own token says nothing of the agent holding it: `subject_actor` names it, so the chain starts
+    // there. A delegation token's chain is signed already and is not to be rewritten.
+    if (delegation !== null && body.subject_actor !== undefined) {
+      throw new OnbehalfError(
+        "ERR_INVALID_ARGUMENT",
+        "subject_actor is only for a user's own token: the subject is a delegation token, whose chain is signed already",
+      );
+    }
     const actor = body.actor ?? (await actorName(ctx, body.actor_token!));
+    const subjectChain =
+      delegation?.chain ??
+      (body.subject_actor === undefined || body.subject_actor === actor ? [] : [body.subject_actor]);
     const requested = body.scope === undefined ? undefined : body.scope.split(" ").filter((s) => s !== "");
     // A signed tier stays with the chain: an agent cannot hand itself a tier with other permissions or limits.
     if (delegation !== null && body.tier !== undefined && body.tier !== delegation.tier) {
@@ -70,7 +83,7 @@ export function tokenRoutes(app: FastifyInstance, ctx: ServerContext): void {
     const minted = mintDelegation(
       ctx.key,
       ctx.issuer,
-      { principal, chain: delegation?.chain ?? [], scopes: subjectScopes },
+      { principal, chain: subjectChain, scopes: subjectScopes },
       actor,
       requested,
       tier,

@@ -119,6 +119,67 @@ describe("POST /v1/token", () => {
     });
   });
 
+  it("starts the chain with subject_actor, the agent holding a user's own token, in one exchange", async () => {
+    const r = await exchange(
+      {
+        grant_type: TOKEN_EXCHANGE,
+        subject_token: alice,
+        subject_actor: "planner",
+        actor: "researcher-sa",
+        scope: "customers:read",
+      },
+      true,
+    );
+    expect(r.status).toBe(200);
+    expect(r.body.scope).toBe("customers:read");
+    expect(claims(r.body.access_token).act).toEqual({ sub: "researcher-sa", act: { sub: "planner" } });
+    const check = await call(server.url, "POST", "/v1/check", {
+      token: r.body.access_token,
+      body: { tool: "get_customer", args: {}, agent: { name: "x" } },
+    });
+    expect(check.body).toMatchObject({ decision: "allow", chain: ["planner", "researcher-sa"] });
+    await server.governor.flush();
+    const records = (
+      await call(server.url, "GET", "/v1/audit?user=alice&limit=200", { token: ADMIN })
+    ).body.records.filter(
+      (x: { kind: string; agent: string }) => x.kind === "delegation" && x.agent === "researcher-sa",
+    );
+    expect(records).toHaveLength(1);
+    expect(records[0]).toMatchObject({
+      chain: ["planner", "researcher-sa"],
+      agent: "researcher-sa",
+      tier: "subagent",
+      args: { requested: ["customers:read"], granted: ["customers:read"], dropped: [] },
+    });
+    // the same agent twice is one hop, not a chain of two
+    const same = await exchange({
+      grant_type: TOKEN_EXCHANGE,
+      subject_token: alice,
+      subject_actor: "planner",
+      actor: "planner",
+    });
+    expect(claims(same.body.access_token).act).toEqual({ sub: "planner" });
+  });
+
+  it("refuses subject_actor with a delegation subject, and an invalid subject_actor", async () => {
+    const hop = (await exchange({ grant_type: TOKEN_EXCHANGE, subject_token: alice, actor: "planner" })).body;
+    const r = await exchange({
+      grant_type: TOKEN_EXCHANGE,
+      subject_token: hop.access_token,
+      subject_actor: "impostor",
+      actor: "researcher",
+    });
+    expect(r.status).toBe(400);
+    expect(r.body.error.message).toMatch(/subject_actor is only for a user's own token/);
+    for (const bad of ["bad name", "", "x".repeat(201), "tab\there"]) {
+      const invalid = await exchange(
+        { grant_type: TOKEN_EXCHANGE, subject_token: alice, subject_actor: bad, actor: "researcher" },
+        true,
+      );
+      expect(invalid.status, JSON.stringify(bad)).toBe(400);
+    }
+  });
+
   it("keeps a delegation's signed tier: a hop cannot switch itself to another tier", async () => {
     const first = (
       await exchange({

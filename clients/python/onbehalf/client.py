@@ -626,13 +626,19 @@ class Client:
                 return frame.token
             if frame.token is not None and not frame.expiring():
                 return frame.token
-            subject = self._token_for(self._subject_of(frame))
+            parent = frame.parent
+            subject = self._token_for(parent)
             body: dict[str, Any] = {
                 "grant_type": TOKEN_EXCHANGE,
                 "subject_token": subject,
                 "actor": frame.agent,
                 "tier": frame.tier,
             }
+            # The control plane cannot know which agent holds a human's own token: name it, so the signed chain
+            # of ``acting_as(token, agent="planner")`` then ``delegate("researcher")`` is [planner, researcher].
+            # A token that carries a signed chain already needs (and takes) no such name.
+            if parent.parent is None and signed_chain(subject) is None:
+                body["subject_actor"] = parent.agent
             if frame.requested_scopes is not None:
                 body["scope"] = " ".join(frame.requested_scopes)
             res = self._send("POST", "/v1/token", json_body=body)
@@ -659,35 +665,6 @@ class Client:
                 f"the control plane refused the delegation to {frame.agent} (HTTP {res.status}): {res.error_message}",
                 chain=frame.chain,
             )
-
-    def _subject_of(self, frame: Frame) -> Frame:
-        """The frame whose token a delegation is exchanged from.
-
-        ``POST /v1/token`` starts a chain with the actor alone when the subject is a human's own token: it cannot
-        know which agent holds that token. So the first hop from ``acting_as(token, agent="planner")`` goes
-        through an anchor: the human's token is exchanged for a delegation naming ``planner`` (once per tier,
-        cached on the root frame), and that one for the next agent, so the signed chain is
-        ``[planner, researcher]``. Tokens that already carry a signed chain need no anchor.
-        """
-        parent = frame.parent
-        assert parent is not None
-        if parent.parent is not None or frame.anchor or signed_chain(parent.token or "") is not None:
-            return parent
-        with parent.lock:
-            anchor = parent.anchors.get(frame.tier)
-            if anchor is None:
-                anchor = Frame(
-                    token=None,
-                    agent=parent.agent,
-                    tier=frame.tier,
-                    chain=parent.chain,
-                    run=parent.run,
-                    parent=parent,
-                    trace_id=parent.trace_id,
-                    anchor=True,
-                )
-                parent.anchors[frame.tier] = anchor
-        return anchor
 
     # -- internals: HTTP -----------------------------------------------------------------------------------
 

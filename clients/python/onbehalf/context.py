@@ -65,8 +65,6 @@ class Frame:
     trace_id: str | None = None
     expires_at: float | None = None  # monotonic clock; delegations only
     denied: "Denied | None" = None
-    anchor: bool = False  # the hidden first hop that names the root agent (see Client._token_for)
-    anchors: dict[str, "Frame"] = field(default_factory=dict, repr=False)  # root frames: tier -> anchor
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def __repr__(self) -> str:  # never print a token
@@ -129,7 +127,7 @@ def root_frame(token: str, agent: str, tier: str, trace_id: str | None) -> Frame
 def signed_chain(token: str) -> tuple[tuple[str, ...], str] | None:
     """The chain and tier an onbehalf delegation token carries (nested ``act`` claims), read without verifying.
 
-    Only for local bookkeeping (which chain to expect, whether the first hop needs an anchor); the control
+    Only for local bookkeeping (which chain to expect, whether the first hop names the root agent); the control
     plane verifies the signature and decides with what it verified.
     """
     parts = token.split(".")

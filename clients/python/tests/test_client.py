@@ -230,6 +230,19 @@ class DelegationTests(unittest.TestCase):
         for hop in (["planner", "researcher"], ["planner", "researcher", "analyst"], ["planner", "researcher", "analyst", "specialist"]):
             self.assertIn(hop, hops)
 
+    def test_the_first_hop_from_a_users_token_is_one_exchange_naming_the_bound_agent(self) -> None:
+        root, helper = f"planner-{nonce()}", f"helper-{nonce()}"
+        with self.client.acting_as(token("alice"), agent=root, tier="interactive"):
+            with self.client.delegate(helper) as frame:
+                self.assertEqual(self.client.check("lookup_order", {"order_id": "o"}).chain, (root, helper))
+                self.assertEqual(frame.chain, (root, helper))
+
+        def mine(records: list[dict]) -> list[dict]:
+            return [r for r in records if r["kind"] == "delegation" and root in r["chain"]]
+
+        [record] = mine(audit_until(mine, user="alice"))  # no separate exchange naming the root agent alone
+        self.assertEqual((record["chain"], record["agent"], record["tier"]), ([root, helper], helper, "subagent"))
+
     def test_scopes_are_attenuated_not_widened(self) -> None:
         with self.client.acting_as(token("dave"), agent="bot"):
             with self.client.delegate("helper", scopes=["customers:read", "admin:everything"]) as frame:
