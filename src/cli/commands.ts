@@ -54,6 +54,11 @@ export async function main(argv: string[], io: Io = consoleIo): Promise<number> 
       io.err(`onbehalf: ${e.code}: ${e.message}`);
       return e.code === "ERR_INVALID_ARGUMENT" ? EXIT_USAGE : EXIT_FINDING;
     }
+    const sys = e as NodeJS.ErrnoException;
+    if (typeof sys?.code === "string" && typeof sys.path === "string") {
+      io.err(`onbehalf: cannot use ${sys.path}: ${sys.code} (${sys.message})`);
+      return EXIT_FINDING;
+    }
     throw e;
   }
 }

@@ -8,7 +8,12 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (e: unknown) => {
-    console.error(e);
+    // A bug, not a usage or config problem: say so in one line; ONBEHALF_DEBUG=1 prints the stack.
+    const message = e instanceof Error ? e.message : String(e);
+    console.error(
+      `onbehalf: internal error: ${message}${process.env["ONBEHALF_DEBUG"] === "1" ? "" : " (ONBEHALF_DEBUG=1 shows the stack)"}`,
+    );
+    if (process.env["ONBEHALF_DEBUG"] === "1") console.error(e);
     process.exitCode = EXIT_FINDING;
   },
 );

@@ -4,7 +4,7 @@
  */
 import { readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
-import { parse as parseYaml } from "yaml";
+import { parse as parseYaml, YAMLError } from "yaml";
 import { z } from "zod";
 import { digestArgs } from "../audit/record.js";
 import type { Principal } from "../identity/principal.js";
@@ -81,7 +81,15 @@ function runTests(argv: string[], io: Io): number {
   const { values, positionals } = parse(argv, {});
   const file = positionals[0];
   if (file === undefined) throw new UsageError("policy test needs a FILE of test cases");
-  const parsed = TestFile.safeParse(parseYaml(readFileSync(file, "utf8")));
+  let raw: unknown;
+  try {
+    raw = parseYaml(readFileSync(file, "utf8"));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== undefined && !(e instanceof YAMLError)) throw e;
+    io.err(`${file}: ${(e as Error).message}`);
+    return EXIT_FINDING;
+  }
+  const parsed = TestFile.safeParse(raw);
   if (!parsed.success) {
     for (const i of parsed.error.issues) io.err(`${file}: ${i.path.join(".")}: ${i.message}`);
     return EXIT_FINDING;

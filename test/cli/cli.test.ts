@@ -50,6 +50,18 @@ describe("onbehalf CLI", () => {
     expect(failed.out).toContain("FAIL  x: expected allow, got deny");
   });
 
+  it("says which file it cannot read or parse, in one line, without a stack trace", async () => {
+    const missing = await cli("policy", "test", "no/such/tests.yaml");
+    expect(missing.code).toBe(1);
+    expect(missing.err).toMatch(/^onbehalf: cannot use no\/such\/tests\.yaml: ENOENT/);
+    const broken = join(mkdtempSync(join(tmpdir(), "onbehalf-cli-")), "broken.yaml");
+    writeFileSync(broken, "cases:\n  - { name: x\n");
+    const parsed = await cli("policy", "test", broken);
+    expect(parsed.code).toBe(1);
+    expect(parsed.err).toContain(`${broken}: `);
+    expect(parsed.err).not.toContain("    at ");
+  });
+
   it("explains which layer and rule decided", async () => {
     const r = await cli(
       "policy",
