@@ -9,10 +9,6 @@
  * (Measuring the baseline around the framework call, not around a bare function, matters: the pipeline costs
  * ~1.5 µs more around the OpenAI Agents SDK's `invoke` than around a bare function, adapter or not.)
  */
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { setImmediate as yieldToLoop } from "node:timers/promises";
 import { ToolMessage } from "@langchain/core/messages";
 import { tool as lcTool } from "@langchain/core/tools";
 import { createTool } from "@mastra/core/tools";
@@ -24,47 +20,9 @@ import { governedTool as governedLangchainTool, onbehalfMiddleware } from "../sr
 import { governedTool as governedMastraTool } from "../src/adapters/mastra.js";
 import { governedHandler } from "../src/adapters/mcp-server.js";
 import { governedTool as governedAgentsTool } from "../src/adapters/openai-agents.js";
-import { createGovernor, type Governor } from "../src/govern/governor.js";
-import type { Principal } from "../src/identity/principal.js";
-import { type Finding, fmt, medianOf, type Stats, summarize } from "./harness.js";
-
-const principal: Principal = {
-  user: "alice",
-  sub: "alice",
-  issuer: "https://idp.bench/",
-  tenant: "acme",
-  email: "alice@acme.example",
-  scopes: ["customers:read"],
-  roles: [],
-  exp: Math.floor(Date.now() / 1000) + 3600,
-  claims: {},
-};
-
-async function benchGovernor(): Promise<Governor> {
-  const dir = mkdtempSync(join(tmpdir(), "onbehalf-bench-adapters-"));
-  return createGovernor({
-    config: {
-      tools: [{ name: "get_customer", required_scopes: ["customers:read"], redact: ["ssn"] }],
-      tenants: [
-        { id: "acme", policy: { defaults: { "*": { permission: "allow", rate_limit_per_minute: 1e9 } } } },
-      ],
-      audit: { store: `sqlite:${join(dir, "bench.db")}`, signing_key: join(dir, "audit.jwk") },
-    },
-    warn: () => {},
-  });
-}
-
-/** Time `n` calls of `fn`, yielding to the event loop every 64 calls (untimed) so the audit writer runs. */
-async function timed(name: string, n: number, fn: () => Promise<unknown>): Promise<Stats> {
-  const times = new Float64Array(n);
-  for (let i = 0; i < n; i++) {
-    if (i % 64 === 0) await yieldToLoop();
-    const t0 = process.hrtime.bigint();
-    await fn();
-    times[i] = Number(process.hrtime.bigint() - t0);
-  }
-  return summarize(name, times);
-}
+import type { Governor } from "../src/govern/governor.js";
+import { benchGovernor, principal } from "./govern.js";
+import { type Finding, fmt, medianOf, timedYielding } from "./harness.js";
 
 type Pair = { readonly bare: () => Promise<unknown>; readonly adapter: () => Promise<unknown> };
 
@@ -169,9 +127,9 @@ export async function benchAdapters(): Promise<Finding[]> {
     for (let r = 0; r < 5; r++) {
       const round: (typeof rounds)[number] = {};
       for (const [name, p] of Object.entries(adapters)) {
-        const b = await timed(`${name} bare`, n, p.bare);
-        const d = await timed(`${name} in gov.governed()`, n, direct[name]!);
-        const a = await timed(`${name} adapter`, n, p.adapter);
+        const b = await timedYielding(`${name} bare`, n, p.bare);
+        const d = await timedYielding(`${name} in gov.governed()`, n, direct[name]!);
+        const a = await timedYielding(`${name} adapter`, n, p.adapter);
         round[name] = { added: a.p50 - d.p50, bare: b.p50, direct: d.p50, adapter: a.p50 };
       }
       rounds.push(round);

@@ -10,9 +10,10 @@ import { join } from "node:path";
 import { setImmediate as yieldToLoop } from "node:timers/promises";
 import { createGovernor, type Governor } from "../src/govern/governor.js";
 import type { Principal } from "../src/identity/principal.js";
-import { type Finding, fmt, medianOf, type Stats, summarize } from "./harness.js";
+import { type Finding, fmt, medianOf, type Stats, timedYielding } from "./harness.js";
 
-const principal: Principal = {
+/** The human every in-process bench acts for. */
+export const principal: Principal = {
   user: "alice",
   sub: "alice",
   issuer: "https://idp.bench/",
@@ -24,7 +25,8 @@ const principal: Principal = {
   claims: {},
 };
 
-async function benchGovernor(): Promise<Governor> {
+/** A governor on a temporary SQLite audit: get_customer (ssn redacted), issue_refund with one CEL rule. */
+export async function benchGovernor(): Promise<Governor> {
   const dir = mkdtempSync(join(tmpdir(), "onbehalf-bench-"));
   return createGovernor({
     config: {
@@ -47,18 +49,6 @@ async function benchGovernor(): Promise<Governor> {
   });
 }
 
-/** Time `n` calls of `fn` inside `wrap`, yielding to the event loop every 64 calls (untimed). */
-async function timed(name: string, n: number, fn: (i: number) => Promise<unknown>): Promise<Stats> {
-  const times = new Float64Array(n);
-  for (let i = 0; i < n; i++) {
-    if (i % 64 === 0) await yieldToLoop();
-    const t0 = process.hrtime.bigint();
-    await fn(i);
-    times[i] = Number(process.hrtime.bigint() - t0);
-  }
-  return summarize(name, times);
-}
-
 export async function benchGovern(): Promise<Finding[]> {
   const gov = await benchGovernor();
   const bare = async (args: { id: string }) => ({ id: args.id, name: "Ada" });
@@ -74,9 +64,9 @@ export async function benchGovern(): Promise<Finding[]> {
       await refund({ amount: 10 });
     }
     for (let r = 0; r < 5; r++) {
-      const b = await timed("bare", 20_000, () => bare(args));
-      const g = await timed("governed", 20_000, () => governed(args));
-      const c = await timed("governed + CEL rule", 20_000, () => refund({ amount: 10 }));
+      const b = await timedYielding("bare", 20_000, () => bare(args));
+      const g = await timedYielding("governed", 20_000, () => governed(args));
+      const c = await timedYielding("governed + CEL rule", 20_000, () => refund({ amount: 10 }));
       rounds.push({ bare: b, gov: g, cel: c });
     }
   });

@@ -5,7 +5,16 @@ import { governTools, runFor, subagentTool } from "../../src/adapters/ai-sdk.js"
 import { isOnbehalfError } from "../../src/errors.js";
 import type { Governor } from "../../src/govern/governor.js";
 import { scriptedModel } from "./mock-model.js";
-import { adapterGovernor, alice, attemptsOf, auditOf, bob, customer, tick } from "./support.js";
+import {
+  adapterGovernor,
+  alice,
+  attemptsOf,
+  auditOf,
+  bob,
+  customer,
+  handOffAttempts,
+  tick,
+} from "./support.js";
 
 let gov: Governor;
 beforeEach(async () => {
@@ -82,11 +91,7 @@ describe("AI SDK adapter", () => {
     );
     expect(botModel.shown().join()).toContain("[REDACTED]");
     expect(botModel.shown().join()).not.toContain(customer.ssn);
-    expect(await attemptsOf(gov, "alice")).toEqual([
-      ["get_customer", "allow", "ok", ["support-bot"]],
-      ["read_email", "allow", "ok", ["support-bot", "mailer"]],
-      ["get_customer", "deny", "missing_scope", ["support-bot", "mailer"]],
-    ]);
+    expect(await attemptsOf(gov, "alice")).toEqual(handOffAttempts("support-bot"));
     expect((await auditOf(gov, "alice")).every((r) => r.email === "alice@acme.test")).toBe(true);
   });
 
@@ -110,11 +115,7 @@ describe("AI SDK adapter", () => {
     ]);
     expect(a.ran).toContain("read_email:alice@acme.test");
     expect(b.ran).not.toContain("read_email:bob@acme.test");
-    expect(await attemptsOf(gov, "bob")).toEqual([
-      ["get_customer", "allow", "ok", ["support-bot"]],
-      ["read_email", "deny", "missing_scope", ["support-bot", "mailer"]],
-      ["get_customer", "deny", "missing_scope", ["support-bot", "mailer"]],
-    ]);
+    expect(await attemptsOf(gov, "bob")).toEqual(handOffAttempts("support-bot", "deny"));
     expect((await attemptsOf(gov, "alice")).map((r) => r[1])).toEqual(["allow", "allow", "deny"]);
   });
 

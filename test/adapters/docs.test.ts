@@ -27,7 +27,7 @@ import { askSupport as mastraExample } from "./examples/mastra.js";
 import { crmServer } from "./examples/mcp-server.js";
 import { askSupport as openaiExample } from "./examples/openai-agents.js";
 import { scriptedModel } from "./mock-model.js";
-import { alice, attemptsOf } from "./support.js";
+import { alice, attemptsOf, handOffAttempts } from "./support.js";
 
 setTracingDisabled(true);
 
@@ -92,11 +92,7 @@ describe("docs/frameworks.md", () => {
     ]);
     await expect(openaiExample(gov, alice, model, "any mail?")).resolves.toBe("you have 3 new messages");
     expect(JSON.stringify(model.calls[1]?.request.input)).toContain("[REDACTED]");
-    expect(await attemptsOf(gov, "alice")).toEqual([
-      ["get_customer", "allow", "ok", ["triage"]],
-      ["read_email", "allow", "ok", ["triage", "mailer"]],
-      ["get_customer", "deny", "missing_scope", ["triage", "mailer"]],
-    ]);
+    expect(await attemptsOf(gov, "alice")).toEqual(handOffAttempts("triage"));
   });
 
   it("AI SDK: the lookup runs redacted; a big refund waits for approval", async () => {

@@ -3,7 +3,16 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { governedTool, onbehalfMiddleware, runFor, subagentTool } from "../../src/adapters/langchain.js";
 import type { Governor } from "../../src/govern/governor.js";
-import { adapterGovernor, alice, attemptsOf, auditOf, bob, customer, tick } from "./support.js";
+import {
+  adapterGovernor,
+  alice,
+  attemptsOf,
+  auditOf,
+  bob,
+  customer,
+  handOffAttempts,
+  tick,
+} from "./support.js";
 
 let gov: Governor;
 beforeEach(async () => {
@@ -90,11 +99,7 @@ describe("LangChain adapter", () => {
     const seen = shownTo(supervisorModel).join();
     expect(seen).toContain("[REDACTED]");
     expect(seen).not.toContain(customer.ssn);
-    expect(await attemptsOf(gov, "alice")).toEqual([
-      ["get_customer", "allow", "ok", ["supervisor"]],
-      ["read_email", "allow", "ok", ["supervisor", "mailer"]],
-      ["get_customer", "deny", "missing_scope", ["supervisor", "mailer"]],
-    ]);
+    expect(await attemptsOf(gov, "alice")).toEqual(handOffAttempts("supervisor"));
     expect((await auditOf(gov, "alice")).every((r) => r.email === "alice@acme.test")).toBe(true);
   });
 
@@ -113,11 +118,7 @@ describe("LangChain adapter", () => {
     ]);
     expect(a.ran).toContain("read_email:alice@acme.test");
     expect(b.ran).not.toContain("read_email:bob@acme.test");
-    expect(await attemptsOf(gov, "bob")).toEqual([
-      ["get_customer", "allow", "ok", ["supervisor"]],
-      ["read_email", "deny", "missing_scope", ["supervisor", "mailer"]],
-      ["get_customer", "deny", "missing_scope", ["supervisor", "mailer"]],
-    ]);
+    expect(await attemptsOf(gov, "bob")).toEqual(handOffAttempts("supervisor", "deny"));
     expect((await attemptsOf(gov, "alice")).map((r) => r[1])).toEqual(["allow", "allow", "deny"]);
   });
 

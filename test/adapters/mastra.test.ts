@@ -6,7 +6,16 @@ import { z } from "zod";
 import { governedTool, governTools, runFor, subagent } from "../../src/adapters/mastra.js";
 import type { Governor } from "../../src/govern/governor.js";
 import { scriptedModel } from "./mock-model.js";
-import { adapterGovernor, alice, attemptsOf, auditOf, bob, customer, tick } from "./support.js";
+import {
+  adapterGovernor,
+  alice,
+  attemptsOf,
+  auditOf,
+  bob,
+  customer,
+  handOffAttempts,
+  tick,
+} from "./support.js";
 
 let gov: Governor;
 beforeEach(async () => {
@@ -87,11 +96,7 @@ describe("Mastra adapter", () => {
     expect(mailerModel.shown().join()).toContain("onbehalf refused get_customer: missing_scope");
     expect(supervisorModel.shown().join()).toContain("[REDACTED]");
     expect(supervisorModel.shown().join()).not.toContain(customer.ssn);
-    expect(await attemptsOf(gov, "alice")).toEqual([
-      ["get_customer", "allow", "ok", ["supervisor"]],
-      ["read_email", "allow", "ok", ["supervisor", "mailer"]],
-      ["get_customer", "deny", "missing_scope", ["supervisor", "mailer"]],
-    ]);
+    expect(await attemptsOf(gov, "alice")).toEqual(handOffAttempts("supervisor"));
     expect((await auditOf(gov, "alice")).every((r) => r.email === "alice@acme.test")).toBe(true);
   });
 
@@ -107,11 +112,7 @@ describe("Mastra adapter", () => {
     ]);
     expect(a.ran).toContain("read_email:alice@acme.test");
     expect(b.ran).not.toContain("read_email:bob@acme.test");
-    expect(await attemptsOf(gov, "bob")).toEqual([
-      ["get_customer", "allow", "ok", ["supervisor"]],
-      ["read_email", "deny", "missing_scope", ["supervisor", "mailer"]],
-      ["get_customer", "deny", "missing_scope", ["supervisor", "mailer"]],
-    ]);
+    expect(await attemptsOf(gov, "bob")).toEqual(handOffAttempts("supervisor", "deny"));
     expect((await attemptsOf(gov, "alice")).map((r) => r[1])).toEqual(["allow", "allow", "deny"]);
   });
 

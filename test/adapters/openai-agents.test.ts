@@ -4,7 +4,16 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { governedAgent, governedTool, runFor } from "../../src/adapters/openai-agents.js";
 import type { Governor } from "../../src/govern/governor.js";
-import { adapterGovernor, alice, attemptsOf, auditOf, bob, customer, tick } from "./support.js";
+import {
+  adapterGovernor,
+  alice,
+  attemptsOf,
+  auditOf,
+  bob,
+  customer,
+  handOffAttempts,
+  tick,
+} from "./support.js";
 
 setTracingDisabled(true);
 
@@ -91,11 +100,7 @@ describe("OpenAI Agents adapter", () => {
     const seenByTriage = shownToModel(triage.model as ScriptedModel).join();
     expect(seenByTriage).toContain("[REDACTED]");
     expect(seenByTriage).not.toContain(customer.ssn);
-    expect(await attemptsOf(gov, "alice")).toEqual([
-      ["get_customer", "allow", "ok", ["triage"]],
-      ["read_email", "allow", "ok", ["triage", "mailer"]],
-      ["get_customer", "deny", "missing_scope", ["triage", "mailer"]],
-    ]);
+    expect(await attemptsOf(gov, "alice")).toEqual(handOffAttempts("triage"));
     const records = await auditOf(gov, "alice");
     expect(records.every((r) => r.user === "alice" && r.email === "alice@acme.test")).toBe(true);
     expect(records.find((r) => r.kind === "outcome" && r.tool === "get_customer")?.outcome).toBe("ok");
@@ -110,11 +115,7 @@ describe("OpenAI Agents adapter", () => {
     ]);
     expect(a.ran).toContain("read_email:alice@acme.test");
     expect(b.ran).not.toContain("read_email:bob@acme.test");
-    expect(await attemptsOf(gov, "bob")).toEqual([
-      ["get_customer", "allow", "ok", ["triage"]],
-      ["read_email", "deny", "missing_scope", ["triage", "mailer"]],
-      ["get_customer", "deny", "missing_scope", ["triage", "mailer"]],
-    ]);
+    expect(await attemptsOf(gov, "bob")).toEqual(handOffAttempts("triage", "deny"));
     expect((await attemptsOf(gov, "alice")).map((r) => r[1])).toEqual(["allow", "allow", "deny"]);
   });
 

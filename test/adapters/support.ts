@@ -30,5 +30,20 @@ export async function attemptsOf(gov: Governor, user: string): Promise<[string, 
     .map((r) => [r.tool ?? "", r.decision, r.reason_code, [...r.chain]]);
 }
 
+/**
+ * The attempts every framework's two-agent run records: `root` reads a customer, hands off to `mailer`, which reads
+ * mail (`mail`: allow for alice, deny for bob, who lacks email.read) and over-reaches for a customer: denied.
+ */
+export function handOffAttempts(
+  root: string,
+  mail: "allow" | "deny" = "allow",
+): [string, string, string, string[]][] {
+  return [
+    ["get_customer", "allow", "ok", [root]],
+    ["read_email", mail, mail === "allow" ? "ok" : "missing_scope", [root, "mailer"]],
+    ["get_customer", "deny", "missing_scope", [root, "mailer"]],
+  ];
+}
+
 /** A small delay inside tools, so concurrent runs interleave. */
 export const tick = (): Promise<void> => sleep(5);
