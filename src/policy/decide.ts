@@ -164,7 +164,7 @@ export function decide(policy: CompiledPolicy, input: DecisionInput, trace?: Tra
   trace?.push({ step: "membership", outcome: member === undefined ? "not listed" : "member" });
 
   // 4. scopes
-  const effective = effectiveScopes(input.scopes, member?.scopes);
+  const effective = narrowScopes(input.scopes, member?.scopes);
   const missing = tool.requiredScopes.filter((s) => !effective.includes(s));
   if (missing.length > 0) {
     return deny("missing_scope", `missing scope ${missing.join(", ")} for tool "${tool.name}"`, effective);
@@ -340,11 +340,6 @@ function activationOf(input: DecisionInput, tenant: string, effective: readonly 
   };
 }
 
-/** The run's scopes, capped by the directory's list for this user when there is one. */
-function effectiveScopes(run: ReadonlySet<string>, cap: readonly string[] | undefined): string[] {
-  return narrowScopes(run, cap);
-}
-
 /**
  * A principal's scopes capped by its tenant's directory (what a delegation may start from).
  *
@@ -357,7 +352,7 @@ export function directoryCap(
   scopes: ReadonlySet<string>,
 ): string[] {
   const tenant = principal.tenant === null ? undefined : policy.tenants.get(principal.tenant);
-  return effectiveScopes(scopes, tenant?.directory.get(principal.user)?.scopes);
+  return narrowScopes(scopes, tenant?.directory.get(principal.user)?.scopes);
 }
 
 function finalDecision(

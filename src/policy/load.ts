@@ -177,13 +177,13 @@ function substituteEnv(
   doc: Document,
   env: NodeJS.ProcessEnv,
 ): { offset: number | undefined; message: string; fix: string }[] {
-  const missing: { offset: number | undefined; message: string; fix: string }[] = [];
+  const issues: { offset: number | undefined; message: string; fix: string }[] = [];
   visit(doc, {
     Scalar(key, node) {
       if (typeof node.value !== "string" || !node.value.includes("${")) return;
       if (key === "key") {
         // substituting into a key would change which user or tool an entry is about: not supported
-        missing.push({
+        issues.push({
           offset: node.range?.[0],
           message: `\${…} in a key is not substituted: "${node.value}"`,
           fix: "write the user, tool or tenant name itself; only values may use environment variables",
@@ -194,7 +194,7 @@ function substituteEnv(
         const value = env[name];
         if (value !== undefined && value !== "") return value;
         if (fallback !== undefined) return fallback;
-        missing.push({
+        issues.push({
           offset: node.range?.[0],
           message: `environment variable ${name} is not set`,
           fix: `set ${name}, or write \${${name}:-default} to give a default`,
@@ -203,7 +203,7 @@ function substituteEnv(
       });
     },
   });
-  return missing;
+  return issues;
 }
 
 // ---------------------------------------------------------------------------------------------------------
