@@ -58,13 +58,21 @@ export function signCheckpoint(head: TreeHead, name: string, privateKey: KeyObje
 }
 
 /**
- * Verify a signed checkpoint against a verifier key and return its tree head. Throws `ERR_INVALID_ARGUMENT`
- * with what is wrong: malformed note, no signature by this key, a signature that does not verify.
+ * A key whose signatures count: a verifier key (bound to the name it signs as), or an Ed25519 public key,
+ * which counts under whatever name it signed (one key may sign several logs: `onbehalf@host`, `onbehalf@host/2`).
+ */
+export type TrustedKey = CheckpointVerifier | KeyObject;
+
+/**
+ * Verify a signed checkpoint against one or more trusted keys and return its tree head. At least one signature
+ * by a trusted key must verify. Throws `ERR_INVALID_ARGUMENT` with what is wrong: malformed note, no signature
+ * by a trusted key, a signature by a trusted key that does not verify.
  *
  * @example
  * const head = verifyCheckpoint(note, parseVerifierKey("onbehalf@host-1+1a2b3c4d+AbC…"));
  */
-export function verifyCheckpoint(note: string, verifier: CheckpointVerifier): TreeHead {
+export function verifyCheckpoint(note: string, trusted: TrustedKey | readonly TrustedKey[]): TreeHead {
+  const keys: readonly TrustedKey[] = Array.isArray(trusted) ? trusted : [trusted as TrustedKey];
   const split = note.lastIndexOf("\n\n");
   if (split === -1 || !note.endsWith("\n"))
     throw bad("it is not a signed note (no blank line before signatures)");
@@ -73,16 +81,39 @@ export function verifyCheckpoint(note: string, verifier: CheckpointVerifier): Tr
   for (const line of note.slice(split + 2, -1).split("\n")) {
     const m = /^\u2014 (\S+) ([A-Za-z0-9+/=]+)$/u.exec(line);
     if (m === null) throw bad(`malformed signature line "${line.slice(0, 80)}"`);
+    const name = m[1]!;
     const blob = Buffer.from(m[2]!, "base64");
     // Signatures by other keys (witnesses, rotated keys) are ignored, as the signed-note spec requires.
-    if (m[1] !== verifier.name || blob.length < 4 || !blob.subarray(0, 4).equals(verifier.keyId)) continue;
+    const verifier = blob.length < 4 ? undefined : matchingKey(keys, name, blob.subarray(0, 4));
+    if (verifier === undefined) continue;
     if (!verify(null, Buffer.from(body), verifier.publicKey, blob.subarray(4))) {
-      throw bad(`the signature by ${verifier.name} does not verify: the checkpoint was altered or forged`);
+      throw bad(`the signature by ${name} does not verify: the checkpoint was altered or forged`);
     }
     signed = true;
   }
-  if (!signed) throw bad(`the checkpoint carries no signature by ${verifier.name}`);
+  if (!signed) throw bad(`the checkpoint carries no signature by ${describeKeys(keys)}`);
   return parseBody(body);
+}
+
+function matchingKey(
+  keys: readonly TrustedKey[],
+  name: string,
+  keyId: Buffer,
+): CheckpointVerifier | undefined {
+  for (const k of keys) {
+    const v = isVerifier(k) ? k : verifierOf(name, k);
+    if (v.name === name && v.keyId.equals(keyId)) return v;
+  }
+  return undefined;
+}
+
+function isVerifier(k: TrustedKey): k is CheckpointVerifier {
+  return (k as Partial<CheckpointVerifier>).keyId !== undefined;
+}
+
+function describeKeys(keys: readonly TrustedKey[]): string {
+  const names = keys.map((k) => (isVerifier(k) ? k.name : "the audit key"));
+  return names.length === 0 ? "any trusted key (none was given)" : [...new Set(names)].join(" or ");
 }
 
 /** Parse the tree head of a note without verifying it (to find which key to verify with, say). */

@@ -5,20 +5,44 @@
  * soon as a batch is full or `flushMs` after the first record queued. A record is acknowledged when its batch
  * commits; `flush()` and `close()` wait for everything queued.
  *
- * If the store fails, the sealed batch is kept and retried with backoff; `healthy` turns false so the
- * governor denies calls (fail closed) until a write succeeds again.
+ * One writer per log: the writer holds a claim on its log id in the store for as long as it runs, renewed by
+ * every batch and by a heartbeat, and every batch commits only while the claim is held (fencing). A second
+ * writer for the same log id is refused at open with the holder named.
+ *
+ * What happens when a write fails depends on why (see `StoreFailure`):
+ * - the store is unavailable: the batch is kept and retried with backoff; `healthy` is false, so the governor
+ *   denies new calls (fail closed) until a write succeeds again;
+ * - the store refused a record for its content: the batch is written again one record at a time, and a
+ *   record refused on its own is stored as a stub (text reduced, arguments withheld): the log never wedges;
+ * - another writer took the log over: the writer stops for good (`healthy` false, every wait rejected).
+ *
+ * Back-pressure: past `highWater` queued records, `congested` is true and callers wait on `drained()` before
+ * deciding more calls, so a tight loop of governed calls gives the writer its turns instead of failing.
  */
+
 import type { KeyObject } from "node:crypto";
+import { randomUUID } from "node:crypto";
+import { hostname } from "node:os";
 import { OnbehalfError } from "../errors.js";
 import { signCheckpoint } from "./checkpoint.js";
 import { CompactRange } from "./merkle.js";
-import { type AuditFields, GENESIS_HASH, type SealedRecord, seal, timestamp } from "./record.js";
-import type { AuditStore } from "./store.js";
+import {
+  type AuditFields,
+  GENESIS_HASH,
+  type SealedRecord,
+  seal,
+  storable,
+  stubFields,
+  timestamp,
+} from "./record.js";
+import { type AuditStore, failureOf, type LogHolder, type WriterClaim } from "./store.js";
 
 /** When the writer signs a checkpoint of its log: every `every` records, every `seconds`, and on close. */
 export interface CheckpointPolicy {
-  /** The Ed25519 key that signs (its name is the log id, the checkpoint origin). */
+  /** The Ed25519 key that signs. */
   readonly key: KeyObject;
+  /** The name it signs as (in the signature line). Default: the log id. */
+  readonly name?: string;
   readonly every: number;
   readonly seconds: number;
 }
@@ -26,8 +50,19 @@ export interface CheckpointPolicy {
 export interface AuditLogOptions {
   /** This writer's log id (the checkpoint origin). */
   readonly logId: string;
+  /**
+   * When `logId` is a default rather than configured: if another live writer holds it, take the first free
+   * of `<logId>/2` … `<logId>/16` instead of refusing, so several processes on one host each get a log.
+   */
+  readonly slots?: boolean;
+  /** What this writer is, for the error a second writer gets (e.g. "onbehalf serve"). */
+  readonly label?: string;
+  /** A claim not renewed for this long may be taken over by another writer. Default 20 s. */
+  readonly staleMs?: number;
   readonly batchSize?: number;
   readonly flushMs?: number;
+  /** Queued records past which callers wait for the writer (`congested`). Default 4 batches, at least 2048. */
+  readonly highWater?: number;
   /** Records kept while the store is down; beyond it appends fail (and the governor denies). */
   readonly maxQueue?: number;
   readonly onError?: (error: unknown) => void;
@@ -35,8 +70,10 @@ export interface AuditLogOptions {
   readonly checkpoints?: CheckpointPolicy;
 }
 
+const MAX_SLOTS = 16;
+
 /**
- * Open the writer for `options.logId` on `store`, continuing after the last stored record.
+ * Claim a log on `store` and open its writer, continuing after the last stored record.
  *
  * @example
  * const log = await openAuditLog(store, { logId: "onbehalf@host-1" });
@@ -44,12 +81,62 @@ export interface AuditLogOptions {
  */
 export async function openAuditLog(store: AuditStore, options: AuditLogOptions): Promise<AuditLog> {
   await store.init();
-  const head = await store.head(options.logId);
-  const size = head?.seq ?? 0;
-  const tree = options.checkpoints === undefined ? undefined : await resumeTree(store, options.logId, size);
-  const log = new AuditLog(store, options, size, head?.leafHash ?? GENESIS_HASH, tree);
-  log.startCheckpointTimer();
-  return log;
+  const claim = writerClaim(options.label ?? "an onbehalf audit writer");
+  const staleMs = options.staleMs ?? 20_000;
+  const logId = await claimLog(store, options, claim, staleMs);
+  try {
+    const head = await store.head(logId);
+    const size = head?.seq ?? 0;
+    const tree = options.checkpoints === undefined ? undefined : await resumeTree(store, logId, size);
+    const log = new AuditLog(store, { ...options, logId }, claim.holder, staleMs, size, head, tree);
+    log.startTimers();
+    return log;
+  } catch (e) {
+    await store.release(logId, claim.holder).catch(() => {});
+    throw e;
+  }
+}
+
+function writerClaim(label: string): WriterClaim {
+  const host = hostname();
+  return { holder: `${host}:${process.pid}:${randomUUID().slice(0, 8)}`, host, pid: process.pid, label };
+}
+
+/** A holder on this host whose process no longer runs has gone (a kill -9): its claim is taken at once. */
+function gone(holder: LogHolder): boolean {
+  if (holder.host !== hostname()) return false;
+  try {
+    process.kill(holder.pid, 0);
+    return false;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "ESRCH";
+  }
+}
+
+async function claimLog(
+  store: AuditStore,
+  options: AuditLogOptions,
+  claim: WriterClaim,
+  staleMs: number,
+): Promise<string> {
+  const candidates = [options.logId];
+  if (options.slots === true) for (let n = 2; n <= MAX_SLOTS; n++) candidates.push(`${options.logId}/${n}`);
+  let refused: { log: string; holder: LogHolder } | undefined;
+  for (const log of candidates) {
+    const holder = await store.claim(log, claim, { staleMs, gone });
+    if (holder === null) return log;
+    refused ??= { log, holder };
+  }
+  const { log, holder } = refused!;
+  const fix =
+    options.slots === true
+      ? `all ${MAX_SLOTS} logs of this host are held: set audit.log_id for each instance`
+      : "give each instance its own audit.log_id (or leave it unset: each process then takes a log of its own), or stop the other writer";
+  throw new OnbehalfError(
+    "ERR_CONFLICT",
+    `audit log ${log} is being written by another writer: ${holder.label} (host ${holder.host}, pid ${holder.pid}, since ${holder.since}, last seen ${Math.round(holder.idleMs / 1000)} s ago). One log takes one writer, or their records would collide: ${fix}. A writer that stopped without releasing its claim is taken over ${staleMs / 1000} s after it was last seen (at once when it ran on this host).`,
+    { details: { log, holder } },
+  );
 }
 
 /**
@@ -99,6 +186,8 @@ export class AuditLog {
   committed = 0;
   /** Appends refused because the queue was full while the store was down. */
   dropped = 0;
+  /** Records the store refused for their content, stored as stubs. */
+  stubbed = 0;
   /** Queued, not yet sealed. */
   private queue: Queued[] = [];
   /**
@@ -109,33 +198,57 @@ export class AuditLog {
   /** Records in `sealed`. */
   private sealedCount = 0;
   private waiters: Waiter[] = [];
+  private drainWaiters: (() => void)[] = [];
   private timer: NodeJS.Timeout | undefined;
   private immediate: NodeJS.Immediate | undefined;
   private writing: Promise<void> | undefined;
+  /** Consecutive failed writes (the store unavailable), and the last error. */
   private failures = 0;
+  private lastError: unknown;
+  /** Set when another writer took the log over: nothing more is written. */
+  private lost: OnbehalfError | undefined;
+  /** Records still to be written one at a time, after the store refused a batch for its content. */
+  private isolating = 0;
+  /** Stubs made of refused records (a stub refused again is a store problem, not a content one). */
+  private readonly stubs = new WeakSet<AuditFields>();
   private closed = false;
   private readonly batchSize: number;
   private readonly flushMs: number;
+  private readonly highWater: number;
   private readonly maxQueue: number;
   private checkpointTimer: NodeJS.Timeout | undefined;
+  private heartbeat: NodeJS.Timeout | undefined;
+  private lastHash: string;
 
   constructor(
     private readonly store: AuditStore,
     private readonly options: AuditLogOptions,
+    /** This writer's claim on the log. */
+    private readonly holder: string,
+    private readonly staleMs: number,
     private seq: number,
-    private lastHash: string,
+    head: { readonly leafHash: string } | null,
     /** The Merkle tree over committed records, and the size of the last signed checkpoint. */
     private readonly tree?: { range: CompactRange; checkpointed: number },
   ) {
     this.logId = options.logId;
+    this.lastHash = head?.leafHash ?? GENESIS_HASH;
     this.batchSize = options.batchSize ?? 512;
     this.flushMs = options.flushMs ?? 5;
-    this.maxQueue = options.maxQueue ?? 100_000;
+    this.highWater = options.highWater ?? Math.max(2048, 4 * this.batchSize);
+    this.maxQueue = Math.max(options.maxQueue ?? 100_000, 2 * this.highWater);
   }
 
-  /** False after a failed write, until a write succeeds. The governor denies while it is false. */
+  /** False after a failed write until a write succeeds, and for good once the log was lost to another writer. */
   get healthy(): boolean {
-    return this.failures === 0;
+    return this.failures === 0 && this.lost === undefined;
+  }
+
+  /** Why the log is not healthy (the store's error), or null. */
+  get problem(): string | null {
+    if (this.lost !== undefined) return this.lost.message;
+    if (this.failures === 0) return null;
+    return `the audit store is not accepting writes: ${messageOf(this.lastError)}`;
   }
 
   /** The last sequence number handed out. */
@@ -143,14 +256,34 @@ export class AuditLog {
     return this.seq;
   }
 
+  /** Records queued or being written. */
+  get backlog(): number {
+    return this.queue.length + this.sealedCount;
+  }
+
+  /**
+   * True while the writer is behind by more than `highWater` records on a healthy store: callers should wait
+   * for {@link AuditLog.drained} before deciding more calls. (On a failing store they are denied instead.)
+   */
+  get congested(): boolean {
+    return this.backlog >= this.highWater && this.healthy && !this.closed;
+  }
+
+  /** Resolves once the backlog is down to half the high-water mark, or the log stops being healthy. */
+  drained(): Promise<void> {
+    if (!this.congested) return Promise.resolve();
+    this.kick(0);
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
   /** Queue a record; returns its sequence number. Never blocks on the store. */
   append(fields: AuditFields): number {
     if (this.closed) throw new OnbehalfError("ERR_CLOSED", "the audit log is closed");
-    if (this.queue.length + this.sealedCount >= this.maxQueue) {
+    if (this.backlog >= this.maxQueue) {
       this.dropped++;
       throw new OnbehalfError(
         "ERR_AUDIT_UNAVAILABLE",
-        "the audit queue is full: the store is not accepting writes",
+        `the audit queue is full (${this.backlog} records waiting): ${this.problem ?? "the writer cannot keep up"}`,
       );
     }
     const seq = ++this.seq;
@@ -166,17 +299,20 @@ export class AuditLog {
     return this.acknowledged(seq).then(() => seq);
   }
 
-  /** Resolves when every record up to `seq` has committed; rejects if the store keeps failing. */
+  /**
+   * Resolves when every record up to `seq` has committed; rejects when the store keeps failing (three
+   * attempts), or at once when the log was lost to another writer.
+   */
   acknowledged(seq: number): Promise<void> {
     if (this.committedSeq() >= seq) return Promise.resolve();
+    if (this.lost !== undefined) return Promise.reject(this.lost);
+    this.kick(0);
     return new Promise((resolve, reject) => this.waiters.push({ upTo: seq, resolve, reject }));
   }
 
   /** Write everything queued now; resolves when it has committed. */
   async flush(): Promise<void> {
-    const target = this.seq;
-    this.kick(0);
-    await this.acknowledged(target);
+    await this.acknowledged(this.seq);
   }
 
   /** The tree head over committed records (when checkpointing is on). */
@@ -189,32 +325,44 @@ export class AuditLog {
     const tree = this.tree;
     const policy = this.options.checkpoints;
     if (tree === undefined || policy === undefined || tree.range.size === tree.checkpointed) return;
+    if (this.lost !== undefined) return;
     const size = tree.range.size;
     const root = tree.range.root();
     await this.store.putCheckpoint({
       log: this.logId,
       size,
       root: root.toString("hex"),
-      note: signCheckpoint({ origin: this.logId, size, root }, this.logId, policy.key),
+      note: signCheckpoint({ origin: this.logId, size, root }, policy.name ?? this.logId, policy.key),
       time: timestamp(Date.now()),
       subtrees: tree.range.subtrees.map((h) => h.toString("hex")),
     });
     tree.checkpointed = Math.max(tree.checkpointed, size);
   }
 
-  /** @internal Called once by openAuditLog. */
-  startCheckpointTimer(): void {
+  /** @internal Called once by openAuditLog: periodic checkpoints, and the heartbeat that keeps the claim. */
+  startTimers(): void {
     const seconds = this.options.checkpoints?.seconds;
-    if (seconds === undefined || seconds <= 0) return;
-    this.checkpointTimer = setInterval(() => {
-      if (this.writing === undefined) this.checkpoint().catch((e: unknown) => this.options.onError?.(e));
-    }, seconds * 1000);
-    this.checkpointTimer.unref();
+    if (seconds !== undefined && seconds > 0) {
+      this.checkpointTimer = setInterval(() => {
+        if (this.writing === undefined) this.checkpoint().catch((e: unknown) => this.options.onError?.(e));
+      }, seconds * 1000);
+      this.checkpointTimer.unref();
+    }
+    this.heartbeat = setInterval(() => {
+      this.store.renew(this.logId, this.holder).then(
+        (held) => {
+          if (!held) this.lose(new Error("its claim was renewed by nobody and taken over"));
+        },
+        () => {}, // the store being down is reported by the writes
+      );
+    }, this.staleMs / 4);
+    this.heartbeat.unref();
   }
 
-  /** Flush, sign a final checkpoint, and stop. Further appends throw `ERR_CLOSED`. */
+  /** Flush, sign a final checkpoint, release the log, and stop. Further appends throw `ERR_CLOSED`. */
   async close(): Promise<void> {
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
+    if (this.heartbeat) clearInterval(this.heartbeat);
     try {
       await this.flush();
       await this.checkpoint();
@@ -226,6 +374,8 @@ export class AuditLog {
       this.immediate = undefined;
       const failed = new OnbehalfError("ERR_CLOSED", "the audit log closed before this record was written");
       for (const w of this.waiters.splice(0)) w.reject(failed);
+      this.resolveDrained();
+      if (this.lost === undefined) await this.store.release(this.logId, this.holder).catch(() => {});
     }
   }
 
@@ -235,7 +385,8 @@ export class AuditLog {
   }
 
   private kick(delay: number): void {
-    if (this.writing !== undefined) return; // the running write re-kicks when it finishes
+    if (this.writing !== undefined || this.lost !== undefined) return; // a running write re-kicks when done
+    if (this.failures > 0) delay = Math.max(delay, this.backoff()); // a failing store is retried with backoff
     if (this.timer !== undefined) {
       if (delay > 0) return;
       clearTimeout(this.timer);
@@ -249,7 +400,7 @@ export class AuditLog {
     // keeps libuv's timer phase busy on Node 20 and starves I/O and signals (measured: no epoll for seconds).
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      this.kick(0);
+      if (this.writing === undefined) this.immediate ??= setImmediate(() => this.startWriting());
     }, delay);
   }
 
@@ -259,34 +410,33 @@ export class AuditLog {
     if (this.writing !== undefined) return;
     this.writing = this.writeBatches().finally(() => {
       this.writing = undefined;
-      if (this.queue.length + this.sealedCount > 0 && !this.closed) {
+      if (this.backlog > 0 && !this.closed && this.lost === undefined) {
         this.kick(this.failures > 0 ? this.backoff() : 0);
       }
     });
   }
 
   /**
-   * Write the batches queued when this turn began, then return to the event loop (the `finally` in
+   * Write the records queued when this turn began, then return to the event loop (the `finally` in
    * startWriting schedules the next turn). Records appended meanwhile wait for that turn: with a store that
    * answers at once, an unbounded loop here would chain microtasks forever and starve timers, I/O and signals.
    */
   private async writeBatches(): Promise<void> {
-    let turns = Math.ceil((this.queue.length + this.sealedCount) / this.batchSize);
-    while (turns-- > 0 && (this.sealed.length > 0 || this.queue.length > 0)) {
+    let budget = this.backlog;
+    while (budget > 0 && this.backlog > 0 && this.lost === undefined) {
       if (this.sealed.length === 0) this.sealNext();
       const batch = this.sealed[0]!;
-      const writing = this.store.append(batch);
+      const writing = this.store.append(batch, this.holder);
       // While the store works (a network round trip for PostgreSQL), seal the next batch: sealing only needs
       // the previous leaf hash, which is known. Commits stay strictly in order.
-      if (turns > 0 && this.sealed.length === 1 && this.queue.length > 0) this.sealNext();
+      if (budget > batch.length && this.sealed.length === 1 && this.queue.length > 0 && this.isolating === 0)
+        this.sealNext();
       try {
         await writing;
       } catch (e) {
-        this.failures++;
-        this.options.onError?.(e);
-        if (this.closed || this.failures >= 3) this.rejectWaiters(e);
-        return;
+        if (!(await this.recover(batch, e))) return;
       }
+      budget -= batch.length;
       this.failures = 0;
       this.sealed.shift();
       this.sealedCount -= batch.length;
@@ -294,6 +444,58 @@ export class AuditLog {
       this.resolveWaiters();
       await this.grow(batch);
     }
+  }
+
+  /**
+   * A write failed: decide from the store's answer what to do. Returns true when the batch turned out to be
+   * committed after all (a retry after a lost acknowledgement), false when the turn ends here.
+   */
+  private async recover(batch: readonly SealedRecord[], e: unknown): Promise<boolean> {
+    const failure = failureOf(e);
+    if (failure === "conflict") {
+      // A write whose acknowledgement was lost (a timeout after the commit) conflicts with itself on retry.
+      const head = await this.store.head(this.logId).catch(() => null);
+      const last = batch[batch.length - 1]!;
+      if (head !== null && head.seq === last.seq && head.leafHash === last.leafHash) return true;
+      this.lose(e);
+      return false;
+    }
+    if (failure === "rejected" && !(batch.length === 1 && this.stubs.has(batch[0]!.fields))) {
+      this.options.onError?.(e);
+      this.unseal();
+      if (batch.length === 1) {
+        // Refused on its own: store what can be stored of it, in its place.
+        const q = this.queue[0]!;
+        const stub = stubFields(q.fields, messageOf(e));
+        this.stubs.add(stub);
+        this.queue[0] = { fields: stub, seq: q.seq };
+        this.stubbed++;
+      } else {
+        this.isolating = batch.length; // find the record the store refuses: write these one at a time
+      }
+      this.kick(0);
+      return false;
+    }
+    this.failures++;
+    this.lastError = e;
+    this.options.onError?.(e);
+    if (this.closed || this.failures >= 3) this.rejectWaiters(e);
+    this.resolveDrained(); // waiting callers re-check and are denied while the store is down
+    return false;
+  }
+
+  /** Stop for good: another writer holds the log now. */
+  private lose(e: unknown): void {
+    if (this.lost !== undefined) return;
+    this.lost = new OnbehalfError(
+      "ERR_AUDIT_UNAVAILABLE",
+      `audit log ${this.logId} was taken over by another writer (${messageOf(e)}): this instance writes no more records and denies every call; restart it, with an audit.log_id of its own if two instances shared one`,
+      { cause: e },
+    );
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.options.onError?.(this.lost);
+    this.rejectWaiters(this.lost);
+    this.resolveDrained();
   }
 
   /** Add committed leaves to the tree, and sign a checkpoint when one is due. */
@@ -311,15 +513,16 @@ export class AuditLog {
     }
   }
 
-  /** Seal the next batch in sequence order, advancing the chain. */
+  /** Seal the next batch in sequence order, advancing the chain (one record at a time while isolating). */
   private sealNext(): void {
-    const n = Math.min(this.batchSize, this.queue.length);
+    const n = Math.min(this.isolating > 0 ? 1 : this.batchSize, this.queue.length);
+    if (this.isolating > 0) this.isolating--;
     const next = this.queue.splice(0, n);
     const out: SealedRecord[] = new Array(n);
     let prev = this.lastHash;
     for (let i = 0; i < n; i++) {
       const q = next[i]!;
-      const s = seal(q.fields, this.logId, q.seq, prev);
+      const s = seal(storable(q.fields), this.logId, q.seq, prev);
       out[i] = s;
       prev = s.leafHash;
     }
@@ -328,11 +531,22 @@ export class AuditLog {
     this.sealedCount += n;
   }
 
+  /** Put every sealed, uncommitted record back in the queue (to be sealed again), rewinding the chain. */
+  private unseal(): void {
+    const records = this.sealed.flat();
+    if (records.length === 0) return;
+    this.lastHash = records[0]!.prevHash;
+    this.queue.unshift(...records.map((s) => ({ fields: s.fields, seq: s.seq })));
+    this.sealed = [];
+    this.sealedCount = 0;
+  }
+
   private backoff(): number {
     return Math.min(5_000, 50 * 2 ** Math.min(this.failures, 7));
   }
 
   private resolveWaiters(): void {
+    if (this.backlog < this.highWater / 2) this.resolveDrained();
     if (this.waiters.length === 0) return;
     const done = this.committedSeq();
     const still: Waiter[] = [];
@@ -343,11 +557,19 @@ export class AuditLog {
     this.waiters = still;
   }
 
+  private resolveDrained(): void {
+    for (const resolve of this.drainWaiters.splice(0)) resolve();
+  }
+
   private rejectWaiters(e: unknown): void {
     const error =
       e instanceof OnbehalfError
         ? e
-        : new OnbehalfError("ERR_AUDIT_UNAVAILABLE", "audit write failed", { cause: e });
+        : new OnbehalfError("ERR_AUDIT_UNAVAILABLE", `audit write failed: ${messageOf(e)}`, { cause: e });
     for (const w of this.waiters.splice(0)) w.reject(error);
   }
+}
+
+function messageOf(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
 }

@@ -17,7 +17,14 @@ import {
   storedCheckpoint,
   storedRow,
 } from "./sql.js";
-import type { AuditStore, LogHead, StoredCheckpoint } from "./store.js";
+import {
+  type AuditStore,
+  type LogHead,
+  type LogHolder,
+  type StoredCheckpoint,
+  type StoreFailure,
+  storeError,
+} from "./store.js";
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS audit_records (
@@ -48,11 +55,41 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
   subtrees text   NOT NULL,
   PRIMARY KEY (log, size)
 );
+CREATE TABLE IF NOT EXISTS audit_writers (
+  log       text        PRIMARY KEY,
+  holder    text        NOT NULL,
+  host      text        NOT NULL,
+  pid       integer     NOT NULL,
+  label     text        NOT NULL,
+  since     timestamptz NOT NULL DEFAULT now(),
+  heartbeat timestamptz NOT NULL DEFAULT now()
+);
 `;
 
-const INSERT = `INSERT INTO audit_records (log, seq, record, leaf_hash, time, tenant, "user", tool, decision, agent, call_id)
-SELECT * FROM json_to_recordset($1::json) AS r(log text, seq bigint, record text, leaf_hash text, time text,
-  tenant text, "user" text, tool text, decision text, agent text, call_id text)`;
+/**
+ * Fenced: the rows are inserted only while $2 (the log) is held by $3 (this writer), in the same statement
+ * that renews the claim. A writer that lost its claim inserts nothing (and learns it from the row count).
+ */
+const INSERT = `WITH lease AS (
+  UPDATE audit_writers SET heartbeat = now() WHERE log = $2 AND holder = $3 RETURNING 1
+)
+INSERT INTO audit_records (log, seq, record, leaf_hash, time, tenant, "user", tool, decision, agent, call_id)
+SELECT r.* FROM json_to_recordset($1::json) AS r(log text, seq bigint, record text, leaf_hash text, time text,
+  tenant text, "user" text, tool text, decision text, agent text, call_id text)
+WHERE EXISTS (SELECT 1 FROM lease)`;
+
+const WRITER = `SELECT holder, host, pid, label, since,
+  (extract(epoch from (now() - heartbeat)) * 1000)::bigint AS idle_ms FROM audit_writers WHERE log = $1`;
+
+/** SQLSTATE classes that mean the content was refused: 22 data exception, 54 program limit exceeded. */
+const REJECTED_CLASSES = ["22", "54"];
+/** SQLSTATEs that mean the store is there but cannot take writes now (read-only, disk full, shutting down). */
+function failureOfPg(e: unknown): StoreFailure {
+  const code = (e as { code?: unknown }).code;
+  if (typeof code !== "string" || code.length !== 5) return "unavailable";
+  if (code === "23505") return "conflict"; // unique violation: another writer wrote this sequence number
+  return REJECTED_CLASSES.includes(code.slice(0, 2)) ? "rejected" : "unavailable";
+}
 
 /**
  * Open a PostgreSQL audit store.
@@ -66,6 +103,8 @@ export function openPostgresStore(url: string): AuditStore & { readonly pool: pg
     connectionString,
     max: 4,
     connectionTimeoutMillis: 3_000,
+    // A database that stops answering must become a failure (calls fail closed), not a write that hangs.
+    query_timeout: 5_000,
     ...(schema === undefined ? {} : { options: `-c search_path=${schema}` }),
   });
   // An idle client that loses its connection must not crash the process; the next query reconnects.
@@ -75,14 +114,21 @@ export function openPostgresStore(url: string): AuditStore & { readonly pool: pg
       return await f();
     } catch (e) {
       if (e instanceof OnbehalfError) throw e;
-      throw new OnbehalfError(
-        "ERR_AUDIT_UNAVAILABLE",
-        `audit ${what} failed (PostgreSQL): ${(e as Error).message}`,
-        {
-          cause: e,
-        },
-      );
+      throw storeError(failureOfPg(e), `audit ${what} failed (PostgreSQL): ${(e as Error).message}`, e);
     }
+  };
+  const holderOf = async (log: string): Promise<LogHolder | null> => {
+    const [row] = await rows<{
+      holder: string;
+      host: string;
+      pid: number;
+      label: string;
+      since: Date;
+      idle_ms: string;
+    }>(WRITER, [log]);
+    return row === undefined
+      ? null
+      : { ...row, since: row.since.toISOString(), idleMs: Math.max(0, Number(row.idle_ms)) };
   };
   const rows = async <R>(sql: string, params: unknown[]): Promise<R[]> =>
     (await pool.query(sql, params)).rows as R[];
@@ -104,7 +150,55 @@ export function openPostgresStore(url: string): AuditStore & { readonly pool: pg
           ? null
           : ({ seq: Number(row.seq), leafHash: row.leaf_hash } satisfies LogHead);
       }),
-    append: (batch) => run("write", () => pool.query(INSERT, [rowsJson(batch)]).then(() => undefined)),
+    claim: (log, claim, options) =>
+      run("claim", async () => {
+        // Compare-and-set on the holder seen, so two writers claiming at once cannot both win.
+        for (let attempt = 0; attempt < 5; attempt++) {
+          const current = await holderOf(log);
+          if (current === null) {
+            const inserted = await pool.query(
+              "INSERT INTO audit_writers (log, holder, host, pid, label) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (log) DO NOTHING",
+              [log, claim.holder, claim.host, claim.pid, claim.label],
+            );
+            if (inserted.rowCount === 1) return null;
+            continue;
+          }
+          const mine = current.holder === claim.holder;
+          if (!mine && current.idleMs < options.staleMs && !options.gone(current)) return current;
+          const taken = await pool.query(
+            `UPDATE audit_writers SET holder = $2, host = $3, pid = $4, label = $5, heartbeat = now(),
+               since = CASE WHEN holder = $2 THEN since ELSE now() END
+             WHERE log = $1 AND holder = $6`,
+            [log, claim.holder, claim.host, claim.pid, claim.label, current.holder],
+          );
+          if (taken.rowCount === 1) return null;
+        }
+        throw storeError("unavailable", `audit log ${log}: its claim kept changing hands; try again`);
+      }),
+    renew: (log, holder) =>
+      run("renew", async () => {
+        const r = await pool.query(
+          "UPDATE audit_writers SET heartbeat = now() WHERE log = $1 AND holder = $2",
+          [log, holder],
+        );
+        return r.rowCount === 1;
+      }),
+    release: (log, holder) =>
+      run("release", async () => {
+        await pool.query("DELETE FROM audit_writers WHERE log = $1 AND holder = $2", [log, holder]);
+      }),
+    append: (batch, holder) =>
+      run("write", async () => {
+        const log = batch[0]?.log;
+        if (log === undefined) return;
+        const r = await pool.query(INSERT, [rowsJson(batch), log, holder]);
+        if (r.rowCount !== batch.length) {
+          throw storeError(
+            "conflict",
+            `this writer no longer holds audit log ${log}: another writer took it over`,
+          );
+        }
+      }),
     query: (q) =>
       run("query", async () => {
         const { sql, params, limit } = buildQuery(q, (i) => `$${i}`);

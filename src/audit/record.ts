@@ -5,6 +5,7 @@
  */
 import { hash } from "node:crypto";
 import type { ReasonCode, ShadowVerdict, Verdict } from "../policy/decide.js";
+import { hasUnsafeText } from "../text.js";
 import { canonicalJson } from "./canonical.js";
 
 export type Outcome = "ok" | "error" | "blocked" | "pending" | "none";
@@ -90,6 +91,62 @@ export function timestamp(ms: number): string {
 export function seal(fields: AuditFields, log: string, seq: number, prevHash: string): SealedRecord {
   const canonical = canonicalRecord(fields, log, seq, prevHash);
   return { fields, log, seq, prevHash, leafHash: leafHash(canonical), canonical };
+}
+
+/** The identity fields stores keep in columns of their own (text that must be storable as it is). */
+const IDENTITY_FIELDS = ["tenant", "user", "email", "agent", "tier", "tool", "trace_id", "call_id"] as const;
+
+/**
+ * `fields` as a store can hold them: an identity field (or chain entry) holding a control character or an
+ * unpaired surrogate is replaced by `unsafe:sha256:<hex>` of its value, so one poisoned request cannot make a
+ * record unstorable (PostgreSQL text holds no NUL) and every record still names what it was about. The edges
+ * refuse such input before it is decided; this is the writer's last line. Returns `fields` itself when clean.
+ *
+ * @example
+ * storable({ ...fields, tool: "x\u0000y" }).tool; // "unsafe:sha256:…"
+ */
+export function storable(fields: AuditFields): AuditFields {
+  let out: Record<string, unknown> | undefined;
+  for (const key of IDENTITY_FIELDS) {
+    const value = fields[key];
+    if (value !== null && hasUnsafeText(value)) {
+      out ??= { ...fields };
+      out[key] = unsafeDigest(value);
+    }
+  }
+  if (fields.chain.some(hasUnsafeText)) {
+    out ??= { ...fields };
+    out["chain"] = fields.chain.map((a) => (hasUnsafeText(a) ? unsafeDigest(a) : a));
+  }
+  return (out as AuditFields | undefined) ?? fields;
+}
+
+/**
+ * What is left of a record the store refused for its content: every text field reduced to printable ASCII
+ * (or its digest), the arguments withheld, and why. It keeps its place in the log, its call id and decision.
+ */
+export function stubFields(fields: AuditFields, why: string): AuditFields {
+  const ascii = (v: string | null) => (v === null || /^[\x20-\x7e]*$/.test(v) ? v : unsafeDigest(v));
+  return {
+    ...fields,
+    tenant: ascii(fields.tenant),
+    user: ascii(fields.user),
+    email: ascii(fields.email),
+    agent: ascii(fields.agent),
+    tier: ascii(fields.tier),
+    chain: fields.chain.map((a) => ascii(a) ?? ""),
+    tool: ascii(fields.tool),
+    args: { withheld: "the audit store refused this record" },
+    reason: `the audit store refused this record as it was (${ascii(why.slice(0, 200))}); stored without its text`,
+    rule: ascii(fields.rule),
+    trace_id: ascii(fields.trace_id),
+    call_id: ascii(fields.call_id) ?? "",
+    shadow: null,
+  };
+}
+
+function unsafeDigest(value: string): string {
+  return `unsafe:sha256:${hash("sha256", value, "hex")}`;
 }
 
 /** The full record (CONTRACT.md shape) of a sealed one. */

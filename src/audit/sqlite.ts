@@ -17,7 +17,17 @@ import {
   storedCheckpoint,
   storedRow,
 } from "./sql.js";
-import type { AuditPage, AuditQuery, AuditStore, LogHead, StoredCheckpoint } from "./store.js";
+import {
+  type AuditPage,
+  type AuditQuery,
+  type AuditStore,
+  type ClaimOptions,
+  type LogHead,
+  type LogHolder,
+  type StoredCheckpoint,
+  storeError,
+  type WriterClaim,
+} from "./store.js";
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS audit_records (
@@ -48,7 +58,28 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
   subtrees TEXT    NOT NULL,
   PRIMARY KEY (log, size)
 );
+CREATE TABLE IF NOT EXISTS audit_writers (
+  log       TEXT    PRIMARY KEY,
+  holder    TEXT    NOT NULL,
+  host      TEXT    NOT NULL,
+  pid       INTEGER NOT NULL,
+  label     TEXT    NOT NULL,
+  since     TEXT    NOT NULL,
+  heartbeat INTEGER NOT NULL
+);
 `;
+
+/** better-sqlite3 error codes that mean the store refused a record for its content, not that it is down. */
+const REJECTED = new Set(["SQLITE_TOOBIG", "SQLITE_MISMATCH", "SQLITE_CONSTRAINT_NOTNULL"]);
+
+interface WriterRow {
+  holder: string;
+  host: string;
+  pid: number;
+  label: string;
+  since: string;
+  heartbeat: number;
+}
 
 /**
  * Open (creating if needed) an SQLite audit store. `path` is a file or `:memory:`.
@@ -82,7 +113,23 @@ export function openSqliteStore(path: string): AuditStore & { readonly db: Datab
   const insert = db.prepare(
     "INSERT INTO audit_records (log, seq, record, leaf_hash, time, tenant, user, tool, decision, agent, call_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
   );
-  const insertBatch = db.transaction((batch: readonly SealedRecord[]) => {
+  const renewStmt = db.prepare("UPDATE audit_writers SET heartbeat = ? WHERE log = ? AND holder = ?");
+  const writerOf = db.prepare("SELECT * FROM audit_writers WHERE log = ?");
+  const takeStmt = db.prepare(
+    "INSERT OR REPLACE INTO audit_writers (log, holder, host, pid, label, since, heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?)",
+  );
+  const releaseStmt = db.prepare("DELETE FROM audit_writers WHERE log = ? AND holder = ?");
+  const insertBatch = db.transaction((batch: readonly SealedRecord[], holder: string) => {
+    const log = batch[0]?.log;
+    if (log === undefined) return;
+    // Fenced: the batch commits only while this writer holds the log (the update and the inserts are one
+    // transaction, so a writer that lost its claim cannot slip a batch in).
+    if (renewStmt.run(Date.now(), log, holder).changes !== 1) {
+      throw storeError(
+        "conflict",
+        `this writer no longer holds audit log ${log}: another writer took it over`,
+      );
+    }
     for (const r of batch) {
       const f = r.fields;
       insert.run(
@@ -113,17 +160,33 @@ export function openSqliteStore(path: string): AuditStore & { readonly db: Datab
   const checkpointsOf = db.prepare("SELECT * FROM audit_checkpoints WHERE log = ? ORDER BY size");
   const latestOf = db.prepare("SELECT * FROM audit_checkpoints WHERE log = ? ORDER BY size DESC LIMIT 1");
   const queries = new Map<string, Database.Statement>();
+  const claimTx = db.transaction(
+    (log: string, claim: WriterClaim, options: ClaimOptions): LogHolder | null => {
+      const now = Date.now();
+      const row = writerOf.get(log) as WriterRow | undefined;
+      if (row !== undefined && row.holder !== claim.holder) {
+        const holder: LogHolder = { ...row, idleMs: Math.max(0, now - row.heartbeat) };
+        if (holder.idleMs < options.staleMs && !options.gone(holder)) return holder;
+      }
+      const since = row?.holder === claim.holder ? row.since : new Date(now).toISOString();
+      takeStmt.run(log, claim.holder, claim.host, claim.pid, claim.label, since, now);
+      return null;
+    },
+  );
   const guard = <T>(what: string, f: () => T): Promise<T> => {
     try {
       return Promise.resolve(f());
     } catch (e) {
       // Our own errors (a bad cursor or time in a query) say what is wrong already; database errors do not.
       if (e instanceof OnbehalfError) return Promise.reject(e);
-      return Promise.reject(
-        new OnbehalfError("ERR_AUDIT_UNAVAILABLE", `audit ${what} failed: ${(e as Error).message}`, {
-          cause: e,
-        }),
-      );
+      const code = (e as { code?: unknown }).code;
+      const failure =
+        code === "SQLITE_CONSTRAINT_PRIMARYKEY"
+          ? "conflict"
+          : typeof code === "string" && REJECTED.has(code)
+            ? "rejected"
+            : "unavailable";
+      return Promise.reject(storeError(failure, `audit ${what} failed: ${(e as Error).message}`, e));
     }
   };
 
@@ -135,7 +198,14 @@ export function openSqliteStore(path: string): AuditStore & { readonly db: Datab
         const row = headOf.get(log) as { seq: number; leaf_hash: string } | undefined;
         return row === undefined ? null : ({ seq: row.seq, leafHash: row.leaf_hash } satisfies LogHead);
       }),
-    append: (batch) => guard("write", () => insertBatch(batch)),
+    // IMMEDIATE: take the write lock first, so two processes claiming at once serialize instead of failing.
+    claim: (log, claim, options) => guard("claim", () => claimTx.immediate(log, claim, options)),
+    renew: (log, holder) => guard("renew", () => renewStmt.run(Date.now(), log, holder).changes === 1),
+    release: (log, holder) =>
+      guard("release", () => {
+        releaseStmt.run(log, holder);
+      }),
+    append: (batch, holder) => guard("write", () => insertBatch.immediate(batch, holder)),
     query: (q: AuditQuery): Promise<AuditPage> =>
       guard("query", () => {
         const { sql, params, limit } = buildQuery(q, () => "?");

@@ -2,6 +2,7 @@
  * The audit store interface. Every store (SQLite, PostgreSQL, memory) keeps records append-only, per log,
  * in sequence order, with the canonical bytes that were hashed.
  */
+import { type ErrorCode, OnbehalfError } from "../errors.js";
 import type { AuditRecord, SealedRecord } from "./record.js";
 
 /** The newest record of a log: where a restarted writer continues. */
@@ -58,12 +59,80 @@ export interface StoredCheckpoint {
   readonly subtrees: readonly string[];
 }
 
+/**
+ * A writer's claim on a log. One writer per log at a time: two writers would hand out the same sequence
+ * numbers and fork the hash chain. The claim is a lease row renewed by every batch and by a heartbeat.
+ */
+export interface WriterClaim {
+  /** Unique per writer: host, process id and a random part. */
+  readonly holder: string;
+  readonly host: string;
+  readonly pid: number;
+  /** What the writer is, shown to a writer that is refused (e.g. "onbehalf serve, port 8787"). */
+  readonly label: string;
+}
+
+/** The writer holding a log, as another writer sees it. */
+export interface LogHolder {
+  readonly holder: string;
+  readonly host: string;
+  readonly pid: number;
+  readonly label: string;
+  /** ISO time the claim was taken. */
+  readonly since: string;
+  /** Milliseconds since the holder last renewed its claim. */
+  readonly idleMs: number;
+}
+
+export interface ClaimOptions {
+  /** A claim not renewed for this long is abandoned and may be taken over. */
+  readonly staleMs: number;
+  /** True when the holder is known to be gone (a process of this host that no longer runs). */
+  readonly gone: (holder: LogHolder) => boolean;
+}
+
+/**
+ * Why a store operation failed, which decides what the writer does:
+ * `unavailable`: the store is down or unreachable (retry with backoff; calls fail closed meanwhile);
+ * `rejected`: the store refused a record for its content (store the rest; never retry it as it is);
+ * `conflict`: another writer holds the log (stop writing: the claim is lost).
+ */
+export type StoreFailure = "unavailable" | "rejected" | "conflict";
+
+/** A store error: an `OnbehalfError` that says which {@link StoreFailure} it is. */
+export function storeError(
+  failure: StoreFailure,
+  message: string,
+  cause?: unknown,
+  code: ErrorCode = failure === "conflict" ? "ERR_CONFLICT" : "ERR_AUDIT_UNAVAILABLE",
+): OnbehalfError {
+  return new OnbehalfError(code, message, { cause, details: { failure } });
+}
+
+/** The {@link StoreFailure} of an error from a store (anything unclassified counts as `unavailable`). */
+export function failureOf(e: unknown): StoreFailure {
+  const failure = (e instanceof OnbehalfError ? (e.details as { failure?: unknown }) : undefined)?.failure;
+  return failure === "rejected" || failure === "conflict" ? failure : "unavailable";
+}
+
 export interface AuditStore {
   /** Create tables and indexes if needed. */
   init(): Promise<void>;
   head(log: string): Promise<LogHead | null>;
-  /** Append a batch in one transaction: all of it commits, or none of it does. */
-  append(batch: readonly SealedRecord[]): Promise<void>;
+  /**
+   * Take the claim on `log` for `claim.holder` (renewing it when already held by it, taking it over when its
+   * holder is gone or stale). Returns null when claimed, else the live holder that keeps it.
+   */
+  claim(log: string, claim: WriterClaim, options: ClaimOptions): Promise<LogHolder | null>;
+  /** Renew a held claim; false when it is no longer held by `holder` (another writer took it over). */
+  renew(log: string, holder: string): Promise<boolean>;
+  /** Give the claim up (a clean shutdown), so the next writer need not wait for it to go stale. */
+  release(log: string, holder: string): Promise<void>;
+  /**
+   * Append a batch of one log in one transaction: all of it commits, or none of it does. It commits only while
+   * `holder` holds the log's claim (else a `conflict` error), and renews the claim.
+   */
+  append(batch: readonly SealedRecord[], holder: string): Promise<void>;
   query(q: AuditQuery): Promise<AuditPage>;
   /** Every log id in the store. */
   logs(): Promise<string[]>;

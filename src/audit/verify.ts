@@ -8,15 +8,20 @@
  * - `edited`: a record's bytes do not match its leaf hash, an indexed column disagrees with the record, or
  *   the records up to a checkpoint were rewritten (their hashes recomputed) so the signed root no longer fits;
  * - `forged_checkpoint`: a checkpoint's signature does not verify with the log's key, or its stored root
- *   differs from the root it signs.
+ *   differs from the root it signs;
+ * - `unverified`: nothing was found wrong, but nothing proves the records either: no checkpoint signed by a
+ *   trusted key covers them, or too many records follow the last one that does. A log rewritten from scratch
+ *   with its checkpoints deleted looks exactly like this, so it is a failure, not a pass.
+ *
+ * Checkpoints kept outside the database (`external`: signed notes saved from `GET /v1/audit/checkpoint` or a
+ * witness) are held against the records like stored ones, so a database rewritten whole cannot pass.
  */
-import type { CheckpointVerifier } from "./checkpoint.js";
-import { verifyCheckpoint } from "./checkpoint.js";
+import { parseCheckpoint, type TrustedKey, verifyCheckpoint } from "./checkpoint.js";
 import { CompactRange } from "./merkle.js";
 import { GENESIS_HASH, leafHash } from "./record.js";
 import { type AuditStore, INDEXED_FIELDS, type StoredCheckpoint, type StoredRow } from "./store.js";
 
-export type Problem = "deleted" | "reordered" | "edited" | "forged_checkpoint";
+export type Problem = "deleted" | "reordered" | "edited" | "forged_checkpoint" | "unverified";
 
 export interface Finding {
   readonly log: string;
@@ -30,8 +35,10 @@ export interface LogReport {
   readonly log: string;
   readonly records: number;
   readonly checkpoints: number;
-  /** Checkpoints whose signature and root were verified. */
+  /** Checkpoints whose signature and root were verified (stored and external). */
   readonly verifiedCheckpoints: number;
+  /** The size of the last verified checkpoint: the records up to it are proven. */
+  readonly verifiedSize: number;
   /** Hex root of the tree over all records read. */
   readonly root: string;
   readonly finding: Finding | null;
@@ -43,10 +50,21 @@ export interface VerifyReport {
 }
 
 export interface VerifyOptions {
-  /** The key that signs each log's checkpoints; a log without one has its checkpoints reported unverified. */
-  readonly verifierFor: (log: string) => CheckpointVerifier | undefined;
+  /**
+   * The keys whose signatures prove checkpoints: published verifier keys (bound to a name), or the audit key's
+   * public key (any name it signed as). A log none of them signed is `unverified`.
+   */
+  readonly keys: readonly TrustedKey[];
   /** Only these logs (default: every log in the store). */
   readonly logs?: readonly string[];
+  /**
+   * How many records may follow a log's last verified checkpoint before it is `unverified`. Default 0; the
+   * CLI allows `checkpoint_every + batch_size` (a batch may commit just before its checkpoint is signed),
+   * and `--allow-unsigned-tail` any number.
+   */
+  readonly unsignedTail?: number;
+  /** Signed checkpoints kept outside the store, each held against the log its origin names. */
+  readonly external?: readonly string[];
   readonly pageSize?: number;
 }
 
@@ -54,23 +72,49 @@ export interface VerifyOptions {
  * Verify every log in the store.
  *
  * @example
- * const report = await verifyAudit(store, { verifierFor: () => verifier });
+ * const report = await verifyAudit(store, { keys: [parseVerifierKey("onbehalf@host-1+1a2b3c4d+AbC…")] });
  * if (!report.ok) console.log(report.logs.find((l) => l.finding)?.finding?.message);
  */
 export async function verifyAudit(store: AuditStore, options: VerifyOptions): Promise<VerifyReport> {
-  const logs = options.logs ?? (await store.logs());
+  const external = externalCheckpoints(options.external ?? []);
+  const logs = options.logs ?? [...new Set([...(await store.logs()), ...external.keys()])].sort();
   const reports: LogReport[] = [];
-  for (const log of logs) reports.push(await verifyLog(store, log, options));
+  for (const log of logs) reports.push(await verifyLog(store, log, options, external.get(log) ?? []));
   return { ok: reports.every((r) => r.finding === null), logs: reports };
 }
 
-async function verifyLog(store: AuditStore, log: string, options: VerifyOptions): Promise<LogReport> {
+/** External signed notes by the log their origin names, as checkpoints to meet. */
+function externalCheckpoints(notes: readonly string[]): Map<string, StoredCheckpoint[]> {
+  const byLog = new Map<string, StoredCheckpoint[]>();
+  for (const note of notes) {
+    const head = parseCheckpoint(note);
+    const list = byLog.get(head.origin) ?? [];
+    list.push({
+      log: head.origin,
+      size: head.size,
+      root: head.root.toString("hex"),
+      note,
+      time: "",
+      subtrees: [],
+    });
+    byLog.set(head.origin, list);
+  }
+  return byLog;
+}
+
+async function verifyLog(
+  store: AuditStore,
+  log: string,
+  options: VerifyOptions,
+  external: readonly StoredCheckpoint[],
+): Promise<LogReport> {
   const pageSize = options.pageSize ?? 10_000;
-  const verifier = options.verifierFor(log);
-  const checkpoints = await store.checkpoints(log);
+  const keys = options.keys;
+  const checkpoints = [...(await store.checkpoints(log)), ...external].sort((a, b) => a.size - b.size);
   const range = new CompactRange();
   let next = 0; // index of the next checkpoint to meet
   let verified = 0;
+  let verifiedSize = 0;
   let prevHash = GENESIS_HASH;
   let expected = 1;
   const report = (finding: Finding | null): LogReport => ({
@@ -78,6 +122,7 @@ async function verifyLog(store: AuditStore, log: string, options: VerifyOptions)
     records: range.size,
     checkpoints: checkpoints.length,
     verifiedCheckpoints: verified,
+    verifiedSize,
     root: range.root().toString("hex"),
     finding,
   });
@@ -94,22 +139,34 @@ async function verifyLog(store: AuditStore, log: string, options: VerifyOptions)
       prevHash = row.leafHash;
       expected++;
       while (checkpoints[next] !== undefined && checkpoints[next]!.size === range.size) {
-        const bad = checkCheckpoint(checkpoints[next]!, log, range, verifier);
+        const bad = checkCheckpoint(checkpoints[next]!, log, range, keys);
         if (bad !== null) return found(bad.seq, bad.problem, bad.message);
-        if (verifier !== undefined) verified++;
+        verified++;
+        verifiedSize = range.size;
         next++;
       }
     }
   }
   const beyond = checkpoints[next];
   if (beyond !== undefined) {
-    const signedFor = signedCheckpointOk(beyond, log, verifier);
+    const signedFor = signedCheckpointOk(beyond, log, keys);
     return found(
       range.size + 1,
       signedFor ? "deleted" : "forged_checkpoint",
       signedFor
         ? `a signed checkpoint covers ${beyond.size} records but only ${range.size} remain: records ${range.size + 1} to ${beyond.size} were deleted`
         : `the checkpoint at size ${beyond.size} is beyond the log's ${range.size} records and its signature does not verify`,
+    );
+  }
+  const tail = range.size - verifiedSize;
+  const allowed = options.unsignedTail ?? 0;
+  if (tail > allowed) {
+    return found(
+      verifiedSize + 1,
+      "unverified",
+      verified === 0
+        ? `no checkpoint signed by a trusted key covers its ${range.size} records: nothing proves they were not rewritten`
+        : `${tail} records follow the last verified checkpoint (size ${verifiedSize}), more than the ${allowed} allowed: nothing proves they were not rewritten`,
     );
   }
   return report(null);
@@ -172,57 +229,50 @@ function checkCheckpoint(
   cp: StoredCheckpoint,
   log: string,
   range: CompactRange,
-  verifier: CheckpointVerifier | undefined,
+  keys: readonly TrustedKey[],
 ): Finding | null {
   const root = range.root();
-  if (verifier !== undefined) {
-    let head: ReturnType<typeof verifyCheckpoint>;
-    try {
-      head = verifyCheckpoint(cp.note, verifier);
-    } catch (e) {
-      return {
-        log,
-        seq: cp.size,
-        problem: "forged_checkpoint",
-        message: `checkpoint at size ${cp.size}: ${(e as Error).message}`,
-      };
-    }
-    if (head.origin !== log || head.size !== cp.size) {
-      return {
-        log,
-        seq: cp.size,
-        problem: "forged_checkpoint",
-        message: `the checkpoint stored at size ${cp.size} of ${log} signs size ${head.size} of ${head.origin}`,
-      };
-    }
-    if (!head.root.equals(root)) {
-      return {
-        log,
-        seq: cp.size,
-        problem: "edited",
-        message: `the records up to ${cp.size} do not hash to the root the checkpoint signs: they were rewritten`,
-      };
-    }
+  let head: ReturnType<typeof verifyCheckpoint>;
+  try {
+    head = verifyCheckpoint(cp.note, keys);
+  } catch (e) {
+    return {
+      log,
+      seq: cp.size,
+      problem: "forged_checkpoint",
+      message: `checkpoint at size ${cp.size}: ${(e as Error).message}`,
+    };
+  }
+  if (head.origin !== log || head.size !== cp.size) {
+    return {
+      log,
+      seq: cp.size,
+      problem: "forged_checkpoint",
+      message: `the checkpoint stored at size ${cp.size} of ${log} signs size ${head.size} of ${head.origin}`,
+    };
+  }
+  if (!head.root.equals(root)) {
+    return {
+      log,
+      seq: cp.size,
+      problem: "edited",
+      message: `the records up to ${cp.size} do not hash to the root the checkpoint signs: they were rewritten`,
+    };
   }
   if (cp.root !== root.toString("hex")) {
     return {
       log,
       seq: cp.size,
-      problem: verifier === undefined ? "edited" : "forged_checkpoint",
+      problem: "forged_checkpoint",
       message: `the stored root of the checkpoint at size ${cp.size} differs from the root of the records`,
     };
   }
   return null;
 }
 
-function signedCheckpointOk(
-  cp: StoredCheckpoint,
-  log: string,
-  verifier: CheckpointVerifier | undefined,
-): boolean {
-  if (verifier === undefined) return true;
+function signedCheckpointOk(cp: StoredCheckpoint, log: string, keys: readonly TrustedKey[]): boolean {
   try {
-    const head = verifyCheckpoint(cp.note, verifier);
+    const head = verifyCheckpoint(cp.note, keys);
     return head.origin === log && head.size === cp.size;
   } catch {
     return false;

@@ -2,26 +2,24 @@
  * `onbehalf audit query | verify | proof | export | key`: read, check and ship the audit log the config names.
  */
 import { createPublicKey } from "node:crypto";
-import {
-  type CheckpointVerifier,
-  parseVerifierKey,
-  verifierKeyString,
-  verifierOf,
-} from "../audit/checkpoint.js";
+import { readFileSync } from "node:fs";
+import { parseVerifierKey, type TrustedKey, verifierKeyString } from "../audit/checkpoint.js";
 import { exportAudit } from "../audit/export.js";
 import { proveInclusion } from "../audit/proof.js";
 import type { AuditRecord } from "../audit/record.js";
 import type { AuditQuery, AuditStore } from "../audit/store.js";
 import { verifyAudit } from "../audit/verify.js";
 import { auditKeyPath, auditLogId, openAuditStore } from "../govern/governor.js";
-import { loadOrCreateSigningKey } from "../identity/keys.js";
+import { loadSigningKey } from "../identity/keys.js";
 import { loadConfigFile } from "../policy/load.js";
+import { escapeUnsafeText } from "../text.js";
 import { configPath, EXIT_FINDING, EXIT_OK, type Io, type ParsedArgs, parse, UsageError } from "./args.js";
 
 export const AUDIT_USAGE = `usage:
   onbehalf audit query [--tenant T] [--user U] [--tool T] [--decision D] [--agent A]
                        [--since ISO] [--until ISO] [--limit N] [--json]
-  onbehalf audit verify [--key VERIFIER_KEY ...] [--log L]   exit 1 names the first bad sequence number
+  onbehalf audit verify [--key VERIFIER_KEY ...] [--checkpoint FILE ...] [--log L] [--allow-unsigned-tail]
+                       exit 1 names the first bad sequence number, or a log nothing proves
   onbehalf audit proof SEQ [--log L] [--size N]             inclusion proof against a signed checkpoint
   onbehalf audit export --format jsonl|otel [--since ISO]   every record, for a SIEM
   onbehalf audit key                                        the verifier key auditors check checkpoints with`;
@@ -85,11 +83,21 @@ const COMMANDS: Record<
     },
   },
   verify: {
-    flags: { key: { type: "string", multiple: true }, log: text },
+    flags: {
+      key: { type: "string", multiple: true },
+      checkpoint: { type: "string", multiple: true },
+      log: text,
+      "allow-unsigned-tail": { type: "boolean", default: false },
+    },
     async run({ values }, { store, loaded, io }) {
-      const verifierFor = verifiers(values.key, loaded);
+      const audit = loaded.config.audit;
       const report = await verifyAudit(store, {
-        verifierFor,
+        keys: trustedKeys(values.key, loaded),
+        external: checkpointFiles(values.checkpoint),
+        unsignedTail:
+          values["allow-unsigned-tail"] === true
+            ? Number.POSITIVE_INFINITY
+            : audit.checkpoint_every + audit.batch_size,
         ...(typeof values.log === "string" ? { logs: [values.log] } : {}),
       });
       for (const log of report.logs) {
@@ -134,37 +142,48 @@ const COMMANDS: Record<
   key: {
     flags: {},
     async run(_args, { loaded, io }) {
-      const key = loadOrCreateSigningKey(auditKeyPath(loaded));
+      const key = loadSigningKey(auditKeyPath(loaded), "audit signing key");
       io.out(verifierKeyString(auditLogId(loaded), createPublicKey(key.privateKey)));
       return EXIT_OK;
     },
   },
 };
 
-/** Verifiers from --key flags (matched by log name), else the config's signing key for every log. */
-function verifiers(
-  keys: unknown,
-  loaded: Context["loaded"],
-): (log: string) => CheckpointVerifier | undefined {
-  if (Array.isArray(keys) && keys.length > 0) {
-    const byName = new Map(keys.map((k) => parseVerifierKey(String(k))).map((v) => [v.name, v]));
-    return (log) => byName.get(log);
-  }
-  const publicKey = createPublicKey(loadOrCreateSigningKey(auditKeyPath(loaded)).privateKey);
-  return (log) => verifierOf(log, publicKey);
+/**
+ * The keys whose signatures count: the published verifier keys given with --key (an auditor's way: every log
+ * must be signed by one of them), else the public half of the config's audit key (never created here).
+ */
+function trustedKeys(keys: unknown, loaded: Context["loaded"]): TrustedKey[] {
+  if (Array.isArray(keys) && keys.length > 0) return keys.map((k) => parseVerifierKey(String(k)));
+  return [createPublicKey(loadSigningKey(auditKeyPath(loaded), "audit signing key").privateKey)];
+}
+
+/** Signed checkpoints saved outside the database (one signed note per file). */
+function checkpointFiles(files: unknown): string[] {
+  if (!Array.isArray(files)) return [];
+  return files.map((f) => {
+    try {
+      return readFileSync(String(f), "utf8");
+    } catch (e) {
+      throw new UsageError(`cannot read checkpoint file ${String(f)}: ${(e as Error).message}`);
+    }
+  });
 }
 
 function table(records: readonly AuditRecord[]): string {
   if (records.length === 0) return "no matching records";
-  const rows = records.map((r) => [
-    r.time.replace("T", " ").replace("Z", ""),
-    `${r.log}#${r.seq}`,
-    r.user ?? "-",
-    r.chain.join(">") || "-",
-    r.tool ?? "-",
-    `${r.decision}/${r.reason_code}`,
-    r.outcome,
-  ]);
+  // Everything a caller could have chosen is escaped: a control character must not drive the terminal.
+  const rows = records.map((r) =>
+    [
+      r.time.replace("T", " ").replace("Z", ""),
+      `${r.log}#${r.seq}`,
+      r.user ?? "-",
+      r.chain.join(">") || "-",
+      r.tool ?? "-",
+      `${r.decision}/${r.reason_code}`,
+      r.outcome,
+    ].map(escapeUnsafeText),
+  );
   const head = ["time", "record", "user", "chain", "tool", "decision", "outcome"];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) =>

@@ -27,6 +27,7 @@ import { type CompiledPolicy, type CompiledTool, type CompileIssue, compileTool 
 import type { Decision } from "../policy/decide.js";
 import { formatIssue, type LoadedConfig, loadConfigFile, loadConfigObject } from "../policy/load.js";
 import { type Config, type ConfigInput, type IssuerConfig, ToolConfig } from "../policy/schema.js";
+import { redactUrl, waitFor } from "../retry.js";
 import { lintTool } from "./lint.js";
 import {
   beginCall,
@@ -65,6 +66,10 @@ export interface GovernorOptions {
   closeOnSignals?: boolean;
   /** Further issuers to trust beyond the config's (the control plane adds its own delegation tokens). */
   extraIssuers?: readonly IssuerConfig[];
+  /** What this process is, shown to a second writer that finds this one holding the audit log. */
+  label?: string;
+  /** How long to wait for the audit store and Redis to answer at start (ms). Default 10 s. */
+  startupTimeoutMs?: number;
 }
 
 /** What a governed tool's `execute` receives besides its arguments. */
@@ -112,18 +117,45 @@ export async function createGovernor(options: GovernorOptions): Promise<Governor
   });
   const store = options.auditStore ?? (await openAuditStore(loaded));
   const auditConfig = loaded.config.audit;
-  const audit = await openAuditLog(store, {
-    logId: auditLogId(loaded),
-    batchSize: auditConfig.batch_size,
-    flushMs: auditConfig.flush_ms,
-    onError: (e) => warn(`audit write failed, retrying: ${(e as Error).message}`),
-    checkpoints: {
-      key: loadOrCreateSigningKey(auditKeyPath(loaded)).privateKey,
-      every: auditConfig.checkpoint_every,
-      seconds: auditConfig.checkpoint_seconds,
-    },
+  const startup = { timeoutMs: options.startupTimeoutMs ?? 10_000 };
+  // A database still starting (or being set up by a peer) is waited for, within bounds, with one clear error.
+  await waitFor(`the audit store (${describeStore(auditConfig.store)})`, () => store.init(), {
+    ...startup,
+    code: "ERR_AUDIT_UNAVAILABLE",
+    onRetry: once(() => warn(`waiting for the audit store (${describeStore(auditConfig.store)})…`)),
+  }).catch(async (e: unknown) => {
+    if (options.auditStore === undefined) await store.close().catch(() => {});
+    throw e;
   });
-  const limiter = options.limiter ?? (await openLimiter(loaded));
+  let audit: AuditLog;
+  try {
+    audit = await openAuditLog(store, {
+      logId: auditLogId(loaded),
+      // Without a configured log id, each process on a host takes a log of its own (see auditLogId).
+      slots: auditConfig.log_id === undefined,
+      label: options.label ?? `onbehalf (pid ${process.pid})`,
+      batchSize: auditConfig.batch_size,
+      flushMs: auditConfig.flush_ms,
+      onError: (e) => warn(`audit write failed: ${(e as Error).message}`),
+      checkpoints: {
+        key: loadOrCreateSigningKey(auditKeyPath(loaded)).privateKey,
+        name: auditLogId(loaded),
+        every: auditConfig.checkpoint_every,
+        seconds: auditConfig.checkpoint_seconds,
+      },
+    });
+  } catch (e) {
+    if (options.auditStore === undefined) await store.close().catch(() => {});
+    throw e;
+  }
+  let limiter: RateLimiter;
+  try {
+    limiter = options.limiter ?? (await openLimiter(loaded, startup.timeoutMs));
+  } catch (e) {
+    await audit.close().catch(() => {});
+    if (options.auditStore === undefined) await store.close().catch(() => {});
+    throw e;
+  }
   const gov = new Governor(loaded, identity, store, audit, limiter, options, warn);
   if (options.closeOnSignals === true) closeOnSignals(gov, warn);
   return gov;
@@ -148,7 +180,11 @@ export function devKeyPath(loaded: Pick<LoadedConfig, "baseDir">): string {
   return resolve(loaded.baseDir, "keys/dev-issuer.jwk");
 }
 
-/** This instance's audit log id: `audit.log_id`, else `onbehalf@<hostname>`. */
+/**
+ * The audit log id a config names: `audit.log_id`, else `onbehalf@<hostname>`. Without a configured id, a
+ * process that finds `onbehalf@<hostname>` held by another live process takes `onbehalf@<hostname>/2` (and so
+ * on): one log per process, the same one again after a restart. Checkpoints are signed under this name.
+ */
 export function auditLogId(loaded: Pick<LoadedConfig, "config">): string {
   return loaded.config.audit.log_id ?? `onbehalf@${hostname()}`;
 }
@@ -184,12 +220,33 @@ export async function openAuditStore(loaded: Pick<LoadedConfig, "config" | "base
   );
 }
 
-async function openLimiter(loaded: LoadedConfig): Promise<RateLimiter> {
+/** The audit store's address for messages (no password). */
+function describeStore(url: string): string {
+  if (url.startsWith("sqlite:")) return `SQLite at ${url.slice("sqlite:".length)}`;
+  return `PostgreSQL at ${redactUrl(url)}`;
+}
+
+function once(f: () => void): () => void {
+  let done = false;
+  return () => {
+    if (!done) f();
+    done = true;
+  };
+}
+
+async function openLimiter(loaded: LoadedConfig, startupTimeoutMs: number): Promise<RateLimiter> {
   const store = loaded.config.limits.store;
   if (store === "memory") return createMemoryLimiter();
   if (store.startsWith("redis://") || store.startsWith("rediss://")) {
-    const { createRedisLimiter } = await import("../limits/redis.js");
-    return createRedisLimiter(store);
+    const { createRedisLimiter, redisReady } = await import("../limits/redis.js");
+    const limiter = createRedisLimiter(store);
+    try {
+      await redisReady(limiter.redis, "the rate-limit store", store, startupTimeoutMs);
+    } catch (e) {
+      await limiter.close();
+      throw e;
+    }
+    return limiter;
   }
   throw new OnbehalfError(
     "ERR_CONFIG_INVALID",
@@ -424,8 +481,12 @@ export class Governor {
     this.reconfigure({ ...this.config, tenants, tools });
   }
 
-  /** Query the audit log. */
-  queryAudit(q: AuditQuery): Promise<AuditPage> {
+  /**
+   * Query the audit log. Every record this governor queued before the query is written first (read your
+   * writes); other writers' records appear as soon as they commit.
+   */
+  async queryAudit(q: AuditQuery): Promise<AuditPage> {
+    await this.audit.flush();
     return this.store.query(q);
   }
 

@@ -1,7 +1,8 @@
 /**
  * The pipeline of one governed call, shared by in-process tools, adapters and the server:
  *
- *   begin:  identity bound? → decide (policy) → audit healthy? → rate limit → audit the attempt
+ *   begin:  audit writer behind? wait → identity bound? → decide (policy) → audit healthy? → rate limit
+ *           → audit the attempt
  *   (the caller runs the tool when the decision is allow)
  *   finish: post-transform the output (pass / redact / block) → audit the outcome
  *
@@ -88,6 +89,8 @@ export function beginCall(
   run: RunContext | undefined,
   opts: BeginOptions,
 ): CallAttempt | Promise<CallAttempt> {
+  // Back-pressure: a writer far behind (a tight loop of calls that never yields) is given its turns first.
+  if (deps.audit.congested) return deps.audit.drained().then(() => beginCall(deps, run, opts));
   const startedAt = process.hrtime.bigint();
   const now = deps.now();
   const policy = deps.policy();

@@ -2,7 +2,9 @@
  * Claim checks (RFC 7519 §4.1, RFC 8725 §3.8–3.10) and the mapping of a verified claim set onto a
  * `Principal`. Runs only after the signature has been verified.
  */
+
 import { OnbehalfError } from "../errors.js";
+import { hasUnsafeText, unsafeTextMessage } from "../text.js";
 import type { ClaimMapping } from "./presets.js";
 import type { Principal } from "./principal.js";
 
@@ -137,12 +139,24 @@ function isoTime(seconds: number): string {
 export function toPrincipal(claims: Record<string, unknown>, rules: ClaimRules): Principal {
   const { mapping } = rules;
   const sub = readClaim(claims, mapping.subject) as string;
+  const tenant = tenantOf(claims, mapping);
+  const email = firstString(claims, mapping.email);
+  // Who the human is lands in audit columns and headers: a control character there is refused, not stored.
+  for (const [name, value] of [
+    ["subject", sub],
+    ["tenant", tenant],
+    ["email", email],
+  ] as const) {
+    if (value !== null && hasUnsafeText(value)) {
+      throw new OnbehalfError("ERR_TOKEN_CLAIM_INVALID", `the token's ${unsafeTextMessage(`${name} claim`)}`);
+    }
+  }
   const principal: Principal = {
     user: rules.userPrefix + sub,
     sub,
     issuer: rules.issuer,
-    tenant: tenantOf(claims, mapping),
-    email: firstString(claims, mapping.email),
+    tenant,
+    email,
     scopes: Object.freeze(collect(claims, mapping.scopes, true)),
     roles: Object.freeze(collect(claims, mapping.roles, false)),
     exp: claims["exp"] as number,

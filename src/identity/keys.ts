@@ -91,6 +91,24 @@ export function loadOrCreateSigningKey(path: string, alg: SigningAlgorithm = "Ed
   return stored;
 }
 
+/**
+ * Read an existing signing key, never creating one: for commands that only check what others signed (`audit
+ * verify`, `audit key`), where a new key would silently replace the one the records were signed with.
+ *
+ * @example
+ * const key = loadSigningKey("./keys/audit.jwk"); // throws ERR_CONFIG_INVALID when the file is missing
+ */
+export function loadSigningKey(path: string, what = "signing key"): SigningKey {
+  const key = readKeyFile(path);
+  if (key === undefined) {
+    throw new OnbehalfError(
+      "ERR_CONFIG_INVALID",
+      `no ${what} at ${path}: point the config at the key the records were signed with, or pass --key <verifier key>`,
+    );
+  }
+  return key;
+}
+
 function readKeyFile(path: string): SigningKey | undefined {
   let text: string;
   try {

@@ -6,6 +6,7 @@
 import { Redis } from "ioredis";
 import { OnbehalfError } from "../errors.js";
 import type { Bucket } from "../policy/layers.js";
+import { redactUrl, waitFor } from "../retry.js";
 import { type RateLimiter, WINDOW_MS } from "./window.js";
 
 /**
@@ -30,6 +31,36 @@ end
 return 0
 `;
 
+/** Connection settings every onbehalf Redis client uses: fail fast per command, reconnect for ever. */
+export const REDIS_OPTIONS = {
+  maxRetriesPerRequest: 1,
+  enableOfflineQueue: false,
+  connectTimeout: 2_000,
+  retryStrategy: (times: number) => Math.min(times * 100, 2_000),
+} as const;
+
+/**
+ * Wait until `redis` answers a PING, for at most `timeoutMs`; the error names `what` and the URL (no password).
+ * Commands sent before the connection is up fail at once (the offline queue is off, so a call never hangs):
+ * callers that need Redis at start wait here first.
+ *
+ * @example
+ * await redisReady(redis, "the rate-limit store", url, 30_000);
+ */
+export function redisReady(redis: Redis, what: string, url: string, timeoutMs: number): Promise<void> {
+  return waitFor(
+    `${what} (Redis at ${redactUrl(url)})`,
+    async () => {
+      try {
+        await redis.ping();
+      } catch (e) {
+        throw new OnbehalfError("ERR_LIMITS_UNAVAILABLE", (e as Error).message, { cause: e });
+      }
+    },
+    { timeoutMs, code: "ERR_LIMITS_UNAVAILABLE" },
+  );
+}
+
 export interface RedisLimiterOptions {
   /** Prefix of every key, so several deployments can share one Redis. Default `onbehalf:rl:`. */
   readonly prefix?: string;
@@ -49,14 +80,7 @@ export function createRedisLimiter(
 ): RateLimiter & { readonly redis: Redis } {
   const prefix = options.prefix ?? "onbehalf:rl:";
   const timeoutMs = options.timeoutMs ?? 500;
-  const redis = new Redis(url, {
-    lazyConnect: false,
-    maxRetriesPerRequest: 1,
-    enableOfflineQueue: false,
-    connectTimeout: 2_000,
-    commandTimeout: timeoutMs,
-    retryStrategy: (times) => Math.min(times * 100, 2_000),
-  });
+  const redis = new Redis(url, { ...REDIS_OPTIONS, commandTimeout: timeoutMs });
   redis.on("error", () => {}); // reported per call as ERR_LIMITS_UNAVAILABLE; ioredis reconnects by itself
   redis.defineCommand("onbehalfTake", { lua: TAKE });
   type WithTake = Redis & { onbehalfTake(...args: (string | number)[]): Promise<number> };

@@ -5,6 +5,7 @@
  * misspelt policy key that is silently ignored is a policy that silently allows.
  */
 import { z } from "zod";
+import { hasUnsafeText, unsafeTextMessage } from "../text.js";
 
 /** The four tiers a call can run in. */
 export const TIERS = ["interactive", "subagent", "background", "api"] as const;
@@ -34,6 +35,20 @@ export const PRESETS = ["auth0", "okta", "entra", "cognito", "keycloak", "google
 export type Preset = (typeof PRESETS)[number];
 
 const nonEmpty = z.string().min(1);
+
+/**
+ * Text that names something (a tenant, a user, an agent, a tool, a trace): at most `max` characters, and no
+ * control characters or unpaired surrogates, which no audit store, header or terminal can carry safely.
+ */
+export function safeText(max = 200) {
+  return z
+    .string()
+    .min(1)
+    .max(max)
+    .refine((s) => !hasUnsafeText(s), { message: unsafeTextMessage("this value") });
+}
+/** An identifier in the config: a tenant id, a user id, a rule id. */
+const Identifier = safeText(500);
 const ClaimPath = nonEmpty;
 const ClaimPaths = z.union([ClaimPath, z.array(ClaimPath).min(1)]);
 
@@ -104,12 +119,12 @@ export type TierMap = z.output<typeof TierMap>;
 export const RULE_EFFECTS = ["deny", "ask", "redact"] as const;
 export type RuleEffect = (typeof RULE_EFFECTS)[number];
 export const Rule = z.strictObject({
-  id: nonEmpty,
+  id: Identifier,
   /** Tools the rule applies to; omitted = every tool. */
   tools: z.array(nonEmpty).min(1).optional(),
   tiers: z.array(Tier).min(1).optional(),
-  users: z.array(nonEmpty).min(1).optional(),
-  agents: z.array(nonEmpty).min(1).optional(),
+  users: z.array(Identifier).min(1).optional(),
+  agents: z.array(Identifier).min(1).optional(),
   /** CEL over `user, agent, tier, chain, tool, args, now`; omitted = always. */
   when: nonEmpty.default("true"),
   effect: z.enum(RULE_EFFECTS),
@@ -124,14 +139,14 @@ export const PolicyConfig = z.strictObject({
   fail_mode: z.enum(["fail_closed", "fail_open"]).default("fail_closed"),
   defaults: TierMap.default({}),
   tools: z.record(nonEmpty, TierMap).default({}),
-  users: z.record(nonEmpty, TierMap).default({}),
-  user_tools: z.record(nonEmpty, z.record(nonEmpty, TierMap)).default({}),
+  users: z.record(Identifier, TierMap).default({}),
+  user_tools: z.record(Identifier, z.record(nonEmpty, TierMap)).default({}),
   rules: z.array(Rule).default([]),
 });
 export type PolicyConfig = z.output<typeof PolicyConfig>;
 
 export const DirectoryUser = z.strictObject({
-  uid: nonEmpty,
+  uid: Identifier,
   email: z.string().optional(),
   role: z.string().optional(),
   /** When present, caps (intersects) the token's scopes for this user. */
@@ -142,7 +157,7 @@ export const DirectoryUser = z.strictObject({
 export type DirectoryUser = z.output<typeof DirectoryUser>;
 
 export const TenantConfig = z.strictObject({
-  id: nonEmpty,
+  id: Identifier,
   require_membership: z.boolean().default(false),
   users: z.array(DirectoryUser).default([]),
   policy: PolicyConfig.default(PolicyConfig.parse({})),
@@ -184,6 +199,8 @@ export const ServerConfig = z.strictObject({
    * same call made again waits on the same approval.
    */
   mcp_approval_wait_seconds: z.number().min(0).max(600).default(50),
+  /** How long `serve` waits for the audit store and Redis to answer at start before it gives up. */
+  startup_wait_seconds: z.number().min(0).max(3600).default(30),
 });
 export type ServerConfig = z.output<typeof ServerConfig>;
 

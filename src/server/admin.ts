@@ -17,7 +17,7 @@ export function adminRoutes(app: FastifyInstance, ctx: ServerContext): void {
     }
     apply();
     await ctx.shareConfig();
-    ctx.gov.recordEvent({
+    const recorded = ctx.gov.recordEvent({
       kind: "admin",
       tenant: null,
       user: null,
@@ -36,6 +36,7 @@ export function adminRoutes(app: FastifyInstance, ctx: ServerContext): void {
       trace_id: null,
       call_id: newCallId(),
     });
+    await ctx.gov.auditLog.acknowledged(recorded);
   };
 
   app.put<{ Params: { id: string } }>("/v1/admin/tenants/:id", async (req) => {

@@ -70,17 +70,22 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
   const server = loaded.config.server;
   const key = loadOrCreateSigningKey(resolve(loaded.baseDir, server.signing_key));
   const issuer = server.public_url ?? "urn:onbehalf:control-plane";
+  const startupTimeoutMs = server.startup_wait_seconds * 1000;
+  const port = options.port ?? server.port;
+  const host = options.host ?? server.host;
   const gov = await createGovernor({
     config: options.config,
     env,
     source: "api",
+    label: `onbehalf serve (pid ${process.pid}${port === 0 ? "" : `, ${host}:${port}`})`,
+    startupTimeoutMs,
     ...(options.warn ? { warn: options.warn } : {}),
     ...options.governor,
     extraIssuers: [delegationIssuerConfig(issuer, key.publicJwk)],
   });
   let state: StateStore;
   try {
-    state = await openState(loaded);
+    state = await openState(loaded, startupTimeoutMs);
   } catch (e) {
     await gov.close();
     throw e;
@@ -154,8 +159,6 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
     app.post("/bench/echo", async (req) => ({ ...BENCH_ANSWER, got: typeof req.body }));
   }
 
-  const port = options.port ?? server.port;
-  const host = options.host ?? server.host;
   try {
     await app.listen({ port, host });
   } catch (e) {
@@ -203,11 +206,11 @@ const BENCH_ANSWER = {
   shadow: null,
 };
 
-async function openState(loaded: LoadedConfig): Promise<StateStore> {
+async function openState(loaded: LoadedConfig, startupTimeoutMs: number): Promise<StateStore> {
   const store = loaded.config.limits.store;
   if (store.startsWith("redis://") || store.startsWith("rediss://")) {
     const { createRedisState } = await import("./state-redis.js");
-    return createRedisState(store);
+    return createRedisState(store, { startupTimeoutMs });
   }
   return createMemoryState();
 }

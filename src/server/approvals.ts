@@ -94,7 +94,7 @@ export function approvalRoutes(app: FastifyInstance, ctx: ServerContext): void {
     });
     if (decided === null) throw new OnbehalfError("ERR_CONFLICT", `approval ${found.id} was already decided`);
     const approved = decided.status === "approved";
-    ctx.gov.recordEvent({
+    const recorded = ctx.gov.recordEvent({
       kind: "approval",
       tenant: decided.tenant,
       user: decided.user,
@@ -113,6 +113,7 @@ export function approvalRoutes(app: FastifyInstance, ctx: ServerContext): void {
       trace_id: null,
       call_id: decided.call_id,
     });
+    await ctx.gov.auditLog.acknowledged(recorded);
     return decided;
   });
 }

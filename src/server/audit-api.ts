@@ -59,14 +59,22 @@ export function auditRoutes(app: FastifyInstance, ctx: ServerContext): void {
   });
 
   app.get("/healthz", async (_req, reply) => {
-    const audit = ctx.gov.auditLog.healthy;
-    const state = await ctx.state.ping().then(
-      () => true,
-      () => false,
+    const log = ctx.gov.auditLog;
+    const stateProblem = await ctx.state.ping().then(
+      () => null,
+      (e: unknown) => (e as Error).message,
     );
-    return reply
-      .code(audit && state ? 200 : 503)
-      .send({ status: audit && state ? "ok" : "degraded", audit, state });
+    const audit = log.healthy;
+    const state = stateProblem === null;
+    // Why it is degraded, in words an operator can act on (never a secret: store errors name no password).
+    const problems = [log.problem, stateProblem].filter((p): p is string => p !== null);
+    return reply.code(audit && state ? 200 : 503).send({
+      status: audit && state ? "ok" : "degraded",
+      audit,
+      state,
+      log: log.logId,
+      ...(problems.length === 0 ? {} : { problems }),
+    });
   });
 
   app.get("/metrics", async (_req, reply) =>

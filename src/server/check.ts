@@ -9,18 +9,18 @@ import { newCallId } from "../audit/call-id.js";
 import { runContextOf } from "../context/run.js";
 import { OnbehalfError } from "../errors.js";
 import { type CallAttempt, publicDecision } from "../govern/pipeline.js";
-import { Tier } from "../policy/schema.js";
+import { safeText, Tier } from "../policy/schema.js";
 import { openApproval } from "./approvals.js";
 import type { ServerContext } from "./context.js";
-import { authenticate, type Caller, parseBody, sendError } from "./http.js";
+import { authenticate, type Caller, invalidRequest, parseBody, sendError } from "./http.js";
 import type { Approval, PendingCall } from "./state.js";
 
 export const CheckBody = z.strictObject({
-  tool: z.string().min(1).max(200),
+  tool: safeText(),
   args: z.unknown().optional(),
-  agent: z.strictObject({ name: z.string().min(1).max(200), tier: Tier.optional() }),
-  tenant: z.string().min(1).optional(),
-  trace_id: z.string().max(200).optional(),
+  agent: z.strictObject({ name: safeText(), tier: Tier.optional() }),
+  tenant: safeText().optional(),
+  trace_id: safeText().optional(),
 });
 export type CheckBody = z.infer<typeof CheckBody>;
 
@@ -34,21 +34,23 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
   const decisions = ctx.metrics.counter("onbehalf_decisions_total", "Decisions by outcome and reason code.");
 
   app.post("/v1/check", async (req, reply) => {
+    // The body is read before the token so that input no store can hold is refused (400) on every path,
+    // the unauthenticated one included; a 401 with a valid body is audited with what the body said.
+    const parsed = req.body === undefined || req.body === null ? null : CheckBody.safeParse(req.body);
+    const refused = parsed?.success === true ? null : bodyRefusal(parsed?.error);
     let caller: Caller;
     try {
       caller = await authenticate(ctx.gov, ctx.issuer, req);
     } catch (e) {
-      await auditUnauthenticated(ctx, req, e);
+      await auditUnauthenticated(ctx, parsed?.success === true ? parsed.data : null, e);
       decisions({ decision: "deny", reason_code: "unauthenticated" });
-      return sendError(reply, e);
+      return sendError(reply, refused ?? e);
     }
-    let body: CheckBody;
-    try {
-      body = parseBody(CheckBody, req.body);
-    } catch (e) {
-      auditRefused(ctx, caller, req, e); // a known user sent something we refuse: that is audited too
-      throw e;
+    if (refused !== null) {
+      auditRefused(ctx, caller, req, refused); // a known user sent something we refuse: that is audited too
+      throw refused;
     }
+    const body = (parsed as { data: CheckBody }).data;
     const run = runContextOf(caller.principal, {
       chain: caller.delegation?.chain ?? [body.agent.name],
       tier: caller.delegation?.tier ?? body.agent.tier ?? "interactive",
@@ -64,14 +66,19 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
     );
     let approval: Approval | null = null;
     try {
+      // Answered only once the attempt record has committed: a decision the caller acts on is on disk, even
+      // if this process is killed the next moment (group commit keeps the throughput; see BENCHMARKS.md).
+      if (attempt.decision.reason_code !== "fail_closed") await ctx.gov.auditLog.acknowledged(attempt.seq);
       if (attempt.decision.decision === "ask") approval = await openApproval(ctx, attempt);
       if (attempt.decision.decision !== "deny") await rememberCall(ctx, attempt, approval);
     } catch (e) {
-      // The decision was audited, but the call could not be remembered for its result: deny, and say so.
-      ctx.gov.finishReported(reportedOf(ctx, pendingOf(attempt, null)), {
-        status: "error",
-        error: "not run: the state store is unavailable",
-      });
+      // The decision was audited, but it could not be made durable or the call remembered: deny, say so.
+      if (attempt.decision.decision !== "deny") {
+        ctx.gov.finishReported(reportedOf(ctx, pendingOf(attempt, null)), {
+          status: "error",
+          error: `not run: ${(e as Error).message}`,
+        });
+      }
       decisions({ decision: "deny", reason_code: "fail_closed" });
       return reply.code(503).send({
         ...answer(attempt, null),
@@ -116,6 +123,8 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
         ? { status: "ok", output: body.output }
         : { status: "error", error: body.error ?? "error" },
     );
+    // The output goes back only once its outcome record has committed (else 503: withheld, fail closed).
+    await ctx.gov.auditLog.acknowledged(done.seq);
     return {
       call_id: taken.callId,
       action: done.action,
@@ -258,19 +267,23 @@ function auditRefused(ctx: ServerContext, caller: Caller, req: FastifyRequest, e
   }
 }
 
+/** The 400 for a /v1/check body that is missing or does not validate. */
+function bodyRefusal(error: z.ZodError | undefined): OnbehalfError {
+  return error === undefined
+    ? new OnbehalfError(
+        "ERR_INVALID_ARGUMENT",
+        "the request needs a JSON body (Content-Type: application/json)",
+      )
+    : invalidRequest(error);
+}
+
 /** A 401 is an attempt too: audit it with whatever the body says, no user, and why the token failed. */
-async function auditUnauthenticated(ctx: ServerContext, req: FastifyRequest, e: unknown): Promise<void> {
-  const body = CheckBody.safeParse(req.body);
+async function auditUnauthenticated(ctx: ServerContext, body: CheckBody | null, e: unknown): Promise<void> {
   const why = e instanceof OnbehalfError ? `${e.code}: ${e.message}` : "the token could not be verified";
   await ctx.gov
-    .begin(
-      undefined,
-      body.success ? body.data.tool : "(unreadable request)",
-      body.success ? (body.data.args ?? {}) : {},
-      {
-        unauthenticated: why,
-        ...(body.success && body.data.trace_id !== undefined ? { traceId: body.data.trace_id } : {}),
-      },
-    )
+    .begin(undefined, body?.tool ?? "(unreadable request)", body?.args ?? {}, {
+      unauthenticated: why,
+      ...(body?.trace_id === undefined ? {} : { traceId: body.trace_id }),
+    })
     .catch(() => {}); // the audit being down is answered by the 401 anyway
 }

@@ -51,13 +51,18 @@ export function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
   }
   const parsed = schema.safeParse(body);
   if (parsed.success) return parsed.data;
-  const problems = parsed.error.issues.map((i) => {
+  throw invalidRequest(parsed.error);
+}
+
+/** The 400 for a body that does not validate: every wrong field named, with what is wrong with it. */
+export function invalidRequest(error: z.ZodError): OnbehalfError {
+  const problems = error.issues.map((i) => {
     const where = i.path.length > 0 ? i.path.join(".") : "body";
     return i.code === "unrecognized_keys"
       ? `${where}: unknown field ${i.keys.map((k) => `"${k}"`).join(", ")}`
       : `${where}: ${i.message}`;
   });
-  throw new OnbehalfError("ERR_INVALID_ARGUMENT", `invalid request: ${problems.join("; ")}`);
+  return new OnbehalfError("ERR_INVALID_ARGUMENT", `invalid request: ${problems.join("; ")}`);
 }
 
 /** Verify the request's bearer token (an IdP token or an onbehalf delegation token). */

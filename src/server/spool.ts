@@ -7,26 +7,26 @@ import type { FastifyInstance } from "fastify";
 import { z } from "zod";
 import { digestArgs } from "../audit/record.js";
 import { redact } from "../policy/redact.js";
-import { Tier } from "../policy/schema.js";
+import { safeText, Tier } from "../policy/schema.js";
 import type { ServerContext } from "./context.js";
 import { authenticate, parseBody } from "./http.js";
 
 const MAX_RECORDS = 1000;
 
 const SpooledRecord = z.strictObject({
-  call_id: z.string().min(8).max(100),
+  call_id: safeText(100).min(8),
   time: z.string().datetime({ offset: true }),
-  tool: z.string().min(1).max(200),
+  tool: safeText(),
   args: z.unknown().optional(),
-  agent: z.string().min(1).max(200),
+  agent: safeText(),
   tier: Tier.default("interactive"),
-  chain: z.array(z.string().min(1).max(200)).max(32).default([]),
+  chain: z.array(safeText()).max(32).default([]),
   decision: z.enum(["allow", "deny"]),
   reason_code: z.enum(["fail_open", "fail_closed"]),
   reason: z.string().max(2000).default(""),
   outcome: z.enum(["ok", "error", "none"]),
   latency_us: z.number().int().min(0).default(0),
-  trace_id: z.string().max(200).nullable().default(null),
+  trace_id: safeText().nullable().default(null),
 });
 const SpoolBody = z.strictObject({ records: z.array(SpooledRecord).max(MAX_RECORDS) });
 

@@ -5,6 +5,7 @@
  */
 import { Redis } from "ioredis";
 import { OnbehalfError } from "../errors.js";
+import { REDIS_OPTIONS, redisReady } from "../limits/redis.js";
 import type { Approval, ApprovalStatus, PendingCall, StateStore } from "./state.js";
 
 /** Set the approval's JSON to ARGV[1] only if it is still pending. */
@@ -24,18 +25,23 @@ return ARGV[1]
  * @example
  * const state = await createRedisState("redis://127.0.0.1:6379");
  */
-export async function createRedisState(url: string, prefix = "onbehalf:"): Promise<StateStore> {
-  const options = {
-    maxRetriesPerRequest: 1,
-    enableOfflineQueue: false,
-    connectTimeout: 2_000,
-    commandTimeout: 1_000,
-    retryStrategy: (times: number) => Math.min(times * 100, 2_000),
-  };
-  const redis = new Redis(url, options);
-  const sub = new Redis(url, { ...options, enableOfflineQueue: true, commandTimeout: undefined });
+export async function createRedisState(
+  url: string,
+  options: { prefix?: string; startupTimeoutMs?: number } = {},
+): Promise<StateStore> {
+  const prefix = options.prefix ?? "onbehalf:";
+  const redis = new Redis(url, { ...REDIS_OPTIONS, commandTimeout: 1_000 });
+  const sub = new Redis(url, { ...REDIS_OPTIONS, enableOfflineQueue: true });
   redis.on("error", () => {});
   sub.on("error", () => {});
+  // A peer starting at the same moment, or Redis still coming up, is waited for (bounded), never a crash.
+  try {
+    await redisReady(redis, "the state store", url, options.startupTimeoutMs ?? 30_000);
+  } catch (e) {
+    redis.disconnect();
+    sub.disconnect();
+    throw e;
+  }
   redis.defineCommand("onbehalfDecide", { numberOfKeys: 2, lua: DECIDE });
   type WithDecide = Redis & {
     onbehalfDecide(key: string, channel: string, json: string, id: string): Promise<string | null>;

@@ -90,7 +90,7 @@ export function tokenRoutes(app: FastifyInstance, ctx: ServerContext): void {
       ctx.gov.now(),
     );
     const dropped = requested === undefined ? [] : requested.filter((s) => !minted.scopes.includes(s));
-    ctx.gov.recordEvent({
+    const recorded = ctx.gov.recordEvent({
       kind: "delegation",
       tenant: principal.tenant,
       user: principal.user,
@@ -112,6 +112,7 @@ export function tokenRoutes(app: FastifyInstance, ctx: ServerContext): void {
       trace_id: null,
       call_id: newCallId(),
     });
+    await ctx.gov.auditLog.acknowledged(recorded); // no token leaves before its record is on disk
     reply.header("cache-control", "no-store");
     return {
       access_token: minted.token,

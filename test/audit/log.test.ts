@@ -87,9 +87,9 @@ describe("audit log", () => {
     const transactions: number[] = [];
     const counting: AuditStore = {
       ...store,
-      append: (batch) => {
+      append: (batch, holder) => {
         transactions.push(batch.length);
-        return store.append(batch);
+        return store.append(batch, holder);
       },
     };
     let log = await openAuditLog(counting, { logId: "writer-1", batchSize: 100, flushMs: 50 });
@@ -144,7 +144,8 @@ describe("audit log", () => {
     let down = true;
     const flaky: AuditStore = {
       ...real,
-      append: (batch) => (down ? Promise.reject(new Error("connection refused")) : real.append(batch)),
+      append: (batch, holder) =>
+        down ? Promise.reject(new Error("connection refused")) : real.append(batch, holder),
     };
     const errors: unknown[] = [];
     const log = await openAuditLog(flaky, { logId: "f", flushMs: 1, onError: (e) => errors.push(e) });

@@ -265,7 +265,7 @@ describe("governed tools", () => {
     // A fault injector around the real store: a stand-in for a database that went away.
     const flaky: AuditStore = {
       ...real,
-      append: (b) => (down ? Promise.reject(new Error("disk I/O error")) : real.append(b)),
+      append: (b, holder) => (down ? Promise.reject(new Error("disk I/O error")) : real.append(b, holder)),
     };
     const { gov } = await testGovernor({}, { auditStore: flaky });
     const getCustomer = gov.governed({ name: "get_customer", execute: () => "ok" });

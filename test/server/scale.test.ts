@@ -9,7 +9,6 @@ import { join } from "node:path";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { verifierOf } from "../../src/audit/checkpoint.js";
 import { openPostgresStore } from "../../src/audit/postgres.js";
 import { verifyAudit } from "../../src/audit/verify.js";
 import { loadOrCreateSigningKey } from "../../src/identity/keys.js";
@@ -104,9 +103,7 @@ describe("two instances on one PostgreSQL and one Redis", () => {
     const store = openPostgresStore(`${PG}?schema=${schema}`);
     const key = loadOrCreateSigningKey(join(keys, "audit.jwk"));
     const { createPublicKey } = await import("node:crypto");
-    const report = await verifyAudit(store, {
-      verifierFor: (log) => verifierOf(log, createPublicKey(key.privateKey)),
-    });
+    const report = await verifyAudit(store, { keys: [createPublicKey(key.privateKey)] });
     await store.close();
     expect(report.logs.map((l) => [l.log, l.finding])).toEqual([
       ["instance-a", null],

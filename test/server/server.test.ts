@@ -274,6 +274,7 @@ describe("audit API and public endpoints", () => {
       status: "ok",
       audit: true,
       state: true,
+      log: server.governor.auditLog.logId,
     });
     const metrics = await call(server.url, "GET", "/metrics");
     expect(metrics.body).toMatch(/onbehalf_decisions_total\{decision="allow",reason_code="ok"\} \d+/);
