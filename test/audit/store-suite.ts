@@ -2,7 +2,9 @@
  * One suite for every audit store: the same appends, queries, checkpoints, proofs, verification and tamper
  * attacks, run against SQLite and against PostgreSQL.
  */
-import { generateKeyPairSync } from "node:crypto";
+import { spawn } from "node:child_process";
+import { generateKeyPairSync, type KeyObject } from "node:crypto";
+import { hostname } from "node:os";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   parseVerifierKey,
@@ -15,7 +17,7 @@ import { type AuditLog, openAuditLog } from "../../src/audit/log.js";
 import { verifyConsistency, verifyInclusion } from "../../src/audit/merkle.js";
 import { proveConsistency, proveInclusion } from "../../src/audit/proof.js";
 import { type AuditFields, leafHash } from "../../src/audit/record.js";
-import type { AuditStore } from "../../src/audit/store.js";
+import { type AuditStore, storeError } from "../../src/audit/store.js";
 import { verifyAudit } from "../../src/audit/verify.js";
 
 /** What the suite needs from a store: a fresh empty one, and raw SQL (with `?` placeholders) to tamper with it. */
@@ -197,6 +199,247 @@ export function describeStore(name: string, harness: StoreHarness): void {
       await again.close();
       expect((await verifyAudit(store, trusted)).ok).toBe(true);
       await store.close();
+    });
+
+    describe("one writer per log", () => {
+      const opts = { flushMs: 1, checkpoints: { key: privateKey, every: 5, seconds: 0 } };
+
+      it("refuses a second writer for a log that is held, naming the log, the holder and the fix", async () => {
+        const store = await harness.open();
+        const first = await openAuditLog(store, { ...opts, logId: "held", label: "instance one" });
+        const refusal = await openAuditLog(store, { ...opts, logId: "held" }).catch((e: unknown) => e);
+        expect(refusal).toMatchObject({ code: "ERR_CONFLICT" });
+        expect((refusal as Error).message).toMatch(
+          new RegExp(
+            `audit log held is being written by another writer: instance one \\(host ${hostname()}, pid ${process.pid}, since .*\\)\\. .*give each instance its own audit\\.log_id`,
+          ),
+        );
+        first.append(fields(1));
+        await first.close(); // a clean close releases the claim: the next writer need not wait
+        const next = await openAuditLog(store, { ...opts, logId: "held" });
+        expect(next.append(fields(2))).toBe(2);
+        await next.close();
+        expect((await verifyAudit(store, trusted)).ok).toBe(true);
+        await store.close();
+      });
+
+      it("gives a default log id's next process the next free slot, and the same slot after a restart", async () => {
+        const store = await harness.open();
+        const a = await openAuditLog(store, { ...opts, logId: "onbehalf@h", slots: true });
+        const b = await openAuditLog(store, { ...opts, logId: "onbehalf@h", slots: true });
+        expect([a.logId, b.logId]).toEqual(["onbehalf@h", "onbehalf@h/2"]);
+        b.append(fields(1));
+        await b.close();
+        const again = await openAuditLog(store, { ...opts, logId: "onbehalf@h", slots: true });
+        expect(again.logId).toBe("onbehalf@h/2");
+        expect(again.append(fields(2))).toBe(2); // it continues that log
+        await Promise.all([a.close(), again.close()]);
+        expect((await verifyAudit(store, trusted)).logs.map((l) => [l.log, l.records, l.finding])).toEqual([
+          ["onbehalf@h/2", 2, null],
+        ]);
+        await store.close();
+      });
+
+      it("lets exactly one of two writers claiming at once win", async () => {
+        const store = await harness.open();
+        const results = await Promise.allSettled([
+          openAuditLog(store, { ...opts, logId: "race" }),
+          openAuditLog(store, { ...opts, logId: "race" }),
+          openAuditLog(store, { ...opts, logId: "race" }),
+        ]);
+        expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(1);
+        for (const r of results) if (r.status === "fulfilled") await r.value.close();
+        await store.close();
+      });
+
+      it("takes over at once from a holder on this host whose process is gone (kill -9), not from a live one", async () => {
+        const store = await harness.open();
+        const child = spawn(process.execPath, ["-e", "0"]);
+        const deadPid = await new Promise<number>((resolve) => child.once("exit", () => resolve(child.pid!)));
+        const claim = (pid: number) => ({
+          holder: `${hostname()}:${pid}:x`,
+          host: hostname(),
+          pid,
+          label: "crashed",
+        });
+        const never = { staleMs: 3_600_000, gone: () => false };
+        expect(await store.claim("crashed", claim(deadPid), never)).toBeNull();
+        const log = await openAuditLog(store, { ...opts, logId: "crashed" });
+        log.append(fields(1));
+        await log.close();
+        expect(await store.claim("alive", claim(process.ppid), never)).toBeNull();
+        await expect(openAuditLog(store, { ...opts, logId: "alive" })).rejects.toThrow(/pid \d+/);
+        await store.close();
+      });
+
+      it("fences a writer whose stale claim was taken over: nothing more of it commits, and it fails closed", async () => {
+        const store = await harness.open();
+        const old = await openAuditLog(store, { ...opts, logId: "fenced" });
+        old.append(fields(1));
+        await old.flush();
+        await new Promise((r) => setTimeout(r, 30));
+        // Another writer finds the claim stale (here after 20 ms) and takes the log over.
+        const taker = await openAuditLog(store, { ...opts, logId: "fenced", staleMs: 20 });
+        taker.append(fields(2));
+        await taker.flush();
+        old.append(fields(3));
+        await expect(old.flush()).rejects.toThrow(/taken over by another writer/);
+        expect(old.healthy).toBe(false);
+        expect(old.problem).toMatch(/restart it/);
+        old.append(fields(4)); // still accepted into the queue (the governor denies), never written
+        await expect(old.acknowledged(old.lastSeq)).rejects.toThrow(/taken over/);
+        await taker.close();
+        await old.close().catch(() => {});
+        const rows = await store.rows("fenced", 1, 100);
+        expect(rows.map((r) => JSON.parse(r.canonical).call_id)).toEqual(["call-1", "call-2"]);
+        expect((await verifyAudit(store, trusted)).ok).toBe(true);
+        await store.close();
+      });
+    });
+
+    describe("records the store cannot hold as they are", () => {
+      it("stores identity fields with control characters or lone surrogates as their digest", async () => {
+        const store = await harness.open();
+        const log = await openAuditLog(store, {
+          logId: "poison",
+          flushMs: 1,
+          checkpoints: { key: privateKey, every: 5, seconds: 0 },
+        });
+        log.append(
+          fields(1, { tool: "x\u0000y", user: "eve\ud800", chain: ["a\u001b[31m", "ok"], agent: "\u0085" }),
+        );
+        log.append(fields(2));
+        await log.close();
+        const [poisoned, clean] = (await store.rows("poison", 1, 10)).map((r) => JSON.parse(r.canonical));
+        expect(poisoned.tool).toMatch(/^unsafe:sha256:[0-9a-f]{64}$/);
+        expect(poisoned.user).toMatch(/^unsafe:sha256:/);
+        expect(poisoned.agent).toMatch(/^unsafe:sha256:/);
+        expect(poisoned.chain).toEqual([expect.stringMatching(/^unsafe:sha256:/), "ok"]);
+        expect(clean.tool).toBe("lookup");
+        expect((await verifyAudit(store, trusted)).ok).toBe(true);
+        await store.close();
+      });
+
+      it("writes the rest of a batch the store refuses for one record's content, and that record as a stub", async () => {
+        const real = await harness.open();
+        // A fault injector around the real store (a stand-in for content a database refuses): any batch
+        // holding the user "mélanie" is refused for its content, as a database refuses text it cannot encode.
+        const refusing: AuditStore = {
+          ...real,
+          append: (batch, holder) =>
+            batch.some((r) => r.fields.user === "m\u00e9lanie")
+              ? Promise.reject(storeError("rejected", "invalid byte sequence"))
+              : real.append(batch, holder),
+        };
+        const log = await openAuditLog(refusing, {
+          logId: "stub",
+          flushMs: 50,
+          batchSize: 100,
+          checkpoints: { key: privateKey, every: 100, seconds: 0 },
+        });
+        for (let i = 1; i <= 10; i++)
+          log.append(fields(i, i === 4 ? { call_id: "poison", user: "m\u00e9lanie" } : {}));
+        await log.flush();
+        expect(log.healthy).toBe(true);
+        expect(log.stubbed).toBe(1);
+        for (let i = 11; i <= 20; i++) log.append(fields(i));
+        await log.close();
+        const rows = (await real.rows("stub", 1, 100)).map((r) => JSON.parse(r.canonical));
+        expect(rows.map((r) => r.seq)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+        expect(rows[3]).toMatchObject({
+          call_id: "poison",
+          user: expect.stringMatching(/^unsafe:sha256:/),
+          args: { withheld: "the audit store refused this record" },
+          decision: fields(4).decision,
+          reason: expect.stringContaining("invalid byte sequence"),
+        });
+        expect(rows[4]).toMatchObject({ call_id: "call-5", args: { i: 5 } });
+        expect((await verifyAudit(real, trusted)).ok).toBe(true);
+        await real.close();
+      });
+    });
+
+    describe("forgeries that rewrite the whole database", () => {
+      /** The genuine log "t", then returns its latest signed checkpoint (kept outside the database). */
+      async function genuine(store: AuditStore): Promise<string> {
+        await (await writeLog(store, "t", 30)).close();
+        return (await store.latestCheckpoint("t"))!.note;
+      }
+      /** The attacker's log "t": 30 records of their choosing, hashes consistent, its own checkpoints or none. */
+      async function rewrite(store: AuditStore, key?: KeyObject): Promise<void> {
+        await harness.exec(store, "DELETE FROM audit_records WHERE log = ?", ["t"]);
+        await harness.exec(store, "DELETE FROM audit_checkpoints WHERE log = ?", ["t"]);
+        const log = await openAuditLog(store, {
+          logId: "t",
+          flushMs: 1,
+          ...(key === undefined ? {} : { checkpoints: { key, every: 10, seconds: 0 } }),
+        });
+        for (let i = 1; i <= 30; i++) log.append(fields(i, { user: "nobody" }));
+        await log.close();
+      }
+
+      it("fails a log no trusted checkpoint covers (its checkpoints deleted), instead of passing 0 of 0", async () => {
+        const store = await harness.open();
+        await genuine(store);
+        await rewrite(store);
+        const report = await verifyAudit(store, trusted);
+        expect(report.ok).toBe(false);
+        expect(report.logs[0]!.finding).toMatchObject({ seq: 1, problem: "unverified" });
+        expect(report.logs[0]!.finding!.message).toMatch(
+          /no checkpoint signed by a trusted key covers its 30 records/,
+        );
+        // An operator may accept unsigned tails explicitly: then it is the checkpoint kept outside that decides.
+        expect((await verifyAudit(store, { ...trusted, unsignedTail: Number.POSITIVE_INFINITY })).ok).toBe(
+          true,
+        );
+        await store.close();
+      });
+
+      it("fails a log re-signed with the attacker's own key", async () => {
+        const store = await harness.open();
+        await genuine(store);
+        await rewrite(store, generateKeyPairSync("ed25519").privateKey);
+        const finding = (await verifyAudit(store, trusted)).logs[0]!.finding;
+        expect(finding).toMatchObject({ seq: 30, problem: "forged_checkpoint" }); // its one checkpoint, at 30
+        await store.close();
+      });
+
+      it("fails a rewritten log against a checkpoint kept outside the database, whatever it holds", async () => {
+        const store = await harness.open();
+        const kept = await genuine(store);
+        await rewrite(store);
+        const report = await verifyAudit(store, {
+          ...trusted,
+          external: [kept],
+          unsignedTail: Number.POSITIVE_INFINITY,
+        });
+        expect(report.logs[0]!.finding).toMatchObject({ seq: 30, problem: "edited" });
+        expect(report.logs[0]!.finding!.message).toMatch(/do not hash to the root the checkpoint signs/);
+        // A log deleted whole is named too: the kept checkpoint covers records that are gone.
+        await harness.exec(store, "DELETE FROM audit_records WHERE log = ?", ["t"]);
+        const gone = await verifyAudit(store, { ...trusted, external: [kept] });
+        expect(gone.logs[0]!.finding).toMatchObject({ log: "t", problem: "deleted" });
+        await store.close();
+      });
+
+      it("fails a second log placed beside the genuine one when only published keys are trusted", async () => {
+        const store = await harness.open();
+        await genuine(store);
+        const forger = generateKeyPairSync("ed25519").privateKey;
+        const fake = await openAuditLog(store, {
+          logId: "t-shadow",
+          flushMs: 1,
+          checkpoints: { key: forger, every: 5, seconds: 0 },
+        });
+        for (let i = 1; i <= 10; i++) fake.append(fields(i));
+        await fake.close();
+        const report = await verifyAudit(store, { keys: [verifierOf("t", publicKey)] });
+        expect(report.logs.map((l) => [l.log, l.finding?.problem ?? null])).toEqual([
+          ["t", null],
+          ["t-shadow", "forged_checkpoint"],
+        ]);
+        await store.close();
+      });
     });
 
     describe("tampering is caught and named", () => {

@@ -1,3 +1,6 @@
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { openSqliteStore } from "../../src/audit/sqlite.js";
 import type { AuditStore } from "../../src/audit/store.js";
@@ -280,6 +283,25 @@ describe("governed tools", () => {
     await expect(gov.runAs(alice, { agent: "bot" }, () => getCustomer({}))).resolves.toBe("ok");
     await gov.close();
   });
+
+  it("keeps a tight loop of awaited calls going on a healthy store: calls wait for the writer, none fails", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "onbehalf-tight-"));
+    const { gov } = await testGovernor({
+      audit: { store: `sqlite:${join(dir, "audit.db")}`, signing_key: TEST_AUDIT_KEY },
+    });
+    // A cached tool: it answers at once, so the loop never returns to the event loop on its own. 120,000
+    // records is past the 100,000 the writer may hold: without back-pressure, this loop used to fail.
+    const read = gov.governed({ name: "get_customer", execute: (args: { n: number }) => args.n });
+    let n = 0;
+    await gov.runAs(alice, { agent: "batch-job" }, async () => {
+      while (n < 60_000) await read({ n: n++ });
+    });
+    expect(gov.auditLog.healthy).toBe(true);
+    expect(gov.auditLog.dropped).toBe(0);
+    await gov.flush();
+    expect(gov.auditLog.committed).toBe(120_000); // an attempt and an outcome per call, every one written
+    await gov.close();
+  }, 60_000);
 
   it("runs shadow mode: would-be denials go ahead and are audited with the verdict", async () => {
     const { gov } = await testGovernor({

@@ -1,4 +1,5 @@
 /** The control plane over real HTTP, with tokens from a real oidc-provider. */
+import { createHash } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseVerifierKey, verifierKeyString, verifyCheckpoint } from "../../src/audit/checkpoint.js";
 import { verifyInclusion } from "../../src/audit/merkle.js";
@@ -148,6 +149,74 @@ describe("POST /v1/check", () => {
       x.reason.includes("toool"),
     );
     expect(refused).toMatchObject({ reason_code: "error", tool: "get_customer", agent: "bot" });
+  });
+});
+
+describe("input no audit store can hold", () => {
+  it("refuses control characters in tool, agent, tenant and trace id with 400 on every path, and the audit goes on", async () => {
+    const cases: [unknown, string][] = [
+      [{ tool: "x\u0000y", agent: { name: "bot" } }, "tool"],
+      [{ tool: "get_customer", agent: { name: "b\u0000t" } }, "agent.name"],
+      [{ tool: "get_customer", agent: { name: "bot" }, tenant: "ac\u001bme" }, "tenant"],
+      [{ tool: "get_customer", agent: { name: "bot" }, trace_id: "t\ud800" }, "trace_id"],
+    ];
+    for (const [body, field] of cases) {
+      for (const token of [undefined, "not-a-token", alice]) {
+        const r = await check(token, body);
+        expect(r.status).toBe(400);
+        expect(r.body.error.message).toContain(`${field}: this value must not contain control characters`);
+      }
+    }
+    const spooled = await call(server.url, "POST", "/v1/audit/spool", {
+      token: alice,
+      body: {
+        records: [
+          {
+            call_id: "01234567-spool-nul",
+            time: new Date().toISOString(),
+            tool: "x\u0000y",
+            agent: "bot",
+            decision: "allow",
+            reason_code: "fail_open",
+            outcome: "ok",
+          },
+        ],
+      },
+    });
+    expect(spooled.status).toBe(400);
+    // The writer was never wedged: decisions go on for everyone, and the server is healthy.
+    const after = await check(bob, { tool: "get_customer", agent: { name: "bot" } });
+    expect(after.body).toMatchObject({ decision: "allow" });
+    expect((await call(server.url, "GET", "/healthz")).status).toBe(200);
+    // The known user's refused attempts are on record, the unstorable text as its digest.
+    const refused = (await audit("user=alice&decision=deny&limit=1000")).filter((x: { reason: string }) =>
+      x.reason.includes("must not contain control characters"),
+    );
+    expect(refused.length).toBeGreaterThanOrEqual(4);
+    expect(refused.map((x: { tool: string }) => x.tool)).toContain(
+      `unsafe:sha256:${createHash("sha256").update("x\u0000y").digest("hex")}`,
+    );
+  });
+});
+
+describe("reading the audit", () => {
+  it("shows a decision in GET /v1/audit the moment it was made, even with a slow group commit", async () => {
+    const slow = await startTestServer(idp, { audit: { store: "sqlite::memory:", flush_ms: 5_000 } });
+    try {
+      const anonymous = await call(slow.url, "POST", "/v1/check", {
+        body: { tool: "read_email", agent: { name: "bot" }, trace_id: "ryw-1" },
+      });
+      expect(anonymous.status).toBe(401); // a 401 does not wait for its record; the query must
+      const allowed = await call(slow.url, "POST", "/v1/check", {
+        token: alice,
+        body: { tool: "get_customer", agent: { name: "bot" }, trace_id: "ryw-2" },
+      });
+      expect(allowed.body.decision).toBe("allow");
+      const records = (await call(slow.url, "GET", "/v1/audit?limit=10", { token: ADMIN })).body.records;
+      expect(records.map((r: { trace_id: string }) => r.trace_id).sort()).toEqual(["ryw-1", "ryw-2"]);
+    } finally {
+      await slow.close();
+    }
   });
 });
 
