@@ -20,6 +20,13 @@ export async function serveCommand(argv: string[], io: Io): Promise<number> {
   if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535))
     throw new UsageError("--port must be 0 to 65535");
   const loaded = loadConfigFile(file);
+  // Listen for SIGTERM/SIGINT before anything starts: a signal that arrives while the server starts (or just
+  // after it said it listens) must still flush the audit, not kill the process with the default action.
+  const stopped = new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once("SIGTERM", stop);
+    process.once("SIGINT", stop);
+  });
   const server = await startServer({
     config: file,
     ...(port === undefined ? {} : { port }),
@@ -60,11 +67,7 @@ mint other tokens:
 
 endpoints: docs/server.md · stop with Ctrl-C (the audit is flushed)`);
   }
-  await new Promise<void>((resolve) => {
-    const stop = () => resolve();
-    process.once("SIGTERM", stop);
-    process.once("SIGINT", stop);
-  });
+  await stopped;
   io.err("shutting down: flushing the audit…");
   await server.close();
   return EXIT_OK;

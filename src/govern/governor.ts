@@ -133,7 +133,7 @@ export async function createGovernor(options: GovernorOptions): Promise<Governor
       logId: auditLogId(loaded),
       // Without a configured log id, each process on a host takes a log of its own (see auditLogId).
       slots: auditConfig.log_id === undefined,
-      label: options.label ?? `onbehalf (pid ${process.pid})`,
+      label: options.label ?? "an onbehalf governor",
       batchSize: auditConfig.batch_size,
       flushMs: auditConfig.flush_ms,
       onError: (e) => warn(`audit write failed: ${(e as Error).message}`),

@@ -77,7 +77,7 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
     config: options.config,
     env,
     source: "api",
-    label: `onbehalf serve (pid ${process.pid}${port === 0 ? "" : `, ${host}:${port}`})`,
+    label: port === 0 ? "onbehalf serve" : `onbehalf serve on ${host}:${port}`,
     startupTimeoutMs,
     ...(options.warn ? { warn: options.warn } : {}),
     ...options.governor,
