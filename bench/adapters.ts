@@ -22,7 +22,7 @@ import { governedHandler } from "../src/adapters/mcp-server.js";
 import { governedTool as governedAgentsTool } from "../src/adapters/openai-agents.js";
 import type { Governor } from "../src/govern/governor.js";
 import { benchGovernor, principal } from "./govern.js";
-import { type Finding, fmt, medianOf, timedYielding } from "./harness.js";
+import { type Finding, fmt, medianOf, timed } from "./harness.js";
 
 type Pair = { readonly bare: () => Promise<unknown>; readonly adapter: () => Promise<unknown> };
 
@@ -127,9 +127,9 @@ export async function benchAdapters(): Promise<Finding[]> {
     for (let r = 0; r < 5; r++) {
       const round: (typeof rounds)[number] = {};
       for (const [name, p] of Object.entries(adapters)) {
-        const b = await timedYielding(`${name} bare`, n, p.bare);
-        const d = await timedYielding(`${name} in gov.governed()`, n, direct[name]!);
-        const a = await timedYielding(`${name} adapter`, n, p.adapter);
+        const b = await timed(`${name} bare`, n, p.bare);
+        const d = await timed(`${name} in gov.governed()`, n, direct[name]!);
+        const a = await timed(`${name} adapter`, n, p.adapter);
         round[name] = { added: a.p50 - d.p50, bare: b.p50, direct: d.p50, adapter: a.p50 };
       }
       rounds.push(round);
