@@ -14,7 +14,9 @@ import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/
 import {
   CallToolRequestSchema,
   type CallToolResult,
+  ErrorCode,
   ListToolsRequestSchema,
+  McpError,
   type Tool,
 } from "@modelcontextprotocol/sdk/types.js";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
@@ -22,6 +24,7 @@ import { type RunContext, runContextOf, withContext } from "../context/run.js";
 import { OnbehalfError } from "../errors.js";
 import type { CallAttempt } from "../govern/pipeline.js";
 import { listable } from "../policy/decide.js";
+import { hasUnsafeText, unsafeTextMessage } from "../text.js";
 import { current, openApproval } from "./approvals.js";
 import type { ServerContext } from "./context.js";
 import { authenticate, type Caller, sendError } from "./http.js";
@@ -116,7 +119,7 @@ export async function mcpGateway(
       const c = extra.authInfo?.extra?.["caller"] as Caller | undefined;
       if (c === undefined) throw new OnbehalfError("ERR_NO_IDENTITY", "no identity on this MCP request");
       return runContextOf(c.principal, {
-        chain: c.delegation?.chain ?? [server.getClientVersion()?.name ?? "mcp-client"],
+        chain: c.delegation?.chain ?? [clientName(server.getClientVersion()?.name)],
         tier: c.delegation?.tier ?? "interactive",
         scopes: c.principal.scopes,
       });
@@ -141,6 +144,9 @@ export async function mcpGateway(
     });
     server.setRequestHandler(CallToolRequestSchema, async (req, extra) => {
       const run = runOf(extra);
+      if (hasUnsafeText(req.params.name)) {
+        throw new McpError(ErrorCode.InvalidParams, `the tool ${unsafeTextMessage("name")}`);
+      }
       return callTool(run, req.params.name, req.params.arguments ?? {});
     });
     transport.onclose = () => {
@@ -253,6 +259,11 @@ export async function mcpGateway(
       await Promise.allSettled(upstreams.map((u) => u.close()));
     },
   };
+}
+
+/** The agent an MCP client says it is (`clientInfo.name`), when it is a name an audit can hold. */
+function clientName(name: string | undefined): string {
+  return name === undefined || name === "" || hasUnsafeText(name) ? "mcp-client" : name.slice(0, 200);
 }
 
 function metadata(ctx: ServerContext, options: GatewayOptions) {

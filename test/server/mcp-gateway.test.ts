@@ -195,6 +195,15 @@ describe("MCP gateway", () => {
     });
   });
 
+  it("refuses a tool name with control characters as invalid params, before anything is decided", async () => {
+    const { client } = await connect(await token("alice", "customers:read"));
+    await expect(client.callTool({ name: "crm.get\u0000customer", arguments: {} })).rejects.toThrow(
+      /tool name must not contain control characters/,
+    );
+    const after = await client.callTool({ name: "crm.get_customer", arguments: { id: "c-1" } });
+    expect(after.isError).toBeFalsy();
+  });
+
   it("holds a call the policy answers with ask until an approver decides, then runs or refuses it", async () => {
     const { client } = await connect(await token("alice", "customers:read"));
     const decide = async (id: string, decision: "approve" | "deny") => {
