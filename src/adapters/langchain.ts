@@ -112,7 +112,9 @@ const messageShape: ResultShape = {
   failed: (m) => (ToolMessage.isInstance(m) && m.status === "error" ? String(m.content) : undefined),
   view: (m) => (ToolMessage.isInstance(m) ? parse(m.content) : m),
   redacted: (m, output) =>
-    ToolMessage.isInstance(m) ? new ToolMessage({ ...m, content: JSON.stringify(output) }) : output,
+    ToolMessage.isInstance(m)
+      ? new ToolMessage({ ...m, content: typeof output === "string" ? output : JSON.stringify(output) })
+      : output,
 };
 
 /**

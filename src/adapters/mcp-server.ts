@@ -13,6 +13,7 @@ import { type RunContext, runContextOf, withContext } from "../context/run.js";
 import { isOnbehalfError } from "../errors.js";
 import type { Governor } from "../govern/governor.js";
 import type { Principal } from "../identity/principal.js";
+import { McpOutput, mcpText } from "../policy/output.js";
 import type { Tier } from "../policy/schema.js";
 import {
   type AdapterOptions,
@@ -113,17 +114,14 @@ export function governedHandler<H extends (...params: never[]) => CallToolResult
   return governed as unknown as H;
 }
 
-/** An MCP tool result: `isError` is a failure; the policy reads its structured content or JSON text. */
+/**
+ * An MCP tool result: `isError` is a failure; the policy redacts every part the model sees (each text part and
+ * embedded resource, `structuredContent`) and withholds what it cannot check (see policy/output.ts).
+ */
 const resultShape: ResultShape = {
-  failed: (r) => ((r as CallToolResult).isError === true ? textOf(r as CallToolResult) : undefined),
-  view: (r) =>
-    (r as CallToolResult).structuredContent ?? jsonOf(r as CallToolResult) ?? textOf(r as CallToolResult),
-  redacted: (r, output) => ({
-    content: [{ type: "text", text: JSON.stringify(output) }],
-    ...((r as CallToolResult).structuredContent === undefined
-      ? {}
-      : { structuredContent: output as Record<string, unknown> }),
-  }),
+  failed: (r) => ((r as CallToolResult).isError === true ? mcpText(r as CallToolResult) : undefined),
+  view: (r) => new McpOutput(r as CallToolResult),
+  redacted: (r, output) => McpOutput.resultOf(output, r as CallToolResult),
 };
 
 /** The run of an MCP request: its principal, and the chain a delegation token names (else one agent). */
@@ -141,19 +139,5 @@ function runOfAuth(
     return runContextOf(principal, { chain, tier });
   } catch {
     return undefined; // a malformed chain: no identity, denied
-  }
-}
-
-function textOf(result: CallToolResult): string {
-  return result.content.map((c) => (c.type === "text" ? c.text : "")).join("");
-}
-
-function jsonOf(result: CallToolResult): unknown {
-  const only = result.content.length === 1 ? result.content[0] : undefined;
-  if (only?.type !== "text") return undefined;
-  try {
-    return JSON.parse(only.text);
-  } catch {
-    return undefined;
   }
 }

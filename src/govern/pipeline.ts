@@ -19,6 +19,7 @@ import type { RateLimiter } from "../limits/window.js";
 import type { CompiledPolicy, CompiledTool } from "../policy/compile.js";
 import { type Decision, decide, type ReasonCode } from "../policy/decide.js";
 import type { Bucket } from "../policy/layers.js";
+import { redactOutput } from "../policy/output.js";
 import { compilePath, type RedactPath, redact } from "../policy/redact.js";
 import type { PostTransform } from "../policy/schema.js";
 
@@ -64,6 +65,16 @@ export interface BeginOptions {
   readonly callId?: string | undefined;
   /** With no run: why there is no identity (a rejected token, say), for the audit. */
   readonly unauthenticated?: string | undefined;
+  /**
+   * The call was approved by a human (an approval taken with `gov.approvals.take`): a decision `ask` becomes
+   * `allow`. Any other decision stands: the policy in force still wins over the approval.
+   */
+  readonly approved?: { readonly id: string; readonly by: string } | undefined;
+  /**
+   * The call came with an approval that cannot let it through: `ask` stands (with this reason) when the code is
+   * `approval_required` (still pending, for another call, used already), else it becomes this deny.
+   */
+  readonly unapproved?: { readonly reason_code: ReasonCode; readonly reason: string } | undefined;
 }
 
 /** Decided, not yet rate-limited or audited. */
@@ -96,11 +107,19 @@ export function beginCall(
   const policy = deps.policy();
   // Arguments that cannot be encoded (a cycle, a BigInt) cannot be decided on or audited: deny, and audit a note.
   let unencodable: string | undefined;
-  let encoded: { digest: string; bytes: number };
+  let encoded: { digest: string; bytes: number; canonical: string } | undefined;
   try {
     encoded = digestArgs(opts.args);
+    // CEL reads an object with a `$typeName` key as a protobuf message (a string wrapper, say): a rule would
+    // see something else than the tool gets. No tool argument needs that key: refuse it.
+    if (encoded.canonical.includes('"$typeName"') && hasKey(opts.args, "$typeName")) {
+      unencodable =
+        'the arguments use the reserved key "$typeName": policy rules would read that object as another type';
+    }
   } catch (e) {
     unencodable = `the arguments cannot be encoded as JSON: ${(e as Error).message}`;
+  }
+  if (unencodable !== undefined || encoded === undefined) {
     opts = { ...opts, args: { unencodable } };
     encoded = digestArgs(opts.args);
   }
@@ -139,6 +158,22 @@ export function beginCall(
     });
   } catch (e) {
     decision = denial("error", `policy evaluation failed: ${(e as Error).message}`);
+  }
+  if (decision.decision === "ask" && opts.approved !== undefined) {
+    const { id, by } = opts.approved;
+    decision = {
+      ...decision,
+      decision: "allow",
+      reason_code: "ok",
+      reason: `approved by ${by} (${id}): ${decision.reason}`,
+    };
+  } else if (decision.decision === "ask" && opts.unapproved !== undefined) {
+    // Still waiting, or an approval for another call or used already: it still asks. Denied or expired: deny.
+    const { reason_code, reason } = opts.unapproved;
+    decision =
+      reason_code === "approval_required"
+        ? { ...decision, reason: `${reason}; ${decision.reason}` }
+        : override(decision, reason_code, reason);
   }
   if (!deps.audit.healthy)
     return recordAttempt(pending, override(decision, "fail_closed", "the audit store is unavailable"));
@@ -198,10 +233,22 @@ export function finishReported(deps: PipelineDeps, call: ReportedCall, result: C
     reason = "output blocked by policy";
   } else {
     const paths = call.postTransform === "redact" ? redactionPaths(call.tool, call.redact) : NO_PATHS;
-    output = paths.length > 0 ? redact(result.output, paths) : result.output;
+    // Redaction fails closed: what the paths cannot reach (text that is not JSON, binary data) is withheld.
+    let withheld: string[] | undefined;
+    if (paths.length === 0) {
+      output = result.output;
+    } else {
+      withheld = [];
+      output = redactOutput(result.output, {
+        tool: call.fields.tool ?? call.tool?.name ?? "the tool",
+        paths,
+        unparsed: call.tool?.unparsedOutput ?? "withhold",
+        withheld,
+      });
+    }
     action = output === result.output ? "pass" : "redact";
     outcome = "ok";
-    reason = action === "redact" ? "output redacted" : "ok";
+    reason = action === "pass" ? "ok" : redactionReason(withheld);
   }
   const f = call.fields;
   const seq = deps.audit.append({
@@ -340,7 +387,20 @@ function denial(reason_code: ReasonCode, reason: string): Decision {
   };
 }
 
-function auditedArgs(args: unknown, tool: CompiledTool | undefined, bytes: number, max: number): unknown {
+/** True when `key` is a key of `value` or of anything inside it. */
+function hasKey(value: unknown, key: string): boolean {
+  if (value === null || typeof value !== "object") return false;
+  if (Array.isArray(value)) return value.some((v) => hasKey(v, key));
+  return Object.hasOwn(value, key) || Object.values(value).some((v) => hasKey(v, key));
+}
+
+/** The arguments as the audit keeps them: their size alone over the limit, else redacted by the tool's paths. */
+export function auditedArgs(
+  args: unknown,
+  tool: CompiledTool | undefined,
+  bytes: number,
+  max: number,
+): unknown {
   if (bytes > max) return { omitted: `${bytes} bytes, over the limit of ${max}` };
   return tool === undefined || tool.redactPaths.length === 0 ? args : redact(args, tool.redactPaths);
 }
@@ -363,6 +423,12 @@ function redactionPaths(tool: CompiledTool | undefined, extra: readonly string[]
     out.push(compiled);
   }
   return out;
+}
+
+/** The outcome's reason for a redacted output: what was withheld whole, if anything. */
+function redactionReason(withheld: readonly string[] | undefined): string {
+  if (withheld === undefined || withheld.length === 0) return "output redacted";
+  return `output redacted; withheld, as redaction cannot check it: ${[...new Set(withheld)].join(", ")}`;
 }
 
 function elapsedMicros(since: bigint): number {

@@ -3,7 +3,13 @@
  * prototype keys, O(1) lookups), CEL conditions planned, redaction paths parsed. Compiling is the only
  * place that can fail; a compiled policy decides without throwing.
  */
-import { type CompileResult, type Condition, compileCondition } from "./cel.js";
+import {
+  type CompileResult,
+  type Condition,
+  compileCondition,
+  DEFAULT_RULE_LIMITS,
+  type RuleLimits,
+} from "./cel.js";
 import type { LayerHit, LayerName } from "./layers.js";
 import { compilePath, type RedactPath } from "./redact.js";
 import type {
@@ -30,6 +36,8 @@ export interface CompiledTool {
   readonly sensitivity: (typeof SENSITIVITIES)[number];
   readonly redact: readonly string[];
   readonly redactPaths: readonly RedactPath[];
+  /** What happens to output the redaction paths cannot reach (see policy/output.ts). */
+  readonly unparsedOutput: ToolConfig["unparsed_output"];
   readonly inputSchema: Readonly<Record<string, unknown>> | undefined;
 }
 
@@ -90,10 +98,14 @@ export function compilePolicy(
     tools.set(tool.name, compileTool(tool, ["tools", i], issues));
   });
   const tenants = new Map<string, CompiledTenant>();
+  const limits: RuleLimits = {
+    maxReads: config.limits.max_rule_reads,
+    maxArgsBytes: config.limits.max_rule_args_bytes,
+  };
   config.tenants.forEach((tenant, i) => {
     if (tenants.has(tenant.id))
       issues.push({ path: ["tenants", i, "id"], message: `duplicate tenant "${tenant.id}"` });
-    tenants.set(tenant.id, compileTenant(tenant, ["tenants", i], issues));
+    tenants.set(tenant.id, compileTenant(tenant, ["tenants", i], issues, limits));
   });
   if (issues.length > 0) return { ok: false, issues };
   return { ok: true, policy: { tools, tenants, maxArgsBytes: config.limits.max_args_bytes } };
@@ -112,15 +124,24 @@ export function compileTool(
     sensitivity: tool.sensitivity,
     redact: tool.redact,
     redactPaths: compilePaths(tool.redact, [...at, "redact"], issues),
+    unparsedOutput: tool.unparsed_output,
     inputSchema: tool.input_schema,
   };
 }
 
-/** Compile one tenant: its directory, permission layers and rules. */
+/**
+ * Compile one tenant: its directory, permission layers and rules. `limits` bound what one evaluation of a
+ * rule may cost (`limits.max_rule_reads`, `limits.max_rule_args_bytes`).
+ *
+ * @example
+ * const issues: CompileIssue[] = [];
+ * const tenant = compileTenant(config.tenants[0], ["tenants", 0], issues, { maxReads: 10_000, maxArgsBytes: 32_768 });
+ */
 export function compileTenant(
   tenant: TenantConfig,
   at: readonly (string | number)[],
   issues: CompileIssue[],
+  limits: RuleLimits = DEFAULT_RULE_LIMITS,
 ): CompiledTenant {
   const directory = new Map<string, DirectoryUser>();
   tenant.users.forEach((user, i) => {
@@ -136,7 +157,7 @@ export function compileTenant(
     if (ruleIds.has(rule.id))
       issues.push({ path: [...ruleAt, "id"], message: `duplicate rule id "${rule.id}"` });
     ruleIds.add(rule.id);
-    const compiled: CompileResult = compileCondition(rule.when);
+    const compiled: CompileResult = compileCondition(rule.when, limits);
     if (!compiled.ok) issues.push({ path: [...ruleAt, "when"], message: compiled.error });
     const redact = rule.redact ?? [];
     return {

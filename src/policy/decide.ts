@@ -8,7 +8,7 @@
  *  3. membership: listed (when required) and not disabled                     → not_a_member
  *  4. required scopes ⊆ effective scopes (token ∩ every hop ∩ directory cap)  → missing_scope
  *  5. layered permission                                                      → permission_deny / ask
- *  6. rules: a matching deny always wins; then ask; redact adds paths          → rule_deny / ask / error
+ *  6. rules: a matching deny always wins; then ask; redact adds paths  → rule_deny / ask / error / rule_over_budget
  * Checks 1–4 are the guarantees and hold in shadow mode too; 5–6 are the tenant's policy, which shadow mode
  * evaluates and reports without enforcing. Rate limits are charged by the caller from `buckets`.
  */
@@ -27,6 +27,7 @@ export const REASON_CODES = [
   "missing_scope",
   "permission_deny",
   "rule_deny",
+  "rule_over_budget",
   "rate_limited",
   "approval_required",
   "approval_denied",
@@ -249,16 +250,21 @@ function policyVerdict(
   for (const rule of tenant.rules) {
     if (!applies(rule, tool.name, input)) continue;
     activation ??= activationOf(input, tenant.id, effective);
-    const result = rule.condition(activation, input.now);
-    trace?.push({ step: `rule ${rule.id}`, outcome: typeof result === "boolean" ? String(result) : "error" });
+    const result = rule.condition(activation, input.now, input.argsBytes);
+    const overBudget = typeof result !== "boolean" && result.overBudget === true;
+    trace?.push({
+      step: `rule ${rule.id}`,
+      outcome: typeof result === "boolean" ? String(result) : overBudget ? "over budget" : "error",
+    });
+    // A rule that fails or runs over its budget denies, whatever its effect: no answer is not an allow.
     if (typeof result !== "boolean" || (result && rule.effect === "deny")) {
       denied ??=
         typeof result === "boolean"
           ? { decision: "deny", reason_code: "rule_deny", reason: rule.reason, rule: rule.id }
           : {
               decision: "deny",
-              reason_code: "error",
-              reason: `rule ${rule.id} failed to evaluate: ${result.error}`,
+              reason_code: overBudget ? "rule_over_budget" : "error",
+              reason: `rule ${rule.id} ${overBudget ? "is over its budget" : "failed to evaluate"}: ${result.error}`,
               rule: rule.id,
             };
       if (!shadow) return { ...denied, postTransform, redact };

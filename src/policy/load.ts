@@ -7,6 +7,7 @@ import { dirname, resolve } from "node:path";
 import { type Document, isMap, isScalar, LineCounter, parseDocument, visit } from "yaml";
 import type { z } from "zod";
 import { OnbehalfError } from "../errors.js";
+import { conditionCost } from "./cel.js";
 import { type CompiledPolicy, compilePolicy } from "./compile.js";
 import { Config } from "./schema.js";
 
@@ -471,6 +472,19 @@ function referenceWarnings(config: Config, locate: Locate): ConfigIssue[] {
       rule.tools?.forEach((name, k) => {
         check(name, [...at, "rules", r, "tools", k]);
       });
+      const nested = conditionCost(rule.when)?.nested ?? [];
+      if (nested.length > 0) {
+        const path = [...at, "rules", r, "when"];
+        out.push({
+          ...locate(path),
+          path: pathString(path),
+          message:
+            `rule "${rule.id}" nests a comprehension over ${nested.join(", ")} inside another: its cost grows ` +
+            `with the square of what the caller sends, and past limits.max_rule_reads ` +
+            `(${config.limits.max_rule_reads}) reads it denies with rule_over_budget`,
+          fix: "bound the inputs first (size(args.items) <= 50 && …), or compare within one pass",
+        });
+      }
     });
   });
   return out;

@@ -94,6 +94,11 @@ export const ToolConfig = z.strictObject({
   sensitivity: z.enum(SENSITIVITIES).default("user_data"),
   /** Paths redacted from the output when post_transform is redact, and from the audited arguments always. */
   redact: z.array(nonEmpty).default([]),
+  /**
+   * When output is redacted: what happens to output the paths cannot reach (text that is not JSON, an image, a
+   * binary resource). `withhold` (default) replaces it with a notice the model reads; `pass` lets it through.
+   */
+  unparsed_output: z.enum(["withhold", "pass"]).default("withhold"),
   /** JSON Schema of the arguments, used by the narrow-tool lint and passed through by the MCP gateway. */
   input_schema: z.record(z.string(), z.unknown()).optional(),
 });
@@ -174,6 +179,14 @@ export const UpstreamConfig = z.strictObject({
   /** Between prefix and tool name. OpenAI function names allow no dots: use "_" or "__" for those clients. */
   separator: z.enum([".", "_", "__", "-"]).default("."),
   timeout_ms: z.number().int().positive().default(30_000),
+  /**
+   * Which of the upstream's tools the gateway offers: `declared` (default) only those a `tools` entry names
+   * (by their exposed name), so a tool the upstream adds tomorrow is neither listed nor callable until someone
+   * declares it; `all` every tool it lists, the undeclared ones with `default_scopes` required.
+   */
+  expose: z.enum(["declared", "all"]).default("declared"),
+  /** With `expose: all`: the scopes an undeclared tool of this upstream requires. */
+  default_scopes: z.array(nonEmpty).default([]),
   auth: z
     .union([
       z.strictObject({ type: z.literal("none") }),
@@ -224,6 +237,14 @@ export const LimitsConfig = z.strictObject({
   store: nonEmpty.default("memory"),
   /** Serialized arguments larger than this are denied before policy runs. */
   max_args_bytes: z.number().int().positive().default(65_536),
+  /**
+   * What one evaluation of a rule with a comprehension (`exists`, `all`, `map`, `filter`, `exists_one`) may
+   * read of `args`, `user` and `chain`: each field or element read counts one. Past it the rule denies
+   * (`rule_over_budget`), whatever its effect. Bounds the time one call can hold the event loop.
+   */
+  max_rule_reads: z.number().int().positive().default(10_000),
+  /** A rule that reads `args` denies (`rule_over_budget`) when the serialized arguments are larger. */
+  max_rule_args_bytes: z.number().int().positive().default(32_768),
 });
 export type LimitsConfig = z.output<typeof LimitsConfig>;
 

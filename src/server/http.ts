@@ -56,13 +56,19 @@ export function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
 
 /** The 400 for a body that does not validate: every wrong field named, with what is wrong with it. */
 export function invalidRequest(error: z.ZodError): OnbehalfError {
-  const problems = error.issues.map((i) => {
-    const where = i.path.length > 0 ? i.path.join(".") : "body";
-    return i.code === "unrecognized_keys"
-      ? `${where}: unknown field ${i.keys.map((k) => `"${k}"`).join(", ")}`
-      : `${where}: ${i.message}`;
-  });
-  return new OnbehalfError("ERR_INVALID_ARGUMENT", `invalid request: ${problems.join("; ")}`);
+  return new OnbehalfError("ERR_INVALID_ARGUMENT", `invalid request: ${describeIssues(error)}`);
+}
+
+/** Every wrong field of a validated value (`where` names the whole value), with what is wrong with it. */
+export function describeIssues(error: z.ZodError, where = "body"): string {
+  return error.issues
+    .map((i) => {
+      const at = i.path.length > 0 ? i.path.join(".") : where;
+      return i.code === "unrecognized_keys"
+        ? `${at}: unknown field ${i.keys.map((k) => JSON.stringify(k)).join(", ")}`
+        : `${at}: ${i.message}`;
+    })
+    .join("; ");
 }
 
 /** Verify the request's bearer token (an IdP token or an onbehalf delegation token). */
@@ -98,6 +104,18 @@ export function requireAdmin(isAdmin: (req: FastifyRequest) => boolean, req: Fas
   }
 }
 
-function headerSafe(text: string): string {
-  return text.replace(/["\\\r\n]/g, " ").slice(0, 200);
+/**
+ * Text made fit for a quoted-string in a header value: printable ASCII only. Node refuses to send anything
+ * outside Latin-1 (a 500 instead of the 401 being answered) and sends Latin-1 as raw bytes no client reads
+ * the same way; control characters would split the header, `"` and `\` end the quoted-string. So every
+ * character outside 0x20–0x7E becomes `?`, `"` and `\` become `'`, and the result is at most `max` long.
+ *
+ * @example
+ * headerSafe('the token iss "https://idp.example/\u2603" is not trusted'); // "the token iss 'https://idp.example/?' is not trusted"
+ */
+export function headerSafe(text: string, max = 200): string {
+  return text
+    .replace(/[^\x20-\x7e]/gu, "?")
+    .replace(/["\\]/g, "'")
+    .slice(0, max);
 }

@@ -37,6 +37,39 @@ describe("governed tools", () => {
     expect(attempt!.reason).toContain("cannot be encoded as JSON");
   });
 
+  it("refuses arguments with the reserved key $typeName, which a CEL rule would read as another type", async () => {
+    const { gov } = await testGovernor({
+      tenants: [
+        {
+          id: "acme",
+          policy: {
+            defaults: { "*": { permission: "allow" } },
+            rules: [
+              {
+                id: "only-acme",
+                tools: ["read_email"],
+                when: "!args.to.endsWith('@acme.com')",
+                effect: "deny",
+              },
+            ],
+          },
+        },
+      ],
+    });
+    let ran = false;
+    const send = gov.governed({ name: "read_email", execute: async (_: unknown) => (ran = true) });
+    // To CEL this is the string "boss@acme.com"; to the tool, an object.
+    const disguised = { to: { $typeName: "google.protobuf.StringValue", value: "boss@acme.com" } };
+    const denied = await rejection(gov.runAs(alice, { agent: "bot" }, () => send(disguised)));
+    expect(denied.details).toMatchObject({ decision: "deny", reason_code: "error" });
+    expect(denied.message).toMatch(/reserved key "\$typeName"/);
+    expect(ran).toBe(false);
+    await expect(gov.runAs(alice, { agent: "bot" }, () => send({ to: "eve@evil.example" }))).rejects.toThrow(
+      /rule_deny/,
+    );
+    await gov.close();
+  });
+
   it("adds a second declaration of a tool to the first: no required scope or redaction path is dropped", async () => {
     const { gov } = await testGovernor();
     gov.declare({ name: "export_report", required_scopes: ["reports:export"], redact: ["owner.ssn"] });
@@ -271,8 +304,8 @@ describe("governed tools", () => {
       append: (b, holder) => (down ? Promise.reject(new Error("disk I/O error")) : real.append(b, holder)),
     };
     const { gov } = await testGovernor({}, { auditStore: flaky });
-    const getCustomer = gov.governed({ name: "get_customer", execute: () => "ok" });
-    await expect(gov.runAs(alice, { agent: "bot" }, () => getCustomer({}))).resolves.toBe("ok");
+    const getCustomer = gov.governed({ name: "get_customer", execute: () => true });
+    await expect(gov.runAs(alice, { agent: "bot" }, () => getCustomer({}))).resolves.toBe(true);
     down = true;
     await gov.runAs(alice, { agent: "bot" }, () => getCustomer({}));
     await new Promise((r) => setTimeout(r, 20));
@@ -280,7 +313,7 @@ describe("governed tools", () => {
     expect(e.details).toMatchObject({ decision: "deny", reason_code: "fail_closed" });
     down = false;
     await gov.flush();
-    await expect(gov.runAs(alice, { agent: "bot" }, () => getCustomer({}))).resolves.toBe("ok");
+    await expect(gov.runAs(alice, { agent: "bot" }, () => getCustomer({}))).resolves.toBe(true);
     await gov.close();
   });
 
@@ -322,9 +355,9 @@ describe("governed tools", () => {
 
   it("applies a revocation in the directory or the policy on the next call", async () => {
     const { gov } = await testGovernor();
-    const getCustomer = gov.governed({ name: "get_customer", execute: () => "ok" });
+    const getCustomer = gov.governed({ name: "get_customer", execute: () => true });
     const call = () => gov.runAs(alice, { agent: "bot" }, () => getCustomer({}));
-    await expect(call()).resolves.toBe("ok");
+    await expect(call()).resolves.toBe(true);
     gov.replaceTenant({
       id: "acme",
       require_membership: true,
@@ -339,7 +372,7 @@ describe("governed tools", () => {
     });
     expect((await rejection(call())).details).toMatchObject({ reason_code: "missing_scope" });
     gov.replaceTenant({ id: "acme", policy: { defaults: { "*": { permission: "allow" } } } });
-    await expect(call()).resolves.toBe("ok");
+    await expect(call()).resolves.toBe(true);
     gov.patchTenantPolicy("acme", { tools: { get_customer: { "*": { permission: "deny" } } } });
     expect((await rejection(call())).details).toMatchObject({ reason_code: "permission_deny" });
     await gov.close();
@@ -347,11 +380,11 @@ describe("governed tools", () => {
 
   it("keeps the policy in force when an update is invalid", async () => {
     const { gov } = await testGovernor();
-    const getCustomer = gov.governed({ name: "get_customer", execute: () => "ok" });
+    const getCustomer = gov.governed({ name: "get_customer", execute: () => true });
     expect(() => gov.patchTenantPolicy("acme", { defaults: { interactiv: { permission: "deny" } } })).toThrow(
       /unknown tier "interactiv"/,
     );
-    await expect(gov.runAs(alice, { agent: "bot" }, () => getCustomer({}))).resolves.toBe("ok");
+    await expect(gov.runAs(alice, { agent: "bot" }, () => getCustomer({}))).resolves.toBe(true);
     await gov.close();
   });
 
