@@ -1,9 +1,11 @@
 /**
  * Vercel AI SDK (`ai`, v5 to v7): govern a `ToolSet`'s `execute`. Identity: the bound run (`gov.runAs`), else
  * the call's context under `onbehalf` (`experimental_context` in v5/v6, `context` in v7). An `ask` decision
- * becomes the tool's `needsApproval` (v6+): the SDK emits a `tool-approval-request`, and when the next call
- * carries an approving `tool-approval-response` the call runs and the approval is audited. The AI SDK turns
- * an error thrown by `execute` into a `tool-error` the model reads, and so does a refusal here.
+ * opens an approval in `gov.approvals` and becomes the tool's `needsApproval` (v6+), so the SDK pauses with a
+ * `tool-approval-request`. The call runs only once an approver (not the requester) approved it through
+ * `gov.approvals`: a `tool-approval-response` in the messages comes from the end user, who may have written it,
+ * so it only resumes the run. The AI SDK turns an error thrown by `execute` into a `tool-error` the model
+ * reads, and so does a refusal here.
  */
 import type { Tool, ToolExecutionOptions, ToolSet } from "ai";
 import type { DelegateOptions, RunContext } from "../context/run.js";
@@ -85,7 +87,6 @@ function governed(gov: Governor, name: string, tool: Tool, options: AdapterOptio
   const needsApproval = tool.needsApproval;
   const callOptions: CallOptions<SdkCallOptions> = {
     ...options,
-    approvedIn: (opts) => (approved(opts) ? "ai-sdk" : undefined),
     asError: (text) => {
       throw new Error(text);
     },
@@ -109,7 +110,9 @@ function governed(gov: Governor, name: string, tool: Tool, options: AdapterOptio
         calls.set(opts.toolCallId, attempt);
         decided.set(run, calls);
       }
-      return own || (attempt.decision.decision === "ask" && attempt.run !== undefined);
+      const ask = attempt.decision.decision === "ask" && attempt.run !== undefined;
+      if (ask) await gov.approvals.open(attempt, input).catch(() => {}); // so an approver can decide it
+      return own || ask;
     },
     execute: (input: unknown, opts: SdkCallOptions) => {
       const run = runOf(carrier(opts));
@@ -132,18 +135,6 @@ function governed(gov: Governor, name: string, tool: Tool, options: AdapterOptio
 
 function carrier(opts: SdkCallOptions | undefined): unknown {
   return opts?.context ?? opts?.experimental_context;
-}
-
-/** True when the messages hold an approving `tool-approval-response` for this tool call. */
-function approved(opts: SdkCallOptions): boolean {
-  type Part = { type?: string; toolCallId?: string; approvalId?: string; approved?: boolean };
-  const parts: Part[] = [];
-  for (const m of opts.messages) if (Array.isArray(m.content)) parts.push(...(m.content as Part[]));
-  const request = parts.find((p) => p.type === "tool-approval-request" && p.toolCallId === opts.toolCallId);
-  if (request === undefined) return false;
-  return parts.some(
-    (p) => p.type === "tool-approval-response" && p.approvalId === request.approvalId && p.approved === true,
-  );
 }
 
 /** A streaming tool (an async iterable of outputs) settles on its last output. */

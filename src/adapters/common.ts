@@ -121,8 +121,6 @@ export interface ResultShape {
 export interface CallOptions<C> extends AdapterOptions, ResultShape {
   /** The framework's tool-error result carrying `text` (used when `onDeny` is `error-result`). */
   readonly asError: (text: string, call: C) => unknown;
-  /** For an `ask` decision only: the framework whose own approval flow approved this call, if one did. */
-  readonly approvedIn?: (call: C) => string | undefined;
   /** Passed to `gov.begin` (e.g. `{ source: "mcp" }`). */
   readonly begin?: { readonly source?: Source };
 }
@@ -130,10 +128,14 @@ export interface CallOptions<C> extends AdapterOptions, ResultShape {
 const NO_EXTRA = {};
 
 /**
- * One governed call through the governor's pipeline: decide and audit (or take an `attempt` decided earlier),
- * refuse anything but allow (an `ask` that the framework's own approval flow approved runs), execute,
- * post-transform and audit the outcome. A refusal resolves to `options.asError(text, call)` (or rejects with
- * the `OnbehalfError` when `onDeny` is `throw`); the tool's own errors are audited and rethrown.
+ * One governed call through the governor's pipeline: decide and audit (or take an `attempt` decided earlier,
+ * if it allowed the call), refuse anything but allow, execute, post-transform and audit the outcome. An `ask`
+ * runs only with an approval an approver gave through `gov.approvals` (taken once, and the call decided again
+ * under the policy in force); the framework's own approval flow (a tool-approval response, `state.approve`)
+ * only resumes the run, it approves nothing: its messages are the requester's. Without an approval the call
+ * is refused with a reason the model reads, naming the approval waiting for a human. A refusal resolves to
+ * `options.asError(text, call)` (or rejects with the `OnbehalfError` when `onDeny` is `throw`); the tool's own
+ * errors are audited and rethrown.
  */
 export async function governCall<C>(
   gov: Governor,
@@ -145,18 +147,19 @@ export async function governCall<C>(
   call: C,
   attempt?: CallAttempt,
 ): Promise<unknown> {
-  if (attempt === undefined) {
-    try {
-      attempt = await gov.begin(run, tool, args, options.begin ?? NO_EXTRA);
-    } catch (e) {
-      return refuse(tool, asRefusal(e), options, call);
+  try {
+    // An attempt decided earlier (in a framework's needsApproval hook) is reused; one that asked goes to its
+    // approval, and with one the call is decided again under the policy in force (the run may have been
+    // paused for hours).
+    attempt ??= await gov.begin(run, tool, args, options.begin ?? NO_EXTRA);
+    if (attempt.decision.decision === "ask" && attempt.run !== undefined) {
+      attempt = await approved(gov, attempt, attempt.run, tool, args, options.begin ?? NO_EXTRA);
     }
+  } catch (e) {
+    return refuse(tool, asRefusal(e), options, call);
   }
-  const verdict = attempt.decision.decision;
-  if (verdict !== "allow" || attempt.run === undefined) {
-    const by = verdict === "ask" && attempt.run !== undefined ? options.approvedIn?.(call) : undefined;
-    if (by === undefined) return refuse(tool, refusal(attempt), options, call);
-    recordApproval(gov, attempt, by);
+  if (attempt.decision.decision !== "allow" || attempt.run === undefined) {
+    return refuse(tool, refusal(attempt), options, call);
   }
   let result: unknown;
   try {
@@ -194,17 +197,38 @@ function refuse<C>(tool: string, error: OnbehalfError, options: CallOptions<C>, 
   return options.asError(denialText(tool, error), call);
 }
 
-function recordApproval(gov: Governor, attempt: CallAttempt, by: string): void {
-  const f = attempt.fields;
-  gov.recordEvent({
-    ...f,
-    kind: "approval",
-    decision: "allow",
-    reason_code: "ok",
-    reason: `approved in ${by}`,
-    outcome: "pending",
-    latency_us: 0,
-  });
+/**
+ * An `ask` attempt with the approval an approver gave it: taken (used once) and the call decided again, or,
+ * without one, the approval opened for a human and the attempt refused with where it waits.
+ */
+async function approved(
+  gov: Governor,
+  attempt: CallAttempt,
+  run: RunContext,
+  tool: string,
+  args: unknown,
+  extra: { readonly source?: Source },
+): Promise<CallAttempt> {
+  const taken = await gov.approvals.take(run, tool, args);
+  if ("begin" in taken) {
+    const again = await gov.begin(run, tool, args, { ...extra, ...taken.begin });
+    if (again.decision.decision === "deny") await gov.approvals.revoked(taken, again.decision);
+    return again;
+  }
+  const waiting = taken.approval ?? (await gov.approvals.open(attempt, args));
+  const reason =
+    taken.approval === null || taken.approval.status === "pending"
+      ? `${attempt.decision.reason}: waiting for a human to approve (approval ${waiting.id})`
+      : taken.reason;
+  return {
+    ...attempt,
+    decision: {
+      ...attempt.decision,
+      decision: taken.reason_code === "approval_required" ? "ask" : "deny",
+      reason_code: taken.reason_code,
+      reason,
+    },
+  };
 }
 
 function asRefusal(e: unknown): OnbehalfError {

@@ -3,8 +3,10 @@
  * extend the chain. Identity: the bound run (`gov.runAs`), else `run(agent, input, { context: { onbehalf } })`.
  * A tool of a governed agent acts as that agent: in the bound run if it is that agent's (an `asTool()` sub-run
  * binds one), else in the run a hand-off in this SDK run gave the agent, else as a sub-agent of the bound or
- * carried run. An `ask` decision becomes the SDK's `needsApproval`, so the run stops with an interruption; once
- * the app approves it (`state.approve(item)`) and resumes, the call runs and the approval is audited.
+ * carried run. An `ask` decision opens an approval in `gov.approvals` and becomes the SDK's `needsApproval`, so
+ * the run stops with an interruption. The call runs only once an approver (not the requester) approved it
+ * through `gov.approvals`; `state.approve(item)` resumes the run, and the call is then decided again under the
+ * policy in force (a decision from before the interruption is not reused).
  */
 import type { Agent, FunctionTool, RunContext as SdkRunContext, Tool } from "@openai/agents";
 import { childContext, type DelegateOptions, type RunContext, tryCurrentRun } from "../context/run.js";
@@ -144,10 +146,6 @@ function bind<T extends AnyTool>(
   const callOptions: CallOptions<{ sdkRun: SdkRunContext; callId: string | undefined }> = {
     ...opts,
     asError: (text) => text,
-    approvedIn: ({ sdkRun, callId }) =>
-      callId !== undefined && sdkRun.isToolApproved({ toolName: name, callId }) === true
-        ? "openai-agents"
-        : undefined,
   };
   const out: AnyTool = {
     ...original,
@@ -164,7 +162,9 @@ function bind<T extends AnyTool>(
         calls.set(callId, attempt);
         decided.set(sdkRun, calls);
       }
-      return own || (attempt.decision.decision === "ask" && attempt.run !== undefined);
+      const ask = attempt.decision.decision === "ask" && attempt.run !== undefined;
+      if (ask) await gov.approvals.open(attempt, parseArgs(input)).catch(() => {}); // so an approver can decide it
+      return own || ask;
     },
     invoke: (sdkRun, input, details) => {
       const callId = details?.toolCall?.callId;
@@ -175,7 +175,7 @@ function bind<T extends AnyTool>(
         gov,
         attempt?.run ?? runIn(sdkRun, owner),
         name,
-        attempt === undefined ? parseArgs(input) : undefined,
+        parseArgs(input),
         () => original.invoke(sdkRun, input, details),
         callOptions,
         { sdkRun, callId },

@@ -22,3 +22,14 @@ export function newCallId(now: number = Date.now()): string {
   }
   return prefix + randomUUID().slice(15);
 }
+
+/**
+ * The millisecond timestamp a UUIDv7 call id carries (RFC 9562), or null for any other id.
+ *
+ * @example
+ * callIdMillis(newCallId(1_700_000_000_000)); // 1700000000000
+ */
+export function callIdMillis(callId: string): number | null {
+  const m = /^([0-9a-f]{8})-([0-9a-f]{4})-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/i.exec(callId);
+  return m === null ? null : Number.parseInt(`${m[1]}${m[2]}`, 16);
+}

@@ -13,9 +13,11 @@ export type Source = "inproc" | "api" | "mcp" | "spool";
 /**
  * `attempt`: a decision; `outcome`: what an executed call did (same call_id); `approval`: a human approved or
  * denied an asked call (same call_id); `delegation`: a token exchange (chain and granted scopes);
- * `admin`: a policy change.
+ * `admin`: a policy change; `spooled`: a remote client's own account of a call it decided by its fail mode
+ * while the control plane was unreachable, replayed through `POST /v1/audit/spool` (never a decision the
+ * control plane made: its `decision` and `reason_code` are what the client did).
  */
-export type RecordKind = "attempt" | "outcome" | "approval" | "delegation" | "admin";
+export type RecordKind = "attempt" | "outcome" | "approval" | "delegation" | "admin" | "spooled";
 
 /** What the caller provides; sealing adds the rest. */
 export interface AuditFields {

@@ -24,10 +24,11 @@ import { createIdentity, type Identity } from "../identity/verify.js";
 import { createMemoryLimiter } from "../limits/memory.js";
 import type { RateLimiter } from "../limits/window.js";
 import { type CompiledPolicy, type CompiledTool, type CompileIssue, compileTool } from "../policy/compile.js";
-import type { Decision } from "../policy/decide.js";
+import type { Decision, ReasonCode } from "../policy/decide.js";
 import { formatIssue, type LoadedConfig, loadConfigFile, loadConfigObject } from "../policy/load.js";
 import { type Config, type ConfigInput, type IssuerConfig, ToolConfig } from "../policy/schema.js";
 import { redactUrl, waitFor } from "../retry.js";
+import { type ApprovalStore, Approvals, createMemoryApprovalStore } from "./approvals.js";
 import { lintTool } from "./lint.js";
 import {
   beginCall,
@@ -68,6 +69,10 @@ export interface GovernorOptions {
   extraIssuers?: readonly IssuerConfig[];
   /** What this process is, shown to a second writer that finds this one holding the audit log. */
   label?: string;
+  /** Where approvals live. Default: in this process. (The control plane passes its shared store.) */
+  approvalStore?: ApprovalStore;
+  /** How long an approval waits for a human. Default 15 minutes. */
+  approvalTtlMs?: number;
   /** How long to wait for the audit store and Redis to answer at start (ms). Default 10 s. */
   startupTimeoutMs?: number;
 }
@@ -261,6 +266,12 @@ export class Governor {
   private readonly deps: PipelineDeps;
   private readonly source: Source;
   private closed = false;
+  /**
+   * Approvals of calls the policy answers with `ask`: list them, let an approver decide, and take an approved
+   * one for the call it approves. See {@link Approvals}.
+   */
+  readonly approvals: Approvals;
+  private readonly ownApprovalStore: (ApprovalStore & { close(): void }) | undefined;
   /** Governed tools executing now, and who waits for them to finish (close). */
   private inflight = 0;
   private drained: (() => void) | undefined;
@@ -284,6 +295,15 @@ export class Governor {
       durability: loaded.config.audit.durability,
       now: options.now ?? Date.now,
     };
+    this.ownApprovalStore =
+      options.approvalStore === undefined ? createMemoryApprovalStore(this.deps.now) : undefined;
+    this.approvals = new Approvals({
+      store: options.approvalStore ?? this.ownApprovalStore!,
+      policy: () => this.policyWithTools,
+      now: this.deps.now,
+      record: (fields) => this.recordEvent(fields),
+      ttlMs: options.approvalTtlMs ?? 15 * 60_000,
+    });
   }
 
   /** The validated configuration in force. */
@@ -417,7 +437,14 @@ export class Governor {
     run: RunContext | undefined,
     tool: string,
     args: unknown,
-    extra: { traceId?: string; callId?: string; unauthenticated?: string; source?: Source } = {},
+    extra: {
+      traceId?: string;
+      callId?: string;
+      unauthenticated?: string;
+      source?: Source;
+      approved?: { id: string; by: string };
+      unapproved?: { reason_code: ReasonCode; reason: string };
+    } = {},
   ): Promise<CallAttempt> {
     if (this.closed) return Promise.reject(new OnbehalfError("ERR_CLOSED", "the governor is closed"));
     try {
@@ -429,6 +456,8 @@ export class Governor {
           traceId: extra.traceId,
           callId: extra.callId,
           unauthenticated: extra.unauthenticated,
+          approved: extra.approved,
+          unapproved: extra.unapproved,
         }),
       );
     } catch (e) {
@@ -509,6 +538,7 @@ export class Governor {
       }
       await this.audit.close();
     } finally {
+      this.ownApprovalStore?.close();
       await this.limiter.close();
       this.identity.close();
       await this.store.close();

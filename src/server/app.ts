@@ -73,21 +73,25 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
   const startupTimeoutMs = server.startup_wait_seconds * 1000;
   const port = options.port ?? server.port;
   const host = options.host ?? server.host;
-  const gov = await createGovernor({
-    config: options.config,
-    env,
-    source: "api",
-    label: port === 0 ? "onbehalf serve" : `onbehalf serve on ${host}:${port}`,
-    startupTimeoutMs,
-    ...(options.warn ? { warn: options.warn } : {}),
-    ...options.governor,
-    extraIssuers: [delegationIssuerConfig(issuer, key.publicJwk)],
-  });
-  let state: StateStore;
+  // The shared state first: the governor keeps its approvals there, so any instance sees them.
+  const state = await openState(loaded, startupTimeoutMs);
+  const approvalTtlMs = (options.approvalTtlSeconds ?? 900) * 1000;
+  let gov: Governor;
   try {
-    state = await openState(loaded, startupTimeoutMs);
+    gov = await createGovernor({
+      config: options.config,
+      env,
+      source: "api",
+      label: port === 0 ? "onbehalf serve" : `onbehalf serve on ${host}:${port}`,
+      startupTimeoutMs,
+      approvalStore: state,
+      approvalTtlMs,
+      ...(options.warn ? { warn: options.warn } : {}),
+      ...options.governor,
+      extraIssuers: [delegationIssuerConfig(issuer, key.publicJwk)],
+    });
   } catch (e) {
-    await gov.close();
+    await state.close();
     throw e;
   }
   await adoptSharedConfig(gov, state, options.warn);
@@ -136,7 +140,7 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
     key,
     isAdmin: adminCheck(server.admin_tokens),
     metrics,
-    approvalTtlMs: (options.approvalTtlSeconds ?? 900) * 1000,
+    approvalTtlMs,
     pendingTtlMs: 15 * 60_000,
     shareConfig: () => state.saveConfig(gov.dynamicConfig()),
   };

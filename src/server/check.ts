@@ -8,12 +8,14 @@ import { z } from "zod";
 import { newCallId } from "../audit/call-id.js";
 import { runContextOf } from "../context/run.js";
 import { OnbehalfError } from "../errors.js";
+import type { Approval, StoredApproval } from "../govern/approvals.js";
 import { type CallAttempt, publicDecision } from "../govern/pipeline.js";
+import type { Principal } from "../identity/principal.js";
+import type { ReasonCode } from "../policy/decide.js";
 import { safeText, Tier } from "../policy/schema.js";
-import { openApproval } from "./approvals.js";
 import type { ServerContext } from "./context.js";
 import { authenticate, type Caller, invalidRequest, parseBody, sendError } from "./http.js";
-import type { Approval, PendingCall } from "./state.js";
+import type { PendingCall } from "./state.js";
 
 export const CheckBody = z.strictObject({
   tool: safeText(),
@@ -21,6 +23,8 @@ export const CheckBody = z.strictObject({
   agent: z.strictObject({ name: safeText(), tier: Tier.optional() }),
   tenant: safeText().optional(),
   trace_id: safeText().optional(),
+  /** The approval of this call, once approved: the call is asked again with it. */
+  approval: safeText().optional(),
 });
 export type CheckBody = z.infer<typeof CheckBody>;
 
@@ -58,27 +62,42 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
       ...(body.tenant === undefined ? {} : { tenant: body.tenant }),
       ...(body.trace_id === undefined ? {} : { traceId: body.trace_id }),
     });
-    const attempt = await ctx.gov.begin(
-      run,
-      body.tool,
-      body.args ?? {},
-      body.trace_id === undefined ? {} : { traceId: body.trace_id },
-    );
-    let approval: Approval | null = null;
+    const args = body.args ?? {};
+    const trace = body.trace_id === undefined ? {} : { traceId: body.trace_id };
+    // A call asked again with its approval: the approval is taken (used once, bound to this user, tool and
+    // arguments), and the call is decided again under the policy in force, which still wins over it.
+    const taken =
+      body.approval === undefined ? null : await ctx.gov.approvals.take(run, body.tool, args, body.approval);
+    const grant = taken !== null && "begin" in taken ? taken : null;
+    const attempt = await ctx.gov.begin(run, body.tool, args, {
+      ...trace,
+      ...(grant === null ? {} : grant.begin),
+      ...(taken !== null && !("begin" in taken)
+        ? { unapproved: { reason_code: taken.reason_code, reason: taken.reason } }
+        : {}),
+    });
+    if (grant !== null && attempt.decision.decision === "deny")
+      await ctx.gov.approvals.revoked(grant, attempt.decision);
+    let approval: Approval | null = grant?.approval ?? null;
     try {
       // Answered only once the attempt record has committed: a decision the caller acts on is on disk, even
       // if this process is killed the next moment (group commit keeps the throughput; see BENCHMARKS.md).
       if (attempt.decision.reason_code !== "fail_closed") await ctx.gov.auditLog.acknowledged(attempt.seq);
-      if (attempt.decision.decision === "ask") approval = await openApproval(ctx, attempt);
-      if (attempt.decision.decision !== "deny") await rememberCall(ctx, attempt, approval);
+      if (attempt.decision.decision === "ask") approval = await ctx.gov.approvals.open(attempt, args);
+      if (attempt.decision.decision !== "deny")
+        await rememberCall(ctx, attempt, approval, grant === null ? undefined : args);
     } catch (e) {
-      // The decision was audited, but it could not be made durable or the call remembered: deny, say so.
-      if (attempt.decision.decision !== "deny") {
-        ctx.gov.finishReported(reportedOf(ctx, pendingOf(attempt, null)), {
-          status: "error",
-          error: `not run: ${(e as Error).message}`,
-        });
+      // A policy deny stays what it is: its record is queued and written when the store is back. (A 503 here
+      // would send a fail-open client off to run a call the policy denied.)
+      if (attempt.decision.decision === "deny") {
+        decisions({ decision: "deny", reason_code: attempt.decision.reason_code });
+        return reply.code(200).send(answer(attempt, null));
       }
+      // Allowed or asked, but it could not be made durable or the call remembered: deny, and say so.
+      ctx.gov.finishReported(reportedOf(ctx, pendingOf(attempt, null)), {
+        status: "error",
+        error: `not run: ${(e as Error).message}`,
+      });
       decisions({ decision: "deny", reason_code: "fail_closed" });
       return reply.code(503).send({
         ...answer(attempt, null),
@@ -106,7 +125,7 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
       throw new OnbehalfError("ERR_POLICY_DENIED", "this call belongs to another user");
     }
     if (pending.approvalId !== null) {
-      const refusal = await approvalRefusal(ctx, pending);
+      const refusal = await approvalRefusal(ctx, pending, principal);
       if (refusal !== null) return sendError(reply, refusal);
     }
     const taken = await ctx.state.takeCall(req.params.id);
@@ -197,9 +216,13 @@ async function rememberCall(
   ctx: ServerContext,
   attempt: CallAttempt,
   approval: Approval | null,
+  approvedArgs: unknown,
 ): Promise<void> {
+  const pending = pendingOf(attempt, approval);
   await ctx.state.putCall(
-    pendingOf(attempt, approval),
+    approvedArgs === undefined
+      ? pending
+      : { ...pending, args: approvedArgs, scopes: attempt.run === undefined ? [] : [...attempt.run.scopes] },
     approval === null ? ctx.pendingTtlMs : ctx.approvalTtlMs + ctx.pendingTtlMs,
   );
 }
@@ -214,25 +237,76 @@ function reportedOf(ctx: ServerContext, pending: PendingCall) {
   };
 }
 
-/** An asked call may proceed once its approval is approved; denied or expired ones are refused, audited. */
-async function approvalRefusal(ctx: ServerContext, pending: PendingCall): Promise<OnbehalfError | null> {
-  const approval = await ctx.state.getApproval(pending.approvalId ?? "");
-  if (approval?.status === "approved") return null;
-  if (approval?.status === "pending" && Date.parse(approval.expires_at) > ctx.gov.now()) {
-    return new OnbehalfError(
-      "ERR_APPROVAL_REQUIRED",
-      "the call is still waiting for approval: poll its approval first",
+/**
+ * The result of a call that needed approval. The call's own asking entry (never asked again with its approval)
+ * is refused: an approved call runs only after `/v1/check` with its approval decided it again. A call that ran
+ * under an approval is decided again now: if the policy in force denies it (a revocation since), its output is
+ * withheld, and that is audited. Denied or expired approvals are refused, audited.
+ */
+async function approvalRefusal(
+  ctx: ServerContext,
+  pending: PendingCall,
+  principal: Principal,
+): Promise<OnbehalfError | null> {
+  const f = pending.fields;
+  const refuse = async (reason_code: ReasonCode, reason: string, outcome: "none" | "blocked" = "none") => {
+    await ctx.state.takeCall(pending.callId);
+    const seq = ctx.gov.recordEvent({
+      ...f,
+      kind: "outcome",
+      decision: "deny",
+      reason_code,
+      reason,
+      outcome,
+    });
+    await ctx.gov.auditLog.acknowledged(seq);
+    return new OnbehalfError("ERR_POLICY_DENIED", `${reason_code}: ${reason}`);
+  };
+  const approval = await ctx.gov.approvals.get(pending.approvalId ?? "");
+  if (pending.args !== undefined) {
+    // It ran under an approval: the policy in force still wins.
+    const again = ctx.gov.approvals.decideAgain(
+      { ...(approval as StoredApproval), request: { ...requestOf(pending), principal } },
+      principal,
+    );
+    if (again.decision !== "deny") return null;
+    return refuse(
+      again.reason_code,
+      `output withheld: the policy in force denies the call now (${again.reason})`,
+      "blocked",
     );
   }
-  const expired = approval === null || approval.status === "expired" || approval.status === "pending";
-  await ctx.state.takeCall(pending.callId);
-  const reason_code = expired ? "approval_expired" : "approval_denied";
-  const reason = expired
-    ? "nobody approved the call in time"
-    : `denied by ${approval?.decided_by ?? "an approver"}${approval?.note ? `: ${approval.note}` : ""}`;
-  const f = pending.fields;
-  ctx.gov.recordEvent({ ...f, kind: "outcome", decision: "deny", reason_code, reason, outcome: "none" });
-  return new OnbehalfError("ERR_POLICY_DENIED", `${reason_code}: ${reason}`);
+  switch (approval?.status) {
+    case "pending":
+      return new OnbehalfError(
+        "ERR_APPROVAL_REQUIRED",
+        "the call is still waiting for approval: poll its approval first",
+      );
+    case "approved":
+    case "used":
+      return new OnbehalfError(
+        "ERR_APPROVAL_REQUIRED",
+        "an approved call must be asked again with its approval (POST /v1/check with approval) before it runs",
+      );
+    case "denied":
+    case "revoked":
+      return refuse(
+        "approval_denied",
+        `denied by ${approval.decided_by ?? "an approver"}${approval.note ? `: ${approval.note}` : ""}`,
+      );
+    default:
+      return refuse("approval_expired", "nobody approved the call in time");
+  }
+}
+
+/** What deciding a reported call again needs: its chain, tier, scopes and arguments as they were. */
+function requestOf(pending: PendingCall) {
+  return {
+    chain: pending.fields.chain,
+    tier: (pending.fields.tier ?? "interactive") as Tier,
+    scopes: pending.scopes ?? [],
+    args: pending.args,
+  };
 }
 
 /** A request refused as malformed, from a known user: audited as a denied attempt with reason error. */

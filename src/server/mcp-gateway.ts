@@ -20,14 +20,15 @@ import {
   type Tool,
 } from "@modelcontextprotocol/sdk/types.js";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { newCallId } from "../audit/call-id.js";
 import { type RunContext, runContextOf, withContext } from "../context/run.js";
 import { OnbehalfError } from "../errors.js";
 import type { CallAttempt } from "../govern/pipeline.js";
 import { listable } from "../policy/decide.js";
+import { McpOutput, mcpText } from "../policy/output.js";
 import { hasUnsafeText, unsafeTextMessage } from "../text.js";
-import { current, openApproval } from "./approvals.js";
 import type { ServerContext } from "./context.js";
-import { authenticate, type Caller, sendError } from "./http.js";
+import { authenticate, type Caller, headerSafe, sendError } from "./http.js";
 import { createOboMinter } from "./obo.js";
 import { type ExposedTool, Upstream } from "./upstreams.js";
 
@@ -70,26 +71,34 @@ export async function mcpGateway(
       }),
   );
 
-  /** Every upstream tool, declared to the policy so it can be decided (the config's entry, if any, wins). */
+  const sighted = sightings(ctx);
+  /**
+   * The upstream tools the gateway offers. With `expose: declared` (the default) only tools a `tools` entry
+   * names: a tool nobody declared is neither listed nor callable (a call is decided as an unknown tool and
+   * denied). With `expose: all`, undeclared tools are declared with the upstream's `default_scopes`. A declared
+   * tool takes the upstream's description and input schema where its entry gives none.
+   */
   const catalog = async (): Promise<Map<string, ExposedTool>> => {
-    const all = new Map<string, ExposedTool>();
+    const offered = new Map<string, ExposedTool>();
+    const declaredNames = declaredTools(ctx);
     for (const upstream of upstreams) {
       const tools = await upstream.tools().catch(() => [] as ExposedTool[]); // an upstream that is down lists nothing
       for (const t of tools) {
-        if (
-          !ctx.gov.policy.tools.has(t.name) ||
-          ctx.gov.policy.tools.get(t.name)?.inputSchema === undefined
-        ) {
+        const declared = declaredNames.has(t.name);
+        sighted(upstream, t, declared);
+        if (!declared && upstream.config.expose !== "all") continue;
+        if (!declared || ctx.gov.policy.tools.get(t.name)?.inputSchema === undefined) {
           ctx.gov.declare({
             name: t.name,
             ...(t.tool.description === undefined ? {} : { description: t.tool.description }),
             input_schema: t.tool.inputSchema as Record<string, unknown>,
+            ...(declared ? {} : { required_scopes: upstream.config.default_scopes }),
           });
         }
-        all.set(t.name, t);
+        offered.set(t.name, t);
       }
     }
-    return all;
+    return offered;
   };
 
   const newSession = (caller: Caller): Session => {
@@ -155,7 +164,6 @@ export async function mcpGateway(
     return session;
   };
 
-  const approvals = heldApprovals(ctx, options.approvalWaitMs);
   const callTool = async (
     run: RunContext,
     name: string,
@@ -163,14 +171,13 @@ export async function mcpGateway(
   ): Promise<CallToolResult> => {
     const tool = (await catalog()).get(name);
     let attempt = await ctx.gov.begin(run, name, args, { source: "mcp" });
-    const d = attempt.decision;
-    if (d.decision === "ask") {
-      const approved = await approvals.await(attempt, name);
-      if (typeof approved === "string") return errorResult(approved);
-      attempt = approved;
-    } else if (d.decision !== "allow") {
-      return errorResult(`denied (${d.reason_code}): ${d.reason}`);
+    if (attempt.decision.decision === "ask") {
+      const held = await holdForApproval(ctx, attempt, run, name, args, options.approvalWaitMs);
+      if (typeof held === "string") return errorResult(held);
+      attempt = held;
     }
+    const d = attempt.decision;
+    if (d.decision !== "allow") return errorResult(`denied (${d.reason_code}): ${d.reason}`);
     if (tool === undefined) {
       ctx.gov.finish(attempt, { status: "error", error: "no upstream offers this tool" });
       return errorResult(`no upstream offers a tool named ${name}`);
@@ -183,20 +190,14 @@ export async function mcpGateway(
       return errorResult((e as Error).message);
     }
     if (result.isError === true) {
-      ctx.gov.finish(attempt, { status: "error", error: textOf(result).slice(0, 500) });
+      ctx.gov.finish(attempt, { status: "error", error: mcpText(result).slice(0, 500) });
       return cut(result);
     }
-    const structured = result.structuredContent;
-    const json = structured ?? jsonOf(result);
-    const done = ctx.gov.finish(attempt, { status: "ok", output: json ?? textOf(result) });
+    // Every part the model sees is redacted on its own (policy/output.ts): each text part and embedded
+    // resource, structuredContent; what paths cannot reach is withheld with a notice.
+    const done = ctx.gov.finish(attempt, { status: "ok", output: new McpOutput(result) });
     if (done.action === "block") return errorResult(`the output of ${name} is withheld by policy`);
-    if (done.action === "redact" && json !== undefined) {
-      return cut({
-        content: [{ type: "text", text: JSON.stringify(done.output) }],
-        ...(structured === undefined ? {} : { structuredContent: done.output as Record<string, unknown> }),
-      });
-    }
-    return cut(result);
+    return cut(McpOutput.resultOf(done.output, result));
   };
 
   app.get("/.well-known/oauth-protected-resource", async () => metadata(ctx, options));
@@ -213,7 +214,11 @@ export async function mcpGateway(
         );
       }
     } catch (e) {
-      reply.header("www-authenticate", `Bearer resource_metadata="${options.metadataUrl()}"`);
+      // A URL written with non-ASCII characters goes out in its ASCII form (punycode, percent-encoding).
+      reply.header(
+        "www-authenticate",
+        `Bearer resource_metadata="${headerSafe(new URL(options.metadataUrl()).href)}"`,
+      );
       if (e instanceof OnbehalfError && e.status === 401) {
         reply.code(401);
         return reply.send(e.toJSON());
@@ -261,6 +266,47 @@ export async function mcpGateway(
   };
 }
 
+/** Tool names a `tools` entry declares (the config's, and those added through the admin API). */
+function declaredTools(ctx: ServerContext): Set<string> {
+  return new Set(ctx.gov.config.tools.map((t) => t.name));
+}
+
+/**
+ * Audits the first sight of each upstream tool (per instance), so operators learn of a tool an upstream added:
+ * an `admin` record saying whether it is offered (declared, or `expose: all`) or hidden.
+ */
+function sightings(ctx: ServerContext) {
+  const seen = new Set<string>();
+  return (upstream: Upstream, tool: ExposedTool, declared: boolean) => {
+    if (seen.has(tool.name)) return;
+    seen.add(tool.name);
+    const offered = declared || upstream.config.expose === "all";
+    ctx.gov.recordEvent({
+      kind: "admin",
+      tenant: null,
+      user: null,
+      email: null,
+      agent: null,
+      tier: null,
+      chain: [],
+      tool: tool.name,
+      args_digest: null,
+      args: { upstream: upstream.name, original: tool.original, declared, expose: upstream.config.expose },
+      decision: offered ? "allow" : "deny",
+      reason_code: offered ? "ok" : "permission_deny",
+      reason: declared
+        ? `upstream ${upstream.name} lists ${tool.name}`
+        : offered
+          ? `upstream ${upstream.name} lists ${tool.name}, not declared: offered with its default scopes (expose: all)`
+          : `upstream ${upstream.name} lists ${tool.name}, not declared: hidden and refused until a tools entry declares it`,
+      rule: null,
+      outcome: "none",
+      trace_id: null,
+      call_id: newCallId(),
+    });
+  };
+}
+
 /** The agent an MCP client says it is (`clientInfo.name`), when it is a name an audit can hold. */
 function clientName(name: string | undefined): string {
   return name === undefined || name === "" || hasUnsafeText(name) ? "mcp-client" : name.slice(0, 200);
@@ -285,21 +331,6 @@ function audiences(caller: Caller): string[] {
 
 function errorResult(text: string): CallToolResult {
   return { content: [{ type: "text", text }], isError: true };
-}
-
-function textOf(result: CallToolResult): string {
-  return result.content.map((c) => (c.type === "text" ? c.text : "")).join("");
-}
-
-/** The result's text as JSON, when it is a single JSON object or array (what redaction paths apply to). */
-function jsonOf(result: CallToolResult): unknown {
-  const text = textOf(result).trim();
-  if (!(text.startsWith("{") || text.startsWith("["))) return undefined;
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
 }
 
 /** Results over the limit are cut, with a note the model can read. */
@@ -333,41 +364,29 @@ function cut(result: CallToolResult): CallToolResult {
 }
 
 /**
- * Calls answered with `ask`, held open for an approver. MCP has no way to park a call, so the gateway opens an
- * approval and waits for its decision; a call still undecided after `waitMs` returns an error naming the
- * approval, and the same call (same user, tool and arguments) made again waits on that approval instead of
- * opening another.
+ * A call answered with `ask`, held open for an approver. MCP has no way to park a call, so the gateway opens an
+ * approval (or finds the one already open for the same user, tool and arguments) and waits for its decision.
+ * Once approved, the approval is taken (used once) and the call decided again under the policy in force,
+ * which wins over the approval. Still undecided after `waitMs`: an error naming the approval, and the same
+ * call made again waits on it. Returns the attempt to go on with, or the text of the error to return.
  */
-function heldApprovals(ctx: ServerContext, waitMs: number) {
-  const open = new Map<string, string>(); // tenant, user, tool, args digest → approval id
-  return {
-    /** The attempt to run (its audit fields now say allow), or the text of the error to return. */
-    async await(attempt: CallAttempt, name: string): Promise<CallAttempt | string> {
-      const f = attempt.fields;
-      const key = JSON.stringify([f.tenant, f.user, name, f.args_digest]);
-      const known = open.get(key);
-      let approval = known === undefined ? null : await ctx.state.getApproval(known);
-      const reusable = approval !== null && ["pending", "approved"].includes(current(ctx, approval).status);
-      if (approval === null || !reusable) {
-        approval = await openApproval(ctx, attempt);
-        if (open.size >= 10_000) open.clear();
-        open.set(key, approval.id);
-      }
-      const remaining = Date.parse(approval.expires_at) - ctx.gov.now();
-      if (approval.status === "pending") {
-        approval =
-          (await ctx.state.waitApproval(approval.id, Math.max(0, Math.min(waitMs, remaining)))) ?? approval;
-      }
-      const status = current(ctx, approval).status;
-      if (status === "pending") {
-        return `${name} is waiting for approval ${approval.id} (${attempt.decision.reason}); once an approver decides, make the same call again`;
-      }
-      open.delete(key);
-      if (status === "approved") {
-        return { ...attempt, fields: { ...f, decision: "allow", reason_code: "ok" } };
-      }
-      const code = status === "denied" ? "approval_denied" : "approval_expired";
-      return `denied (${code}): approval ${approval.id} was ${status}${approval.note ? `: ${approval.note}` : ""}`;
-    },
-  };
+async function holdForApproval(
+  ctx: ServerContext,
+  attempt: CallAttempt,
+  run: RunContext,
+  name: string,
+  args: Record<string, unknown>,
+  waitMs: number,
+): Promise<CallAttempt | string> {
+  const approvals = ctx.gov.approvals;
+  let approval = await approvals.open(attempt, args);
+  if (approval.status === "pending") approval = (await approvals.wait(approval.id, waitMs)) ?? approval;
+  if (approval.status === "pending") {
+    return `${name} is waiting for approval ${approval.id} (${attempt.decision.reason}); once an approver decides, make the same call again`;
+  }
+  const taken = await approvals.take(run, name, args, approval.id);
+  if (!("begin" in taken)) return `denied (${taken.reason_code}): ${taken.reason}`;
+  const again = await ctx.gov.begin(run, name, args, { source: "mcp", ...taken.begin });
+  if (again.decision.decision === "deny") await approvals.revoked(taken, again.decision);
+  return again;
 }

@@ -5,18 +5,26 @@
  */
 import { Redis } from "ioredis";
 import { OnbehalfError } from "../errors.js";
+import type { ApprovalStatus, StoredApproval } from "../govern/approvals.js";
 import { REDIS_OPTIONS, redisReady } from "../limits/redis.js";
-import type { Approval, ApprovalStatus, PendingCall, StateStore } from "./state.js";
+import type { PendingCall, StateStore } from "./state.js";
 
-/** Set the approval's JSON to ARGV[1] only if it is still pending. */
-const DECIDE = `
+/**
+ * Compare-and-set on an approval's status field (decoded, never matched as text: the requester's arguments
+ * are in the same JSON). KEYS: the approval, the decided channel. ARGV: the status it must have, the fields to
+ * set (JSON), its id. Returns the new JSON, or nil when the status is not the expected one.
+ */
+const TRANSITION = `
 local current = redis.call('GET', KEYS[1])
 if not current then return nil end
-if not string.find(current, '"status":"pending"', 1, true) then return nil end
+local approval = cjson.decode(current)
+if approval['status'] ~= ARGV[1] then return nil end
+for k, v in pairs(cjson.decode(ARGV[2])) do approval[k] = v end
+local json = cjson.encode(approval)
 local ttl = redis.call('PTTL', KEYS[1])
-if ttl > 0 then redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl) else redis.call('SET', KEYS[1], ARGV[1]) end
-redis.call('PUBLISH', KEYS[2], ARGV[2])
-return ARGV[1]
+if ttl > 0 then redis.call('SET', KEYS[1], json, 'PX', ttl) else redis.call('SET', KEYS[1], json) end
+redis.call('PUBLISH', KEYS[2], ARGV[3])
+return json
 `;
 
 /**
@@ -42,13 +50,20 @@ export async function createRedisState(
     sub.disconnect();
     throw e;
   }
-  redis.defineCommand("onbehalfDecide", { numberOfKeys: 2, lua: DECIDE });
-  type WithDecide = Redis & {
-    onbehalfDecide(key: string, channel: string, json: string, id: string): Promise<string | null>;
+  redis.defineCommand("onbehalfTransition", { numberOfKeys: 2, lua: TRANSITION });
+  type WithTransition = Redis & {
+    onbehalfTransition(
+      key: string,
+      channel: string,
+      from: string,
+      fields: string,
+      id: string,
+    ): Promise<string | null>;
   };
   const k = {
     call: (id: string) => `${prefix}call:${id}`,
     approval: (id: string) => `${prefix}approval:${id}`,
+    binding: (binding: string) => `${prefix}approval-for:${binding}`,
     approvals: `${prefix}approvals`,
     decided: `${prefix}approval-decided`,
     config: `${prefix}config`,
@@ -69,7 +84,7 @@ export async function createRedisState(
   };
   const parse = <T>(json: string | null): T | null => (json === null ? null : (JSON.parse(json) as T));
 
-  const waiters = new Map<string, Set<(a: Approval) => void>>();
+  const waiters = new Map<string, Set<(a: StoredApproval) => void>>();
   const configListeners: ((snapshot: string) => void)[] = [];
   const instance = Math.random().toString(36).slice(2);
   sub.on("message", (channel: string, message: string) => {
@@ -77,7 +92,7 @@ export async function createRedisState(
       for (const w of waiters.get(message) ?? []) {
         redis.get(k.approval(message)).then(
           (json) => {
-            const a = parse<Approval>(json);
+            const a = parse<StoredApproval>(json);
             if (a !== null) w(a);
           },
           () => {},
@@ -104,16 +119,22 @@ export async function createRedisState(
       guard("read a pending call", async () => parse<PendingCall>(await redis.get(k.call(id)))),
     takeCall: (id) =>
       guard("take a pending call", async () => parse<PendingCall>(await redis.getdel(k.call(id)))),
-    putApproval: (a, ttlMs) =>
+    putApproval: (a, binding, ttlMs) =>
       guard("store an approval", async () => {
         await redis
           .multi()
           .set(k.approval(a.id), JSON.stringify(a), "PX", ttlMs)
+          .set(k.binding(binding), a.id, "PX", ttlMs)
           .zadd(k.approvals, Date.parse(a.created_at), a.id)
           .exec();
       }),
     getApproval: (id) =>
-      guard("read an approval", async () => parse<Approval>(await redis.get(k.approval(id)))),
+      guard("read an approval", async () => parse<StoredApproval>(await redis.get(k.approval(id)))),
+    findApproval: (binding) =>
+      guard("find an approval", async () => {
+        const id = await redis.get(k.binding(binding));
+        return id === null ? null : parse<StoredApproval>(await redis.get(k.approval(id)));
+      }),
     listApprovals: (status?: ApprovalStatus) =>
       guard("list approvals", async () => {
         const ids = await redis.zrange(k.approvals, "0", "-1");
@@ -122,29 +143,28 @@ export async function createRedisState(
         const gone = ids.filter((_, i) => values[i] === null);
         if (gone.length > 0) await redis.zrem(k.approvals, ...gone);
         return values
-          .map((v) => parse<Approval>(v))
-          .filter((a): a is Approval => a !== null && (status === undefined || a.status === status));
+          .map((v) => parse<StoredApproval>(v))
+          .filter((a): a is StoredApproval => a !== null && (status === undefined || a.status === status));
       }),
-    decideApproval: (id, update) =>
-      guard("decide an approval", async () => {
-        const current = parse<Approval>(await redis.get(k.approval(id)));
-        if (current === null || current.status !== "pending") return null;
-        const next: Approval = { ...current, ...update };
-        const written = await (redis as WithDecide).onbehalfDecide(
-          k.approval(id),
-          k.decided,
-          JSON.stringify(next),
-          id,
-        );
-        return written === null ? null : next;
-      }),
+    transitionApproval: (id, from, update) =>
+      guard("change an approval", async () =>
+        parse<StoredApproval>(
+          await (redis as WithTransition).onbehalfTransition(
+            k.approval(id),
+            k.decided,
+            from,
+            JSON.stringify(update),
+            id,
+          ),
+        ),
+      ),
     waitApproval: async (id, timeoutMs) => {
       const current = await store.getApproval(id);
       if (current === null || current.status !== "pending" || timeoutMs <= 0) return current;
-      return new Promise<Approval | null>((resolve) => {
+      return new Promise<StoredApproval | null>((resolve) => {
         const set = waiters.get(id) ?? new Set();
         waiters.set(id, set);
-        const done = (a: Approval) => {
+        const done = (a: StoredApproval) => {
           if (a.status === "pending") return;
           clearTimeout(timer);
           set.delete(done);

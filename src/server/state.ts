@@ -3,8 +3,8 @@
  * live policy (admin changes). In memory for one instance; in Redis when several instances must share it
  * (`limits.store: redis://…`), so a result or an approval may arrive at any instance.
  */
-import { EventEmitter } from "node:events";
 import type { AuditFields } from "../audit/record.js";
+import { type ApprovalStore, createMemoryApprovalStore } from "../govern/approvals.js";
 import type { PostTransform } from "../policy/schema.js";
 
 /** An allowed (or asked) call whose result has not been reported yet. */
@@ -20,47 +20,18 @@ export interface PendingCall {
   readonly fields: AuditFields;
   /** Epoch ms when the call was decided. */
   readonly startedAt: number;
+  /** The approval this call waits for (an `ask`), or ran under (an approved call). */
   readonly approvalId: string | null;
+  /** For an approved call: the full arguments and the run's scopes, to decide it again at its report. */
+  readonly args?: unknown;
+  readonly scopes?: readonly string[];
 }
 
-export type ApprovalStatus = "pending" | "approved" | "denied" | "expired";
-
-export interface Approval {
-  readonly id: string;
-  readonly call_id: string;
-  readonly status: ApprovalStatus;
-  readonly tenant: string | null;
-  readonly user: string;
-  readonly email: string | null;
-  readonly agent: string;
-  readonly chain: readonly string[];
-  readonly tool: string;
-  /** The arguments as audited (redacted). */
-  readonly args: unknown;
-  readonly rule: string | null;
-  readonly reason: string;
-  readonly created_at: string;
-  readonly expires_at: string;
-  readonly decided_by?: string;
-  readonly decided_at?: string;
-  readonly note?: string;
-}
-
-export interface StateStore {
+export interface StateStore extends ApprovalStore {
   putCall(call: PendingCall, ttlMs: number): Promise<void>;
   getCall(callId: string): Promise<PendingCall | null>;
   /** Remove and return a pending call: a result is accepted once. */
   takeCall(callId: string): Promise<PendingCall | null>;
-  putApproval(approval: Approval, ttlMs: number): Promise<void>;
-  getApproval(id: string): Promise<Approval | null>;
-  listApprovals(status: ApprovalStatus | undefined): Promise<Approval[]>;
-  /** Move a pending approval to `status`, atomically; null if it is not pending (any more). */
-  decideApproval(
-    id: string,
-    update: Pick<Approval, "status" | "decided_by" | "decided_at" | "note">,
-  ): Promise<Approval | null>;
-  /** Resolve when the approval leaves `pending`, or after `timeoutMs` with its current state. */
-  waitApproval(id: string, timeoutMs: number): Promise<Approval | null>;
   /** Share the live tenants and tools with the other instances. */
   saveConfig(snapshot: string): Promise<void>;
   loadConfig(): Promise<string | null>;
@@ -85,71 +56,35 @@ export interface StateStore {
  */
 export function createMemoryState(now: () => number = Date.now): StateStore {
   const calls = new Map<string, { call: PendingCall; until: number }>();
-  const approvals = new Map<string, { approval: Approval; until: number }>();
+  const approvals = createMemoryApprovalStore(now);
   const spooled = new Map<string, number>();
-  const events = new EventEmitter();
-  events.setMaxListeners(0);
   let config: string | null = null;
-  const live = <T>(m: Map<string, { until: number } & T>, id: string) => {
-    const e = m.get(id);
+  const live = (id: string) => {
+    const e = calls.get(id);
     if (e !== undefined && e.until <= now()) {
-      m.delete(id);
+      calls.delete(id);
       return undefined;
     }
     return e;
   };
   const sweep = setInterval(() => {
-    for (const [id] of calls) live(calls, id);
-    for (const [id] of approvals) live(approvals, id);
+    for (const [id] of calls) live(id);
     for (const [id, until] of spooled) if (until <= now()) spooled.delete(id);
   }, 60_000);
   sweep.unref();
 
   return {
+    ...approvals,
     async putCall(call, ttlMs) {
       calls.set(call.callId, { call, until: now() + ttlMs });
     },
     async getCall(callId) {
-      return live(calls, callId)?.call ?? null;
+      return live(callId)?.call ?? null;
     },
     async takeCall(callId) {
-      const e = live(calls, callId);
+      const e = live(callId);
       calls.delete(callId);
       return e?.call ?? null;
-    },
-    async putApproval(approval, ttlMs) {
-      approvals.set(approval.id, { approval, until: now() + ttlMs });
-    },
-    async getApproval(id) {
-      return live(approvals, id)?.approval ?? null;
-    },
-    async listApprovals(status) {
-      return [...approvals.keys()]
-        .map((id) => live(approvals, id)?.approval)
-        .filter((a): a is Approval => a !== undefined && (status === undefined || a.status === status))
-        .sort((a, b) => a.created_at.localeCompare(b.created_at));
-    },
-    async decideApproval(id, update) {
-      const e = live(approvals, id);
-      if (e === undefined || e.approval.status !== "pending") return null;
-      e.approval = { ...e.approval, ...update };
-      events.emit(id, e.approval);
-      return e.approval;
-    },
-    waitApproval(id, timeoutMs) {
-      const current = live(approvals, id)?.approval ?? null;
-      if (current === null || current.status !== "pending" || timeoutMs <= 0) return Promise.resolve(current);
-      return new Promise((resolve) => {
-        const done = (a: Approval) => {
-          clearTimeout(timer);
-          resolve(a);
-        };
-        const timer = setTimeout(() => {
-          events.off(id, done);
-          resolve(live(approvals, id)?.approval ?? null);
-        }, timeoutMs);
-        events.once(id, done);
-      });
     },
     async saveConfig(snapshot) {
       config = snapshot;
@@ -168,7 +103,7 @@ export function createMemoryState(now: () => number = Date.now): StateStore {
     async ping() {},
     async close() {
       clearInterval(sweep);
-      events.removeAllListeners();
+      approvals.close();
     },
   };
 }

@@ -21,6 +21,9 @@ import { OnbehalfError } from "../errors.js";
 import type { UpstreamConfig } from "../policy/schema.js";
 import type { OboMinter } from "./obo.js";
 
+/** At least this long to connect (and, for stdio, start) an upstream. */
+const CONNECT_TIMEOUT_MS = 10_000;
+
 /** An upstream tool as the gateway exposes it. */
 export interface ExposedTool {
   /** The name clients see: `<prefix or upstream name><separator><tool>`, e.g. `crm.get_customer`. */
@@ -112,13 +115,18 @@ export class Upstream {
     this.connecting ??= (async () => {
       const client = new Client({ name: "onbehalf-gateway", version: "0.1.0" }, { capabilities: {} });
       const transport = this.transport();
-      transport.onclose = () => this.drop();
+      // Only this connection's own end drops it: a dead process's transport may report its close after a new
+      // connection replaced it, and must not take the new one down with it.
+      transport.onclose = () => {
+        if (this.client === client || this.client === undefined) this.drop();
+      };
       client.setNotificationHandler(ToolListChangedNotificationSchema, async () => {
         this.listed = undefined;
         this.onToolsChanged();
       });
       try {
-        await client.connect(transport, { timeout: this.config.timeout_ms });
+        // Starting a server (a stdio process, a cold HTTP one) may take longer than answering a call does.
+        await client.connect(transport, { timeout: Math.max(this.config.timeout_ms, CONNECT_TIMEOUT_MS) });
       } catch (e) {
         this.retryAt = Date.now() + 1_000;
         await client.close().catch(() => {});

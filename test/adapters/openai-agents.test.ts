@@ -176,8 +176,7 @@ describe("OpenAI Agents adapter", () => {
     });
   });
 
-  it("maps ask to needsApproval: the run is interrupted, and runs the call once the app approves it", async () => {
-    let refunded = 0;
+  function billing(refunds: number[]) {
     const refund = governedTool(
       gov,
       tool({
@@ -185,12 +184,12 @@ describe("OpenAI Agents adapter", () => {
         description: "Refund",
         parameters: z.object({ amount: z.number() }),
         execute: async ({ amount }) => {
-          refunded += amount;
+          refunds.push(amount);
           return "refunded";
         },
       }),
     );
-    const agent = new Agent({
+    return new Agent({
       name: "billing",
       model: new ScriptedModel([
         [functionCall("issue_refund", { amount: 900 }, { callId: "r1" })],
@@ -198,19 +197,51 @@ describe("OpenAI Agents adapter", () => {
       ]),
       tools: [refund],
     });
+  }
+
+  it("maps ask to needsApproval: the run is interrupted, and the call runs once an approver approved it", async () => {
+    const refunds: number[] = [];
+    const agent = billing(refunds);
     const first = await gov.runAs(alice, { agent: "billing" }, () => run(agent, "refund 900"));
     expect(first.interruptions).toHaveLength(1);
-    expect(refunded).toBe(0);
+    expect(refunds).toEqual([]);
+    const [pending] = await gov.approvals.list("pending");
+    await gov.approvals.decide(pending!.id, { id: "mona" }, "approve");
     first.state.approve(first.interruptions![0]!);
     const second = await gov.runAs(alice, { agent: "billing" }, () => run(agent, first.state));
     expect(second.finalOutput).toBe("refund issued");
-    expect(refunded).toBe(900);
+    expect(refunds).toEqual([900]);
     const records = await auditOf(gov, "alice");
     expect(records.map((r) => [r.kind, r.decision, r.outcome])).toEqual([
       ["attempt", "ask", "pending"],
       ["approval", "allow", "pending"],
-      ["outcome", "ask", "ok"],
+      ["attempt", "allow", "pending"], // decided again when it runs, approved
+      ["outcome", "allow", "ok"],
     ]);
     expect(new Set(records.map((r) => r.call_id)).size).toBe(1);
+  });
+
+  it("runs nothing on the app's state.approve alone: only an approver's approval counts", async () => {
+    const refunds: number[] = [];
+    const agent = billing(refunds);
+    const first = await gov.runAs(alice, { agent: "billing" }, () => run(agent, "refund 900"));
+    first.state.approve(first.interruptions![0]!);
+    const second = await gov.runAs(alice, { agent: "billing" }, () => run(agent, first.state));
+    expect(refunds).toEqual([]);
+    expect(JSON.stringify(second.newItems)).toContain("waiting for a human to approve");
+  });
+
+  it("decides a resumed call under the policy in force: a revocation after the approval wins", async () => {
+    const refunds: number[] = [];
+    const agent = billing(refunds);
+    const first = await gov.runAs(alice, { agent: "billing" }, () => run(agent, "refund 900"));
+    const [pending] = await gov.approvals.list("pending");
+    await gov.approvals.decide(pending!.id, { id: "mona" }, "approve");
+    gov.patchTenantPolicy("acme", { users: { alice: { "*": { permission: "deny" } } } });
+    first.state.approve(first.interruptions![0]!);
+    const second = await gov.runAs(alice, { agent: "billing" }, () => run(agent, first.state));
+    expect(refunds).toEqual([]);
+    expect(JSON.stringify(second.newItems)).toContain("permission_deny");
+    expect((await gov.approvals.get(pending!.id))?.status).toBe("revoked");
   });
 });

@@ -2,6 +2,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { OnbehalfServer } from "../../src/server/app.js";
 import { type OidcProviderHandle, startOidcProvider } from "../support/oidc.js";
+import { startOwnRedis } from "../support/redis-server.js";
 import { ADMIN, call, startTestServer, userToken } from "../support/server.js";
 
 let idp: OidcProviderHandle;
@@ -38,13 +39,29 @@ const result = (callId: string) =>
 const decide = (token: string, id: string, decision: string, note?: string) =>
   call(server.url, "POST", `/v1/approvals/${id}`, { token, body: { decision, ...(note ? { note } : {}) } });
 
+const recheck = (approval: string, amount = 900, token = alice) =>
+  call(server.url, "POST", "/v1/check", {
+    token,
+    body: { tool: "issue_refund", args: { order: "o-1", amount }, agent: { name: "bot" }, approval },
+  });
+const trailOf = async (callId: string) =>
+  (
+    await call(server.url, "GET", "/v1/audit?user=alice&tool=issue_refund&limit=200", { token: ADMIN })
+  ).body.records
+    .filter((r: { call_id: string }) => r.call_id === callId)
+    .map(
+      (r: { kind: string; decision: string; reason_code: string }) =>
+        `${r.kind}:${r.decision}:${r.reason_code}`,
+    );
+
 describe("approvals", () => {
-  it("holds an asked call until an approver approves it, then lets it proceed exactly once", async () => {
+  it("holds an asked call until an approver approves it; asked again with its approval, it proceeds exactly once", async () => {
     const asked = await askRefund();
     expect(asked.approval.status).toBe("pending");
     expect((await result(asked.call_id)).body.error.code).toBe("ERR_APPROVAL_REQUIRED");
     const list = await call(server.url, "GET", "/v1/approvals?status=pending", { token: manager });
     expect(list.body.approvals.map((a: { id: string }) => a.id)).toContain(asked.approval.id);
+    expect(list.body.approvals[0]).not.toHaveProperty("request"); // what is kept to decide it again stays inside
     expect((await decide(alice, asked.approval.id, "approve")).body.error.message).toBe(
       "nobody approves their own request",
     );
@@ -59,30 +76,96 @@ describe("approvals", () => {
     });
     expect((await poll).body.status).toBe("approved");
     expect((await decide(manager, asked.approval.id, "deny")).status).toBe(409);
+    // Approved is not run: the call is asked again with its approval, and decided under the policy in force.
+    expect((await result(asked.call_id)).body.error.message).toMatch(/must be asked again with its approval/);
+    const again = await recheck(asked.approval.id);
+    expect(again.body).toMatchObject({ call_id: asked.call_id, decision: "allow", reason_code: "ok" });
+    expect(again.body.reason).toMatch(/^approved by mona \(apr_/);
     const first = await result(asked.call_id);
     expect(first.body).toMatchObject({ action: "pass", output: { refunded: 900 } });
     expect((await result(asked.call_id)).status).toBe(404);
-    await server.governor.flush();
-    const trail = (
-      await call(server.url, "GET", "/v1/audit?user=alice&tool=issue_refund&limit=50", { token: ADMIN })
-    ).body.records
-      .filter((r: { call_id: string }) => r.call_id === asked.call_id)
-      .map(
-        (r: { kind: string; decision: string; reason_code: string }) =>
-          `${r.kind}:${r.decision}:${r.reason_code}`,
+    // One approval, one call: asked again with it, the call is refused.
+    const replay = await recheck(asked.approval.id);
+    expect(replay.body).toMatchObject({ decision: "ask", reason_code: "approval_required" });
+    expect(replay.body.approval.id).not.toBe(asked.approval.id);
+    expect(await trailOf(asked.call_id)).toEqual([
+      "outcome:allow:ok",
+      "attempt:allow:ok",
+      "approval:allow:ok",
+      "attempt:ask:approval_required",
+    ]);
+  });
+
+  it("lets an approval through for its own call only: not other arguments, not another user", async () => {
+    const asked = await askRefund(700);
+    await decide(manager, asked.approval.id, "approve");
+    const otherAmount = await recheck(asked.approval.id, 50_000);
+    expect(otherAmount.body).toMatchObject({ decision: "ask", reason_code: "approval_required" });
+    expect(otherAmount.body.reason).toMatch(/is for another call/);
+    const bob = await userToken(idp, "bob", "orders:write");
+    const stolen = await recheck(asked.approval.id, 700, bob);
+    expect(stolen.body.reason).toMatch(/is for another call/);
+    expect(stolen.body.decision).toBe("ask");
+    // the approval is still there for alice's call
+    expect((await recheck(asked.approval.id, 700)).body.decision).toBe("allow");
+  });
+
+  it("lets a revocation win over an approval: before the approver decides, before the call runs, and at its report", async () => {
+    const revoke = (permission: "deny" | null) =>
+      call(server.url, "PATCH", "/v1/admin/tenants/acme/policy", {
+        token: ADMIN,
+        body: { users: { alice: permission === null ? null : { "*": { permission } } } },
+      });
+    try {
+      // 1. revoked before the approver decides: the approval cannot be given
+      const a1 = await askRefund(610);
+      expect((await revoke("deny")).status).toBe(200);
+      const late = await decide(manager, a1.approval.id, "approve");
+      expect(late.status).toBe(409);
+      expect(late.body.error.message).toMatch(/the policy in force now denies this call \(permission_deny/);
+      expect((await call(server.url, "GET", a1.approval.url, { token: alice })).body.status).toBe("revoked");
+      await revoke(null);
+      // 2. revoked between the approval and the call: asked again, it is denied, and the approval revoked
+      const a2 = await askRefund(620);
+      await decide(manager, a2.approval.id, "approve");
+      await revoke("deny");
+      const refused = await recheck(a2.approval.id, 620);
+      expect(refused.body).toMatchObject({ decision: "deny", reason_code: "permission_deny" });
+      expect((await call(server.url, "GET", a2.approval.url, { token: alice })).body.status).toBe("revoked");
+      expect(await trailOf(a2.call_id)).toEqual([
+        "approval:deny:permission_deny",
+        "attempt:deny:permission_deny",
+        "approval:allow:ok",
+        "attempt:ask:approval_required",
+      ]);
+      await revoke(null);
+      // 3. revoked after the call was let through, before it reported: its output is withheld, audited
+      const a3 = await askRefund(630);
+      await decide(manager, a3.approval.id, "approve");
+      expect((await recheck(a3.approval.id, 630)).body.decision).toBe("allow");
+      await revoke("deny");
+      const report = await result(a3.call_id);
+      expect(report.status).toBe(403);
+      expect(report.body.error.message).toMatch(
+        /^permission_deny: output withheld: the policy in force denies/,
       );
-    expect(trail).toEqual(["outcome:allow:ok", "approval:allow:ok", "attempt:ask:approval_required"]);
+      expect((await trailOf(a3.call_id))[0]).toBe("outcome:deny:permission_deny");
+    } finally {
+      await revoke(null);
+    }
   });
 
   it("refuses the result of a denied call, and audits approval_denied", async () => {
-    const asked = await askRefund();
+    const asked = await askRefund(901);
     await decide(ADMIN, asked.approval.id, "deny", "not this one");
     const r = await result(asked.call_id);
     expect(r.status).toBe(403);
     expect(r.body.error.message).toBe("approval_denied: denied by admin: not this one");
-    await server.governor.flush();
-    const records = (await call(server.url, "GET", "/v1/audit?user=alice&decision=deny", { token: ADMIN }))
-      .body.records;
+    const again = await recheck(asked.approval.id, 901);
+    expect(again.body).toMatchObject({ decision: "deny", reason_code: "approval_denied" });
+    const records = (
+      await call(server.url, "GET", "/v1/audit?user=alice&decision=deny&limit=1000", { token: ADMIN })
+    ).body.records;
     expect(
       records
         .filter((x: { call_id: string }) => x.call_id === asked.call_id)
@@ -109,5 +192,46 @@ describe("approvals", () => {
     const otherTenant = await userToken(idp, "otto", "onbehalf:approve", { tenant: "globex" });
     expect((await decide(otherTenant, asked.approval.id, "approve")).status).toBe(403);
     expect((await call(server.url, "GET", asked.approval.url, { token: manager })).status).toBe(200);
+  });
+});
+
+describe("approvals shared through Redis", () => {
+  it("lets exactly one of 16 concurrent decisions win, whatever the requester's arguments say", async () => {
+    const redis = await startOwnRedis();
+    const shared = await startTestServer(idp, { limits: { store: redis.url } });
+    try {
+      // The arguments carry the text a substring check on the stored JSON would take for the status.
+      const asked = await call(shared.url, "POST", "/v1/check", {
+        token: alice,
+        body: {
+          tool: "issue_refund",
+          args: { order: "o-2", amount: 900, memo: { status: "pending" }, note: '"status":"pending"' },
+          agent: { name: "bot" },
+        },
+      });
+      expect(asked.body.decision).toBe("ask");
+      const id = asked.body.approval.id as string;
+      const answers = await Promise.all(
+        Array.from({ length: 16 }, (_, i) =>
+          call(shared.url, "POST", `/v1/approvals/${id}`, {
+            token: ADMIN,
+            body: { decision: i % 2 === 0 ? "approve" : "deny" },
+          }),
+        ),
+      );
+      const won = answers.filter((a) => a.status === 200);
+      expect(won).toHaveLength(1);
+      expect(answers.filter((a) => a.status === 409)).toHaveLength(15);
+      const final = (await call(shared.url, "GET", `/v1/approvals/${id}`, { token: ADMIN })).body;
+      expect(final.status).toBe(won[0]!.body.status);
+      expect(final.args.memo).toEqual({ status: "pending" }); // the arguments were never touched
+      const decided = (
+        await call(shared.url, "GET", "/v1/audit?user=alice&tool=issue_refund&limit=100", { token: ADMIN })
+      ).body.records.filter((r: { kind: string }) => r.kind === "approval");
+      expect(decided).toHaveLength(1);
+    } finally {
+      await shared.close();
+      await redis.stop();
+    }
   });
 });

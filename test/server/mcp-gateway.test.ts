@@ -29,6 +29,8 @@ beforeAll(async () => {
     tools: [
       { name: "crm.get_customer", required_scopes: ["customers:read"], redact: ["ssn", "cards[*].number"] },
       { name: "crm.list_orders", required_scopes: ["orders:write"] },
+      { name: "crm.whoami" },
+      { name: "crm.huge" },
       { name: "mail.read_email", required_scopes: ["email.read"] },
     ],
     tenants: [
@@ -62,6 +64,8 @@ beforeAll(async () => {
         command: process.execPath,
         args: ["--import", "tsx", "test/fixtures/stdio-upstream.ts"],
         timeout_ms: 1_500,
+        expose: "all", // its undeclared tools are offered, to callers holding email.read
+        default_scopes: ["email.read"],
       },
     ],
   });
@@ -107,15 +111,11 @@ describe("MCP gateway", () => {
       "crm.get_customer",
       "crm.huge",
       "crm.whoami",
-      "mail.crash",
-      "mail.slow",
     ]);
     expect(await names(await token("carol", "orders:write"))).toEqual([
       "crm.huge",
       "crm.list_orders",
       "crm.whoami",
-      "mail.crash",
-      "mail.slow",
     ]);
     const listed = (
       await (await connect(await token("alice", "customers:read"))).client.listTools()
@@ -195,6 +195,35 @@ describe("MCP gateway", () => {
     });
   });
 
+  it("neither lists nor runs an upstream tool nobody declared, and audits its first sight", async () => {
+    const { client } = await connect(await token("alice", "customers:read email.read orders:write"));
+    const listed = (await client.listTools()).tools.map((t) => t.name);
+    expect(listed).not.toContain("crm.export_all_customers");
+    const before = crm.authorizations.length;
+    const r = await client.callTool({ name: "crm.export_all_customers", arguments: {} });
+    expect(r.isError).toBe(true);
+    expect(text(r)).toMatch(/^denied \(permission_deny\): unknown tool "crm\.export_all_customers"/);
+    expect(crm.authorizations.slice(before).some((h) => h !== "")).toBe(false); // the upstream was never called
+    const sightings = (
+      await call(server.url, "GET", "/v1/audit?tool=crm.export_all_customers", { token: ADMIN })
+    ).body.records;
+    expect(sightings.map((x: { kind: string; decision: string }) => [x.kind, x.decision])).toEqual([
+      ["attempt", "deny"],
+      ["admin", "deny"],
+    ]);
+    expect(sightings[1].reason).toBe(
+      "upstream crm lists crm.export_all_customers, not declared: hidden and refused until a tools entry declares it",
+    );
+    // Declaring it (live, through the admin API) is what offers it.
+    const put = await call(server.url, "PUT", "/v1/admin/tools/crm.export_all_customers", {
+      token: ADMIN,
+      body: { required_scopes: ["orders:write"] },
+    });
+    expect(put.status).toBe(200);
+    const exporter = (await connect(await token("alice", "customers:read orders:write"))).client;
+    expect((await exporter.listTools()).tools.map((t) => t.name)).toContain("crm.export_all_customers");
+  });
+
   it("refuses a tool name with control characters as invalid params, before anything is decided", async () => {
     const { client } = await connect(await token("alice", "customers:read"));
     await expect(client.callTool({ name: "crm.get\u0000customer", arguments: {} })).rejects.toThrow(
@@ -231,7 +260,7 @@ describe("MCP gateway", () => {
     const before = crm.authorizations.length;
     const refused = client.callTool({ name: "crm.get_customer", arguments: { id: "vip-2" } });
     await decide("vip-2", "deny");
-    expect(text(await refused)).toMatch(/^denied \(approval_denied\): approval apr_\S+ was denied: checked/);
+    expect(text(await refused)).toMatch(/^denied \(approval_denied\): denied by admin: checked/);
     expect(crm.authorizations.length).toBe(before);
     // nobody decides in time: an error names the approval; the same call again waits on that approval
     const first = await client.callTool({ name: "crm.get_customer", arguments: { id: "vip-3" } });
@@ -250,9 +279,28 @@ describe("MCP gateway", () => {
       expect.arrayContaining([
         ["attempt", "ask", "pending"],
         ["approval", "allow", "pending"],
+        ["attempt", "allow", "pending"],
         ["outcome", "allow", "ok"],
       ]),
     );
+    // approved, then revoked before the held call goes ahead: the policy in force wins, the upstream is not called
+    const revoke = (permission: "deny" | null) =>
+      call(server.url, "PATCH", "/v1/admin/tenants/acme/policy", {
+        token: ADMIN,
+        body: { users: { alice: permission === null ? null : { "*": { permission } } } },
+      });
+    const late = await client.callTool({ name: "crm.get_customer", arguments: { id: "vip-4" } });
+    expect(text(late)).toMatch(/waiting for approval/);
+    await decide("vip-4", "approve");
+    try {
+      await revoke("deny");
+      const calls = crm.authorizations.length;
+      const revoked = await client.callTool({ name: "crm.get_customer", arguments: { id: "vip-4" } });
+      expect(text(revoked)).toMatch(/^denied \(permission_deny\)/);
+      expect(crm.authorizations.length).toBe(calls);
+    } finally {
+      await revoke(null);
+    }
   }, 20_000);
 
   it("binds a session to its user: another user's token on it is refused", async () => {

@@ -67,7 +67,7 @@ describe("starting before the stores are up", () => {
     );
     expect(failure).toBeInstanceOf(Error);
     expect((failure as Error).message).toMatch(
-      new RegExp(`^the rate-limit store \\(Redis at ${redis.url}/?\\) did not answer within 1 s: `),
+      new RegExp(`^the state store \\(Redis at ${redis.url}/?\\) did not answer within 1 s: `),
     );
     expect(Date.now() - started).toBeLessThan(5_000);
   });

@@ -36,6 +36,10 @@ function buildServer(seen: string[]): McpServer {
   server.registerTool("huge", { description: "A very long answer" }, async () => ({
     content: [{ type: "text", text: "x".repeat(1_200_000) }],
   }));
+  // What an upstream adds one day without telling anyone: nobody declared it, so nobody may call it.
+  server.registerTool("export_all_customers", { description: "Every customer, in bulk" }, async () => ({
+    content: [{ type: "text", text: JSON.stringify([{ id: "c-1", ssn: "078-05-1120" }]) }],
+  }));
   return server;
 }
 

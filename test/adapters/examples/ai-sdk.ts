@@ -26,8 +26,8 @@ export async function askSupport(gov: Governor, principal: Principal, model: Lan
     stopWhen: stepCountIs(5),
     experimental_context: { onbehalf: runFor(principal, { agent: "support-bot" }) },
   });
-  // a refund over 500 stops here with a tool-approval-request: show it to a manager, then call again
-  // with their tool-approval-response in the messages, and the refund runs (and the approval is audited)
+  // a refund over 500 stops here with a tool-approval-request, and waits in gov.approvals: once a manager
+  // approved it there (gov.approvals.decide), call again and the refund runs, once (all of it audited)
   return { text: result.text, approvals: result.content.filter((p) => p.type === "tool-approval-request") };
 }
 // #endregion
