@@ -39,6 +39,9 @@ describe("onbehalf serve", () => {
     const url = /listening on (http:\/\/\S+)/.exec(out.join("\n"))![1]!;
     const token = /export TOKEN=(\S+)/.exec(out.join("\n"))![1]!;
     expect(out.join("\n")).toContain(`curl -s ${url}/v1/check`);
+    // stderr is its own pipe: its lines may arrive after stdout's
+    for (let i = 0; i < 100 && !err.join("").includes("dev_issuer is ON"); i++)
+      await new Promise((r) => setTimeout(r, 20));
     expect(err.join("")).toContain("dev_issuer is ON");
     const res = await fetch(`${url}/v1/check`, {
       method: "POST",

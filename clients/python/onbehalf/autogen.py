@@ -52,6 +52,7 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess by the 
 from .client import Client, Decision, _scopes, default_client
 from .context import Frame, RunState, current, validate_agent, validate_tier
 from .errors import ApprovalRequired, Denied, OnbehalfError
+from .governed import _reportable, _reshaped
 
 log = logging.getLogger("onbehalf")
 
@@ -150,7 +151,8 @@ class GovernedWorkbench(Workbench):
             error = "\n".join(t for _, t in texts) or "tool error"
             await asyncio.to_thread(_report_quietly, client, decision, None, error, started)
             return result
-        values = [_maybe_json(t) for _, t in texts]
+        parts = [_part(t, decision) for _, t in texts]
+        values = [value for value, _ in parts]
         output: Any = values[0] if len(values) == 1 else values
         try:
             shown = await asyncio.to_thread(client.report, decision, output, latency_us=_micros(started))
@@ -158,7 +160,7 @@ class GovernedWorkbench(Workbench):
             return _refusal(name, d)
         if shown is output:
             return result
-        return _rebuilt(result, texts, values, shown)
+        return _rebuilt(result, texts, parts, shown)
 
     async def start(self) -> None:
         await self._inner.start()
@@ -357,28 +359,41 @@ def _refusal(name: str, d: Denied) -> ToolResult:
     return ToolResult(name=name, result=[TextResultContent(content=text)], is_error=True)
 
 
-def _maybe_json(text: str) -> Any:
+def _part(text: str, decision: Decision) -> tuple[Any, str]:
+    """A text part as reported, and its shape (``json``, ``repr`` or ``text``) to give the model it back in.
+
+    JSON is reported parsed. A Python repr (``FunctionTool`` hands the model ``str(dict)``) is parsed with
+    ``ast.literal_eval`` when the output is redacted, so its fields can be. Other text is reported as text: the
+    control plane withholds it when it cannot check it for the fields it redacts.
+    """
     stripped = text.strip()
     if stripped[:1] in ("{", "["):
         try:
-            return json.loads(stripped)
+            return json.loads(stripped), "json"
         except ValueError:
             pass
-    return text
+    value, shape = _reportable(text, decision)
+    return value, "repr" if shape == "repr" else "text"
 
 
-def _rebuilt(result: ToolResult, texts: list, values: list, shown: Any) -> ToolResult:
-    """The tool result with its text parts replaced by what policy lets the model see."""
-    if len(values) == 1:
+def _rebuilt(result: ToolResult, texts: list, parts: list, shown: Any) -> ToolResult:
+    """The tool result with its text parts replaced by what policy lets the model see, each in its shape."""
+    if len(parts) == 1:
         new_values: list = [shown]
-    elif isinstance(shown, list) and len(shown) == len(values):
+    elif isinstance(shown, list) and len(shown) == len(parts):
         new_values = shown
     else:
-        new_values = [shown] + [""] * (len(values) - 1)
+        new_values = [shown] + [""] * (len(parts) - 1)
     items = list(result.result)
-    for (index, _), value in zip(texts, new_values):
-        items[index] = TextResultContent(content=value if isinstance(value, str) else json.dumps(value))
+    for (index, _), (_, shape), value in zip(texts, parts, new_values):
+        items[index] = TextResultContent(content=_as_text(value, shape))
     return ToolResult(name=result.name, result=items, is_error=result.is_error)
+
+
+def _as_text(value: Any, shape: str) -> str:
+    if isinstance(value, str):
+        return value
+    return _reshaped(value, "repr") if shape == "repr" else json.dumps(value)
 
 
 def _report_quietly(client: Client, decision: Decision, output: Any, error: str | None, started: float) -> None:

@@ -74,6 +74,7 @@ class Decision:
     _token: str | None = field(default=None, repr=False, compare=False)
     _frame: Frame | None = field(default=None, repr=False, compare=False)
     _record: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
+    _args: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def allowed(self) -> bool:
@@ -354,7 +355,9 @@ class Client:
 
     # -- internals: deciding -------------------------------------------------------------------------------
 
-    def _decide(self, frame: Frame | None, tool: str, args: Mapping[str, Any]) -> Decision:
+    def _decide(
+        self, frame: Frame | None, tool: str, args: Mapping[str, Any], approval: str | None = None
+    ) -> Decision:
         if frame is None:
             raise Denied("no_identity", _NO_IDENTITY, tool=tool)
         if frame.denied is not None:
@@ -367,6 +370,8 @@ class Client:
             body: dict[str, Any] = {"tool": tool, "args": safe_args, "agent": {"name": frame.agent, "tier": frame.tier}}
             if frame.trace_id is not None:
                 body["trace_id"] = frame.trace_id
+            if approval is not None:
+                body["approval"] = approval
             res = self._send("POST", "/v1/check", token=token, json_body=body)
         except _Outage as o:
             return self._outage_decision(frame, tool, safe_args, o)
@@ -387,6 +392,7 @@ class Client:
                 post_transform=b.get("post_transform"),
                 _token=token,
                 _frame=frame,
+                _args=safe_args,
             )
             self._learn(token, d)
             return d
@@ -437,12 +443,24 @@ class Client:
             by = res.body.get("decided_by") or "an approver"
             note = f": {res.body['note']}" if res.body.get("note") else ""
             if status == "approved":
-                approved = f"approved by {by}{note}"
-                return dataclasses.replace(decision, decision="allow", reason_code="ok", reason=approved)
-            if status == "denied":
+                return self._use_approval(decision, approval_id, common)
+            if status in ("denied", "revoked"):
                 raise Denied("approval_denied", f"denied by {by}{note}", **common)
             if status == "expired":
                 raise Denied("approval_expired", "nobody approved the call in time", **common)
+            if status == "used":
+                raise Denied("approval_required", f"approval {approval_id} was used already", **common)
+
+    def _use_approval(self, decision: Decision, approval_id: str, common: Mapping[str, Any]) -> Decision:
+        """Ask again with the approval: the control plane uses it up and decides the call under the policy in
+        force (a revocation since the approval wins). The answer is what the call may do now."""
+        again = self._decide(decision._frame, decision.tool or "", decision._args or {}, approval=approval_id)
+        if again.local:
+            # An approval is used up by the control plane; one it cannot see is not used, whatever the fail mode.
+            raise Denied("fail_closed", f"approved, but the control plane could not confirm it: {again.reason}", **common)
+        if again.decision == "allow":
+            return again
+        raise Denied.from_decision(again)
 
     def _finish(self, decision: Decision, status: str, output: Any, error: str | None, latency_us: int) -> Any:
         if decision.decision != "allow":
@@ -696,7 +714,18 @@ class Client:
         except _Outage as o:
             return SendOutcome("retry", message=o.reason)
         if res.status == 200 and isinstance(res.body, dict):
-            return SendOutcome("ok", int(res.body.get("accepted") or 0), int(res.body.get("duplicates") or 0))
+            refused = [
+                (int(r["index"]), f'{r.get("code", "refused")}: {r.get("reason", "")}')
+                for r in res.body.get("refused") or []
+                if isinstance(r, dict) and isinstance(r.get("index"), int)
+            ]
+            return SendOutcome(
+                "ok",
+                int(res.body.get("accepted") or 0),
+                int(res.body.get("duplicates") or 0),
+                refused=refused,
+                overrides=int(res.body.get("overrides") or 0),
+            )
         if res.status in (401, 403):
             return SendOutcome("keep", message=f"HTTP {res.status}: {res.error_message}")
         if res.status in (408, 425, 429):

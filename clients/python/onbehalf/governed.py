@@ -12,7 +12,10 @@ A call binds its arguments to the signature (defaults applied) into the ``args``
 ``POST /v1/check`` for the bound identity, and then:
 
 - ``allow``: runs the function, reports the result (``POST /v1/calls/{id}/result``) and returns the output
-  as policy lets it out: unchanged, redacted, or not at all (``Denied``, reason ``output blocked``);
+  as policy lets it out: unchanged, redacted, or not at all (``Denied``, reason ``output blocked``). A string
+  holding JSON comes back redacted as a string; a string holding a Python repr (``str(dict)``) is parsed with
+  ``ast.literal_eval`` so that its fields can be redacted, and comes back as a repr; text the control plane
+  cannot check for the redacted fields comes back as a ``[withheld by onbehalf: ...]`` notice;
 - ``deny``: raises :class:`~onbehalf.Denied` with the ``reason_code``; the function does not run;
 - ``ask``: waits up to the client's ``approval_timeout`` for a human (long-polling the approval), runs the
   function once approved and reports under the original call id; raises ``ApprovalRequired`` (no decision in
@@ -23,8 +26,10 @@ Nothing bound raises ``Denied(reason_code="no_identity")``: a governed function 
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import functools
+import json
 import inspect
 import logging
 import threading
@@ -86,7 +91,7 @@ def _wrap(fn: F, client: Client | None, name: str | None) -> F:
             except BaseException as e:
                 await asyncio.to_thread(_report_error, c, decision, e, started)
                 raise
-            return await asyncio.to_thread(c.report, decision, output, latency_us=_micros(started))
+            return await asyncio.to_thread(_report_output, c, decision, output, _micros(started))
 
         agoverned.__onbehalf_tool__ = tool  # type: ignore[attr-defined]
         return agoverned  # type: ignore[return-value]
@@ -102,7 +107,7 @@ def _wrap(fn: F, client: Client | None, name: str | None) -> F:
         except BaseException as e:
             _report_error(c, decision, e, started)
             raise
-        return c.report(decision, output, latency_us=_micros(started))
+        return _report_output(c, decision, output, _micros(started))
 
     sgoverned.__onbehalf_tool__ = tool  # type: ignore[attr-defined]
     return sgoverned  # type: ignore[return-value]
@@ -137,6 +142,63 @@ def _arguments(signature: inspect.Signature, args: tuple, kwargs: dict) -> dict[
         else:
             out[key] = value
     return out
+
+
+def _report_output(client: Client, decision: Decision, output: Any, latency_us: int) -> Any:
+    """Report ``output`` and return it as policy lets the model see it, in the shape the function gave it."""
+    reported, shape = _reportable(output, decision)
+    shown = client.report(decision, reported, latency_us=latency_us)
+    return output if shown is reported else _reshaped(shown, shape)
+
+
+# -- output as the control plane redacts it -------------------------------------------------------------------
+
+_MAX_REPR = 1_048_576  # longer text is not parsed as a repr: reported as text, it is withheld when redacted
+
+
+def _reportable(output: Any, decision: Decision) -> tuple[Any, str]:
+    """What to report for ``output``, and the shape to give back what policy lets out: ``"repr"`` or ``"value"``.
+
+    When the output is redacted, a string holding a Python literal that is not JSON (``str(dict)``, which is what
+    AutoGen's ``FunctionTool`` hands the model) is parsed with ``ast.literal_eval`` and reported as the value, so
+    the control plane can redact its fields. JSON text is reported as it is (the control plane redacts JSON held in
+    strings); anything else is text, which the control plane withholds when it cannot check it.
+
+    Example::
+
+        _reportable("{'ssn': '078-05-1120'}", decision)   # ({'ssn': '078-05-1120'}, "repr") when redacting
+    """
+    if decision.post_transform == "redact" and isinstance(output, str):
+        value = _literal(output)
+        if value is not _NOT_LITERAL:
+            return value, "repr"
+    return output, "value"
+
+
+def _reshaped(shown: Any, shape: str) -> Any:
+    """What the control plane let out, in the shape the output had (a repr stays a repr)."""
+    if shape == "repr" and not isinstance(shown, str):
+        return repr(shown)
+    return shown
+
+
+_NOT_LITERAL = object()
+
+
+def _literal(text: str) -> Any:
+    stripped = text.strip()
+    if stripped[:1] not in ("{", "[", "(") or len(stripped) > _MAX_REPR:
+        return _NOT_LITERAL
+    try:
+        json.loads(stripped)
+        return _NOT_LITERAL  # JSON: the control plane reads it as it is, and it stays JSON
+    except ValueError:
+        pass
+    try:
+        value = ast.literal_eval(stripped)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return _NOT_LITERAL
+    return value if isinstance(value, (dict, list, tuple)) else _NOT_LITERAL
 
 
 def _report_error(client: Client, decision: Decision, error: BaseException, started: float) -> None:

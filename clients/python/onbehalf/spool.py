@@ -38,7 +38,7 @@ import stat
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -123,6 +123,11 @@ class SendOutcome:
     accepted: int = 0
     duplicates: int = 0
     message: str = ""
+    # With "ok": records of the batch the server refused (their index in the batch, and why); they are kept
+    # in ``<spool>.rejected`` with the reason, never sent again.
+    refused: list[tuple[int, str]] = field(default_factory=list)
+    # With "ok": fail-open records the server stored flagged as client overrides (the tenant is fail_closed).
+    overrides: int = 0
 
 
 @dataclass
@@ -240,6 +245,16 @@ class Spool:
                         outcome = send(fallback, records)  # the delegation token expired: the human's own
                     ids = {e["record"]["call_id"] for e in batch}
                     if outcome.kind == "ok":
+                        refused = [(batch[i], why) for i, why in outcome.refused if 0 <= i < len(batch)]
+                        if refused:
+                            self._reject_each(refused)
+                            result.rejected += len(refused)
+                        if outcome.overrides:
+                            log.warning(
+                                "onbehalf: %d spooled fail-open records were stored as client overrides: "
+                                "their tenant is fail_closed",
+                                outcome.overrides,
+                            )
                         self._rewrite(ids)
                         result.sent += len(batch)
                         result.accepted += outcome.accepted
@@ -327,19 +342,22 @@ class Spool:
             _fsync_dir(self.path.parent)
 
     def _reject(self, batch: list[dict[str, Any]], message: str) -> None:
+        self._reject_each([(e, message) for e in batch])
+
+    def _reject_each(self, refused: list[tuple[dict[str, Any], str]]) -> None:
+        """Move refused records to ``<spool>.rejected``, each with why, and out of the spool."""
         log.error(
             "onbehalf: the control plane refused %d spooled audit records (%s); moved to %s.rejected",
-            len(batch),
-            message,
+            len(refused),
+            refused[0][1],
             self.path,
         )
         lines = []
-        for e in batch:
-            e = dict(e, rejected=message[:500])
-            lines.append(json.dumps(e, allow_nan=False, separators=(",", ":")).encode("utf-8"))
+        for e, why in refused:
+            lines.append(json.dumps(dict(e, rejected=why[:500]), allow_nan=False, separators=(",", ":")).encode("utf-8"))
         with self._locked():
             self._append_side(".rejected", lines)
-        self._rewrite({e["record"]["call_id"] for e in batch})
+        self._rewrite({e["record"]["call_id"] for e, _ in refused})
 
     def _append_side(self, suffix: str, lines: list[bytes]) -> None:
         side = self.path.with_name(self.path.name + suffix)

@@ -376,10 +376,52 @@ class ApprovalTests(unittest.TestCase):
         def mine(records: list[dict]) -> list[dict]:
             return [r for r in records if (r.get("args") or {}).get("order") == order]
 
-        records = mine(audit_until(lambda rs: len(mine(rs)) == 3, user="bob", tool="issue_refund"))
+        records = mine(audit_until(lambda rs: len(mine(rs)) == 4, user="bob", tool="issue_refund"))
         kinds = sorted((r["kind"], r["decision"]) for r in records)
-        self.assertEqual(kinds, [("approval", "allow"), ("attempt", "ask"), ("outcome", "allow")])
+        # asked; approved; asked again with the approval and decided under the policy in force; ran
+        self.assertEqual(
+            kinds, [("approval", "allow"), ("attempt", "allow"), ("attempt", "ask"), ("outcome", "allow")]
+        )
         self.assertEqual(len({r["call_id"] for r in records}), 1)
+
+    def test_a_revocation_after_the_approval_wins_over_it(self) -> None:
+        client = Client(URL, spool_path=self.tmp.join("s"))
+        order = nonce()
+        ran: list[str] = []
+
+        @governed(client, name="issue_refund")
+        def refund(order: str, amount: int) -> dict:
+            ran.append(order)
+            return {"order": order, "refunded": amount}
+
+        with client.acting_as(token("bob"), agent="support-bot"):
+            with self.assertRaises(ApprovalRequired) as caught:
+                refund(order, 900)
+            status, _ = call("POST", f"/v1/approvals/{caught.exception.approval_id}", bearer=ADMIN, body={"decision": "approve"})
+            self.assertEqual(status, 200)
+            revoke = {"users": {"bob": {"*": {"permission": "deny"}}}}
+            status, _ = call("PATCH", "/v1/admin/tenants/acme/policy", bearer=ADMIN, body=revoke)
+            self.assertEqual(status, 200)
+            try:
+                with self.assertRaises(Denied) as denied:
+                    client.wait_for_approval(caught.exception.decision, timeout=5)
+            finally:
+                call("PATCH", "/v1/admin/tenants/acme/policy", bearer=ADMIN, body={"users": {"bob": None}})
+        self.assertEqual(denied.exception.reason_code, "permission_deny")
+        self.assertEqual(ran, [])
+
+    def test_an_approval_lets_one_call_through(self) -> None:
+        client = Client(URL, spool_path=self.tmp.join("s"))
+        with client.acting_as(token("bob"), agent="support-bot"):
+            with self.assertRaises(ApprovalRequired) as caught:
+                self._refund(client)(nonce(), 900)
+            status, _ = call("POST", f"/v1/approvals/{caught.exception.approval_id}", bearer=ADMIN, body={"decision": "approve"})
+            self.assertEqual(status, 200)
+            first = client.wait_for_approval(caught.exception.decision, timeout=5)
+            self.assertEqual(first.decision, "allow")
+            with self.assertRaises(Denied) as again:
+                client.wait_for_approval(caught.exception.decision, timeout=5)
+        self.assertEqual(again.exception.reason_code, "approval_required")
 
     def test_denied_approval(self) -> None:
         client = Client(URL, spool_path=self.tmp.join("s"), approval_timeout=20)
