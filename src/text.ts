@@ -23,7 +23,7 @@ export function hasUnsafeText(text: string): boolean {
 
 /** The message for a field that holds unsafe text, naming the field and the fix. */
 export function unsafeTextMessage(field: string): string {
-  return `${field} must not contain control characters (NUL, newline, escape, …) or unpaired surrogates`;
+  return `${field} must not contain control characters (NUL, newline, escape, ...) or unpaired surrogates`;
 }
 
 /**

@@ -21,21 +21,23 @@
  */
 
 import type { KeyObject } from "node:crypto";
-import { randomUUID } from "node:crypto";
+import { createPublicKey, randomUUID } from "node:crypto";
+import { readFileSync, readlinkSync } from "node:fs";
 import { hostname } from "node:os";
 import { OnbehalfError } from "../errors.js";
-import { signCheckpoint } from "./checkpoint.js";
+import { signCheckpoint, type TreeHead, verifyCheckpoint } from "./checkpoint.js";
 import { CompactRange } from "./merkle.js";
 import {
   type AuditFields,
   GENESIS_HASH,
+  leafHash,
   type SealedRecord,
   seal,
   storable,
   stubFields,
   timestamp,
 } from "./record.js";
-import { type AuditStore, failureOf, type LogHolder, type WriterClaim } from "./store.js";
+import { type AuditStore, failureOf, type LogHolder, type StoredRow, type WriterClaim } from "./store.js";
 
 /** When the writer signs a checkpoint of its log: every `every` records, every `seconds`, and on close. */
 export interface CheckpointPolicy {
@@ -65,12 +67,22 @@ export interface AuditLogOptions {
   readonly highWater?: number;
   /** Records kept while the store is down; beyond it appends fail (and the governor denies). */
   readonly maxQueue?: number;
+  /** How long `acknowledged()` waits for a commit before it gives up (ms). Default 5000. */
+  readonly ackTimeoutMs?: number;
   readonly onError?: (error: unknown) => void;
   /** Sign checkpoints of the Merkle tree over this log. */
   readonly checkpoints?: CheckpointPolicy;
+  /**
+   * Sign records found after the last checkpoint even when nothing shows a crash left them (the operator
+   * checked them). Default false: such records are refused (see `resumeTree`).
+   */
+  readonly acceptUnsignedTail?: boolean;
 }
 
 const MAX_SLOTS = 16;
+/** How long a store may stay busy (locked by another process) before that counts as failing. */
+const BUSY_GRACE_MS = 5_000;
+const BUSY_RETRY_MS = 25;
 
 /**
  * Claim a log on `store` and open its writer, continuing after the last stored record.
@@ -83,11 +95,12 @@ export async function openAuditLog(store: AuditStore, options: AuditLogOptions):
   await store.init();
   const claim = writerClaim(options.label ?? "an onbehalf audit writer");
   const staleMs = options.staleMs ?? 20_000;
-  const logId = await claimLog(store, options, claim, staleMs);
+  const { log: logId, previous } = await claimLog(store, options, claim, staleMs);
   try {
     const head = await store.head(logId);
     const size = head?.seq ?? 0;
-    const tree = options.checkpoints === undefined ? undefined : await resumeTree(store, logId, size);
+    const tree =
+      options.checkpoints === undefined ? undefined : await resumeTree(store, logId, size, options, previous);
     const log = new AuditLog(store, { ...options, logId }, claim.holder, staleMs, size, head, tree);
     log.startTimers();
     return log;
@@ -98,13 +111,36 @@ export async function openAuditLog(store: AuditStore, options: AuditLogOptions):
 }
 
 function writerClaim(label: string): WriterClaim {
-  const host = hostname();
-  return { holder: `${host}:${process.pid}:${randomUUID().slice(0, 8)}`, host, pid: process.pid, label };
+  const host = localHost();
+  return {
+    holder: `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`,
+    host,
+    pid: process.pid,
+    label,
+  };
 }
 
-/** A holder on this host whose process no longer runs has gone (a kill -9): its claim is taken at once. */
+let local: string | undefined;
+/**
+ * Where this process's pids mean something: the hostname, and on Linux the boot and the pid namespace, so a
+ * process in another container with the same hostname (host networking) is never mistaken for one of ours.
+ */
+export function localHost(): string {
+  if (local !== undefined) return local;
+  local = hostname();
+  try {
+    const boot = readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim().slice(0, 8);
+    const pidns = /\[(\d+)\]/.exec(readlinkSync("/proc/self/ns/pid"))?.[1];
+    if (boot !== "" && pidns !== undefined) local = `${local} (boot ${boot}, pid-ns ${pidns})`;
+  } catch {
+    // not Linux: the hostname alone
+  }
+  return local;
+}
+
+/** A holder in this host's pid space whose process no longer runs has gone (a kill -9): taken at once. */
 function gone(holder: LogHolder): boolean {
-  if (holder.host !== hostname()) return false;
+  if (holder.host !== localHost()) return false;
   try {
     process.kill(holder.pid, 0);
     return false;
@@ -118,14 +154,14 @@ async function claimLog(
   options: AuditLogOptions,
   claim: WriterClaim,
   staleMs: number,
-): Promise<string> {
+): Promise<{ log: string; previous: LogHolder | null }> {
   const candidates = [options.logId];
   if (options.slots === true) for (let n = 2; n <= MAX_SLOTS; n++) candidates.push(`${options.logId}/${n}`);
   let refused: { log: string; holder: LogHolder } | undefined;
   for (const log of candidates) {
-    const holder = await store.claim(log, claim, { staleMs, gone });
-    if (holder === null) return log;
-    refused ??= { log, holder };
+    const result = await store.claim(log, claim, { staleMs, gone });
+    if ("previous" in result) return { log, previous: result.previous };
+    refused ??= { log, holder: result.refused };
   }
   const { log, holder } = refused!;
   const fix =
@@ -139,34 +175,113 @@ async function claimLog(
   );
 }
 
+/** Records a writer resumes over, left unsigned by a writer that stopped without signing them. */
+export interface ResumedTail {
+  readonly from: number;
+  readonly to: number;
+  /** The writer that wrote them and stopped without releasing its claim (a crash), or null. */
+  readonly previous: LogHolder | null;
+}
+
 /**
- * The compact range of the log's Merkle tree at `size`: from the latest checkpoint's stored range, then the
- * leaves after it. A checkpoint beyond the stored records means records were removed: refuse to go on.
+ * The log's Merkle tree at `size`, resumed from the latest checkpoint, which must verify with this writer's
+ * own key and agree with the stored state the writer resumes from; then every record after it, each
+ * recomputed (leaf hash, place, link to the one before). A writer never signs what it cannot prove extends
+ * its last signed checkpoint:
+ * - a checkpoint beyond the stored records means records were removed;
+ * - records after the last checkpoint are signed only when the writer before stopped without signing them (a
+ *   crash: it left its claim behind) and they are no more than a crash can leave; after a clean stop (which
+ *   signs everything it wrote) they were written by something else, and the writer refuses to start, unless
+ *   `acceptUnsignedTail` says the operator checked them.
  */
 async function resumeTree(
   store: AuditStore,
   logId: string,
   size: number,
-): Promise<{ range: CompactRange; checkpointed: number }> {
+  options: AuditLogOptions,
+  previous: LogHolder | null,
+): Promise<{ range: CompactRange; checkpointed: number; resumed: ResumedTail | null }> {
+  const policy = options.checkpoints!;
+  const refuse = (why: string) =>
+    new OnbehalfError("ERR_AUDIT_UNAVAILABLE", `audit log ${logId}: ${why}; run \`onbehalf audit verify\``);
   const latest = await store.latestCheckpoint(logId);
   if (latest !== null && latest.size > size) {
-    throw new OnbehalfError(
-      "ERR_AUDIT_UNAVAILABLE",
-      `log ${logId} has a checkpoint at size ${latest.size} but only ${size} records: records were removed; run \`onbehalf audit verify\``,
+    throw refuse(`it has a checkpoint at size ${latest.size} but only ${size} records: records were removed`);
+  }
+  let range = new CompactRange();
+  if (latest !== null) {
+    let head: TreeHead;
+    try {
+      head = verifyCheckpoint(latest.note, [createPublicKey(policy.key)]);
+    } catch (e) {
+      throw refuse(
+        `its latest checkpoint (size ${latest.size}) does not verify with this writer's key (${messageOf(e)})`,
+      );
+    }
+    range = new CompactRange(
+      latest.size,
+      latest.subtrees.map((h) => Buffer.from(h, "hex")),
+    );
+    if (
+      head.origin !== logId ||
+      head.size !== latest.size ||
+      !head.root.equals(range.root()) ||
+      latest.root !== head.root.toString("hex")
+    ) {
+      throw refuse(
+        `the stored state of its tree at size ${latest.size} does not match the root its checkpoint signs`,
+      );
+    }
+  }
+  const from = range.size + 1;
+  if (size < from) return { range, checkpointed: latest?.size ?? 0, resumed: null };
+  const tail = size - range.size;
+  const most = (policy.every > 0 ? policy.every : 0) + 2 * (options.batchSize ?? 512);
+  if (options.acceptUnsignedTail !== true && (previous === null || tail > most)) {
+    throw refuse(
+      `${tail} records (seq ${from} to ${size}) follow its last signed checkpoint, ` +
+        (previous === null
+          ? "yet its last writer stopped cleanly, which signs everything it wrote: something else wrote them"
+          : `more than a writer that crashed can leave (${most})`) +
+        ". If they are genuine, start once with audit.resume_unsigned_tail: true to sign them",
     );
   }
-  const range =
-    latest === null
-      ? new CompactRange()
-      : new CompactRange(
-          latest.size,
-          latest.subtrees.map((h) => Buffer.from(h, "hex")),
-        );
-  for (let from = range.size + 1; from <= size; from += 50_000) {
-    for (const leaf of await store.leafHashes(logId, from, Math.min(size, from + 49_999)))
-      range.append(Buffer.from(leaf, "hex"));
+  // Every record after the signed root is recomputed: its leaf hash, its place, its link to the one before.
+  let prev = GENESIS_HASH;
+  if (range.size > 0) {
+    const [row] = await store.rows(logId, range.size, 1);
+    if (row === undefined || row.seq !== range.size || leafHash(row.canonical) !== row.leafHash) {
+      throw refuse(`record ${range.size}, the last one its checkpoint signs, does not match its leaf hash`);
+    }
+    prev = row.leafHash;
   }
-  return { range, checkpointed: latest?.size ?? 0 };
+  for (let next = from; next <= size; ) {
+    const rows = await store.rows(logId, next, 10_000);
+    if (rows.length === 0) break;
+    for (const row of rows) {
+      const bad = tailProblem(row, logId, next, prev);
+      if (bad !== null) throw refuse(`record ${next} after its last checkpoint ${bad}`);
+      range.append(Buffer.from(row.leafHash, "hex"));
+      prev = row.leafHash;
+      next++;
+    }
+  }
+  if (range.size !== size) throw refuse(`records ${range.size + 1} to ${size} are missing`);
+  return { range, checkpointed: latest?.size ?? 0, resumed: { from, to: size, previous } };
+}
+
+function tailProblem(row: StoredRow, log: string, seq: number, prev: string): string | null {
+  if (row.seq !== seq) return "is missing";
+  let record: { seq?: unknown; log?: unknown; prev_hash?: unknown };
+  try {
+    record = JSON.parse(row.canonical) as typeof record;
+  } catch {
+    return "is not valid JSON";
+  }
+  if (record.seq !== seq || record.log !== log) return "holds another record";
+  if (leafHash(row.canonical) !== row.leafHash) return "does not match its leaf hash";
+  if (record.prev_hash !== prev) return "does not link to the record before it";
+  return null;
 }
 
 interface Queued {
@@ -207,6 +322,9 @@ export class AuditLog {
   private lastError: unknown;
   /** Set when another writer took the log over: nothing more is written. */
   private lost: OnbehalfError | undefined;
+  /** Since when the store has answered "busy" (its write lock held by another process). */
+  private busySince: number | undefined;
+  private busyRetry: NodeJS.Timeout | undefined;
   /** Records still to be written one at a time, after the store refused a batch for its content. */
   private isolating = 0;
   /** Stubs made of refused records (a stub refused again is a store problem, not a content one). */
@@ -216,6 +334,7 @@ export class AuditLog {
   private readonly flushMs: number;
   private readonly highWater: number;
   private readonly maxQueue: number;
+  private readonly ackTimeoutMs: number;
   private checkpointTimer: NodeJS.Timeout | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
   private lastHash: string;
@@ -228,8 +347,8 @@ export class AuditLog {
     private readonly staleMs: number,
     private seq: number,
     head: { readonly leafHash: string } | null,
-    /** The Merkle tree over committed records, and the size of the last signed checkpoint. */
-    private readonly tree?: { range: CompactRange; checkpointed: number },
+    /** The Merkle tree over committed records, the size of the last signed checkpoint, what was resumed. */
+    private readonly tree?: { range: CompactRange; checkpointed: number; resumed: ResumedTail | null },
   ) {
     this.logId = options.logId;
     this.lastHash = head?.leafHash ?? GENESIS_HASH;
@@ -237,6 +356,7 @@ export class AuditLog {
     this.flushMs = options.flushMs ?? 5;
     this.highWater = options.highWater ?? Math.max(2048, 4 * this.batchSize);
     this.maxQueue = Math.max(options.maxQueue ?? 100_000, 2 * this.highWater);
+    this.ackTimeoutMs = options.ackTimeoutMs ?? 5_000;
   }
 
   /** False after a failed write until a write succeeds, and for good once the log was lost to another writer. */
@@ -287,7 +407,9 @@ export class AuditLog {
       );
     }
     const seq = ++this.seq;
-    this.queue.push({ fields, seq });
+    // While the store is away, records wait in memory: keep them small (no arguments, their digest stays), so
+    // a flood of calls during an outage cannot run the process out of memory.
+    this.queue.push({ fields: this.healthy ? fields : withoutArgs(fields), seq });
     this.kick(this.queue.length >= this.batchSize ? 0 : this.flushMs);
     return seq;
   }
@@ -301,18 +423,43 @@ export class AuditLog {
 
   /**
    * Resolves when every record up to `seq` has committed; rejects when the store keeps failing (three
-   * attempts), or at once when the log was lost to another writer.
+   * attempts), when it has not committed within `timeoutMs` (default `ackTimeoutMs`, 5 s: a store that hangs
+   * is a failure, not a wait), or at once when the log was lost to another writer.
    */
-  acknowledged(seq: number): Promise<void> {
+  acknowledged(seq: number, timeoutMs: number = this.ackTimeoutMs): Promise<void> {
+    const waiting = this.waitFor(seq);
+    if (!Number.isFinite(timeoutMs)) return waiting;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new OnbehalfError(
+              "ERR_AUDIT_UNAVAILABLE",
+              `the audit store did not commit the record within ${timeoutMs / 1000} s${this.problem === null ? "" : `: ${this.problem}`}`,
+            ),
+          ),
+        timeoutMs,
+      );
+    });
+    return Promise.race([waiting, late]).finally(() => clearTimeout(timer));
+  }
+
+  /** Write everything queued now; resolves when it has committed (no time limit: shutdown waits for it). */
+  async flush(): Promise<void> {
+    await this.waitFor(this.seq);
+  }
+
+  private waitFor(seq: number): Promise<void> {
     if (this.committedSeq() >= seq) return Promise.resolve();
     if (this.lost !== undefined) return Promise.reject(this.lost);
-    this.kick(0);
+    if (this.failures === 0) this.kick(0);
     return new Promise((resolve, reject) => this.waiters.push({ upTo: seq, resolve, reject }));
   }
 
-  /** Write everything queued now; resolves when it has committed. */
-  async flush(): Promise<void> {
-    await this.acknowledged(this.seq);
+  /** Records after the last checkpoint this writer found at open and resumed over (checked), or null. */
+  get resumed(): ResumedTail | null {
+    return this.tree?.resumed ?? null;
   }
 
   /** The tree head over committed records (when checkpointing is on). */
@@ -363,19 +510,25 @@ export class AuditLog {
   async close(): Promise<void> {
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
     if (this.heartbeat) clearInterval(this.heartbeat);
+    let signed = false;
     try {
       await this.flush();
       await this.checkpoint();
+      signed = true;
     } finally {
       this.closed = true;
       if (this.timer) clearTimeout(this.timer);
+      if (this.busyRetry) clearTimeout(this.busyRetry);
       if (this.immediate) clearImmediate(this.immediate);
       this.timer = undefined;
       this.immediate = undefined;
       const failed = new OnbehalfError("ERR_CLOSED", "the audit log closed before this record was written");
       for (const w of this.waiters.splice(0)) w.reject(failed);
       this.resolveDrained();
-      if (this.lost === undefined) await this.store.release(this.logId, this.holder).catch(() => {});
+      // Released only once everything it wrote is signed: a claim left behind tells the next writer that
+      // unsigned records it finds were left by a writer that stopped (see resumeTree), not by someone else.
+      if (this.lost === undefined && signed)
+        await this.store.release(this.logId, this.holder).catch(() => {});
     }
   }
 
@@ -410,7 +563,7 @@ export class AuditLog {
     if (this.writing !== undefined) return;
     this.writing = this.writeBatches().finally(() => {
       this.writing = undefined;
-      if (this.backlog > 0 && !this.closed && this.lost === undefined) {
+      if (this.backlog > 0 && !this.closed && this.lost === undefined && this.busyRetry === undefined) {
         this.kick(this.failures > 0 ? this.backoff() : 0);
       }
     });
@@ -438,6 +591,7 @@ export class AuditLog {
       }
       budget -= batch.length;
       this.failures = 0;
+      this.busySince = undefined;
       this.sealed.shift();
       this.sealedCount -= batch.length;
       this.committed += batch.length;
@@ -452,6 +606,18 @@ export class AuditLog {
    */
   private async recover(batch: readonly SealedRecord[], e: unknown): Promise<boolean> {
     const failure = failureOf(e);
+    if (failure === "busy") {
+      // Another process holds the write lock (a shared SQLite file): try again shortly, without counting it as
+      // the store failing, for up to BUSY_GRACE_MS; beyond that it is a failure like any other.
+      this.busySince ??= Date.now();
+      if (Date.now() - this.busySince < BUSY_GRACE_MS) {
+        this.busyRetry ??= setTimeout(() => {
+          this.busyRetry = undefined;
+          this.kick(0);
+        }, BUSY_RETRY_MS);
+        return false;
+      }
+    }
     if (failure === "conflict") {
       // A write whose acknowledgement was lost (a timeout after the commit) conflicts with itself on retry.
       const head = await this.store.head(this.logId).catch(() => null);
@@ -466,7 +632,7 @@ export class AuditLog {
       if (batch.length === 1) {
         // Refused on its own: store what can be stored of it, in its place.
         const q = this.queue[0]!;
-        const stub = stubFields(q.fields, messageOf(e));
+        const stub = stubFields(q.fields, `the audit store refused this record as it was (${messageOf(e)})`);
         this.stubs.add(stub);
         this.queue[0] = { fields: stub, seq: q.seq };
         this.stubbed++;
@@ -522,7 +688,20 @@ export class AuditLog {
     let prev = this.lastHash;
     for (let i = 0; i < n; i++) {
       const q = next[i]!;
-      const s = seal(storable(q.fields), this.logId, q.seq, prev);
+      let s: SealedRecord;
+      try {
+        s = seal(storable(q.fields), this.logId, q.seq, prev);
+      } catch (e) {
+        // Fields that cannot be serialized (an object a caller made cyclic, say) must not stop the writer: the
+        // record keeps its place, its call id and decision, without the text that cannot be written.
+        this.stubbed++;
+        s = seal(
+          stubFields(q.fields, `the record could not be serialized (${messageOf(e)})`),
+          this.logId,
+          q.seq,
+          prev,
+        );
+      }
       out[i] = s;
       prev = s.leafHash;
     }
@@ -568,6 +747,14 @@ export class AuditLog {
         : new OnbehalfError("ERR_AUDIT_UNAVAILABLE", `audit write failed: ${messageOf(e)}`, { cause: e });
     for (const w of this.waiters.splice(0)) w.reject(error);
   }
+}
+
+const OUTAGE_ARGS = { omitted: "not kept: the audit store was unavailable when the call was decided" };
+
+function withoutArgs(fields: AuditFields): AuditFields {
+  if (fields.args === null) return fields;
+  const { argsCanonical: _dropped, ...rest } = fields;
+  return { ...rest, args: OUTAGE_ARGS };
 }
 
 function messageOf(e: unknown): string {

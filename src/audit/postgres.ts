@@ -12,6 +12,7 @@ import type { SealedRecord } from "./record.js";
 import {
   buildQuery,
   type CheckpointShape,
+  LOGS,
   pageOf,
   type RowShape,
   storedCheckpoint,
@@ -137,8 +138,23 @@ export function openPostgresStore(url: string): AuditStore & { readonly pool: pg
     pool,
     init: () =>
       run("setup", async () => {
-        if (schema !== undefined) await pool.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
-        await pool.query(SCHEMA);
+        // Instances starting together on a fresh database would race on CREATE … IF NOT EXISTS (which is not
+        // atomic in PostgreSQL): one transaction at a time, under an advisory lock.
+        const client = await pool.connect();
+        try {
+          await client.query("BEGIN");
+          await client.query("SELECT pg_advisory_xact_lock(hashtext($1))", [
+            `onbehalf-audit:${schema ?? ""}`,
+          ]);
+          if (schema !== undefined) await client.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+          await client.query(SCHEMA);
+          await client.query("COMMIT");
+        } catch (e) {
+          await client.query("ROLLBACK").catch(() => {});
+          throw e;
+        } finally {
+          client.release();
+        }
       }),
     head: (log) =>
       run("read", async () => {
@@ -160,21 +176,23 @@ export function openPostgresStore(url: string): AuditStore & { readonly pool: pg
               "INSERT INTO audit_writers (log, holder, host, pid, label) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (log) DO NOTHING",
               [log, claim.holder, claim.host, claim.pid, claim.label],
             );
-            if (inserted.rowCount === 1) return null;
+            if (inserted.rowCount === 1) return { previous: null };
             continue;
           }
           const mine = current.holder === claim.holder;
-          if (!mine && current.idleMs < options.staleMs && !options.gone(current)) return current;
+          if (!mine && current.idleMs < options.staleMs && !options.gone(current))
+            return { refused: current };
           const taken = await pool.query(
             `UPDATE audit_writers SET holder = $2, host = $3, pid = $4, label = $5, heartbeat = now(),
                since = CASE WHEN holder = $2 THEN since ELSE now() END
              WHERE log = $1 AND holder = $6`,
             [log, claim.holder, claim.host, claim.pid, claim.label, current.holder],
           );
-          if (taken.rowCount === 1) return null;
+          if (taken.rowCount === 1) return { previous: mine ? null : current };
         }
         throw storeError("unavailable", `audit log ${log}: its claim kept changing hands; try again`);
       }),
+    writer: (log) => run("read", () => holderOf(log)),
     renew: (log, holder) =>
       run("renew", async () => {
         const r = await pool.query(
@@ -204,12 +222,7 @@ export function openPostgresStore(url: string): AuditStore & { readonly pool: pg
         const { sql, params, limit } = buildQuery(q, (i) => `$${i}`);
         return pageOf(await rows<{ record: string; leaf_hash: string }>(sql, params), limit);
       }),
-    logs: () =>
-      run("read", async () =>
-        (await rows<{ log: string }>("SELECT DISTINCT log FROM audit_records ORDER BY log", [])).map(
-          (r) => r.log,
-        ),
-      ),
+    logs: () => run("read", async () => (await rows<{ log: string }>(LOGS, [])).map((r) => r.log)),
     rows: (log, fromSeq, pageSize) =>
       run("read", async () =>
         (

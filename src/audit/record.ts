@@ -47,6 +47,12 @@ export interface AuditFields {
   readonly source: Source;
   /** The verdict shadow mode did not enforce, if any. */
   readonly shadow: ShadowVerdict | null;
+  /**
+   * The canonical JSON of `args`, computed when the call was decided: what the record seals. A tool that
+   * changes its arguments object afterwards (or makes it cyclic) changes neither the record nor its digest.
+   * Not a record field of its own; without it, `args` is serialized when the record is sealed.
+   */
+  readonly argsCanonical?: string;
 }
 
 /** A sealed record: the CONTRACT.md record plus its place in the hash-linked log. */
@@ -129,8 +135,9 @@ export function storable(fields: AuditFields): AuditFields {
  */
 export function stubFields(fields: AuditFields, why: string): AuditFields {
   const ascii = (v: string | null) => (v === null || /^[\x20-\x7e]*$/.test(v) ? v : unsafeDigest(v));
+  const { argsCanonical: _dropped, ...rest } = fields;
   return {
-    ...fields,
+    ...rest,
     tenant: ascii(fields.tenant),
     user: ascii(fields.user),
     email: ascii(fields.email),
@@ -138,8 +145,8 @@ export function stubFields(fields: AuditFields, why: string): AuditFields {
     tier: ascii(fields.tier),
     chain: fields.chain.map((a) => ascii(a) ?? ""),
     tool: ascii(fields.tool),
-    args: { withheld: "the audit store refused this record" },
-    reason: `the audit store refused this record as it was (${ascii(why.slice(0, 200))}); stored without its text`,
+    args: { withheld: "the record could not be stored as it was" },
+    reason: `${ascii(why.slice(0, 300))}; stored without its text`,
     rule: ascii(fields.rule),
     trace_id: ascii(fields.trace_id),
     call_id: ascii(fields.call_id) ?? "",
@@ -153,8 +160,9 @@ function unsafeDigest(value: string): string {
 
 /** The full record (CONTRACT.md shape) of a sealed one. */
 export function recordOf(sealed: SealedRecord): AuditRecord {
+  const { argsCanonical: _sealed, ...fields } = sealed.fields;
   return {
-    ...sealed.fields,
+    ...fields,
     log: sealed.log,
     seq: sealed.seq,
     prev_hash: sealed.prevHash,
@@ -169,7 +177,7 @@ export function recordOf(sealed: SealedRecord): AuditRecord {
  */
 function canonicalRecord(f: AuditFields, log: string, seq: number, prevHash: string): string {
   return (
-    `{"agent":${str(f.agent)},"args":${canonicalJson(f.args)},"args_digest":${str(f.args_digest)}` +
+    `{"agent":${str(f.agent)},"args":${f.argsCanonical ?? canonicalJson(f.args)},"args_digest":${str(f.args_digest)}` +
     `,"call_id":${str(f.call_id)},"chain":${canonicalJson(f.chain)},"decision":${str(f.decision)}` +
     `,"email":${str(f.email)},"kind":${str(f.kind)},"latency_us":${num(f.latency_us)},"log":${str(log)}` +
     `,"outcome":${str(f.outcome)},"prev_hash":${str(prevHash)},"reason":${str(f.reason)}` +

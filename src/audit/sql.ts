@@ -8,6 +8,10 @@ import type { AuditRecord } from "./record.js";
 import type { AuditQuery, StoredCheckpoint, StoredRow } from "./store.js";
 
 const FILTERS = ["tenant", "user", "tool", "decision", "agent", "call_id"] as const;
+
+/** Every log the store knows of: with records, checkpoints, or a writer (a log wiped of its records still shows). */
+export const LOGS =
+  "SELECT log FROM audit_records UNION SELECT log FROM audit_checkpoints UNION SELECT log FROM audit_writers ORDER BY log";
 export const MAX_LIMIT = 1000;
 
 export interface BuiltQuery {

@@ -12,6 +12,7 @@ import type { SealedRecord } from "./record.js";
 import {
   buildQuery,
   type CheckpointShape,
+  LOGS,
   pageOf,
   type RowShape,
   storedCheckpoint,
@@ -22,6 +23,7 @@ import {
   type AuditQuery,
   type AuditStore,
   type ClaimOptions,
+  type ClaimResult,
   type LogHead,
   type LogHolder,
   type StoredCheckpoint,
@@ -96,7 +98,9 @@ export function openSqliteStore(path: string): AuditStore & { readonly db: Datab
     // NORMAL in WAL mode: a committed batch survives a crash of the process (kill -9 included); a power loss
     // may roll back the last batches but never corrupts the file.
     db.pragma("synchronous = NORMAL");
-    db.pragma("busy_timeout = 5000");
+    // Short: better-sqlite3 waits for a lock synchronously, blocking every request of this process. A store
+    // that another process keeps locked is retried by the writer (asynchronously) instead.
+    db.pragma("busy_timeout = 50");
     // Fewer, larger WAL checkpoints and a 16 MiB page cache: measured +10–20% sustained appends.
     db.pragma("wal_autocheckpoint = 4000");
     db.pragma("cache_size = -16384");
@@ -160,19 +164,25 @@ export function openSqliteStore(path: string): AuditStore & { readonly db: Datab
   const checkpointsOf = db.prepare("SELECT * FROM audit_checkpoints WHERE log = ? ORDER BY size");
   const latestOf = db.prepare("SELECT * FROM audit_checkpoints WHERE log = ? ORDER BY size DESC LIMIT 1");
   const queries = new Map<string, Database.Statement>();
-  const claimTx = db.transaction(
-    (log: string, claim: WriterClaim, options: ClaimOptions): LogHolder | null => {
-      const now = Date.now();
-      const row = writerOf.get(log) as WriterRow | undefined;
-      if (row !== undefined && row.holder !== claim.holder) {
-        const holder: LogHolder = { ...row, idleMs: Math.max(0, now - row.heartbeat) };
-        if (holder.idleMs < options.staleMs && !options.gone(holder)) return holder;
-      }
-      const since = row?.holder === claim.holder ? row.since : new Date(now).toISOString();
-      takeStmt.run(log, claim.holder, claim.host, claim.pid, claim.label, since, now);
-      return null;
-    },
-  );
+  const holderOfRow = (row: WriterRow, now: number): LogHolder => ({
+    holder: row.holder,
+    host: row.host,
+    pid: row.pid,
+    label: row.label,
+    since: row.since,
+    idleMs: Math.max(0, now - row.heartbeat),
+  });
+  const claimTx = db.transaction((log: string, claim: WriterClaim, options: ClaimOptions): ClaimResult => {
+    const now = Date.now();
+    const row = writerOf.get(log) as WriterRow | undefined;
+    const holder = row === undefined ? null : holderOfRow(row, now);
+    if (holder !== null && holder.holder !== claim.holder) {
+      if (holder.idleMs < options.staleMs && !options.gone(holder)) return { refused: holder };
+    }
+    const since = row?.holder === claim.holder ? row.since : new Date(now).toISOString();
+    takeStmt.run(log, claim.holder, claim.host, claim.pid, claim.label, since, now);
+    return { previous: holder !== null && holder.holder !== claim.holder ? holder : null };
+  });
   const guard = <T>(what: string, f: () => T): Promise<T> => {
     try {
       return Promise.resolve(f());
@@ -185,7 +195,9 @@ export function openSqliteStore(path: string): AuditStore & { readonly db: Datab
           ? "conflict"
           : typeof code === "string" && REJECTED.has(code)
             ? "rejected"
-            : "unavailable";
+            : typeof code === "string" && (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED"))
+              ? "busy"
+              : "unavailable";
       return Promise.reject(storeError(failure, `audit ${what} failed: ${(e as Error).message}`, e));
     }
   };
@@ -200,6 +212,11 @@ export function openSqliteStore(path: string): AuditStore & { readonly db: Datab
       }),
     // IMMEDIATE: take the write lock first, so two processes claiming at once serialize instead of failing.
     claim: (log, claim, options) => guard("claim", () => claimTx.immediate(log, claim, options)),
+    writer: (log) =>
+      guard("read", () => {
+        const row = writerOf.get(log) as WriterRow | undefined;
+        return row === undefined ? null : holderOfRow(row, Date.now());
+      }),
     renew: (log, holder) => guard("renew", () => renewStmt.run(Date.now(), log, holder).changes === 1),
     release: (log, holder) =>
       guard("release", () => {
@@ -216,12 +233,7 @@ export function openSqliteStore(path: string): AuditStore & { readonly db: Datab
         }
         return pageOf(stmt.all(...params) as { record: string; leaf_hash: string }[], limit);
       }),
-    logs: () =>
-      guard("read", () =>
-        (db.prepare("SELECT DISTINCT log FROM audit_records ORDER BY log").all() as { log: string }[]).map(
-          (r) => r.log,
-        ),
-      ),
+    logs: () => guard("read", () => (db.prepare(LOGS).all() as { log: string }[]).map((r) => r.log)),
     rows: (log, fromSeq, pageSize) =>
       guard("read", () => (rowsOf.all(log, fromSeq, pageSize) as RowShape[]).map(storedRow)),
     leafHashes: (log, fromSeq, toSeq) => guard("read", () => leavesOf.all(log, fromSeq, toSeq) as string[]),

@@ -84,6 +84,9 @@ export interface LogHolder {
   readonly idleMs: number;
 }
 
+/** What claiming a log found: refused by a live holder, or taken (from a previous holder, or fresh). */
+export type ClaimResult = { readonly refused: LogHolder } | { readonly previous: LogHolder | null };
+
 export interface ClaimOptions {
   /** A claim not renewed for this long is abandoned and may be taken over. */
   readonly staleMs: number;
@@ -95,9 +98,10 @@ export interface ClaimOptions {
  * Why a store operation failed, which decides what the writer does:
  * `unavailable`: the store is down or unreachable (retry with backoff; calls fail closed meanwhile);
  * `rejected`: the store refused a record for its content (store the rest; never retry it as it is);
- * `conflict`: another writer holds the log (stop writing: the claim is lost).
+ * `conflict`: another writer holds the log (stop writing: the claim is lost);
+ * `busy`: another process holds the store's write lock for now (SQLite): try again shortly, without blocking.
  */
-export type StoreFailure = "unavailable" | "rejected" | "conflict";
+export type StoreFailure = "unavailable" | "rejected" | "conflict" | "busy";
 
 /** A store error: an `OnbehalfError` that says which {@link StoreFailure} it is. */
 export function storeError(
@@ -112,7 +116,7 @@ export function storeError(
 /** The {@link StoreFailure} of an error from a store (anything unclassified counts as `unavailable`). */
 export function failureOf(e: unknown): StoreFailure {
   const failure = (e instanceof OnbehalfError ? (e.details as { failure?: unknown }) : undefined)?.failure;
-  return failure === "rejected" || failure === "conflict" ? failure : "unavailable";
+  return failure === "rejected" || failure === "conflict" || failure === "busy" ? failure : "unavailable";
 }
 
 export interface AuditStore {
@@ -121,9 +125,13 @@ export interface AuditStore {
   head(log: string): Promise<LogHead | null>;
   /**
    * Take the claim on `log` for `claim.holder` (renewing it when already held by it, taking it over when its
-   * holder is gone or stale). Returns null when claimed, else the live holder that keeps it.
+   * holder is gone or stale). Resolves to `{ refused }`, the live holder that keeps it, or `{ previous }`: the
+   * holder whose claim was taken over (it stopped without releasing it: a crash), or null when there was none
+   * (a new log, or its last writer released it on a clean stop).
    */
-  claim(log: string, claim: WriterClaim, options: ClaimOptions): Promise<LogHolder | null>;
+  claim(log: string, claim: WriterClaim, options: ClaimOptions): Promise<ClaimResult>;
+  /** The writer holding `log` now (running, or stopped without releasing it), or null. */
+  writer(log: string): Promise<LogHolder | null>;
   /** Renew a held claim; false when it is no longer held by `holder` (another writer took it over). */
   renew(log: string, holder: string): Promise<boolean>;
   /** Give the claim up (a clean shutdown), so the next writer need not wait for it to go stale. */
@@ -134,7 +142,7 @@ export interface AuditStore {
    */
   append(batch: readonly SealedRecord[], holder: string): Promise<void>;
   query(q: AuditQuery): Promise<AuditPage>;
-  /** Every log id in the store. */
+  /** Every log id in the store: with records, checkpoints or a writer (a log whose records were all deleted too). */
   logs(): Promise<string[]>;
   /** Rows of one log in sequence order, from `fromSeq`, in pages of `pageSize`. */
   rows(log: string, fromSeq: number, pageSize: number): Promise<StoredRow[]>;

@@ -58,11 +58,14 @@ export interface VerifyOptions {
   /** Only these logs (default: every log in the store). */
   readonly logs?: readonly string[];
   /**
-   * How many records may follow a log's last verified checkpoint before it is `unverified`. Default 0; the
-   * CLI allows `checkpoint_every + batch_size` (a batch may commit just before its checkpoint is signed),
-   * and `--allow-unsigned-tail` any number.
+   * How many records may follow a log's last verified checkpoint while a writer holds the log (it signs them
+   * soon: a batch commits just before its checkpoint is signed) before it is `unverified`. Default 0; the CLI
+   * allows `checkpoint_every + batch_size`. A log no writer holds was stopped cleanly, which signs everything:
+   * any record after its last checkpoint is `unverified`, as is a log with no verified checkpoint at all.
    */
   readonly unsignedTail?: number;
+  /** Accept records no checkpoint covers, whatever their number (`--allow-unsigned-tail`). */
+  readonly acceptUnsigned?: boolean;
   /** Signed checkpoints kept outside the store, each held against the log its origin names. */
   readonly external?: readonly string[];
   readonly pageSize?: number;
@@ -159,17 +162,19 @@ async function verifyLog(
     );
   }
   const tail = range.size - verifiedSize;
-  const allowed = options.unsignedTail ?? 0;
-  if (tail > allowed) {
-    return found(
-      verifiedSize + 1,
-      "unverified",
-      verified === 0
-        ? `no checkpoint signed by a trusted key covers its ${range.size} records: nothing proves they were not rewritten`
-        : `${tail} records follow the last verified checkpoint (size ${verifiedSize}), more than the ${allowed} allowed: nothing proves they were not rewritten`,
-    );
-  }
-  return report(null);
+  if (tail === 0 || options.acceptUnsigned === true) return report(null);
+  const writer = await store.writer(log);
+  const allowed = verified > 0 && writer !== null ? (options.unsignedTail ?? 0) : 0;
+  if (tail <= allowed) return report(null);
+  return found(
+    verifiedSize + 1,
+    "unverified",
+    verified === 0
+      ? `no checkpoint signed by a trusted key covers its ${range.size} records: nothing proves they were not rewritten`
+      : writer === null
+        ? `${tail} records follow the last verified checkpoint (size ${verifiedSize}), and no writer holds the log (a clean stop signs everything it wrote): nothing proves they were not added or rewritten`
+        : `${tail} records follow the last verified checkpoint (size ${verifiedSize}), more than the ${allowed} a running writer leaves: nothing proves they were not rewritten`,
+  );
 }
 
 function checkRow(row: StoredRow, log: string, expected: number, prevHash: string): Finding | null {

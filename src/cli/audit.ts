@@ -94,10 +94,8 @@ const COMMANDS: Record<
       const report = await verifyAudit(store, {
         keys: trustedKeys(values.key, loaded),
         external: checkpointFiles(values.checkpoint),
-        unsignedTail:
-          values["allow-unsigned-tail"] === true
-            ? Number.POSITIVE_INFINITY
-            : audit.checkpoint_every + audit.batch_size,
+        unsignedTail: audit.checkpoint_every + audit.batch_size,
+        acceptUnsigned: values["allow-unsigned-tail"] === true,
         ...(typeof values.log === "string" ? { logs: [values.log] } : {}),
       });
       for (const log of report.logs) {

@@ -117,6 +117,10 @@ export interface ApprovalsDeps {
   now(): number;
   /** Append an audit record (the governor's `recordEvent`); returns its sequence number. */
   record(fields: Omit<AuditFields, "time" | "source" | "latency_us" | "shadow">): number;
+  /** Resolves once record `seq` has committed (rejects when the store fails). */
+  acknowledged(seq: number): Promise<void>;
+  /** Why the audit cannot take records now, or null. */
+  auditProblem(): string | null;
   /** How long an approval waits for a human. */
   readonly ttlMs: number;
 }
@@ -201,7 +205,8 @@ export class Approvals {
       agent: f.agent ?? "",
       chain: f.chain,
       tool: f.tool,
-      args: f.args,
+      // A copy, as the record has it: the caller's arguments object may change after the call was decided.
+      args: f.argsCanonical === undefined ? f.args : JSON.parse(f.argsCanonical),
       args_digest: f.args_digest,
       rule: f.rule,
       reason: f.reason,
@@ -231,6 +236,9 @@ export class Approvals {
     verdict: "approve" | "deny",
     note?: string,
   ): Promise<Approval> {
+    // A decision nobody could audit is not taken.
+    const problem = this.deps.auditProblem();
+    if (problem !== null) throw new OnbehalfError("ERR_AUDIT_UNAVAILABLE", `not decided: ${problem}`);
     const found = await this.deps.store.getApproval(id);
     if (found === null) throw new OnbehalfError("ERR_NOT_FOUND", `no approval ${id}`);
     if (approver.id === found.user)
@@ -270,12 +278,15 @@ export class Approvals {
     const next = await this.deps.store.transitionApproval(id, "pending", { status, ...decided });
     if (next === null) throw new OnbehalfError("ERR_CONFLICT", `approval ${id} was already decided`);
     const approved = status === "approved";
-    this.audit(
+    const seq = this.audit(
       next,
       approved ? "allow" : "deny",
       approved ? "ok" : "approval_denied",
       `${approved ? "approved" : "denied"} by ${approver.id}${note ? `: ${note}` : ""}`,
     );
+    // Answered once on record. (Should the store fail right now, the decision stands and its record waits in the
+    // queue; the call it approves still runs only after its own attempt record, naming the approver, commits.)
+    await this.deps.acknowledged(seq);
     return publicApproval(next);
   }
 
@@ -406,8 +417,8 @@ export class Approvals {
       : a;
   }
 
-  private audit(a: Approval, decision: "allow" | "deny", reason_code: ReasonCode, reason: string): void {
-    this.deps.record({
+  private audit(a: Approval, decision: "allow" | "deny", reason_code: ReasonCode, reason: string): number {
+    return this.deps.record({
       kind: "approval",
       tenant: a.tenant,
       user: a.user,

@@ -5,6 +5,7 @@
  */
 import { hostname } from "node:os";
 import { resolve } from "node:path";
+import { newCallId } from "../audit/call-id.js";
 import { type AuditLog, openAuditLog } from "../audit/log.js";
 import { type AuditFields, type AuditRecord, type Source, timestamp } from "../audit/record.js";
 import type { AuditPage, AuditQuery, AuditStore } from "../audit/store.js";
@@ -148,6 +149,7 @@ export async function createGovernor(options: GovernorOptions): Promise<Governor
         every: auditConfig.checkpoint_every,
         seconds: auditConfig.checkpoint_seconds,
       },
+      acceptUnsignedTail: auditConfig.resume_unsigned_tail,
     });
   } catch (e) {
     if (options.auditStore === undefined) await store.close().catch(() => {});
@@ -162,6 +164,37 @@ export async function createGovernor(options: GovernorOptions): Promise<Governor
     throw e;
   }
   const gov = new Governor(loaded, identity, store, audit, limiter, options, warn);
+  const resumed = audit.resumed;
+  if (resumed !== null) {
+    // On record, in the log itself: which unsigned records this writer found, checked and signs from now on.
+    const who = resumed.previous;
+    const reason =
+      `resumed log ${audit.logId} over records ${resumed.from} to ${resumed.to}, left unsigned by ` +
+      (who === null
+        ? "a writer that stopped cleanly (accepted by audit.resume_unsigned_tail)"
+        : `${who.label} (host ${who.host}, pid ${who.pid}), which stopped without signing them`) +
+      "; their hashes and links were checked";
+    warn(reason);
+    gov.recordEvent({
+      kind: "admin",
+      tenant: null,
+      user: null,
+      email: null,
+      agent: null,
+      tier: null,
+      chain: [],
+      tool: null,
+      args_digest: null,
+      args: { from: resumed.from, to: resumed.to, previous: who },
+      decision: "allow",
+      reason_code: "ok",
+      reason,
+      rule: null,
+      outcome: "none",
+      trace_id: null,
+      call_id: newCallId(),
+    });
+  }
   if (options.closeOnSignals === true) closeOnSignals(gov, warn);
   return gov;
 }
@@ -302,6 +335,8 @@ export class Governor {
       policy: () => this.policyWithTools,
       now: this.deps.now,
       record: (fields) => this.recordEvent(fields),
+      acknowledged: (seq) => this.audit.acknowledged(seq),
+      auditProblem: () => this.audit.problem,
       ttlMs: options.approvalTtlMs ?? 15 * 60_000,
     });
   }

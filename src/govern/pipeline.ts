@@ -11,6 +11,7 @@
  * every promise passes through AsyncLocalStorage's hooks, so the hot path creates as few as it can.
  */
 import { newCallId } from "../audit/call-id.js";
+import { canonicalJson } from "../audit/canonical.js";
 import type { AuditLog } from "../audit/log.js";
 import { type AuditFields, digestArgs, type Outcome, type Source, timestamp } from "../audit/record.js";
 import type { RunContext } from "../context/run.js";
@@ -86,6 +87,8 @@ interface Pending {
   readonly tool: CompiledTool | undefined;
   readonly digest: string;
   readonly bytes: number;
+  /** The canonical JSON of the arguments as they were when decided. */
+  readonly canonical: string;
   readonly now: number;
   readonly startedAt: bigint;
 }
@@ -123,7 +126,7 @@ export function beginCall(
     opts = { ...opts, args: { unencodable } };
     encoded = digestArgs(opts.args);
   }
-  const { digest, bytes } = encoded;
+  const { digest, bytes, canonical } = encoded;
   const pending: Pending = {
     deps,
     run,
@@ -132,6 +135,7 @@ export function beginCall(
     tool: policy.tools.get(opts.tool),
     digest,
     bytes,
+    canonical,
     now,
     startedAt,
   };
@@ -263,6 +267,7 @@ export function finishReported(deps: PipelineDeps, call: ReportedCall, result: C
     tool: f.tool,
     args_digest: f.args_digest,
     args: f.args,
+    ...(f.argsCanonical === undefined ? {} : { argsCanonical: f.argsCanonical }),
     decision: f.decision,
     reason_code: f.reason_code,
     reason,
@@ -303,6 +308,7 @@ export function publicDecision(d: Decision): Omit<Decision, "buckets"> {
 function recordAttempt(p: Pending, decision: Decision): CallAttempt | Promise<CallAttempt> {
   const { run, opts, now } = p;
   const callId = opts.callId ?? newCallId(now);
+  const audited = auditedArgs(opts.args, p.tool, p.bytes, p.policy.maxArgsBytes);
   const fields: AuditFields = {
     kind: "attempt",
     time: timestamp(now),
@@ -314,7 +320,9 @@ function recordAttempt(p: Pending, decision: Decision): CallAttempt | Promise<Ca
     chain: run?.chain ?? [],
     tool: opts.tool,
     args_digest: p.digest,
-    args: auditedArgs(opts.args, p.tool, p.bytes, p.policy.maxArgsBytes),
+    args: audited,
+    // Fixed now: what the tool does to its arguments object later cannot change the record.
+    argsCanonical: audited === opts.args ? p.canonical : canonicalJson(audited),
     decision: decision.decision,
     reason_code: decision.reason_code,
     reason: decision.reason,

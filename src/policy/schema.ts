@@ -230,6 +230,11 @@ export const AuditConfig = z.strictObject({
   checkpoint_every: z.number().int().positive().default(1000),
   /** …and every this many seconds when records were added (0: only by count and on shutdown). */
   checkpoint_seconds: z.number().min(0).default(60),
+  /**
+   * Sign records found after the log's last checkpoint although its last writer stopped cleanly (which signs
+   * everything): only after checking them with `audit verify`. Default false: the writer refuses to start.
+   */
+  resume_unsigned_tail: z.boolean().default(false),
 });
 export type AuditConfig = z.output<typeof AuditConfig>;
 

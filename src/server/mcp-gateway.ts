@@ -178,6 +178,13 @@ export async function mcpGateway(
     }
     const d = attempt.decision;
     if (d.decision !== "allow") return errorResult(`denied (${d.reason_code}): ${d.reason}`);
+    // Nothing reaches the upstream before its attempt record has committed (as /v1/check answers).
+    try {
+      await ctx.gov.auditLog.acknowledged(attempt.seq);
+    } catch (e) {
+      ctx.gov.finish(attempt, { status: "error", error: `not run: ${(e as Error).message}` });
+      return errorResult(`denied (fail_closed): ${(e as Error).message}`);
+    }
     if (tool === undefined) {
       ctx.gov.finish(attempt, { status: "error", error: "no upstream offers this tool" });
       return errorResult(`no upstream offers a tool named ${name}`);
@@ -197,6 +204,11 @@ export async function mcpGateway(
     // resource, structuredContent; what paths cannot reach is withheld with a notice.
     const done = ctx.gov.finish(attempt, { status: "ok", output: new McpOutput(result) });
     if (done.action === "block") return errorResult(`the output of ${name} is withheld by policy`);
+    try {
+      await ctx.gov.auditLog.acknowledged(done.seq); // the output goes back once its outcome is on record
+    } catch (e) {
+      return errorResult(`the output of ${name} is withheld: ${(e as Error).message}`);
+    }
     return cut(McpOutput.resultOf(done.output, result));
   };
 

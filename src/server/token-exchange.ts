@@ -11,7 +11,7 @@ import { newCallId } from "../audit/call-id.js";
 import { delegationOf, mintDelegation } from "../context/delegation.js";
 import { OnbehalfError } from "../errors.js";
 import { directoryCap } from "../policy/decide.js";
-import { Tier } from "../policy/schema.js";
+import { safeText, Tier } from "../policy/schema.js";
 import type { ServerContext } from "./context.js";
 import { parseBody } from "./http.js";
 
@@ -21,7 +21,15 @@ const AGENT_NAME = z
   .string()
   .min(1)
   .max(200)
-  .regex(/^[^\s\p{Cc}]+$/u, "an agent name has no spaces or control characters");
+  .regex(/^[^\s\p{Cc}\p{Cs}]+$/u, "an agent name has no spaces, control characters or unpaired surrogates");
+/** RFC 6749 §3.3: scope tokens are printable ASCII without space, `"` or `\`, separated by spaces. */
+const SCOPE = z
+  .string()
+  .max(4096)
+  .regex(
+    /^ *(?:[\x21\x23-\x5b\x5d-\x7e]+(?: +[\x21\x23-\x5b\x5d-\x7e]+)* *)?$/,
+    "scope is space-separated scope tokens (printable ASCII, no quotes or backslashes)",
+  );
 
 const TokenBody = z.strictObject({
   grant_type: z.string(),
@@ -31,11 +39,11 @@ const TokenBody = z.strictObject({
   subject_actor: AGENT_NAME.optional(),
   actor_token: z.string().min(1).optional(),
   actor_token_type: z.string().optional(),
-  scope: z.string().optional(),
+  scope: SCOPE.optional(),
   tier: Tier.optional(),
   requested_token_type: z.string().optional(),
-  audience: z.string().optional(),
-  resource: z.string().optional(),
+  audience: safeText(2000).optional(),
+  resource: safeText(2000).optional(),
 });
 
 export function tokenRoutes(app: FastifyInstance, ctx: ServerContext): void {

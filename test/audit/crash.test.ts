@@ -86,6 +86,7 @@ describe("audit durability", () => {
     const store = openSqliteStore(db);
     const head = await store.head("crash-test");
     expect(head!.seq).toBeGreaterThanOrEqual(acked);
+    const signedBefore = (await store.latestCheckpoint("crash-test"))?.size ?? 0;
     const seqs = (await store.rows("crash-test", 1, head!.seq)).map((r) => r.seq);
     expect(seqs).toEqual(Array.from({ length: head!.seq }, (_, i) => i + 1));
     // The writer restarts where the log ends and keeps the chain and the tree going.
@@ -99,6 +100,17 @@ describe("audit durability", () => {
       },
     });
     expect(log.treeSize).toBe(head!.seq);
+    // Records after the last checkpoint were left by the killed writer (its claim is still there): they are
+    // checked and signed from now on, and the log says so.
+    if (signedBefore < head!.seq) {
+      expect(log.resumed).toMatchObject({
+        from: signedBefore + 1,
+        to: head!.seq,
+        previous: { pid: child.pid },
+      });
+    } else {
+      expect(log.resumed).toBeNull();
+    }
     await log.close();
     await store.close();
 

@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import Database from "better-sqlite3";
 import { describe, expect, it } from "vitest";
 import { canonicalJson } from "../../src/audit/canonical.js";
 import { openAuditLog } from "../../src/audit/log.js";
@@ -134,6 +135,74 @@ describe("audit log", () => {
     expect(seqs).toEqual(Array.from({ length: 30 }, (_, i) => 30 - i));
     await expect(store.query({ cursor: "garbage" })).rejects.toThrow(/cursor/);
     await expect(store.query({ since: "yesterday-ish" })).rejects.toThrow(/ISO 8601/);
+    await log.close();
+    await store.close();
+  });
+
+  it("keeps records queued during an outage small: their arguments are dropped, their digest kept", async () => {
+    const real = openSqliteStore(":memory:");
+    let down = false;
+    // A fault injector around the real store: a stand-in for a database that went away.
+    const flaky: AuditStore = {
+      ...real,
+      append: (batch, holder) =>
+        down ? Promise.reject(new Error("connection refused")) : real.append(batch, holder),
+    };
+    const log = await openAuditLog(flaky, { logId: "small", flushMs: 1 });
+    const big = { blob: "x".repeat(65_536) };
+    log.append(fields(1, { args: big, args_digest: "sha256:big" }));
+    await log.flush();
+    down = true;
+    log.append(fields(2));
+    await new Promise((r) => setTimeout(r, 30)); // the write fails: unhealthy from here on
+    expect(log.healthy).toBe(false);
+    for (let i = 3; i < 203; i++) log.append(fields(i, { args: big, args_digest: "sha256:big" }));
+    down = false;
+    await log.flush();
+    const rows = (await real.rows("small", 1, 1000)).map((r) => JSON.parse(r.canonical));
+    expect(rows).toHaveLength(202);
+    expect(rows[0].args).toEqual(big); // written while healthy: whole
+    expect(rows[150]).toMatchObject({
+      args: { omitted: "not kept: the audit store was unavailable when the call was decided" },
+      args_digest: "sha256:big",
+    });
+    await log.close();
+    await real.close();
+  });
+
+  it("waits for another process's SQLite write lock without blocking the event loop or failing closed", async () => {
+    const path = tempDb();
+    const store = openSqliteStore(path);
+    const log = await openAuditLog(store, { logId: "shared-file", flushMs: 1 });
+    log.append(fields(1));
+    await log.flush();
+    // Another process (here another connection) holds the write lock for 1.5 s.
+    const other = new Database(path);
+    other.prepare("BEGIN IMMEDIATE").run();
+    const release = setTimeout(() => other.prepare("COMMIT").run(), 1_500);
+    let ticks = 0;
+    let worstLag = 0;
+    let last = Date.now();
+    const probe = setInterval(() => {
+      ticks++;
+      worstLag = Math.max(worstLag, Date.now() - last - 10);
+      last = Date.now();
+    }, 10);
+    for (let i = 2; i <= 50; i++) log.append(fields(i));
+    const healthyMeanwhile: boolean[] = [];
+    const watch = setInterval(() => healthyMeanwhile.push(log.healthy), 100);
+    await log.flush();
+    clearInterval(probe);
+    clearInterval(watch);
+    clearTimeout(release);
+    other.close();
+    expect(healthyMeanwhile.length).toBeGreaterThan(5);
+    expect(healthyMeanwhile.every((h) => h)).toBe(true); // busy is not down: calls are not denied meanwhile
+    expect(ticks).toBeGreaterThan(50);
+    expect(worstLag).toBeLessThan(300); // never frozen for the lock's 1.5 s (busy_timeout was 5 s)
+    expect((await store.rows("shared-file", 1, 100)).map((r) => r.seq)).toEqual(
+      Array.from({ length: 50 }, (_, i) => i + 1),
+    );
     await log.close();
     await store.close();
   });

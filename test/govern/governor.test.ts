@@ -2,6 +2,7 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { digestArgs } from "../../src/audit/record.js";
 import { openSqliteStore } from "../../src/audit/sqlite.js";
 import type { AuditStore } from "../../src/audit/store.js";
 import { isOnbehalfError, type OnbehalfError } from "../../src/errors.js";
@@ -67,6 +68,28 @@ describe("governed tools", () => {
     await expect(gov.runAs(alice, { agent: "bot" }, () => send({ to: "eve@evil.example" }))).rejects.toThrow(
       /rule_deny/,
     );
+    await gov.close();
+  });
+
+  it("records the arguments as they were decided, whatever the tool does to them afterwards", async () => {
+    const { gov } = await testGovernor();
+    const refund = gov.governed({
+      name: "issue_refund",
+      execute: async (args: Record<string, unknown>) => {
+        args["amount"] = 1; // decided on 400, recorded as 1?
+        args["self"] = args; // and now it cannot be serialized at all
+        return "done";
+      },
+    });
+    await expect(gov.runAs(alice, { agent: "bot" }, () => refund({ amount: 400 }))).resolves.toBe("done");
+    await gov.flush();
+    const records = (await gov.queryAudit({ tool: "issue_refund" })).records;
+    expect(records.map((r) => [r.kind, r.args])).toEqual([
+      ["outcome", { amount: 400 }],
+      ["attempt", { amount: 400 }],
+    ]);
+    expect(records[1]!.args_digest).toBe(digestArgs({ amount: 400 }).digest);
+    expect(gov.auditLog.healthy).toBe(true);
     await gov.close();
   });
 

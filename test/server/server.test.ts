@@ -202,6 +202,47 @@ describe("input no audit store can hold", () => {
   });
 });
 
+describe("identities and names no audit store can hold", () => {
+  it("answers 401 (never 500) for a token whose subject, tenant or email holds a control character", async () => {
+    for (const claims of [{ sub: "eve\u001b[2J" }, { tenant: "ac\u0000me" }, { email: "e\ud800@x.test" }]) {
+      const token = await idp.getToken({
+        scope: "customers:read",
+        claims: { sub: "eve", tenant: "acme", ...claims },
+      });
+      for (const path of ["/v1/check", "/v1/verify"]) {
+        const r = await call(server.url, "POST", path, {
+          token,
+          body: { tool: "get_customer", agent: { name: "bot" } },
+        });
+        expect(r.status).toBe(401);
+        expect(r.body.error.code).toBe("ERR_TOKEN_CLAIM_INVALID");
+        expect(r.headers.get("www-authenticate")).toMatch(/^[\x20-\x7e]+$/);
+      }
+    }
+  });
+
+  it("refuses agent names with unpaired surrogates and scopes with control characters at /v1/token", async () => {
+    const exchange = (extra: Record<string, string>) =>
+      call(server.url, "POST", "/v1/token", {
+        body: {
+          grant_type: "urn:ietf:params:oauth:grant-type:token-exchange",
+          subject_token: alice,
+          actor: "bot",
+          ...extra,
+        },
+      });
+    const surrogate = await exchange({ actor: "bot\ud800" });
+    expect(surrogate.status).toBe(400);
+    expect(surrogate.body.error.message).toMatch(
+      /actor: an agent name has no spaces, control characters or unpaired surrogates/,
+    );
+    const scope = await exchange({ scope: "customers:read\u0000admin" });
+    expect(scope.status).toBe(400);
+    expect(scope.body.error.message).toMatch(/scope: scope is space-separated scope tokens/);
+    expect((await exchange({ scope: "customers:read" })).status).toBe(200);
+  });
+});
+
 describe("reading the audit", () => {
   it("shows a decision in GET /v1/audit the moment it was made, even with a slow group commit", async () => {
     const slow = await startTestServer(idp, { audit: { store: "sqlite::memory:", flush_ms: 5_000 } });
