@@ -236,7 +236,7 @@ async function resumeTree(
   const from = range.size + 1;
   if (size < from) return { range, checkpointed: latest?.size ?? 0, resumed: null };
   const tail = size - range.size;
-  const most = (policy.every > 0 ? policy.every : 0) + 2 * (options.batchSize ?? 512);
+  const most = Math.max(policy.every, 0) + 2 * (options.batchSize ?? 512);
   if (options.acceptUnsignedTail !== true && (previous === null || tail > most)) {
     throw refuse(
       `${tail} records (seq ${from} to ${size}) follow its last signed checkpoint, ` +

@@ -6,7 +6,7 @@ import { openPostgresStore } from "../../src/audit/postgres.js";
 import type { AuditStore } from "../../src/audit/store.js";
 import { describeStore } from "./store-suite.js";
 
-export const PG_URL = process.env["ONBEHALF_TEST_PG"] ?? "postgres://postgres@127.0.0.1:5432/test";
+const PG_URL = process.env["ONBEHALF_TEST_PG"] ?? "postgres://postgres@127.0.0.1:5432/test";
 const schemas: string[] = [];
 
 describeStore("PostgreSQL", {
