@@ -8,6 +8,7 @@ import { parse as parseYaml, YAMLError } from "yaml";
 import { z } from "zod";
 import { digestArgs } from "../audit/record.js";
 import type { Principal } from "../identity/principal.js";
+import type { CompiledPolicy } from "../policy/compile.js";
 import { type DecisionInput, decide, REASON_CODES } from "../policy/decide.js";
 import { explain, formatExplanation } from "../policy/explain.js";
 import { formatIssue, type LoadedConfig, loadConfigFile } from "../policy/load.js";
@@ -28,7 +29,7 @@ export const POLICY_USAGE = `usage:
   onbehalf policy validate [FILE]            check a config; exit 1 on errors
   onbehalf policy test FILE [--config F]     run test cases (see docs/policy.md); exit 1 on a failure
   onbehalf policy explain --user U --tool T [--tenant T] [--tier interactive] [--scopes "a b"]
-                          [--args JSON] [--chain "bot,sub"] [--json] [--config F]`;
+                          [--args JSON] [--chain "bot,sub"] [--issuer ISS] [--json] [--config F]`;
 
 export async function policyCommand(argv: string[], io: Io): Promise<number> {
   const [sub, ...rest] = argv;
@@ -63,6 +64,8 @@ const TestCase = z.strictObject({
   user: z.string().min(1),
   tenant: z.string().optional(),
   token_tenant: z.string().nullable().optional(),
+  /** The issuer of the (hypothetical) token. Default: one that may vouch for its tenant. */
+  issuer: z.string().optional(),
   scopes: z.array(z.string()).default([]),
   roles: z.array(z.string()).default([]),
   email: z.string().optional(),
@@ -103,18 +106,22 @@ function runTests(argv: string[], io: Io): number {
   const { policy } = loadConfigFile(config);
   let failed = 0;
   for (const c of parsed.data.cases) {
-    const input = inputOf({
-      user: c.user,
-      tenant: c.token_tenant === undefined ? (c.tenant ?? null) : c.token_tenant,
-      requestedTenant: c.token_tenant === undefined ? undefined : c.tenant,
-      scopes: c.scopes,
-      roles: c.roles,
-      email: c.email ?? null,
-      tool: c.tool,
-      tier: c.tier,
-      chain: c.chain ?? [c.agent ?? "agent"],
-      args: c.args ?? {},
-    });
+    const input = inputOf(
+      {
+        user: c.user,
+        tenant: c.token_tenant === undefined ? (c.tenant ?? null) : c.token_tenant,
+        requestedTenant: c.token_tenant === undefined ? undefined : c.tenant,
+        scopes: c.scopes,
+        roles: c.roles,
+        email: c.email ?? null,
+        tool: c.tool,
+        tier: c.tier,
+        chain: c.chain ?? [c.agent ?? "agent"],
+        args: c.args ?? {},
+        issuer: c.issuer,
+      },
+      policy,
+    );
     const d = decide(policy, input);
     const problems: string[] = [];
     if (d.decision !== c.expect) problems.push(`expected ${c.expect}, got ${d.decision}`);
@@ -143,24 +150,29 @@ function explainCommand(argv: string[], io: Io): number {
     roles: { type: "string" },
     args: { type: "string" },
     chain: { type: "string" },
+    issuer: { type: "string" },
     json: { type: "boolean", default: false },
   });
   const loaded: LoadedConfig = loadConfigFile(configPath(values.config));
   const tier = Tier.safeParse(values.tier);
   if (!tier.success) throw new UsageError(`--tier must be one of ${Tier.options.join(", ")}`);
   const chain = list(values.chain);
-  const input = inputOf({
-    user: required(values.user, "user"),
-    tenant: typeof values.tenant === "string" ? values.tenant : (loaded.config.tenants[0]?.id ?? null),
-    requestedTenant: undefined,
-    scopes: list(values.scopes),
-    roles: list(values.roles),
-    email: null,
-    tool: required(values.tool, "tool"),
-    tier: tier.data,
-    chain: chain.length > 0 ? chain : ["agent"],
-    args: json(values.args, "args") ?? {},
-  });
+  const input = inputOf(
+    {
+      user: required(values.user, "user"),
+      tenant: typeof values.tenant === "string" ? values.tenant : (loaded.config.tenants[0]?.id ?? null),
+      requestedTenant: undefined,
+      scopes: list(values.scopes),
+      roles: list(values.roles),
+      email: null,
+      tool: required(values.tool, "tool"),
+      tier: tier.data,
+      chain: chain.length > 0 ? chain : ["agent"],
+      args: json(values.args, "args") ?? {},
+      issuer: typeof values.issuer === "string" ? values.issuer : undefined,
+    },
+    loaded.policy,
+  );
   const explanation = explain(loaded.policy, input);
   if (values.json) io.out(JSON.stringify(explanation, (k, v) => (k === "buckets" ? undefined : v), 2));
   else io.out(formatExplanation(input, explanation));
@@ -178,14 +190,19 @@ interface CallSpec {
   tier: z.infer<typeof Tier>;
   chain: string[];
   args: unknown;
+  issuer: string | undefined;
 }
 
-/** A decision input for a hypothetical call by a user holding exactly `scopes`. */
-function inputOf(spec: CallSpec): DecisionInput {
+/**
+ * A decision input for a hypothetical call by a user holding exactly `scopes`, with a token from `issuer`
+ * (default: the first issuer that may vouch for the token's tenant).
+ */
+function inputOf(spec: CallSpec, policy: CompiledPolicy): DecisionInput {
+  const bound = spec.tenant === null ? undefined : policy.tenants.get(spec.tenant)?.issuers;
   const principal: Principal = {
     user: spec.user,
     sub: spec.user,
-    issuer: "policy-test",
+    issuer: spec.issuer ?? (bound === undefined || bound === null ? "policy-test" : [...bound][0]!),
     tenant: spec.tenant,
     email: spec.email,
     scopes: spec.scopes,

@@ -108,7 +108,7 @@ export function mintDelegation(
       ...(p.email === null ? {} : { email: p.email }),
       ...(p.roles.length === 0 ? {} : { roles: p.roles }),
       // where the human was first verified
-      obo_issuer: p.claims["obo_issuer"] ?? p.issuer,
+      obo_issuer: p.origin ?? p.issuer,
     },
     { typ: "at+jwt" },
   );

@@ -66,7 +66,11 @@ export interface GovernorOptions {
    * For processes the governor owns, like `onbehalf serve`. Default false.
    */
   closeOnSignals?: boolean;
-  /** Further issuers to trust beyond the config's (the control plane adds its own delegation tokens). */
+  /**
+   * onbehalf's own delegation-token issuers to trust beyond the config's (the control plane adds its own; an
+   * app verifying the control plane's delegation tokens in-process adds that one). Their tokens carry the
+   * issuer that verified the human first, by which tenants are bound to their issuers.
+   */
   extraIssuers?: readonly IssuerConfig[];
   /** What this process is, shown to a second writer that finds this one holding the audit log. */
   label?: string;
@@ -118,6 +122,8 @@ export async function createGovernor(options: GovernorOptions): Promise<Governor
 
   const identity = createIdentity({
     issuers: [...trustedIssuers(loaded), ...(options.extraIssuers ?? [])],
+    // The extra issuers are onbehalf's own delegation tokens: they carry the human's first issuer.
+    carriers: (options.extraIssuers ?? []).map((i) => i.issuer),
     ...(options.fetch ? { fetch: options.fetch } : {}),
     ...(options.now ? { now: options.now } : {}),
   });

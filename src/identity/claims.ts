@@ -18,6 +18,11 @@ export interface ClaimRules {
   readonly toleranceMs: number;
   /** Prepended to the subject to make `Principal.user`. */
   readonly userPrefix: string;
+  /**
+   * A claim naming the issuer that verified the human first (`Principal.origin`). Only for issuers whose tokens
+   * onbehalf signs itself (delegation tokens); an identity provider's token never sets it.
+   */
+  readonly originClaim?: string;
 }
 
 type Claims = Readonly<Record<string, unknown>>;
@@ -151,10 +156,12 @@ export function toPrincipal(claims: Record<string, unknown>, rules: ClaimRules):
       throw new OnbehalfError("ERR_TOKEN_CLAIM_INVALID", `the token's ${unsafeTextMessage(`${name} claim`)}`);
     }
   }
+  const origin = rules.originClaim === undefined ? undefined : claims[rules.originClaim];
   const principal: Principal = {
     user: rules.userPrefix + sub,
     sub,
     issuer: rules.issuer,
+    ...(typeof origin === "string" ? { origin } : {}),
     tenant,
     email,
     scopes: Object.freeze(collect(claims, mapping.scopes, true)),

@@ -41,6 +41,8 @@ export interface IssuerDeps {
   readonly now: () => number;
   readonly signal: AbortSignal;
   readonly onKeysRemoved: (issuer: string) => void;
+  /** Its tokens are onbehalf's own delegation tokens: they carry the human's first issuer (`obo_issuer`). */
+  readonly carrier?: boolean;
 }
 
 /**
@@ -111,6 +113,7 @@ export function prepareIssuer(config: IssuerConfig, deps: IssuerDeps): IssuerCon
       mapping: resolveClaimMapping(config.preset, config.claims),
       toleranceMs: config.clock_tolerance_seconds * 1000,
       userPrefix: config.user_prefix ?? (deps.issuerCount > 1 ? `${config.issuer}#` : ""),
+      ...(deps.carrier === true ? { originClaim: "obo_issuer" } : {}),
     },
     keys,
     hmac,

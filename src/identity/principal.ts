@@ -13,6 +13,11 @@ export interface Principal {
   readonly sub: string;
   /** The `iss` of the token. */
   readonly issuer: string;
+  /**
+   * For onbehalf's own delegation tokens: the issuer that verified the human in the first place (the token
+   * carries it, signed). Tenants are bound to the issuers that may vouch for them by this issuer.
+   */
+  readonly origin?: string;
   /** The tenant from the mapped claim or the issuer's literal; null when the token names none. */
   readonly tenant: string | null;
   readonly email: string | null;

@@ -32,6 +32,11 @@ export interface IdentityOptions {
   readonly now?: () => number;
   /** Verified tokens kept in memory. Default 10,000; 0 disables the cache. */
   readonly tokenCacheSize?: number;
+  /**
+   * Issuers among `issuers` whose tokens onbehalf signs itself (delegation tokens): their `obo_issuer` claim
+   * names the issuer that verified the human first (`Principal.origin`).
+   */
+  readonly carriers?: readonly string[];
 }
 
 /** Verifies bearer tokens against the trusted issuers. */
@@ -117,7 +122,8 @@ class TokenVerifier implements Identity {
       if (this.#contexts.has(config.issuer)) {
         throw new OnbehalfError("ERR_CONFIG_INVALID", `issuer "${config.issuer}" is listed twice`);
       }
-      this.#contexts.set(config.issuer, prepareIssuer(config, deps));
+      const carrier = options.carriers?.includes(config.issuer) === true;
+      this.#contexts.set(config.issuer, prepareIssuer(config, { ...deps, carrier }));
     }
     this.issuers = [...this.#contexts.keys()];
     this.#single = this.#contexts.size === 1 ? this.#contexts.values().next().value : undefined;

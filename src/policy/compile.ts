@@ -3,6 +3,8 @@
  * prototype keys, O(1) lookups), CEL conditions planned, redaction paths parsed. Compiling is the only
  * place that can fail; a compiled policy decides without throwing.
  */
+
+import { DEV_ISSUER } from "../identity/dev-issuer.js";
 import {
   type CompileResult,
   type Condition,
@@ -57,6 +59,8 @@ export interface CompiledRule {
 
 export interface CompiledTenant {
   readonly id: string;
+  /** The issuers that may vouch for this tenant's users; null when no issuer is configured (principals made in code). */
+  readonly issuers: ReadonlySet<string> | null;
   readonly requireMembership: boolean;
   readonly directory: ReadonlyMap<string, DirectoryUser>;
   readonly mode: PolicyConfig["mode"];
@@ -88,7 +92,7 @@ export interface CompileIssue {
  * if (!r.ok) throw new Error(r.issues.map((i) => i.message).join("\n"));
  */
 export function compilePolicy(
-  config: Pick<Config, "tools" | "tenants" | "limits">,
+  config: Pick<Config, "tools" | "tenants" | "limits" | "issuers" | "dev_issuer">,
 ): { ok: true; policy: CompiledPolicy } | { ok: false; issues: CompileIssue[] } {
   const issues: CompileIssue[] = [];
   const tools = new Map<string, CompiledTool>();
@@ -102,13 +106,61 @@ export function compilePolicy(
     maxReads: config.limits.max_rule_reads,
     maxArgsBytes: config.limits.max_rule_args_bytes,
   };
+  const vouching = issuerBindings(config);
   config.tenants.forEach((tenant, i) => {
     if (tenants.has(tenant.id))
       issues.push({ path: ["tenants", i, "id"], message: `duplicate tenant "${tenant.id}"` });
-    tenants.set(tenant.id, compileTenant(tenant, ["tenants", i], issues, limits));
+    const compiled = compileTenant(tenant, ["tenants", i], issues, limits);
+    tenants.set(tenant.id, { ...compiled, issuers: vouching(tenant, ["tenants", i], issues) });
   });
   if (issues.length > 0) return { ok: false, issues };
-  return { ok: true, policy: { tools, tenants, maxArgsBytes: config.limits.max_args_bytes } };
+  return {
+    ok: true,
+    policy: { tools, tenants, maxArgsBytes: config.limits.max_args_bytes },
+  };
+}
+
+/**
+ * Which issuers may vouch for a tenant's users. A tenant names them (`issuers`); else the issuers that pin
+ * their tokens' tenant to it (`claims.tenant: { value: <tenant> }`); else, when one issuer is trusted, that one.
+ * With several trusted issuers and none of these, it is a configuration error: any of them could assert the
+ * tenant (a claim its own administrators control) and act in it.
+ */
+function issuerBindings(config: Pick<Config, "issuers" | "dev_issuer">) {
+  const trusted = config.issuers.map((i) => i.issuer);
+  if (config.dev_issuer) trusted.push(DEV_ISSUER);
+  return (
+    tenant: TenantConfig,
+    path: readonly (string | number)[],
+    issues: CompileIssue[],
+  ): ReadonlySet<string> | null => {
+    if (tenant.issuers !== undefined) {
+      tenant.issuers.forEach((issuer, k) => {
+        if (!trusted.includes(issuer)) {
+          issues.push({
+            path: [...path, "issuers", k],
+            message: `issuer "${issuer}" is not trusted: list it under issuers: (trusted: ${trusted.join(", ") || "none"})`,
+          });
+        }
+      });
+      return new Set(tenant.issuers);
+    }
+    const pinned = config.issuers
+      .filter((i) => typeof i.claims.tenant === "object" && i.claims.tenant.value === tenant.id)
+      .map((i) => i.issuer);
+    if (pinned.length > 0) return new Set(pinned);
+    if (trusted.length === 0) return null;
+    if (trusted.length === 1) return new Set(trusted);
+    issues.push({
+      path: [...path, "issuers"],
+      message:
+        `tenant "${tenant.id}" names no issuers, and ${trusted.length} are trusted (${trusted.join(", ")}): ` +
+        `a token from any of them whose tenant claim says "${tenant.id}" (a claim that issuer's administrators ` +
+        "control) would act in this tenant. List the issuers that may vouch for its users: " +
+        `issuers: [${trusted[0]}]`,
+    });
+    return null;
+  };
 }
 
 /** Compile one tool definition (config entry or `governed()` definition). */
@@ -176,6 +228,7 @@ export function compileTenant(
   });
   return {
     id: tenant.id,
+    issuers: null, // set by compilePolicy, which knows the trusted issuers
     requireMembership: tenant.require_membership,
     directory,
     mode: policy.mode,

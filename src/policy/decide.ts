@@ -4,7 +4,8 @@
  *
  * Order of checks (the first failure decides):
  *  1. arguments within the size limit, tool declared                          → error / permission_deny
- *  2. the token's tenant exists, matches the requested one, is configured     → tenant_mismatch / permission_deny
+ *  2. the token's tenant exists, matches the requested one, is configured, and the token's issuer may vouch
+ *     for it                                                                     → tenant_mismatch / permission_deny
  *  3. membership: listed (when required) and not disabled                     → not_a_member
  *  4. required scopes ⊆ effective scopes (token ∩ every hop ∩ directory cap)  → missing_scope
  *  5. layered permission                                                      → permission_deny / ask
@@ -95,6 +96,20 @@ export interface Decision {
  * @example
  * const visible = [...policy.tools.keys()].filter((tool) => listable(policy, { ...input, tool }));
  */
+/**
+ * Why this principal's issuer may not vouch for the tenant, or null when it may. The issuer that vouched is the
+ * principal's `origin` (for onbehalf's delegation tokens, the issuer of the human's first token), else its own.
+ *
+ * @example
+ * issuerRefusal(policy.tenants.get("acme")!, principal); // null, or why not
+ */
+export function issuerRefusal(tenant: CompiledTenant, principal: Principal): string | null {
+  if (tenant.issuers === null) return null;
+  const vouched = principal.origin ?? principal.issuer;
+  if (tenant.issuers.has(vouched)) return null;
+  return `tenant "${tenant.id}" takes its users from ${[...tenant.issuers].join(", ")}; a token of ${vouched} may not vouch for it`;
+}
+
 export function listable(
   policy: CompiledPolicy,
   input: Omit<DecisionInput, "args" | "argsBytes" | "listing">,
@@ -154,6 +169,8 @@ export function decide(policy: CompiledPolicy, input: DecisionInput, trace?: Tra
     );
   }
   if (tenant === undefined) return deny("permission_deny", `tenant "${tenantId}" is not configured`);
+  const unbound = issuerRefusal(tenant, input.principal);
+  if (unbound !== null) return deny("tenant_mismatch", unbound);
   trace?.push({ step: "tenant", outcome: tenantId });
 
   // 3. membership

@@ -163,6 +163,11 @@ export type DirectoryUser = z.output<typeof DirectoryUser>;
 
 export const TenantConfig = z.strictObject({
   id: Identifier,
+  /**
+   * The issuers that may vouch for this tenant's users (their `issuer` values; the development issuer is
+   * `urn:onbehalf:dev-issuer`). Required when several issuers are trusted; with one, it defaults to that one.
+   */
+  issuers: z.array(nonEmpty).min(1).optional(),
   require_membership: z.boolean().default(false),
   users: z.array(DirectoryUser).default([]),
   policy: PolicyConfig.default(PolicyConfig.parse({})),

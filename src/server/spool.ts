@@ -20,6 +20,7 @@ import { callIdMillis, newCallId } from "../audit/call-id.js";
 import { type AuditRecord, digestArgs } from "../audit/record.js";
 import { OnbehalfError } from "../errors.js";
 import { auditedArgs } from "../govern/pipeline.js";
+import { issuerRefusal } from "../policy/decide.js";
 import { safeText, Tier } from "../policy/schema.js";
 import { escapeUnsafeText } from "../text.js";
 import type { ServerContext } from "./context.js";
@@ -78,7 +79,8 @@ export type SpoolRefusalCode =
   | "time_in_future"
   | "time_too_old"
   | "call_id_time_mismatch"
-  | "call_id_taken";
+  | "call_id_taken"
+  | "tenant_mismatch";
 
 /** One refused record of a batch, in the answer. */
 export interface SpoolRefusal {
@@ -147,6 +149,11 @@ async function replay(ctx: ServerContext, caller: Caller, raw: unknown): Promise
   if (!parsed.success)
     return refuse(ctx, caller, raw, null, "invalid", describeIssues(parsed.error, "record"));
   const r = parsed.data;
+  // Only a token whose issuer may vouch for its tenant writes anything in that tenant's name.
+  const tenant =
+    caller.principal.tenant === null ? undefined : ctx.gov.policy.tenants.get(caller.principal.tenant);
+  const unbound = tenant === undefined ? null : issuerRefusal(tenant, caller.principal);
+  if (unbound !== null) return refuse(ctx, caller, raw, r, "tenant_mismatch", unbound);
   const now = ctx.gov.now();
   const time = Date.parse(r.time);
   if (time > now + MAX_CLOCK_SKEW_MS) {
@@ -336,7 +343,7 @@ function refuse(
     args_digest: r === null ? null : digestArgs(r.args ?? {}).digest,
     args: null,
     decision: "deny",
-    reason_code: "error",
+    reason_code: code === "tenant_mismatch" ? "tenant_mismatch" : "error",
     reason: `spooled record refused (${code}): ${reason}${claimed}`,
     rule: null,
     outcome: "none",

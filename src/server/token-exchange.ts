@@ -10,7 +10,7 @@ import { z } from "zod";
 import { newCallId } from "../audit/call-id.js";
 import { delegationOf, mintDelegation } from "../context/delegation.js";
 import { OnbehalfError } from "../errors.js";
-import { directoryCap } from "../policy/decide.js";
+import { directoryCap, issuerRefusal } from "../policy/decide.js";
 import { safeText, Tier } from "../policy/schema.js";
 import type { ServerContext } from "./context.js";
 import { parseBody } from "./http.js";
@@ -75,6 +75,32 @@ export function tokenRoutes(app: FastifyInstance, ctx: ServerContext): void {
       );
     }
     const actor = body.actor ?? (await actorName(ctx, body.actor_token!));
+    // No delegation for a tenant this token's issuer may not vouch for (refused, and audited as such).
+    const tenant = principal.tenant === null ? undefined : ctx.gov.policy.tenants.get(principal.tenant);
+    const unbound = tenant === undefined ? null : issuerRefusal(tenant, principal);
+    if (unbound !== null) {
+      const seq = ctx.gov.recordEvent({
+        kind: "delegation",
+        tenant: principal.tenant,
+        user: principal.user,
+        email: principal.email,
+        agent: actor,
+        tier: body.tier ?? null,
+        chain: [...(delegation?.chain ?? []), actor],
+        tool: null,
+        args_digest: null,
+        args: null,
+        decision: "deny",
+        reason_code: "tenant_mismatch",
+        reason: unbound,
+        rule: null,
+        outcome: "none",
+        trace_id: null,
+        call_id: newCallId(),
+      });
+      await ctx.gov.auditLog.acknowledged(seq).catch(() => {});
+      throw new OnbehalfError("ERR_POLICY_DENIED", `tenant_mismatch: ${unbound}`);
+    }
     const subjectChain =
       delegation?.chain ??
       (body.subject_actor === undefined || body.subject_actor === actor ? [] : [body.subject_actor]);

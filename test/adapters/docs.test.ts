@@ -19,6 +19,7 @@ import { parse } from "yaml";
 import { createGovernor, type Governor } from "../../src/govern/governor.js";
 import { devIssuerConfig, mintDevToken } from "../../src/identity/dev-issuer.js";
 import { loadOrCreateSigningKey } from "../../src/identity/keys.js";
+import type { Principal } from "../../src/identity/principal.js";
 import type { ConfigInput } from "../../src/policy/schema.js";
 import { TEST_AUDIT_KEY } from "../support/governor.js";
 import { askSupport as aiSdkExample } from "./examples/ai-sdk.js";
@@ -27,7 +28,7 @@ import { askSupport as mastraExample } from "./examples/mastra.js";
 import { crmServer } from "./examples/mcp-server.js";
 import { askSupport as openaiExample } from "./examples/openai-agents.js";
 import { scriptedModel } from "./mock-model.js";
-import { alice, attemptsOf, handOffAttempts } from "./support.js";
+import { attemptsOf, handOffAttempts } from "./support.js";
 
 setTracingDisabled(true);
 
@@ -67,8 +68,18 @@ beforeAll(async () => {
     },
     warn: () => {},
   });
+  // The examples act for a human verified as an app would: a token from the one trusted issuer.
+  alice = await gov.verify(
+    mintDevToken(devKey, {
+      sub: "alice",
+      tenant: "acme",
+      email: "alice@acme.test",
+      scopes: ["customers:read", "email.read", "refunds:write"],
+    }),
+  );
 });
 afterAll(() => gov.close());
+let alice: Principal;
 
 describe("docs/frameworks.md", () => {
   it("has no code block that is not an example the tests run, and each matches its file", () => {
