@@ -169,11 +169,21 @@ export async function governCall<C>(
     throw e;
   }
   const failure = options.failed?.(result);
-  if (failure !== undefined) {
-    gov.finish(attempt, { status: "error", error: failure.slice(0, 500) });
-    return result;
-  }
   const view = options.view === undefined ? result : options.view(result);
+  if (failure !== undefined) {
+    // A failure the framework returns is shown to the model too: redacted (or withheld) like an output.
+    const failed = gov.finish(attempt, { status: "error", error: failure.slice(0, 500), output: view });
+    if (failed.action === "pass") return result;
+    if (failed.action === "block") {
+      return refuse(
+        tool,
+        new OnbehalfError("ERR_OUTPUT_BLOCKED", `${tool} failed; its message is withheld by policy`),
+        options,
+        call,
+      );
+    }
+    return options.redacted === undefined ? failed.output : options.redacted(result, failed.output);
+  }
   const done = gov.finish(attempt, { status: "ok", output: view });
   if (done.action === "block") {
     const details = { call_id: attempt.callId };

@@ -51,6 +51,7 @@ export function governedTool(
   const call = callOf(tool);
   const callOptions: CallOptions<unknown> = {
     ...options,
+    ...messageShape,
     // an error ToolMessage when LangGraph's tool node called it with a tool call id, else the text
     asError: (text, config) => {
       const id = (config as { toolCallId?: unknown } | undefined)?.toolCallId;
@@ -107,15 +108,65 @@ export function onbehalfMiddleware(gov: Governor, options: AdapterOptions = {}) 
   });
 }
 
-/** A `ToolMessage` result: an error status is a failure; the policy reads (and redacts) its JSON content. */
+/**
+ * A `ToolMessage` result (or a tool's own list of content blocks): an error status is a failure; the policy
+ * reads (and redacts) its content: JSON text, or each content block (a text block's text; any other block, an
+ * image say, is binary the paths cannot check, withheld while redacting).
+ */
 const messageShape: ResultShape = {
   failed: (m) => (ToolMessage.isInstance(m) && m.status === "error" ? String(m.content) : undefined),
-  view: (m) => (ToolMessage.isInstance(m) ? parse(m.content) : m),
-  redacted: (m, output) =>
-    ToolMessage.isInstance(m)
-      ? new ToolMessage({ ...m, content: typeof output === "string" ? output : JSON.stringify(output) })
-      : output,
+  view: (m) => {
+    if (isBlocks(m)) return blocksView(m);
+    if (!ToolMessage.isInstance(m)) return m;
+    return isBlocks(m.content) ? blocksView(m.content) : parse(m.content);
+  },
+  redacted: (m, output) => {
+    if (isBlocks(m)) return blocksOf(m, output);
+    if (!ToolMessage.isInstance(m)) return output;
+    const content = isBlocks(m.content)
+      ? blocksOf(m.content, output)
+      : typeof output === "string"
+        ? output
+        : JSON.stringify(output);
+    return new ToolMessage({ ...m, content: content as ToolMessage["content"] });
+  },
 };
+
+type Block = { readonly type: string; readonly text?: unknown };
+
+function isBlocks(value: unknown): value is readonly Block[] {
+  return (
+    Array.isArray(value) &&
+    value.length > 0 &&
+    value.every((b) => typeof b === "object" && b !== null && typeof (b as Block).type === "string")
+  );
+}
+
+function blocksView(blocks: readonly Block[]): unknown[] {
+  return blocks.map((b) => (isTextBlock(b) ? parse(b.text) : NOT_TEXT));
+}
+
+/** The blocks with what the policy lets the model see: text blocks' text, a withheld block's notice. */
+function blocksOf(blocks: readonly Block[], output: unknown): unknown[] {
+  const shown = Array.isArray(output) ? output : [output];
+  return blocks.map((b, i) => {
+    const v = shown[i];
+    if (isTextBlock(b)) return { ...b, text: typeof v === "string" ? v : JSON.stringify(v) };
+    return v === NOT_TEXT ? b : { type: "text", text: String(v) };
+  });
+}
+
+/** What a non-text content block is to the policy: binary data it cannot check (withheld when redacting). */
+const NOT_TEXT = new Uint8Array(0);
+
+function isTextBlock(b: unknown): b is { type: "text"; text: string } {
+  return (
+    typeof b === "object" &&
+    b !== null &&
+    (b as { type?: unknown }).type === "text" &&
+    typeof (b as { text?: unknown }).text === "string"
+  );
+}
 
 /**
  * Make a tool that runs a sub-agent (e.g. calls another `createAgent` agent) run as that agent: the chain

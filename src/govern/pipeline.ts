@@ -20,7 +20,7 @@ import type { RateLimiter } from "../limits/window.js";
 import type { CompiledPolicy, CompiledTool } from "../policy/compile.js";
 import { type Decision, decide, type ReasonCode } from "../policy/decide.js";
 import type { Bucket } from "../policy/layers.js";
-import { redactOutput } from "../policy/output.js";
+import { type OutputRedaction, redactOutput } from "../policy/output.js";
 import { compilePath, type RedactPath, redact } from "../policy/redact.js";
 import type { PostTransform } from "../policy/schema.js";
 
@@ -39,7 +39,13 @@ export interface CallAttempt {
 }
 
 /** What the tool did. */
-export type CallResult = { status: "ok"; output: unknown } | { status: "error"; error: string };
+/**
+ * What the tool did. A failure may come with what the model is shown of it (`output`: an MCP error result, say),
+ * which is redacted like any output; its `error` text is audited only where no redaction applies.
+ */
+export type CallResult =
+  | { status: "ok"; output: unknown }
+  | { status: "error"; error: string; output?: unknown };
 
 /** What to hand back to the model. */
 export interface FinishedCall {
@@ -228,27 +234,33 @@ export function finishReported(deps: PipelineDeps, call: ReportedCall, result: C
   let output: unknown;
   let outcome: Outcome;
   let reason: string;
+  const paths = call.postTransform === "redact" ? redactionPaths(call.tool, call.redact) : NO_PATHS;
   if (result.status === "error") {
     outcome = "error";
-    reason = `tool failed: ${result.error}`;
+    // An error message can carry what the output would have: where policy redacts or blocks the output, it is
+    // not kept, and what the model is shown of the failure is redacted (or withheld) like an output.
+    const hidden = paths.length > 0 || call.postTransform === "block";
+    reason = hidden
+      ? "tool failed (its message is not kept: policy redacts or blocks this tool's output)"
+      : `tool failed: ${result.error}`;
+    if (result.output !== undefined && call.postTransform === "block") {
+      action = "block";
+    } else if (result.output !== undefined) {
+      output = paths.length === 0 ? result.output : redactOutput(result.output, redactionOf(call, paths));
+      action = output === result.output ? "pass" : "redact";
+    }
   } else if (call.postTransform === "block") {
     action = "block";
     outcome = "blocked";
     reason = "output blocked by policy";
   } else {
-    const paths = call.postTransform === "redact" ? redactionPaths(call.tool, call.redact) : NO_PATHS;
     // Redaction fails closed: what the paths cannot reach (text that is not JSON, binary data) is withheld.
     let withheld: string[] | undefined;
     if (paths.length === 0) {
       output = result.output;
     } else {
       withheld = [];
-      output = redactOutput(result.output, {
-        tool: call.fields.tool ?? call.tool?.name ?? "the tool",
-        paths,
-        unparsed: call.tool?.unparsedOutput ?? "withhold",
-        withheld,
-      });
+      output = redactOutput(result.output, { ...redactionOf(call, paths), withheld });
     }
     action = output === result.output ? "pass" : "redact";
     outcome = "ok";
@@ -392,6 +404,14 @@ function denial(reason_code: ReasonCode, reason: string): Decision {
     redact: [],
     buckets: [],
     shadow: null,
+  };
+}
+
+function redactionOf(call: ReportedCall, paths: readonly RedactPath[]): OutputRedaction {
+  return {
+    tool: call.fields.tool ?? call.tool?.name ?? "the tool",
+    paths,
+    unparsed: call.tool?.unparsedOutput ?? "withhold",
   };
 }
 

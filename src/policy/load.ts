@@ -409,6 +409,19 @@ function* semanticIssues(config: Config, locate: Locate): Generator<ConfigIssue>
       }
     }
   }
+  // Two upstreams whose exposed names could meet (`mail_` and `mail_archive_`: the tool `archive_search` of the
+  // first is the second's `search`): one could serve the other's declared tool. Refused.
+  const exposed = config.upstreams.map((up) => `${up.prefix ?? up.name}${up.separator}`);
+  for (const [i, mine] of exposed.entries()) {
+    for (const [j, other] of exposed.entries()) {
+      if (j <= i || !(mine.startsWith(other) || other.startsWith(mine))) continue;
+      yield issue(
+        ["upstreams", j],
+        `upstreams ${config.upstreams[i]!.name} and ${config.upstreams[j]!.name} expose tools as ${mine}… and ${other}…: a tool of one could take the name of a tool of the other`,
+        "give them prefixes that neither starts the other (prefix: crm, prefix: mail), or the same separator with distinct prefixes",
+      );
+    }
+  }
   for (const [i, up] of config.upstreams.entries()) {
     if (up.transport === "streamable-http" && up.url === undefined) {
       yield issue(["upstreams", i], "a streamable-http upstream needs url", "add url: http://host:port/mcp");

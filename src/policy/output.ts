@@ -64,6 +64,9 @@ export function redactOutput(output: unknown, redaction: OutputRedaction): unkno
     if (output instanceof ShapedOutput) return output.redacted(redaction);
     if (ArrayBuffer.isView(output) || output instanceof ArrayBuffer)
       return unparsed(output, "binary data", redaction);
+    // A list is parts the model reads one by one (several text parts of a result, content blocks): each is
+    // redacted as an output of its own, so prose beside JSON is withheld like prose alone.
+    if (Array.isArray(output)) return redactParts(output, redaction);
     return redact(output, redaction.paths);
   }
   if (typeof output === "string") {
@@ -71,6 +74,18 @@ export function redactOutput(output: unknown, redaction: OutputRedaction): unkno
     return out === UNPARSED ? unparsed(output, "plain text", redaction) : out;
   }
   return output;
+}
+
+function redactParts(parts: readonly unknown[], redaction: OutputRedaction): unknown {
+  let copy: unknown[] | undefined;
+  parts.forEach((part, i) => {
+    const next = redactOutput(part, redaction);
+    if (next !== part) {
+      copy ??= parts.slice();
+      copy[i] = next;
+    }
+  });
+  return copy ?? parts;
 }
 
 /** {@link redactText}'s answer for text that is not JSON. */
@@ -163,6 +178,13 @@ export function mcpText(result: CallToolResult): string {
 }
 
 function redactContent(c: Content, redaction: OutputRedaction): Content {
+  // A part's own metadata is shown too: redacted by the same paths.
+  const meta = c._meta === undefined ? undefined : redact(c._meta, redaction.paths);
+  const part = redactPart(c, redaction);
+  return meta === c._meta || part.type !== c.type ? part : { ...part, _meta: meta };
+}
+
+function redactPart(c: Content, redaction: OutputRedaction): Content {
   switch (c.type) {
     case "text": {
       const text = redactText(c.text, redaction.paths);

@@ -10,8 +10,9 @@ import { z } from "zod";
 import { OnbehalfError } from "../errors.js";
 import { type Approval, publicApproval } from "../govern/approvals.js";
 import type { Principal } from "../identity/principal.js";
+import { directoryCap, issuerRefusal } from "../policy/decide.js";
 import type { ServerContext } from "./context.js";
-import { authenticate, parseBody } from "./http.js";
+import { authenticate, type Caller, parseBody } from "./http.js";
 
 /** The scope that lets a user decide approvals in their tenant. */
 export const APPROVE_SCOPE = "onbehalf:approve";
@@ -25,23 +26,27 @@ const STATUSES = ["pending", "approved", "denied", "expired", "revoked", "used"]
 const ListQuery = z.strictObject({ status: z.enum(STATUSES).optional() });
 const GetQuery = z.strictObject({ wait: z.coerce.number().min(0).max(MAX_WAIT_SECONDS).optional() });
 
-type Viewer = { kind: "admin" } | { kind: "user"; principal: Principal };
+/**
+ * Who asks: an admin token; or a user, who is an approver of their tenant only as the tenant sees them: a human
+ * (not an agent holding a delegation token: a prompt-injected agent must not approve), a member in good standing
+ * (not disabled, listed when the tenant requires it), whose token's issuer may vouch for the tenant, and whose
+ * effective scopes (the token's, capped by the directory) include `onbehalf:approve`.
+ */
+type Viewer = { kind: "admin" } | { kind: "user"; principal: Principal; approver: string | null };
 
 export function approvalRoutes(app: FastifyInstance, ctx: ServerContext): void {
   const approvals = ctx.gov.approvals;
-  const viewer = async (req: FastifyRequest): Promise<Viewer> =>
-    ctx.isAdmin(req)
-      ? { kind: "admin" }
-      : { kind: "user", principal: (await authenticate(ctx.gov, ctx.issuer, req)).principal };
+  const viewer = async (req: FastifyRequest): Promise<Viewer> => {
+    if (ctx.isAdmin(req)) return { kind: "admin" };
+    const caller = await authenticate(ctx.gov, ctx.issuer, req);
+    return { kind: "user", principal: caller.principal, approver: approverRefusal(ctx, caller) };
+  };
 
   app.get("/v1/approvals", async (req) => {
     const who = await viewer(req);
     const { status } = parseBody(ListQuery, req.query ?? {});
-    if (who.kind === "user" && !who.principal.scopes.includes(APPROVE_SCOPE)) {
-      throw new OnbehalfError(
-        "ERR_POLICY_DENIED",
-        `listing approvals needs an admin token or the ${APPROVE_SCOPE} scope`,
-      );
+    if (who.kind === "user" && who.approver !== null) {
+      throw new OnbehalfError("ERR_POLICY_DENIED", `listing approvals needs an admin token: ${who.approver}`);
     }
     const all = await approvals.list(status);
     return {
@@ -71,10 +76,10 @@ export function approvalRoutes(app: FastifyInstance, ctx: ServerContext): void {
     let by = "admin";
     if (who.kind === "user") {
       const p = who.principal;
-      if (!p.scopes.includes(APPROVE_SCOPE) || p.tenant !== found.tenant) {
+      if (who.approver !== null || p.tenant !== found.tenant) {
         throw new OnbehalfError(
           "ERR_POLICY_DENIED",
-          `deciding approvals needs the ${APPROVE_SCOPE} scope in tenant ${found.tenant}`,
+          `deciding approvals of tenant ${found.tenant} needs an approver of that tenant: ${who.approver ?? `the token is for tenant ${p.tenant}`}`,
         );
       }
       by = p.user;
@@ -83,11 +88,26 @@ export function approvalRoutes(app: FastifyInstance, ctx: ServerContext): void {
   });
 }
 
+/** Why this caller is not an approver of their tenant, or null when they are. */
+function approverRefusal(ctx: ServerContext, caller: Caller): string | null {
+  const p = caller.principal;
+  if (caller.delegation !== null) return "an agent's delegation token cannot decide approvals: the human can";
+  const tenant = p.tenant === null ? undefined : ctx.gov.policy.tenants.get(p.tenant);
+  if (tenant === undefined) return `the token names no configured tenant`;
+  const unbound = issuerRefusal(tenant, p);
+  if (unbound !== null) return unbound;
+  const member = tenant.directory.get(p.user);
+  if (member?.disabled === true || (tenant.requireMembership && member === undefined)) {
+    return `${p.user} is not a member of tenant ${tenant.id} in good standing`;
+  }
+  if (!directoryCap(ctx.gov.policy, p, new Set(p.scopes)).includes(APPROVE_SCOPE)) {
+    return `the ${APPROVE_SCOPE} scope is needed (the token's scopes, capped by the tenant's directory)`;
+  }
+  return null;
+}
+
 function mayView(who: Viewer, a: Approval): boolean {
   if (who.kind === "admin") return true;
   const p = who.principal;
-  return (
-    (p.user === a.user && p.tenant === a.tenant) ||
-    (p.scopes.includes(APPROVE_SCOPE) && p.tenant === a.tenant)
-  );
+  return (p.user === a.user && p.tenant === a.tenant) || (who.approver === null && p.tenant === a.tenant);
 }

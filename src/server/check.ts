@@ -140,7 +140,12 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
       reportedOf(ctx, ran),
       body.status === "ok"
         ? { status: "ok", output: body.output }
-        : { status: "error", error: body.error ?? "error" },
+        : {
+            status: "error",
+            error: body.error ?? "error",
+            // what the model is shown of the failure, redacted like any output
+            ...(body.output === undefined ? {} : { output: body.output }),
+          },
     );
     // The output goes back only once its outcome record has committed (else 503: withheld, fail closed).
     await ctx.gov.auditLog.acknowledged(done.seq);

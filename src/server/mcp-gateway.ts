@@ -80,6 +80,7 @@ export async function mcpGateway(
    */
   const catalog = async (): Promise<Map<string, ExposedTool>> => {
     const offered = new Map<string, ExposedTool>();
+    const clashes = new Set<string>();
     const declaredNames = declaredTools(ctx);
     for (const upstream of upstreams) {
       const tools = await upstream.tools().catch(() => [] as ExposedTool[]); // an upstream that is down lists nothing
@@ -87,6 +88,14 @@ export async function mcpGateway(
         const declared = declaredNames.has(t.name);
         sighted(upstream, t, declared);
         if (!declared && upstream.config.expose !== "all") continue;
+        const other = offered.get(t.name);
+        if (other !== undefined && other.upstream !== upstream) {
+          // Two upstreams offer one name (the config refuses prefixes that can meet; this is the last line):
+          // neither is offered, rather than the wrong server getting the call.
+          offered.delete(t.name);
+          clashes.add(t.name);
+        }
+        if (clashes.has(t.name)) continue;
         if (!declared || ctx.gov.policy.tools.get(t.name)?.inputSchema === undefined) {
           ctx.gov.declare({
             name: t.name,
@@ -197,8 +206,14 @@ export async function mcpGateway(
       return errorResult((e as Error).message);
     }
     if (result.isError === true) {
-      ctx.gov.finish(attempt, { status: "error", error: mcpText(result).slice(0, 500) });
-      return cut(result);
+      // What an error result says is redacted (or withheld) like any output: it can carry the same fields.
+      const failed = ctx.gov.finish(attempt, {
+        status: "error",
+        error: mcpText(result).slice(0, 500),
+        output: new McpOutput(result),
+      });
+      if (failed.action === "block") return errorResult(`${name} failed; its message is withheld by policy`);
+      return cut(McpOutput.resultOf(failed.output, result));
     }
     // Every part the model sees is redacted on its own (policy/output.ts): each text part and embedded
     // resource, structuredContent; what paths cannot reach is withheld with a notice.
@@ -290,8 +305,9 @@ function declaredTools(ctx: ServerContext): Set<string> {
 function sightings(ctx: ServerContext) {
   const seen = new Set<string>();
   return (upstream: Upstream, tool: ExposedTool, declared: boolean) => {
-    if (seen.has(tool.name)) return;
-    seen.add(tool.name);
+    const key = `${upstream.name}\u0000${tool.original}`;
+    if (seen.has(key)) return;
+    seen.add(key);
     const offered = declared || upstream.config.expose === "all";
     ctx.gov.recordEvent({
       kind: "admin",

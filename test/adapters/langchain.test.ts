@@ -149,4 +149,25 @@ describe("LangChain adapter", () => {
       gov.runAs(bob, { agent: "bot" }, () => agent.invoke({ messages: [{ role: "user", content: "hi" }] })),
     ).rejects.toMatchObject({ cause: { code: "ERR_POLICY_DENIED" } });
   });
+
+  it("redacts each text block of a content-block result, and withholds prose and images beside them", async () => {
+    const blocks = tool(
+      async () => [
+        { type: "text", text: JSON.stringify({ id: "c-1", ssn: customer.ssn }) },
+        { type: "text", text: `and the SSN again: ${customer.ssn}` },
+        { type: "image", url: "https://crm.example/ssn-card.png" },
+      ],
+      { name: "get_customer", description: "Look up a customer", schema: z.object({ id: z.string() }) },
+    );
+    const governed = governedTool(gov, blocks);
+    const out = await gov.runAs(alice, { agent: "bot" }, () => governed.invoke({ id: "c-1" }));
+    expect(JSON.stringify(out)).not.toContain(customer.ssn);
+    const [first, second, third] = out as { type: string; text: string }[];
+    expect(JSON.parse(first!.text)).toEqual({ id: "c-1", ssn: "[REDACTED]" });
+    expect(second!.text).toMatch(/^\[withheld by onbehalf: plain text from get_customer/);
+    expect(third).toMatchObject({
+      type: "text",
+      text: expect.stringMatching(/^\[withheld by onbehalf: binary data/),
+    });
+  });
 });

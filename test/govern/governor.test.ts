@@ -223,21 +223,34 @@ describe("governed tools", () => {
     await gov.close();
   });
 
-  it("audits a failing tool as an error outcome and rethrows its error", async () => {
+  it("audits a failing tool as an error outcome and rethrows its error; where output is redacted, without its message", async () => {
     const { gov } = await testGovernor();
-    const broken = gov.governed({
-      name: "get_customer",
-      execute: async () => {
-        throw new Error("database is down");
-      },
-    });
-    await expect(gov.runAs(alice, { agent: "bot" }, () => broken({}))).rejects.toThrow("database is down");
+    const failing = (name: string) =>
+      gov.governed({
+        name,
+        execute: async () => {
+          throw new Error(`database is down (ssn 078-05-1120)`);
+        },
+      });
+    await expect(gov.runAs(alice, { agent: "bot" }, () => failing("read_email")({}))).rejects.toThrow(
+      "database is down",
+    );
+    await expect(gov.runAs(alice, { agent: "bot" }, () => failing("get_customer")({}))).rejects.toThrow(
+      "database is down",
+    );
     await gov.flush();
     const { records } = await gov.queryAudit({ user: "alice" });
+    expect(records[2]).toMatchObject({
+      kind: "outcome",
+      tool: "read_email",
+      outcome: "error",
+      reason: "tool failed: database is down (ssn 078-05-1120)",
+    });
     expect(records[0]).toMatchObject({
       kind: "outcome",
+      tool: "get_customer",
       outcome: "error",
-      reason: "tool failed: database is down",
+      reason: "tool failed (its message is not kept: policy redacts or blocks this tool's output)",
     });
     await gov.close();
   });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { OnbehalfError } from "../../src/errors.js";
-import { type ConfigIssue, loadConfigFile, loadConfigText } from "../../src/policy/load.js";
+import { type ConfigIssue, loadConfigFile, loadConfigObject, loadConfigText } from "../../src/policy/load.js";
 
 function issuesOf(text: string, env: NodeJS.ProcessEnv = {}): ConfigIssue[] {
   try {
@@ -19,6 +19,23 @@ describe("config validation", () => {
     expect(loaded.warnings).toEqual([]);
     expect([...loaded.policy.tools.keys()]).toContain("get_customer");
     expect(loaded.config.server.admin_tokens).toEqual([""]);
+  });
+
+  it("refuses two MCP upstreams whose exposed names could meet, naming both", () => {
+    const upstream = (name: string, extra: Record<string, unknown> = {}) => ({
+      name,
+      transport: "streamable-http" as const,
+      url: `http://127.0.0.1:9/${name}`,
+      separator: "_" as const,
+      ...extra,
+    });
+    expect(() => loadConfigObject({ upstreams: [upstream("mail_archive"), upstream("mail")] })).toThrow(
+      /upstreams mail_archive and mail expose tools as mail_archive_… and mail_…: a tool of one could take the name of a tool of the other/,
+    );
+    expect(() =>
+      loadConfigObject({ upstreams: [upstream("a", { prefix: "crm" }), upstream("b", { prefix: "crm" })] }),
+    ).toThrow(/upstreams a and b expose tools as crm_… and crm_…/);
+    expect(() => loadConfigObject({ upstreams: [upstream("crm"), upstream("mail")] })).not.toThrow();
   });
 
   it("refuses a __proto__ key instead of letting the entry vanish, and says where it is", () => {

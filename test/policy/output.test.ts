@@ -143,6 +143,50 @@ describe("redaction of an in-process tool's output", () => {
   });
 });
 
+describe("redaction where the data's shape differs from the path's", () => {
+  it("reaches JSON held in a string inside an object (an API response body)", async () => {
+    const out = (await shown(
+      { statusCode: 200, body: JSON.stringify({ id: "c-1", ssn: SSN }) },
+      { tools: [{ ...GET_CUSTOMER, redact: ["body.ssn"] }] },
+    )) as { body: string };
+    expect(JSON.parse(out.body)).toEqual({ id: "c-1", ssn: REDACTED });
+  });
+
+  it("applies a key met on a list to each element, and [*] met on a single object to that object", async () => {
+    const rows = (await shown(
+      { rows: [{ ssn: SSN }, { ssn: SSN }] },
+      { tools: [{ ...GET_CUSTOMER, redact: ["rows.ssn"] }] },
+    )) as { rows: { ssn: string }[] };
+    expect(rows.rows).toEqual([{ ssn: REDACTED }, { ssn: REDACTED }]);
+    const card = (await shown({ cards: { number: "4111", brand: "visa" } })) as { cards: unknown };
+    expect(card.cards).toEqual({ number: REDACTED, brand: "visa" });
+  });
+
+  it("redacts each part of a list of parts, and withholds prose beside JSON", async () => {
+    const parts = (await shown([
+      { id: "c-1", ssn: SSN },
+      JSON.stringify({ ssn: SSN }),
+      `SSN is ${SSN}`,
+    ])) as unknown[];
+    expect(parts[0]).toEqual({ id: "c-1", ssn: REDACTED });
+    expect(JSON.parse(parts[1] as string)).toEqual({ ssn: REDACTED });
+    expect(parts[2]).toBe(withheldNotice("get_customer", "plain text"));
+    expect(JSON.stringify(parts)).not.toContain(SSN);
+  });
+
+  it("redacts an MCP content part's own metadata", () => {
+    const result = {
+      content: [{ type: "text", text: "{}", _meta: { ssn: SSN } }],
+    } as unknown as CallToolResult;
+    const out = redactOutput(new McpOutput(result), {
+      tool: "get_customer",
+      paths: [compilePath("ssn") as RedactPath],
+      unparsed: "withhold",
+    }) as McpOutput;
+    expect(JSON.stringify(out.result)).not.toContain(SSN);
+  });
+});
+
 describe("redactOutput", () => {
   const paths = ["ssn"].map((p) => compilePath(p) as RedactPath);
   const r = (over: Partial<OutputRedaction> = {}): OutputRedaction => ({

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { OnbehalfServer } from "../../src/server/app.js";
 import { type OidcProviderHandle, startOidcProvider } from "../support/oidc.js";
 import { startOwnRedis } from "../support/redis-server.js";
-import { ADMIN, call, startTestServer, userToken } from "../support/server.js";
+import { ACME_POLICY, ADMIN, call, startTestServer, userToken } from "../support/server.js";
 
 let idp: OidcProviderHandle;
 let server: OnbehalfServer;
@@ -232,6 +232,54 @@ describe("approvals shared through Redis", () => {
     } finally {
       await shared.close();
       await redis.stop();
+    }
+  });
+});
+
+describe("who may approve", () => {
+  it("refuses a disabled member, a member whose directory scopes lack the approve scope, and an agent's delegation token", async () => {
+    const strict = await startTestServer(idp, {
+      tenants: [
+        {
+          id: "acme",
+          users: [
+            { uid: "dora", disabled: true },
+            { uid: "carl", scopes: ["orders:write"] },
+          ],
+          policy: ACME_POLICY,
+        },
+      ],
+    });
+    try {
+      const asked = await call(strict.url, "POST", "/v1/check", {
+        token: alice,
+        body: { tool: "issue_refund", args: { order: "o-9", amount: 900 }, agent: { name: "bot" } },
+      });
+      const id = asked.body.approval.id as string;
+      const tryApprove = (token: string) =>
+        call(strict.url, "POST", `/v1/approvals/${id}`, { token, body: { decision: "approve" } });
+      const dora = await tryApprove(await userToken(idp, "dora", "onbehalf:approve"));
+      expect(dora.status).toBe(403);
+      expect(dora.body.error.message).toMatch(/dora is not a member of tenant acme in good standing/);
+      const carl = await tryApprove(await userToken(idp, "carl", "orders:write onbehalf:approve"));
+      expect(carl.status).toBe(403);
+      expect(carl.body.error.message).toMatch(/capped by the tenant's directory/);
+      const agent = await call(strict.url, "POST", "/v1/token", {
+        body: {
+          grant_type: "urn:ietf:params:oauth:grant-type:token-exchange",
+          subject_token: manager,
+          actor: "inbox-agent",
+        },
+      });
+      const viaAgent = await tryApprove(agent.body.access_token);
+      expect(viaAgent.status).toBe(403);
+      expect(viaAgent.body.error.message).toMatch(/an agent's delegation token cannot decide approvals/);
+      expect((await call(strict.url, "GET", `/v1/approvals/${id}`, { token: ADMIN })).body.status).toBe(
+        "pending",
+      );
+      expect((await tryApprove(manager)).body).toMatchObject({ status: "approved", decided_by: "mona" });
+    } finally {
+      await strict.close();
     }
   });
 });

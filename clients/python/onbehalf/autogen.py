@@ -147,13 +147,21 @@ class GovernedWorkbench(Workbench):
             await asyncio.to_thread(_report_quietly, client, decision, None, _describe(e), started)
             raise
         texts = [(i, c.content) for i, c in enumerate(result.result) if isinstance(c, TextResultContent)]
-        if result.is_error:
-            error = "\n".join(t for _, t in texts) or "tool error"
-            await asyncio.to_thread(_report_quietly, client, decision, None, error, started)
-            return result
         parts = [_part(t, decision) for _, t in texts]
         values = [value for value, _ in parts]
         output: Any = values[0] if len(values) == 1 else values
+        if result.is_error:
+            # What the error says is shown to the model too: redacted (or withheld) like any output.
+            error = "\n".join(t for _, t in texts) or "tool error"
+            try:
+                shown = await asyncio.to_thread(
+                    client.report, decision, output, error=error, latency_us=_micros(started)
+                )
+            except Denied as d:
+                return _refusal(name, d)
+            if shown is None or shown is output:
+                return result
+            return _rebuilt(result, texts, parts, shown)
         try:
             shown = await asyncio.to_thread(client.report, decision, output, latency_us=_micros(started))
         except Denied as d:

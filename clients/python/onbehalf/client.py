@@ -289,8 +289,10 @@ class Client:
         the output needs a transform the unreachable control plane cannot apply.
         """
         if error is not None:
-            self._finish(decision, "error", None, error, latency_us)
-            return None
+            # A failure may come with what the model is shown of it (an AutoGen error result): it is redacted
+            # (or withheld) like any output, and that is what comes back.
+            shown = self._finish(decision, "error", output, error, latency_us)
+            return None if output is None else shown
         return self._finish(decision, "ok", output, None, latency_us)
 
     def wait_for_approval(self, decision: Decision, timeout: float | None = None) -> Decision:
@@ -469,9 +471,9 @@ class Client:
             self._finish_local(decision, status, latency_us)
             return output
         body: dict[str, Any] = {"status": status}
-        if status == "ok":
+        if status == "ok" or output is not None:
             body["output"] = to_jsonable(output)
-        else:
+        if status != "ok":
             body["error"] = (error or "error")[:10_000]
         path = f"/v1/calls/{urllib.parse.quote(str(decision.call_id), safe='')}/result"
         try:

@@ -160,6 +160,36 @@ class RealAutogenRedactionTests(unittest.IsolatedAsyncioTestCase):
     def text(result: Any) -> str:
         return "".join(c.content for c in result.result)
 
+    async def parts(self, texts: list[str], is_error: bool = False) -> Any:
+        """A result of several text parts (as McpWorkbench returns), from a real StaticWorkbench."""
+        from autogen_core.tools import StaticWorkbench, TextResultContent, ToolResult
+
+        from onbehalf.autogen import GovernedWorkbench
+
+        class PartsWorkbench(StaticWorkbench):  # the real workbench, answering with several parts
+            async def call_tool(self, name, arguments=None, cancellation_token=None, call_id=None):  # type: ignore[override]
+                return ToolResult(name=name, result=[TextResultContent(content=t) for t in texts], is_error=is_error)
+
+        wb = GovernedWorkbench(PartsWorkbench(list(self.inner._tools)), self.client)
+        async with self.client.acting_as(token("alice"), agent="support-bot"):
+            return await wb.call_tool("get_customer", {"customer_id": "c-1"})
+
+    async def test_each_of_several_json_parts_is_redacted(self) -> None:
+        result = await self.parts([json.dumps(customer()), json.dumps(customer("c-2"))])
+        self.assertNotIn(SSN, self.text(result))
+        self.assertEqual([json.loads(c.content)["ssn"] for c in result.result], ["[REDACTED]", "[REDACTED]"])
+
+    async def test_prose_beside_a_json_part_is_withheld(self) -> None:
+        result = await self.parts([json.dumps(customer()), f"note: the SSN is {SSN}"])
+        self.assertNotIn(SSN, self.text(result))
+        self.assertEqual(json.loads(result.result[0].content)["ssn"], "[REDACTED]")
+        self.assertTrue(result.result[1].content.startswith("[withheld by onbehalf: plain text from get_customer"))
+
+    async def test_an_error_result_is_redacted_like_any_output(self) -> None:
+        result = await self.parts([json.dumps({"error": "duplicate", "ssn": SSN})], is_error=True)
+        self.assertTrue(result.is_error)
+        self.assertNotIn(SSN, self.text(result))
+
     async def test_the_real_function_tool_hands_the_model_a_repr_not_json(self) -> None:
         unguarded = await self.inner.call_tool("get_customer", {"customer_id": "c-1"})
         self.assertEqual(self.text(unguarded), str(customer()))  # what leaked: str(dict), which is not JSON
