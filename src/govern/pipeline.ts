@@ -176,6 +176,7 @@ export function beginCall(
       decision: "allow",
       reason_code: "ok",
       reason: `approved by ${by} (${id}): ${decision.reason}`,
+      buckets: [], // charged when it asked
     };
   } else if (decision.decision === "ask" && opts.unapproved !== undefined) {
     // Still waiting, or an approval for another call or used already: it still asks. Denied or expired: deny.

@@ -143,6 +143,8 @@ function isoTime(seconds: number): string {
  */
 export function toPrincipal(claims: Record<string, unknown>, rules: ClaimRules): Principal {
   const { mapping } = rules;
+  const shape = claimShapeProblem(claims);
+  if (shape !== undefined) throw new OnbehalfError("ERR_TOKEN_CLAIM_INVALID", `the token ${shape}`);
   const sub = readClaim(claims, mapping.subject) as string;
   const tenant = tenantOf(claims, mapping);
   const email = firstString(claims, mapping.email);
@@ -213,4 +215,24 @@ const DEDUPE_SCAN_MAX = 32;
 function addUnique(out: string[], s: string): void {
   if (s === "") return;
   if (out.length > DEDUPE_SCAN_MAX || !out.includes(s)) out.push(s);
+}
+
+const MAX_CLAIM_DEPTH = 32;
+
+/**
+ * Claims reach CEL rules as `user.claims`. CEL reads an object with the key `$typeName` as a protobuf message,
+ * so a rule would see another type than the claim is; no identity provider needs the key, nor nesting deeper
+ * than {@link MAX_CLAIM_DEPTH}.
+ */
+function claimShapeProblem(value: unknown, depth = 0): string | undefined {
+  if (value === null || typeof value !== "object") return undefined;
+  if (depth > MAX_CLAIM_DEPTH) return `has claims nested deeper than ${MAX_CLAIM_DEPTH} levels`;
+  if (!Array.isArray(value) && Object.hasOwn(value, "$typeName")) {
+    return 'has a claim object with the reserved key "$typeName"';
+  }
+  for (const v of Object.values(value)) {
+    const problem = claimShapeProblem(v, depth + 1);
+    if (problem !== undefined) return problem;
+  }
+  return undefined;
 }

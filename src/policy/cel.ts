@@ -12,6 +12,7 @@
  */
 import { type CelInput, celEnv, celList, celMap, isCelError, parse, plan } from "@bufbuild/cel";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { RE2JS } from "@bufbuild/re2";
 
 /** The variables a condition may use. */
 export const CEL_VARIABLES = ["user", "agent", "tier", "chain", "tool", "args", "now", "tenant"] as const;
@@ -83,7 +84,32 @@ export interface ConditionCost {
 
 type Expr = ReturnType<typeof parse>["expr"];
 
-const env = celEnv();
+/** The meter of the evaluation running now (evaluation is synchronous): `matches` charges its string's length. */
+let running: Meter | undefined;
+/** Compiled patterns: a rule's regular expression is compiled once, not once per element it is matched on. */
+const patterns = new Map<string, RE2JS>();
+const MAX_PATTERNS = 256;
+const env = celEnv({
+  re2: {
+    compile(pattern: string) {
+      let re = patterns.get(pattern);
+      if (re === undefined) {
+        if (patterns.size >= MAX_PATTERNS) patterns.clear();
+        re = RE2JS.compile(pattern);
+        patterns.set(pattern, re);
+      }
+      const compiled = re;
+      return {
+        test(text: string): boolean {
+          // RE2 runs in linear time; inside a comprehension that time is repeated: it is charged to the budget,
+          // a read per 256 characters.
+          running?.spend(Math.ceil(text.length / 256));
+          return compiled.test(text);
+        },
+      };
+    },
+  },
+});
 const ALWAYS: Condition = () => true;
 
 /**
@@ -137,11 +163,14 @@ export function compileCondition(
     }
     if (usesNow) input = { ...input, now: timestampFromMs(nowMs) };
     let result: unknown;
+    running = meter;
     try {
       result = evaluate(input as never);
     } catch (e) {
       if (meter?.over === true) return meter.error();
       return { error: messageOf(e) };
+    } finally {
+      running = undefined;
     }
     // The meter decides, not the result: the evaluator turns a throw inside a function into a CEL error,
     // which `exists` or `||` may then absorb.

@@ -229,7 +229,9 @@ export function decide(policy: CompiledPolicy, input: DecisionInput, trace?: Tra
     ),
     post_transform: verdict.postTransform,
     redact: verdict.redact,
-    buckets: verdict.decision === "allow" ? layers.buckets : NO_BUCKETS,
+    // An ask is charged too: each opens an approval, and one human must not flood the approvers. That charge is
+    // the call's: asked again with its approval, it is not charged twice (see the pipeline).
+    buckets: verdict.decision === "deny" ? NO_BUCKETS : layers.buckets,
   };
 }
 

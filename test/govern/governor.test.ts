@@ -5,6 +5,7 @@ import { describe, expect, it } from "vitest";
 import { digestArgs } from "../../src/audit/record.js";
 import { openSqliteStore } from "../../src/audit/sqlite.js";
 import type { AuditStore } from "../../src/audit/store.js";
+import { runContextOf } from "../../src/context/run.js";
 import { isOnbehalfError, type OnbehalfError } from "../../src/errors.js";
 import { TEST_AUDIT_KEY, testGovernor } from "../support/governor.js";
 import { principal } from "../support/principal.js";
@@ -36,6 +37,48 @@ describe("governed tools", () => {
     const [attempt] = (await gov.queryAudit({ user: "alice" })).records;
     expect(attempt).toMatchObject({ decision: "deny", reason_code: "error", tool: "get_customer" });
     expect(attempt!.reason).toContain("cannot be encoded as JSON");
+  });
+
+  it("charges an asked call against the rate limit, once: asks cannot flood the approvers", async () => {
+    const { gov } = await testGovernor({
+      tenants: [
+        {
+          id: "acme",
+          policy: {
+            defaults: { "*": { permission: "allow", rate_limit_per_minute: 3 } },
+            rules: [{ id: "big-refunds", tools: ["issue_refund"], when: "args.amount > 500", effect: "ask" }],
+          },
+        },
+      ],
+    });
+    const run = runContextOf(alice, { chain: ["bot"], tier: "interactive" });
+    const decisions: string[] = [];
+    const asked = [];
+    for (let i = 0; i < 5; i++) {
+      const a = await gov.begin(run, "issue_refund", { amount: 900 + i });
+      decisions.push(`${a.decision.decision}/${a.decision.reason_code}`);
+      asked.push(a);
+    }
+    expect(decisions).toEqual([
+      "ask/approval_required",
+      "ask/approval_required",
+      "ask/approval_required",
+      "deny/rate_limited",
+      "deny/rate_limited",
+    ]);
+    // An approved call was charged when it asked: asked again with its approval, it is not charged twice.
+    const first = await gov.approvals.open(asked[0]!, { amount: 900 });
+    await gov.approvals.decide(first.id, { id: "mona" }, "approve");
+    const grant = await gov.approvals.take(run, "issue_refund", { amount: 900 });
+    expect("begin" in grant).toBe(true);
+    const approved = await gov.begin(
+      run,
+      "issue_refund",
+      { amount: 900 },
+      (grant as { begin: { callId: string; approved: { id: string; by: string } } }).begin,
+    );
+    expect(approved.decision).toMatchObject({ decision: "allow", reason_code: "ok" });
+    await gov.close();
   });
 
   it("refuses arguments with the reserved key $typeName, which a CEL rule would read as another type", async () => {

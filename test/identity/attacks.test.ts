@@ -291,6 +291,30 @@ describe("claims", () => {
     );
   });
 
+  it("rejects claims a rule would read as another type: a reserved $typeName key, or absurd nesting", async () => {
+    const id = identity();
+    const typed = await rejection(
+      id,
+      signToken({ alg: "RS256", kid: "rsa-1" }, claims({ org: { $typeName: "google.protobuf.Value" } }), rsa),
+    );
+    expect(typed).toMatchObject({ code: "ERR_TOKEN_CLAIM_INVALID" });
+    expect(typed.message).toContain("$typeName");
+    let deep: Record<string, unknown> = { leaf: true };
+    for (let i = 0; i < 40; i++) deep = { n: deep };
+    await expectCode(
+      id,
+      signToken({ alg: "RS256", kid: "rsa-1" }, claims({ deep }), rsa),
+      "ERR_TOKEN_CLAIM_INVALID",
+    );
+    let fine: Record<string, unknown> = { leaf: true };
+    for (let i = 0; i < 20; i++) fine = { n: fine };
+    await expect(
+      id.verify(signToken({ alg: "RS256", kid: "rsa-1" }, claims({ fine }), rsa)),
+    ).resolves.toMatchObject({
+      sub: "alice",
+    });
+  });
+
   it("rejects a token without a subject", async () => {
     const id = identity();
     await expectCode(
