@@ -5,7 +5,7 @@
  *
  * Not a subpath export of its own: each adapter re-exports what its users need.
  */
-import type { Source } from "../audit/record.js";
+import { digestArgs, type Source } from "../audit/record.js";
 import {
   childContext,
   type DelegateOptions,
@@ -147,6 +147,8 @@ export async function governCall<C>(
   call: C,
   attempt?: CallAttempt,
 ): Promise<unknown> {
+  // An attempt decided in a needsApproval hook is for the arguments it saw: a resumed run may carry others.
+  if (attempt !== undefined && !decidedFor(attempt, args)) attempt = undefined;
   try {
     // An attempt decided earlier (in a framework's needsApproval hook) is reused; one that asked goes to its
     // approval, and with one the call is decided again under the policy in force (the run may have been
@@ -222,23 +224,48 @@ async function approved(
   const taken = await gov.approvals.take(run, tool, args);
   if ("begin" in taken) {
     const again = await gov.begin(run, tool, args, { ...extra, ...taken.begin });
-    if (again.decision.decision === "deny") await gov.approvals.revoked(taken, again.decision);
+    if (again.decision.decision === "deny") await gov.approvals.notRun(taken, again.decision);
     return again;
   }
-  const waiting = taken.approval ?? (await gov.approvals.open(attempt, args));
-  const reason =
-    taken.approval === null || taken.approval.status === "pending"
-      ? `${attempt.decision.reason}: waiting for a human to approve (approval ${waiting.id})`
-      : taken.reason;
+  // A decided approval answers the call it was asked for; a later call with the same arguments asks anew.
+  const answered = taken.approval !== null && taken.approval.status !== "pending";
+  if (taken.approval === null || (answered && taken.approval.call_id !== attempt.callId)) {
+    const waiting = await gov.approvals.open(attempt, args);
+    return asking(
+      attempt,
+      `${attempt.decision.reason}: waiting for a human to approve (approval ${waiting.id})`,
+    );
+  }
+  if (!answered) {
+    return asking(
+      attempt,
+      `${attempt.decision.reason}: waiting for a human to approve (approval ${taken.approval.id})`,
+    );
+  }
   return {
     ...attempt,
     decision: {
       ...attempt.decision,
       decision: taken.reason_code === "approval_required" ? "ask" : "deny",
       reason_code: taken.reason_code,
-      reason,
+      reason: taken.reason,
     },
   };
+}
+
+function asking(attempt: CallAttempt, reason: string): CallAttempt {
+  return {
+    ...attempt,
+    decision: { ...attempt.decision, decision: "ask", reason_code: "approval_required", reason },
+  };
+}
+
+function decidedFor(attempt: CallAttempt, args: unknown): boolean {
+  try {
+    return digestArgs(args).digest === attempt.fields.args_digest;
+  } catch {
+    return false;
+  }
 }
 
 function asRefusal(e: unknown): OnbehalfError {

@@ -153,7 +153,7 @@ function bind<T extends AnyTool>(
       const own = await original.needsApproval(sdkRun, input, callId);
       let attempt: CallAttempt;
       try {
-        attempt = await gov.begin(runIn(sdkRun, owner), name, input);
+        attempt = await gov.begin(runIn(sdkRun, owner), name, parseArgs(input));
       } catch {
         return own; // invoke decides again and refuses
       }
@@ -187,7 +187,9 @@ function bind<T extends AnyTool>(
   return out as T;
 }
 
-function parseArgs(input: string): unknown {
+/** `invoke` gets the model's JSON text; `needsApproval` the parsed arguments: both are decided on the value. */
+function parseArgs(input: unknown): unknown {
+  if (typeof input !== "string") return input;
   try {
     return JSON.parse(input);
   } catch {

@@ -25,6 +25,9 @@ import type { CompiledPolicy } from "../policy/compile.js";
 import { type Decision, decide, type ReasonCode } from "../policy/decide.js";
 import type { Tier } from "../policy/schema.js";
 
+/** Denials that say nothing about the call, only that something it needs is down for now. */
+const PASSING: ReadonlySet<ReasonCode> = new Set<ReasonCode>(["fail_closed"]);
+
 export type ApprovalStatus = "pending" | "approved" | "denied" | "expired" | "revoked" | "used";
 
 /** An approval as approvers and requesters see it. */
@@ -62,6 +65,25 @@ export interface ApprovalRequest {
   readonly args: unknown;
 }
 
+/** A change of status, with the fields that go with it; a field set to `undefined` is removed. */
+export interface ApprovalUpdate {
+  readonly status: ApprovalStatus;
+  readonly decided_by?: string;
+  readonly decided_at?: string;
+  readonly note?: string;
+  readonly used_at?: string | undefined;
+}
+
+/** The approval with `update` applied (what every store writes on a transition). */
+export function withUpdate(a: StoredApproval, update: ApprovalUpdate): StoredApproval {
+  const next: Record<string, unknown> = { ...a };
+  for (const [key, value] of Object.entries(update)) {
+    if (value === undefined) delete next[key];
+    else next[key] = value;
+  }
+  return next as unknown as StoredApproval;
+}
+
 /** What a store keeps: the approval and its request. */
 export interface StoredApproval extends Approval {
   readonly request: ApprovalRequest;
@@ -82,7 +104,7 @@ export interface ApprovalStore {
   transitionApproval(
     id: string,
     from: ApprovalStatus,
-    update: Partial<Omit<Approval, "id" | "call_id">> & { readonly status: ApprovalStatus },
+    update: ApprovalUpdate,
   ): Promise<StoredApproval | null>;
   /** Resolve when the approval leaves `pending`, or after `timeoutMs` with its current state. */
   waitApproval(id: string, timeoutMs: number): Promise<StoredApproval | null>;
@@ -368,11 +390,18 @@ export class Approvals {
   }
 
   /**
-   * A taken approval whose call the policy in force denied when it was decided again: the approval is revoked
-   * (audited), so it is not mistaken for one that let a call through.
+   * A taken approval whose call did not run, because deciding it again denied it. A denial of the policy in
+   * force revokes the approval (audited), so it is not mistaken for one that let a call through. A failure that
+   * passes (the audit store or the rate-limit store unavailable: `fail_closed`) gives it back, approved, so the
+   * human's decision is not lost to an outage: the same call may be tried again.
    */
-  async revoked(grant: ApprovalGrant, decision: Decision): Promise<void> {
-    const next = await this.deps.store.transitionApproval(grant.approval.id, "used", { status: "revoked" });
+  async notRun(grant: ApprovalGrant, decision: Decision): Promise<void> {
+    const id = grant.approval.id;
+    if (PASSING.has(decision.reason_code)) {
+      await this.deps.store.transitionApproval(id, "used", { status: "approved", used_at: undefined });
+      return;
+    }
+    const next = await this.deps.store.transitionApproval(id, "used", { status: "revoked" });
     if (next !== null) {
       this.audit(
         next,
@@ -519,7 +548,7 @@ export function createMemoryApprovalStore(now: () => number = Date.now): Approva
     async transitionApproval(id, from, update) {
       const e = live(id);
       if (e === undefined || e.approval.status !== from) return null;
-      e.approval = { ...e.approval, ...update };
+      e.approval = withUpdate(e.approval, update);
       events.emit(id, e.approval);
       return e.approval;
     },

@@ -77,7 +77,7 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
         : {}),
     });
     if (grant !== null && attempt.decision.decision === "deny")
-      await ctx.gov.approvals.revoked(grant, attempt.decision);
+      await ctx.gov.approvals.notRun(grant, attempt.decision);
     let approval: Approval | null = grant?.approval ?? null;
     try {
       // Answered only once the attempt record has committed: a decision the caller acts on is on disk, even

@@ -415,6 +415,6 @@ async function holdForApproval(
   const taken = await approvals.take(run, name, args, approval.id);
   if (!("begin" in taken)) return `denied (${taken.reason_code}): ${taken.reason}`;
   const again = await ctx.gov.begin(run, name, args, { source: "mcp", ...taken.begin });
-  if (again.decision.decision === "deny") await approvals.revoked(taken, again.decision);
+  if (again.decision.decision === "deny") await approvals.notRun(taken, again.decision);
   return again;
 }

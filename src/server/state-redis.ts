@@ -5,7 +5,7 @@
  */
 import { Redis } from "ioredis";
 import { OnbehalfError } from "../errors.js";
-import type { ApprovalStatus, StoredApproval } from "../govern/approvals.js";
+import { type ApprovalStatus, type StoredApproval, withUpdate } from "../govern/approvals.js";
 import { REDIS_OPTIONS, redisReady } from "../limits/redis.js";
 import type { PendingCall, StateStore } from "./state.js";
 
@@ -14,17 +14,17 @@ import type { PendingCall, StateStore } from "./state.js";
  * are in the same JSON). KEYS: the approval, the decided channel. ARGV: the status it must have, the fields to
  * set (JSON), its id. Returns the new JSON, or nil when the status is not the expected one.
  */
+/**
+ * Compare-and-set of an approval on its whole stored value: the client reads, checks the status and merges in
+ * JavaScript; the script writes only if the value is still the one read. (Decoding in Lua would re-encode the
+ * requester's arguments through cjson: large integers, empty arrays and key order would change, and with them
+ * the argument digest the approval is bound to.)
+ */
 const TRANSITION = `
-local current = redis.call('GET', KEYS[1])
-if not current then return nil end
-local approval = cjson.decode(current)
-if approval['status'] ~= ARGV[1] then return nil end
-for k, v in pairs(cjson.decode(ARGV[2])) do approval[k] = v end
-local json = cjson.encode(approval)
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl > 0 then redis.call('SET', KEYS[1], json, 'PX', ttl) else redis.call('SET', KEYS[1], json) end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 redis.call('PUBLISH', KEYS[2], ARGV[3])
-return json
+return 1
 `;
 
 /**
@@ -52,13 +52,7 @@ export async function createRedisState(
   }
   redis.defineCommand("onbehalfTransition", { numberOfKeys: 2, lua: TRANSITION });
   type WithTransition = Redis & {
-    onbehalfTransition(
-      key: string,
-      channel: string,
-      from: string,
-      fields: string,
-      id: string,
-    ): Promise<string | null>;
+    onbehalfTransition(key: string, channel: string, read: string, next: string, id: string): Promise<number>;
   };
   const k = {
     call: (id: string) => `${prefix}call:${id}`,
@@ -147,17 +141,28 @@ export async function createRedisState(
           .filter((a): a is StoredApproval => a !== null && (status === undefined || a.status === status));
       }),
     transitionApproval: (id, from, update) =>
-      guard("change an approval", async () =>
-        parse<StoredApproval>(
-          await (redis as WithTransition).onbehalfTransition(
-            k.approval(id),
-            k.decided,
-            from,
-            JSON.stringify(update),
-            id,
-          ),
-        ),
-      ),
+      guard("change an approval", async () => {
+        // Another writer between the read and the write: read again (its status has changed, so this is
+        // normally a miss). Bounded: a value that keeps changing is not ours to change.
+        for (let attempt = 0; attempt < 8; attempt++) {
+          const read = await redis.get(k.approval(id));
+          const current = parse<StoredApproval>(read);
+          if (read === null || current === null || current.status !== from) return null;
+          const next: StoredApproval = withUpdate(current, update);
+          const json = JSON.stringify(next);
+          if (
+            (await (redis as WithTransition).onbehalfTransition(
+              k.approval(id),
+              k.decided,
+              read,
+              json,
+              id,
+            )) === 1
+          )
+            return next;
+        }
+        return null;
+      }),
     waitApproval: async (id, timeoutMs) => {
       const current = await store.getApproval(id);
       if (current === null || current.status !== "pending" || timeoutMs <= 0) return current;

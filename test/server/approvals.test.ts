@@ -196,7 +196,7 @@ describe("approvals", () => {
 });
 
 describe("approvals shared through Redis", () => {
-  it("lets exactly one of 16 concurrent decisions win, whatever the requester's arguments say", async () => {
+  it("lets exactly one of 16 concurrent decisions win, whatever the requester's arguments say, and keeps them exact", async () => {
     const redis = await startOwnRedis();
     const shared = await startTestServer(idp, { limits: { store: redis.url } });
     try {
@@ -205,7 +205,15 @@ describe("approvals shared through Redis", () => {
         token: alice,
         body: {
           tool: "issue_refund",
-          args: { order: "o-2", amount: 900, memo: { status: "pending" }, note: '"status":"pending"' },
+          args: {
+            order: "o-2",
+            amount: 900,
+            memo: { status: "pending" },
+            note: '"status":"pending"',
+            // What a re-encoding through Lua's cjson would change: 14 significant digits, [] as {}.
+            big: 1234567890123456,
+            tags: [],
+          },
           agent: { name: "bot" },
         },
       });
@@ -224,7 +232,15 @@ describe("approvals shared through Redis", () => {
       expect(answers.filter((a) => a.status === 409)).toHaveLength(15);
       const final = (await call(shared.url, "GET", `/v1/approvals/${id}`, { token: ADMIN })).body;
       expect(final.status).toBe(won[0]!.body.status);
-      expect(final.args.memo).toEqual({ status: "pending" }); // the arguments were never touched
+      // the arguments were never touched
+      expect(final.args).toEqual({
+        order: "o-2",
+        amount: 900,
+        memo: { status: "pending" },
+        note: '"status":"pending"',
+        big: 1234567890123456,
+        tags: [],
+      });
       const decided = (
         await call(shared.url, "GET", "/v1/audit?user=alice&tool=issue_refund&limit=100", { token: ADMIN })
       ).body.records.filter((r: { kind: string }) => r.kind === "approval");
