@@ -321,7 +321,12 @@ export function publicDecision(d: Decision): Omit<Decision, "buckets"> {
 function recordAttempt(p: Pending, decision: Decision): CallAttempt | Promise<CallAttempt> {
   const { run, opts, now } = p;
   const callId = opts.callId ?? newCallId(now);
-  const audited = auditedArgs(opts.args, p.tool, p.bytes, p.policy.maxArgsBytes);
+  // Without an identity, nobody answers for the arguments: only their digest and size are kept, so anyone on
+  // the network cannot fill the log with what they send.
+  const audited =
+    run === undefined
+      ? { omitted: `${p.bytes} bytes, from a call with no identity` }
+      : auditedArgs(opts.args, p.tool, p.bytes, p.policy.maxArgsBytes);
   const fields: AuditFields = {
     kind: "attempt",
     time: timestamp(now),

@@ -91,10 +91,24 @@ export interface SpoolRefusal {
   readonly reason: string;
 }
 
+/** The audit record of a refusal (recorded by the route: a batch audits a bounded number of refusals). */
+type RefusalEvent = Parameters<ServerContext["gov"]["recordEvent"]>[0];
+
 type Replayed =
   | { readonly result: "stored"; readonly override: boolean }
   | { readonly result: "duplicate" }
-  | { readonly result: "refused"; readonly code: SpoolRefusalCode; readonly reason: string };
+  | {
+      readonly result: "refused";
+      readonly code: SpoolRefusalCode;
+      readonly reason: string;
+      readonly event: RefusalEvent;
+    };
+
+/**
+ * Refusals audited one by one in a batch; past that, one record counts the rest by code. (A batch may hold a
+ * thousand records: refused, they must not become a thousand records of their own.) The answer lists them all.
+ */
+const MAX_AUDITED_REFUSALS = 20;
 
 export function spoolRoutes(app: FastifyInstance, ctx: ServerContext): void {
   const counted = ctx.metrics.counter(
@@ -133,10 +147,12 @@ export function spoolRoutes(app: FastifyInstance, ctx: ServerContext): void {
         duplicates++;
         counted({ result: "duplicate" });
       } else {
+        if (refused.length < MAX_AUDITED_REFUSALS) ctx.gov.recordEvent(r.event);
         refused.push({ index, call_id: callIdOf(raw), code: r.code, reason: r.reason });
         counted({ result: r.code });
       }
     }
+    if (refused.length > MAX_AUDITED_REFUSALS) ctx.gov.recordEvent(moreRefused(ctx, caller, refused));
     // The client deletes its spool on this answer: what it says is stored has committed first.
     if (accepted > 0 || refused.length > 0) await ctx.gov.flush();
     return { accepted, duplicates, overrides: flagged, refused };
@@ -325,20 +341,13 @@ function refuse(
   why: string,
 ): Replayed {
   const reason = escapeUnsafeText(why).slice(0, 1000);
-  const p = caller.principal;
   const claimed =
     r === null
       ? ""
       : `; the client reported ${r.decision}/${r.reason_code}, outcome ${r.outcome}, at ${r.time}, as call ${r.call_id}`;
   const rawTool = (raw as { tool?: unknown } | null)?.tool;
-  ctx.gov.recordEvent({
-    kind: "attempt",
-    tenant: p.tenant,
-    user: p.user,
-    email: p.email,
-    agent: caller.delegation?.chain.at(-1) ?? r?.agent ?? null,
-    tier: caller.delegation?.tier ?? null,
-    chain: caller.delegation?.chain ?? [],
+  const event: RefusalEvent = {
+    ...asCaller(caller, r?.agent ?? null),
     tool: r?.tool ?? (typeof rawTool === "string" ? rawTool.slice(0, 200) : null),
     args_digest: r === null ? null : digestArgs(r.args ?? {}).digest,
     args: null,
@@ -350,8 +359,44 @@ function refuse(
     trace_id: r?.trace_id ?? null,
     call_id: newCallId(ctx.gov.now()),
     source: "spool",
-  });
-  return { result: "refused", code, reason };
+  };
+  return { result: "refused", code, reason, event };
+}
+
+/** A refusal is the control plane's record of what this caller sent: the human, and the chain it signed. */
+function asCaller(caller: Caller, claimedAgent: string | null) {
+  const p = caller.principal;
+  return {
+    kind: "attempt" as const,
+    tenant: p.tenant,
+    user: p.user,
+    email: p.email,
+    agent: caller.delegation?.chain.at(-1) ?? claimedAgent,
+    tier: caller.delegation?.tier ?? null,
+    chain: caller.delegation?.chain ?? [],
+  };
+}
+
+/** The one record that counts a batch's refusals past {@link MAX_AUDITED_REFUSALS}, by code. */
+function moreRefused(ctx: ServerContext, caller: Caller, refused: readonly SpoolRefusal[]): RefusalEvent {
+  const rest = refused.slice(MAX_AUDITED_REFUSALS);
+  const byCode = new Map<SpoolRefusalCode, number>();
+  for (const r of rest) byCode.set(r.code, (byCode.get(r.code) ?? 0) + 1);
+  const codes = [...byCode].map(([code, n]) => `${code} ×${n}`).join(", ");
+  return {
+    ...asCaller(caller, null),
+    tool: null,
+    args_digest: null,
+    args: null,
+    decision: "deny",
+    reason_code: "error",
+    reason: `${rest.length} more spooled records of this batch refused (${codes}); the first ${MAX_AUDITED_REFUSALS} are audited one by one`,
+    rule: null,
+    outcome: "none",
+    trace_id: null,
+    call_id: newCallId(ctx.gov.now()),
+    source: "spool",
+  };
 }
 
 /** The call id a (possibly malformed) record names, for the answer. */

@@ -93,10 +93,10 @@ describe("POST /v1/check", () => {
     expect(r.body.reason).toContain("orders:write");
   });
 
-  it("answers a missing or bad token with 401 and audits the attempt with the reason", async () => {
+  it("answers a missing or bad token with 401 and audits the attempt with the reason, not what it sent", async () => {
     const none = await check(undefined, {
       tool: "get_customer",
-      args: {},
+      args: { filler: "x".repeat(4000) },
       agent: { name: "bot" },
       trace_id: "anon-1",
     });
@@ -117,6 +117,11 @@ describe("POST /v1/check", () => {
       (x: { trace_id: string }) => x.trace_id === "anon-1",
     );
     expect(anon.reason).toContain("ERR_TOKEN_MISSING");
+    // Nobody answers for the arguments of a call with no identity: their digest and size only.
+    expect(anon.args).toEqual({
+      omitted: expect.stringMatching(/^40\d\d bytes, from a call with no identity$/),
+    });
+    expect(anon.args_digest).toMatch(/^sha256:/);
   });
 
   it("refuses a tenant that is not the token's", async () => {

@@ -410,4 +410,23 @@ describe("answers per record", () => {
       (await call(server.url, "POST", "/v1/audit/spool", { token: alice, body: { records: {} } })).status,
     ).toBe(400);
   });
+
+  it("answers every refusal of a large bad batch, but audits twenty and counts the rest in one record", async () => {
+    const before = (await refusals("frank")).length;
+    const frank = await userToken(idp, "frank");
+    const bad = Array.from({ length: 500 }, (_, i) => ({ ...record(), tool: `t\u0000${i}` }));
+    const future = Array.from({ length: 30 }, () => record({}, Date.now() + 3_600_000));
+    const r = await spool(frank, [...bad, ...future]);
+    expect(r.body.accepted).toBe(0);
+    expect(r.body.refused).toHaveLength(530);
+    expect((await refusals("frank")).length - before).toBe(20);
+    const page = await server.governor.queryAudit({ user: "frank", decision: "deny", limit: 1000 });
+    const counted = page.records.filter((rec) =>
+      rec.reason.includes("more spooled records of this batch refused"),
+    );
+    expect(counted).toHaveLength(1);
+    expect(counted[0]!.reason).toMatch(
+      /^510 more spooled records of this batch refused \(invalid ×480, time_in_future ×30\)/,
+    );
+  });
 });
