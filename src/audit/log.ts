@@ -26,6 +26,7 @@ import { readFileSync, readlinkSync } from "node:fs";
 import { hostname } from "node:os";
 import { OnbehalfError } from "../errors.js";
 import { signCheckpoint, type TreeHead, verifyCheckpoint } from "./checkpoint.js";
+import { type JournalEntry, readJournal, writeJournal } from "./journal.js";
 import { CompactRange } from "./merkle.js";
 import {
   type AuditFields,
@@ -77,6 +78,11 @@ export interface AuditLogOptions {
    * checked them). Default false: such records are refused (see `resumeTree`).
    */
   readonly acceptUnsignedTail?: boolean;
+  /**
+   * The writer's journal directory, on its own disk (see journal.ts): where a clean stop is recorded out of
+   * the database's reach. Default: none (the store's claim rows alone tell a crash from a clean stop).
+   */
+  readonly journal?: string;
 }
 
 const MAX_SLOTS = 16;
@@ -99,9 +105,20 @@ export async function openAuditLog(store: AuditStore, options: AuditLogOptions):
   try {
     const head = await store.head(logId);
     const size = head?.seq ?? 0;
+    const stopped = options.journal === undefined ? null : readJournal(options.journal, logId);
     const tree =
-      options.checkpoints === undefined ? undefined : await resumeTree(store, logId, size, options, previous);
+      options.checkpoints === undefined
+        ? undefined
+        : await resumeTree(
+            store,
+            logId,
+            size,
+            options,
+            previous,
+            stopped?.state === "closed" ? stopped : null,
+          );
     const log = new AuditLog(store, { ...options, logId }, claim.holder, staleMs, size, head, tree);
+    log.journalOpen();
     log.startTimers();
     return log;
   } catch (e) {
@@ -200,6 +217,7 @@ async function resumeTree(
   size: number,
   options: AuditLogOptions,
   previous: LogHolder | null,
+  stopped: (JournalEntry & { state: "closed" }) | null,
 ): Promise<{ range: CompactRange; checkpointed: number; resumed: ResumedTail | null }> {
   const policy = options.checkpoints!;
   const refuse = (why: string) =>
@@ -208,6 +226,16 @@ async function resumeTree(
   if (latest !== null && latest.size > size) {
     throw refuse(`it has a checkpoint at size ${latest.size} but only ${size} records: records were removed`);
   }
+  const crashed = await crashedWriter(
+    store,
+    logId,
+    size,
+    latest?.size ?? 0,
+    options,
+    previous,
+    stopped,
+    refuse,
+  );
   let range = new CompactRange();
   if (latest !== null) {
     let head: TreeHead;
@@ -237,10 +265,10 @@ async function resumeTree(
   if (size < from) return { range, checkpointed: latest?.size ?? 0, resumed: null };
   const tail = size - range.size;
   const most = Math.max(policy.every, 0) + 2 * (options.batchSize ?? 512);
-  if (options.acceptUnsignedTail !== true && (previous === null || tail > most)) {
+  if (options.acceptUnsignedTail !== true && (crashed === null || tail > most)) {
     throw refuse(
       `${tail} records (seq ${from} to ${size}) follow its last signed checkpoint, ` +
-        (previous === null
+        (crashed === null
           ? "yet its last writer stopped cleanly, which signs everything it wrote: something else wrote them"
           : `more than a writer that crashed can leave (${most})`) +
         ". If they are genuine, start once with audit.resume_unsigned_tail: true to sign them",
@@ -267,7 +295,44 @@ async function resumeTree(
     }
   }
   if (range.size !== size) throw refuse(`records ${range.size + 1} to ${size} are missing`);
-  return { range, checkpointed: latest?.size ?? 0, resumed: { from, to: size, previous } };
+  return { range, checkpointed: latest?.size ?? 0, resumed: { from, to: size, previous: crashed } };
+}
+
+/**
+ * The writer that left unsigned records behind by crashing, as far as anything shows: the claim it left in the
+ * store, unless this host's journal says the log's last writer here stopped cleanly, in the store it
+ * describes, and nobody signed since. (A claim row is only a row: whoever can write the database can leave
+ * one; only the key signs.)
+ */
+async function crashedWriter(
+  store: AuditStore,
+  logId: string,
+  size: number,
+  checkpointed: number,
+  options: AuditLogOptions,
+  previous: LogHolder | null,
+  stopped: (JournalEntry & { state: "closed" }) | null,
+  refuse: (why: string) => OnbehalfError,
+): Promise<LogHolder | null> {
+  if (stopped === null || stopped.size === 0) return previous;
+  const [row] = size < stopped.size ? [] : await store.rows(logId, stopped.size, 1);
+  const journal = options.journal === undefined ? "" : ` (journal ${options.journal})`;
+  if (row === undefined) return previous; // fewer records than it signed: another store (a new database, say)
+  if (row.seq !== stopped.size || row.leafHash !== stopped.leaf) {
+    if (options.acceptUnsignedTail === true) return previous;
+    throw refuse(
+      `record ${stopped.size} is not the one its last writer on this host signed when it stopped cleanly at ${stopped.at}${journal}: it was rewritten (if this is another database for the same log id, give it its own audit.log_id)`,
+    );
+  }
+  // A writer elsewhere signed more since (the log moved to another host, and it may have crashed there): the
+  // journal no longer describes the log's last stop.
+  if (checkpointed > stopped.size) return previous;
+  if (checkpointed < stopped.size) {
+    throw refuse(
+      `its last writer on this host stopped cleanly at ${stopped.at} and signed ${stopped.size} records${journal}, but the latest checkpoint left signs ${checkpointed}: checkpoints were removed`,
+    );
+  }
+  return null;
 }
 
 function tailProblem(row: StoredRow, log: string, seq: number, prev: string): string | null {
@@ -506,6 +571,25 @@ export class AuditLog {
     this.heartbeat.unref();
   }
 
+  /** Record in the journal that this writer holds the log (a stop that does not say otherwise is a crash). */
+  journalOpen(): void {
+    this.journal({ state: "open", log: this.logId, since: new Date().toISOString() });
+  }
+
+  private journal(entry: JournalEntry): void {
+    const dir = this.options.journal;
+    if (dir === undefined) return;
+    try {
+      writeJournal(dir, entry);
+    } catch (e) {
+      this.options.onError?.(
+        new Error(
+          `cannot write the audit journal ${dir} (${messageOf(e)}): without it, a crash and a clean stop are told apart by the store's rows alone; set audit.journal to a writable directory on this host`,
+        ),
+      );
+    }
+  }
+
   /** Flush, sign a final checkpoint, release the log, and stop. Further appends throw `ERR_CLOSED`. */
   async close(): Promise<void> {
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
@@ -527,8 +611,16 @@ export class AuditLog {
       this.resolveDrained();
       // Released only once everything it wrote is signed: a claim left behind tells the next writer that
       // unsigned records it finds were left by a writer that stopped (see resumeTree), not by someone else.
-      if (this.lost === undefined && signed)
+      if (this.lost === undefined && signed) {
+        this.journal({
+          state: "closed",
+          log: this.logId,
+          size: this.seq,
+          leaf: this.seq === 0 ? "" : this.lastHash,
+          at: new Date().toISOString(),
+        });
         await this.store.release(this.logId, this.holder).catch(() => {});
+      }
     }
   }
 

@@ -17,9 +17,16 @@
  * witness) are held against the records like stored ones, so a database rewritten whole cannot pass.
  */
 import { parseCheckpoint, type TrustedKey, verifyCheckpoint } from "./checkpoint.js";
+import { readJournal } from "./journal.js";
 import { CompactRange } from "./merkle.js";
 import { GENESIS_HASH, leafHash } from "./record.js";
-import { type AuditStore, INDEXED_FIELDS, type StoredCheckpoint, type StoredRow } from "./store.js";
+import {
+  type AuditStore,
+  INDEXED_FIELDS,
+  type LogHolder,
+  type StoredCheckpoint,
+  type StoredRow,
+} from "./store.js";
 
 export type Problem = "deleted" | "reordered" | "edited" | "forged_checkpoint" | "unverified";
 
@@ -66,6 +73,13 @@ export interface VerifyOptions {
   readonly unsignedTail?: number;
   /** Accept records no checkpoint covers, whatever their number (`--allow-unsigned-tail`). */
   readonly acceptUnsigned?: boolean;
+  /**
+   * The writers' journal directory of this host (see journal.ts): a log its journal says stopped cleanly at
+   * its last verified checkpoint has no writer, whatever claim rows the store holds.
+   */
+  readonly journal?: string;
+  /** A writer that has not renewed its claim for this long is not running (default 20 s, as for takeover). */
+  readonly staleMs?: number;
   /** Signed checkpoints kept outside the store, each held against the log its origin names. */
   readonly external?: readonly string[];
   readonly pageSize?: number;
@@ -163,7 +177,7 @@ async function verifyLog(
   }
   const tail = range.size - verifiedSize;
   if (tail === 0 || options.acceptUnsigned === true) return report(null);
-  const writer = await store.writer(log);
+  const writer = await runningWriter(store, log, verifiedSize, options);
   const allowed = verified > 0 && writer !== null ? (options.unsignedTail ?? 0) : 0;
   if (tail <= allowed) return report(null);
   return found(
@@ -175,6 +189,24 @@ async function verifyLog(
         ? `${tail} records follow the last verified checkpoint (size ${verifiedSize}), and no writer holds the log (a clean stop signs everything it wrote): nothing proves they were not added or rewritten`
         : `${tail} records follow the last verified checkpoint (size ${verifiedSize}), more than the ${allowed} a running writer leaves: nothing proves they were not rewritten`,
   );
+}
+
+/**
+ * The writer running the log now, which may have committed records it has not signed yet: a claim renewed
+ * within `staleMs`, unless this host's journal says the log's writer here stopped cleanly at the last verified
+ * checkpoint (a claim row is only a row: whoever can write the database can leave one).
+ */
+async function runningWriter(
+  store: AuditStore,
+  log: string,
+  verifiedSize: number,
+  options: VerifyOptions,
+): Promise<LogHolder | null> {
+  const writer = await store.writer(log);
+  if (writer === null || writer.idleMs > (options.staleMs ?? 20_000)) return null;
+  const stopped = options.journal === undefined ? null : readJournal(options.journal, log);
+  if (stopped?.state === "closed" && stopped.size === verifiedSize) return null;
+  return writer;
 }
 
 function checkRow(row: StoredRow, log: string, expected: number, prevHash: string): Finding | null {

@@ -9,7 +9,7 @@ import { proveInclusion } from "../audit/proof.js";
 import type { AuditRecord } from "../audit/record.js";
 import type { AuditQuery, AuditStore } from "../audit/store.js";
 import { verifyAudit } from "../audit/verify.js";
-import { auditKeyPath, auditLogId, openAuditStore } from "../govern/governor.js";
+import { auditJournalDir, auditKeyPath, auditLogId, openAuditStore } from "../govern/governor.js";
 import { loadSigningKey } from "../identity/keys.js";
 import { loadConfigFile } from "../policy/load.js";
 import { escapeUnsafeText } from "../text.js";
@@ -96,6 +96,7 @@ const COMMANDS: Record<
         external: checkpointFiles(values.checkpoint),
         unsignedTail: audit.checkpoint_every + audit.batch_size,
         acceptUnsigned: values["allow-unsigned-tail"] === true,
+        journal: auditJournalDir(loaded),
         ...(typeof values.log === "string" ? { logs: [values.log] } : {}),
       });
       for (const log of report.logs) {

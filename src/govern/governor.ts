@@ -6,6 +6,7 @@
 import { hostname } from "node:os";
 import { resolve } from "node:path";
 import { newCallId } from "../audit/call-id.js";
+import { journalDir } from "../audit/journal.js";
 import { type AuditLog, openAuditLog } from "../audit/log.js";
 import { type AuditFields, type AuditRecord, type Source, timestamp } from "../audit/record.js";
 import type { AuditPage, AuditQuery, AuditStore } from "../audit/store.js";
@@ -156,6 +157,7 @@ export async function createGovernor(options: GovernorOptions): Promise<Governor
         seconds: auditConfig.checkpoint_seconds,
       },
       acceptUnsignedTail: auditConfig.resume_unsigned_tail,
+      journal: auditJournalDir(loaded),
     });
   } catch (e) {
     if (options.auditStore === undefined) await store.close().catch(() => {});
@@ -236,6 +238,12 @@ export function auditLogId(loaded: Pick<LoadedConfig, "config">): string {
 /** The key file that signs audit checkpoints. */
 export function auditKeyPath(loaded: Pick<LoadedConfig, "config" | "baseDir">): string {
   return resolve(loaded.baseDir, loaded.config.audit.signing_key);
+}
+
+/** The writer's journal directory (see src/audit/journal.ts): `audit.journal`, else beside the audit key. */
+export function auditJournalDir(loaded: Pick<LoadedConfig, "config" | "baseDir">): string {
+  const configured = loaded.config.audit.journal;
+  return configured === undefined ? journalDir(auditKeyPath(loaded)) : resolve(loaded.baseDir, configured);
 }
 
 /** The issuers a config trusts: its `issuers`, plus the development issuer when `dev_issuer: true`. */

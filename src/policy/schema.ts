@@ -240,6 +240,11 @@ export const AuditConfig = z.strictObject({
    * everything): only after checking them with `audit verify`. Default false: the writer refuses to start.
    */
   resume_unsigned_tail: z.boolean().default(false),
+  /**
+   * The writer's journal directory, on this host's own disk (not the database's): records whether each log's
+   * last writer here stopped cleanly. Default: `<signing_key>.logs`.
+   */
+  journal: nonEmpty.optional(),
 });
 export type AuditConfig = z.output<typeof AuditConfig>;
 

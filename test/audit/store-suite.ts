@@ -4,7 +4,9 @@
  */
 import { spawn } from "node:child_process";
 import { generateKeyPairSync, type KeyObject } from "node:crypto";
-import { hostname } from "node:os";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { hostname, tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   parseVerifierKey,
@@ -436,6 +438,63 @@ export function describeStore(name: string, harness: StoreHarness): void {
         expect(resumed.resumed).toMatchObject({ from: 31, to: 35, previous: null });
         await resumed.close();
         await store.close();
+      });
+
+      it("keeps a clean stop clean though a fake claim row says the writer crashed: the writer's journal knows", async () => {
+        const journal = mkdtempSync(join(tmpdir(), "onbehalf-journal-"));
+        const store = await harness.open();
+        const first = await openAuditLog(store, { logId: "t", ...signing, journal });
+        for (let i = 1; i <= 30; i++) first.append(fields(i));
+        await first.close();
+        await append(store, 5);
+        // The claim a crashed writer would have left, written with database access (a stand-in for an INSERT).
+        const ghost = { holder: "ghost:1:x", host: "elsewhere", pid: 1, label: "onbehalf serve" };
+        expect(await store.claim("t", ghost, { staleMs: 20_000, gone: () => false })).toEqual({
+          previous: null,
+        });
+        // What the database alone says: a running writer, whose five unsigned records are its tail.
+        expect((await verifyAudit(store, { ...trusted, unsignedTail: 1_000 })).ok).toBe(true);
+        // What this host's journal says: its writer stopped cleanly at 30, and nothing signed since.
+        const checked = await verifyAudit(store, { ...trusted, unsignedTail: 1_000, journal });
+        expect(checked.logs[0]!.finding).toMatchObject({ seq: 31, problem: "unverified" });
+        // A claim not renewed within staleMs is no running writer either.
+        await new Promise((r) => setTimeout(r, 20));
+        const stale = await verifyAudit(store, { ...trusted, unsignedTail: 1_000, staleMs: 10 });
+        expect(stale.logs[0]!.finding).toMatchObject({ seq: 31, problem: "unverified" });
+        // The genuine writer, started again once the ghost claim is stale, does not sign them as a crash's tail.
+        await expect(openAuditLog(store, { logId: "t", ...signing, journal, staleMs: 10 })).rejects.toThrow(
+          /5 records \(seq 31 to 35\) follow its last signed checkpoint, yet its last writer stopped cleanly/,
+        );
+        // Nor when the checkpoint its clean stop signed is deleted to make the tail look longer.
+        await harness.exec(store, "DELETE FROM audit_checkpoints WHERE log = ? AND size = 30", ["t"]);
+        await expect(openAuditLog(store, { logId: "t", ...signing, journal, staleMs: 10 })).rejects.toThrow(
+          /stopped cleanly at .* and signed 30 records .*the latest checkpoint left signs \d+: checkpoints were removed/,
+        );
+        await store.close();
+      });
+
+      it("takes a journal for another database as no evidence, and a rewritten last record as a rewrite", async () => {
+        const journal = mkdtempSync(join(tmpdir(), "onbehalf-journal-"));
+        const store = await harness.open();
+        const first = await openAuditLog(store, { logId: "t", ...signing, journal });
+        for (let i = 1; i <= 30; i++) first.append(fields(i));
+        await first.close();
+        // A new, empty database for the same log id: the journal does not describe it.
+        const fresh = await harness.open();
+        const next = await openAuditLog(fresh, { logId: "t", ...signing, journal });
+        next.append(fields(1));
+        await next.close();
+        // The journal now describes the new database (one record).
+        expect(JSON.parse(readFileSync(join(journal, "t.json"), "utf8"))).toMatchObject({
+          state: "closed",
+          size: 1,
+        });
+        // A database holding that many records, but another record there, was rewritten.
+        await rewrite(store);
+        await expect(openAuditLog(store, { logId: "t", ...signing, journal })).rejects.toThrow(
+          /record 1 is not the one its last writer on this host signed when it stopped cleanly/,
+        );
+        await Promise.all([store.close(), fresh.close()]);
       });
 
       it("refuses to continue a log rewritten from scratch, or whose checkpoint another key signed", async () => {
