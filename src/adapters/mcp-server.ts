@@ -133,10 +133,12 @@ function runOfAuth(
   if (typeof principal?.user !== "string" || !Array.isArray(principal.scopes)) return undefined;
   try {
     const delegated = principal.claims["act"] !== undefined && principal.claims["tier"] !== undefined;
-    const { chain, tier } = delegated
-      ? delegationOf(principal)
-      : { chain: [options.agent ?? auth?.clientId ?? "mcp-client"], tier: options.tier ?? "interactive" };
-    return runContextOf(principal, { chain, tier });
+    if (delegated) {
+      const { chain, tier, tiers, traceId } = delegationOf(principal);
+      return runContextOf(principal, { chain, tier, tiers, ...(traceId === null ? {} : { traceId }) });
+    }
+    const chain = [options.agent ?? auth?.clientId ?? "mcp-client"];
+    return runContextOf(principal, { chain, tier: options.tier ?? "interactive" });
   } catch {
     return undefined; // a malformed chain: no identity, denied
   }

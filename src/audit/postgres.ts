@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS audit_records (
   decision  text   NOT NULL,
   agent     text,
   call_id   text   NOT NULL,
+  trace_id  text,
   PRIMARY KEY (log, seq)
 );
 CREATE INDEX IF NOT EXISTS audit_by_time   ON audit_records (time);
@@ -47,6 +48,15 @@ CREATE INDEX IF NOT EXISTS audit_by_user   ON audit_records ("user", time);
 CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit_records (tenant, time);
 CREATE INDEX IF NOT EXISTS audit_by_tool   ON audit_records (tool, time);
 CREATE INDEX IF NOT EXISTS audit_by_call   ON audit_records (call_id);
+-- stores made before records were found by trace: the column, filled from the records once
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND table_name = 'audit_records' AND column_name = 'trace_id') THEN
+    ALTER TABLE audit_records ADD COLUMN trace_id text;
+    UPDATE audit_records SET trace_id = record::json->>'trace_id';
+  END IF;
+END $$;
+CREATE INDEX IF NOT EXISTS audit_by_trace  ON audit_records (trace_id);
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
   log      text   NOT NULL,
   size     bigint NOT NULL,
@@ -74,9 +84,9 @@ CREATE TABLE IF NOT EXISTS audit_writers (
 const INSERT = `WITH lease AS (
   UPDATE audit_writers SET heartbeat = now() WHERE log = $2 AND holder = $3 RETURNING 1
 )
-INSERT INTO audit_records (log, seq, record, leaf_hash, time, tenant, "user", tool, decision, agent, call_id)
+INSERT INTO audit_records (log, seq, record, leaf_hash, time, tenant, "user", tool, decision, agent, call_id, trace_id)
 SELECT r.* FROM json_to_recordset($1::json) AS r(log text, seq bigint, record text, leaf_hash text, time text,
-  tenant text, "user" text, tool text, decision text, agent text, call_id text)
+  tenant text, "user" text, tool text, decision text, agent text, call_id text, trace_id text)
 WHERE EXISTS (SELECT 1 FROM lease)`;
 
 const WRITER = `SELECT holder, host, pid, label, since,
@@ -287,6 +297,7 @@ function rowsJson(batch: readonly SealedRecord[]): string {
         decision: f.decision,
         agent: f.agent,
         call_id: f.call_id,
+        trace_id: f.trace_id,
       };
     }),
   );

@@ -7,7 +7,7 @@ import { OnbehalfError } from "../errors.js";
 import type { AuditRecord } from "./record.js";
 import type { AuditQuery, StoredCheckpoint, StoredRow } from "./store.js";
 
-const FILTERS = ["tenant", "user", "tool", "decision", "agent", "call_id"] as const;
+const FILTERS = ["tenant", "user", "tool", "decision", "agent", "call_id", "trace_id"] as const;
 
 /** Every log the store knows of: with records, checkpoints, or a writer (a log wiped of its records still shows). */
 export const LOGS =
@@ -119,6 +119,7 @@ export interface RowShape {
   decision: string;
   agent: string | null;
   call_id: string;
+  trace_id: string | null;
 }
 
 /** An audit_checkpoints row. */
@@ -145,6 +146,7 @@ export function storedRow(r: RowShape): StoredRow {
       decision: r.decision,
       agent: r.agent,
       call_id: r.call_id,
+      trace_id: r.trace_id,
     },
   };
 }

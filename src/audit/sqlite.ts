@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS audit_records (
   decision  TEXT    NOT NULL,
   agent     TEXT,
   call_id   TEXT    NOT NULL,
+  trace_id  TEXT,
   PRIMARY KEY (log, seq)
 );
 CREATE INDEX IF NOT EXISTS audit_by_time   ON audit_records (time);
@@ -105,6 +106,7 @@ export function openSqliteStore(path: string): AuditStore & { readonly db: Datab
     db.pragma("wal_autocheckpoint = 4000");
     db.pragma("cache_size = -16384");
     db.exec(SCHEMA);
+    addTraceColumn(db);
   } catch (e) {
     throw new OnbehalfError(
       "ERR_AUDIT_UNAVAILABLE",
@@ -115,7 +117,7 @@ export function openSqliteStore(path: string): AuditStore & { readonly db: Datab
     );
   }
   const insert = db.prepare(
-    "INSERT INTO audit_records (log, seq, record, leaf_hash, time, tenant, user, tool, decision, agent, call_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "INSERT INTO audit_records (log, seq, record, leaf_hash, time, tenant, user, tool, decision, agent, call_id, trace_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
   );
   const renewStmt = db.prepare("UPDATE audit_writers SET heartbeat = ? WHERE log = ? AND holder = ?");
   const writerOf = db.prepare("SELECT * FROM audit_writers WHERE log = ?");
@@ -148,6 +150,7 @@ export function openSqliteStore(path: string): AuditStore & { readonly db: Datab
         f.decision,
         f.agent,
         f.call_id,
+        f.trace_id,
       );
     }
   });
@@ -204,7 +207,9 @@ export function openSqliteStore(path: string): AuditStore & { readonly db: Datab
 
   return {
     db,
-    async init() {},
+    async init() {
+      guard("setup", () => addTraceColumn(db));
+    },
     head: (log) =>
       guard("read", () => {
         const row = headOf.get(log) as { seq: number; leaf_hash: string } | undefined;
@@ -252,4 +257,19 @@ export function openSqliteStore(path: string): AuditStore & { readonly db: Datab
       if (db.open) db.close();
     },
   };
+}
+
+/**
+ * Stores made before records were found by trace get the `trace_id` column, filled from the records (once, in
+ * one transaction), and its index.
+ */
+function addTraceColumn(db: Database.Database): void {
+  db.transaction(() => {
+    const columns = db.prepare("PRAGMA table_info(audit_records)").all() as { name: string }[];
+    if (!columns.some((c) => c.name === "trace_id")) {
+      db.exec("ALTER TABLE audit_records ADD COLUMN trace_id TEXT");
+      db.exec("UPDATE audit_records SET trace_id = json_extract(record, '$.trace_id')");
+    }
+    db.exec("CREATE INDEX IF NOT EXISTS audit_by_trace ON audit_records (trace_id)");
+  }).immediate();
 }

@@ -19,6 +19,8 @@ export interface AuditQuery {
   readonly decision?: string;
   readonly agent?: string;
   readonly call_id?: string;
+  /** The records of one run. */
+  readonly trace_id?: string;
   readonly since?: string;
   readonly until?: string;
   /** At most this many records (default 100, at most 1000). */
@@ -33,7 +35,16 @@ export interface AuditPage {
 }
 
 /** The fields stores keep in their own indexed columns, next to the record. */
-export const INDEXED_FIELDS = ["time", "tenant", "user", "tool", "decision", "agent", "call_id"] as const;
+export const INDEXED_FIELDS = [
+  "time",
+  "tenant",
+  "user",
+  "tool",
+  "decision",
+  "agent",
+  "call_id",
+  "trace_id",
+] as const;
 export type IndexedField = (typeof INDEXED_FIELDS)[number];
 
 /** A stored row as read back for verification: the bytes as stored, not re-serialized. */

@@ -16,7 +16,7 @@ import { escapeUnsafeText } from "../text.js";
 import { configPath, EXIT_FINDING, EXIT_OK, type Io, type ParsedArgs, parse, UsageError } from "./args.js";
 
 export const AUDIT_USAGE = `usage:
-  onbehalf audit query [--tenant T] [--user U] [--tool T] [--decision D] [--agent A]
+  onbehalf audit query [--tenant T] [--user U] [--tool T] [--decision D] [--agent A] [--trace ID]
                        [--since ISO] [--until ISO] [--limit N] [--json]
   onbehalf audit verify [--key VERIFIER_KEY ...] [--checkpoint FILE ...] [--log L] [--allow-unsigned-tail]
                        exit 1 names the first bad sequence number, or a log nothing proves
@@ -61,6 +61,7 @@ const COMMANDS: Record<
       tool: text,
       decision: text,
       agent: text,
+      trace: text,
       since: text,
       until: text,
       limit: text,
@@ -71,6 +72,7 @@ const COMMANDS: Record<
       for (const f of ["tenant", "user", "tool", "decision", "agent", "since", "until"] as const) {
         if (typeof values[f] === "string") q[f] = values[f];
       }
+      if (typeof values.trace === "string") q["trace_id"] = values.trace;
       if (typeof values.limit === "string") {
         const n = Number(values.limit);
         if (!Number.isInteger(n) || n < 1) throw new UsageError("--limit must be a positive integer");

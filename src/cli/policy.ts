@@ -29,7 +29,9 @@ export const POLICY_USAGE = `usage:
   onbehalf policy validate [FILE]            check a config; exit 1 on errors
   onbehalf policy test FILE [--config F]     run test cases (see docs/policy.md); exit 1 on a failure
   onbehalf policy explain --user U --tool T [--tenant T] [--tier interactive] [--scopes "a b"]
-                          [--args JSON] [--chain "bot,sub"] [--issuer ISS] [--json] [--config F]`;
+                          [--args JSON] [--chain "bot,sub:subagent"] [--issuer ISS] [--json] [--config F]
+
+  A chain element AGENT:TIER names that hop's tier (default: --tier); the call is decided under each.`;
 
 export async function policyCommand(argv: string[], io: Io): Promise<number> {
   const [sub, ...rest] = argv;
@@ -199,6 +201,9 @@ interface CallSpec {
  */
 function inputOf(spec: CallSpec, policy: CompiledPolicy): DecisionInput {
   const bound = spec.tenant === null ? undefined : policy.tenants.get(spec.tenant)?.issuers;
+  const hops = spec.chain.map((hop) => hopOf(hop, spec.tier));
+  const chain = hops.map((h) => h.agent);
+  const tiers = hops.map((h) => h.tier);
   const principal: Principal = {
     user: spec.user,
     sub: spec.user,
@@ -213,13 +218,21 @@ function inputOf(spec: CallSpec, policy: CompiledPolicy): DecisionInput {
   return {
     principal,
     tenant: spec.requestedTenant,
-    agent: spec.chain[spec.chain.length - 1] ?? "agent",
-    tier: spec.tier,
-    chain: spec.chain,
+    agent: chain[chain.length - 1] ?? "agent",
+    tier: tiers[tiers.length - 1] ?? spec.tier,
+    tiers,
+    chain,
     scopes: new Set(spec.scopes),
     tool: spec.tool,
     args: spec.args,
     argsBytes: digestArgs(spec.args).bytes,
     now: Date.now(),
   };
+}
+
+/** A chain element: `agent`, or `agent:tier` for a hop in another tier than `--tier`. */
+function hopOf(hop: string, tier: Tier): { agent: string; tier: Tier } {
+  const at = hop.lastIndexOf(":");
+  const named = at === -1 ? undefined : Tier.safeParse(hop.slice(at + 1));
+  return named?.success === true ? { agent: hop.slice(0, at), tier: named.data } : { agent: hop, tier };
 }

@@ -18,7 +18,20 @@ import { narrowScopes } from "../policy/scopes.js";
 export interface DelegationSubject {
   readonly principal: Principal;
   readonly chain: readonly string[];
+  /** The tier of each agent of `chain`. */
+  readonly tiers: readonly Tier[];
   readonly scopes: ReadonlySet<string>;
+  /** The run's trace id, kept by the delegation. */
+  readonly traceId: string;
+}
+
+/** What a delegation token says of its run: the chain, each hop's tier (the last one the caller's), the trace. */
+export interface DelegationClaims {
+  readonly chain: string[];
+  readonly tier: Tier;
+  readonly tiers: Tier[];
+  /** Null for a token minted before tokens carried one. */
+  readonly traceId: string | null;
 }
 
 /** Lifetime of a delegation token unless asked for less. */
@@ -37,6 +50,7 @@ export interface MintedDelegation {
   readonly expiresIn: number;
   readonly scopes: readonly string[];
   readonly chain: readonly string[];
+  readonly tiers: readonly Tier[];
 }
 
 /**
@@ -78,6 +92,10 @@ export function mintDelegation(
   ttlSeconds = DELEGATION_TTL_SECONDS,
 ): MintedDelegation {
   const chain = [...subject.chain, actor];
+  const tiers = [...subject.tiers, tier];
+  if (tiers.length !== chain.length) {
+    throw new OnbehalfError("ERR_INVALID_ARGUMENT", "a delegation names one tier per agent of its chain");
+  }
   if (chain.length > MAX_CHAIN) {
     throw new OnbehalfError(
       "ERR_INVALID_ARGUMENT",
@@ -104,6 +122,9 @@ export function mintDelegation(
       tenant: p.tenant,
       scope: scopes.join(" "),
       tier,
+      // every hop's tier, signed: a call is decided under each, so no hop can move the run to a looser one
+      tiers,
+      trace_id: subject.traceId,
       act: actClaim(chain),
       ...(p.email === null ? {} : { email: p.email }),
       ...(p.roles.length === 0 ? {} : { roles: p.roles }),
@@ -112,11 +133,11 @@ export function mintDelegation(
     },
     { typ: "at+jwt" },
   );
-  return { token, expiresIn: exp - now, scopes, chain };
+  return { token, expiresIn: exp - now, scopes, chain, tiers };
 }
 
-/** The chain in a delegation token's claims, outermost (first) agent first, and its tier. */
-export function delegationOf(principal: Principal): { chain: string[]; tier: Tier } {
+/** The chain in a delegation token's claims (outermost agent first), each hop's tier, and its trace. */
+export function delegationOf(principal: Principal): DelegationClaims {
   const chain: string[] = [];
   let act = principal.claims["act"];
   while (act !== undefined) {
@@ -131,11 +152,26 @@ export function delegationOf(principal: Principal): { chain: string[]; tier: Tie
     chain.unshift((act as ActClaim).sub);
     act = (act as ActClaim).act;
   }
-  const tier = principal.claims["tier"];
-  if (chain.length === 0 || typeof tier !== "string" || !(TIERS as readonly string[]).includes(tier)) {
+  const { tier, tiers: signed, trace_id: traceId } = principal.claims;
+  if (chain.length === 0 || !isTier(tier)) {
     throw new OnbehalfError("ERR_TOKEN_CLAIM_INVALID", "the delegation token has no agent chain or tier");
   }
-  return { chain, tier: tier as Tier };
+  // Tokens minted before hops carried their tier had one tier for the whole chain.
+  const tiers = signed === undefined ? chain.map(() => tier) : signed;
+  if (
+    !Array.isArray(tiers) ||
+    tiers.length !== chain.length ||
+    !tiers.every(isTier) ||
+    tiers[tiers.length - 1] !== tier ||
+    (traceId !== undefined && typeof traceId !== "string")
+  ) {
+    throw new OnbehalfError("ERR_TOKEN_CLAIM_INVALID", "the delegation token's tiers or trace are malformed");
+  }
+  return { chain, tier, tiers, traceId: traceId ?? null };
+}
+
+function isTier(value: unknown): value is Tier {
+  return typeof value === "string" && (TIERS as readonly string[]).includes(value);
 }
 
 /** Nest a chain into `act` claims, the last (current) agent outermost. */

@@ -11,6 +11,7 @@ import { OnbehalfError } from "../errors.js";
 import type { Principal } from "../identity/principal.js";
 import { TIERS, type Tier } from "../policy/schema.js";
 import { narrowScopes } from "../policy/scopes.js";
+import { newTraceId } from "./trace.js";
 
 /** One agent in the chain, with the scopes it was limited to (null: it inherited its parent's). */
 export interface Hop {
@@ -28,9 +29,12 @@ export interface RunContext {
   /** Agent names, outermost (the agent the human talks to) first. */
   readonly chain: readonly string[];
   readonly hops: readonly Hop[];
+  /** The tier of every hop, outermost first: a call is decided under each (see `DecisionInput.tiers`). */
+  readonly tiers: readonly Tier[];
   /** The human's scopes intersected with every hop's scopes. Never wider than `principal.scopes`. */
   readonly scopes: ReadonlySet<string>;
-  readonly traceId: string | undefined;
+  /** The run's trace id (W3C form when onbehalf made it); its delegations keep it. */
+  readonly traceId: string;
   /** The tenant the caller says it acts in; checked against the token's tenant when deciding. */
   readonly tenant: string | undefined;
 }
@@ -39,6 +43,7 @@ export interface RunContext {
 export interface RunOptions {
   agent: string;
   tier?: Tier;
+  /** Default: the active OpenTelemetry span's trace id, else a new one. */
   traceId?: string;
   tenant?: string;
 }
@@ -47,7 +52,10 @@ export interface RunOptions {
 export interface DelegateOptions {
   /** Scopes the delegate may use; intersected with the parent's. Omitted: the parent's scopes. */
   scopes?: readonly string[];
-  /** Defaults to `subagent`. */
+  /**
+   * The delegate's tier. Defaults to `subagent`. Its calls are decided under this tier and every tier of the
+   * chain before it, the strictest outcome winning: another tier can only narrow what the delegate may do.
+   */
   tier?: Tier;
 }
 
@@ -68,8 +76,9 @@ export function runAs<T>(principal: Principal, options: RunOptions, fn: () => T)
     tier,
     chain: [agent],
     hops: [{ agent, tier, scopes: null }],
+    tiers: [tier],
     scopes: new Set(principal.scopes),
-    traceId: options.traceId,
+    traceId: options.traceId ?? newTraceId(),
     tenant: options.tenant,
   };
   return storage.run(context, fn);
@@ -99,6 +108,7 @@ export function childContext(parent: RunContext, agent: string, options: Delegat
     tier,
     chain: [...parent.chain, name],
     hops: [...parent.hops, { agent: name, tier, scopes: requested === null ? null : [...requested] }],
+    tiers: [...parent.tiers, tier],
     scopes,
     traceId: parent.traceId,
     tenant: parent.tenant,
@@ -138,7 +148,10 @@ export function runContextOf(
   principal: Principal,
   options: {
     chain: readonly string[];
+    /** The innermost hop's tier. */
     tier: Tier;
+    /** Every hop's tier, outermost first (a delegation token's); default: `tier` for each. */
+    tiers?: readonly Tier[];
     scopes?: Iterable<string>;
     tenant?: string;
     traceId?: string;
@@ -148,15 +161,23 @@ export function runContextOf(
   const agent = chain[chain.length - 1];
   if (agent === undefined) throw new OnbehalfError("ERR_INVALID_ARGUMENT", "a run needs at least one agent");
   const tier = checkTier(options.tier);
+  const tiers = options.tiers?.map(checkTier) ?? chain.map(() => tier);
+  if (tiers.length !== chain.length || tiers[tiers.length - 1] !== tier) {
+    throw new OnbehalfError(
+      "ERR_INVALID_ARGUMENT",
+      "a run's tiers name one tier per agent of its chain, the last one its own",
+    );
+  }
   return {
     principal,
     agent,
     tier,
     chain,
-    hops: chain.map((a, i) => ({ agent: a, tier: i === chain.length - 1 ? tier : "subagent", scopes: null })),
+    hops: chain.map((a, i) => ({ agent: a, tier: tiers[i]!, scopes: null })),
+    tiers,
     // never wider than the principal's, whatever the caller passes
     scopes: new Set(narrowScopes(new Set(principal.scopes), options.scopes)),
-    traceId: options.traceId,
+    traceId: options.traceId ?? newTraceId(),
     tenant: options.tenant,
   };
 }

@@ -24,6 +24,7 @@ import type { Principal } from "../identity/principal.js";
 import type { CompiledPolicy } from "../policy/compile.js";
 import { type Decision, decide, type ReasonCode } from "../policy/decide.js";
 import type { Tier } from "../policy/schema.js";
+import { callInput } from "./pipeline.js";
 
 /** Denials that say nothing about the call, only that something it needs is down for now. */
 const PASSING: ReadonlySet<ReasonCode> = new Set<ReasonCode>(["fail_closed"]);
@@ -61,6 +62,8 @@ export interface ApprovalRequest {
   readonly principal: Principal;
   readonly chain: readonly string[];
   readonly tier: Tier;
+  /** Every hop's tier (absent in approvals stored before hops carried one: `tier` for each). */
+  readonly tiers?: readonly Tier[];
   readonly scopes: readonly string[];
   readonly args: unknown;
 }
@@ -238,6 +241,7 @@ export class Approvals {
         principal: run.principal,
         chain: run.chain,
         tier: run.tier,
+        tiers: run.tiers,
         scopes: [...run.scopes],
         args,
       },
@@ -417,24 +421,18 @@ export class Approvals {
     const r = a.request;
     let run: RunContext;
     try {
-      run = runContextOf(principal, { chain: r.chain, tier: r.tier, scopes: r.scopes });
+      run = runContextOf(principal, {
+        chain: r.chain,
+        tier: r.tier,
+        ...(r.tiers === undefined ? {} : { tiers: r.tiers }),
+        scopes: r.scopes,
+      });
     } catch (e) {
       return denied(`the request cannot be decided again: ${(e as Error).message}`);
     }
     const encoded = safeDigest(r.args, true);
     try {
-      return decide(this.deps.policy(), {
-        principal: run.principal,
-        tenant: undefined,
-        agent: run.agent,
-        tier: run.tier,
-        chain: run.chain,
-        scopes: run.scopes,
-        tool: a.tool,
-        args: r.args,
-        argsBytes: encoded ?? 0,
-        now: this.deps.now(),
-      });
+      return decide(this.deps.policy(), callInput(run, a.tool, r.args, encoded ?? 0, this.deps.now()));
     } catch (e) {
       return denied(`policy evaluation failed: ${(e as Error).message}`);
     }

@@ -26,13 +26,14 @@ import { createIdentity, type Identity } from "../identity/verify.js";
 import { createMemoryLimiter } from "../limits/memory.js";
 import type { RateLimiter } from "../limits/window.js";
 import { type CompiledPolicy, type CompiledTool, type CompileIssue, compileTool } from "../policy/compile.js";
-import type { Decision, ReasonCode } from "../policy/decide.js";
+import type { Decision } from "../policy/decide.js";
 import { formatIssue, type LoadedConfig, loadConfigFile, loadConfigObject } from "../policy/load.js";
 import { type Config, type ConfigInput, type IssuerConfig, ToolConfig } from "../policy/schema.js";
 import { redactUrl, waitFor } from "../retry.js";
 import { type ApprovalStore, Approvals, createMemoryApprovalStore } from "./approvals.js";
 import { lintTool } from "./lint.js";
 import {
+  type BeginOptions,
   beginCall,
   type CallAttempt,
   type CallResult,
@@ -486,28 +487,12 @@ export class Governor {
     run: RunContext | undefined,
     tool: string,
     args: unknown,
-    extra: {
-      traceId?: string;
-      callId?: string;
-      unauthenticated?: string;
-      source?: Source;
-      approved?: { id: string; by: string };
-      unapproved?: { reason_code: ReasonCode; reason: string };
-    } = {},
+    extra: Partial<Omit<BeginOptions, "tool" | "args">> = {},
   ): Promise<CallAttempt> {
     if (this.closed) return Promise.reject(new OnbehalfError("ERR_CLOSED", "the governor is closed"));
     try {
       return Promise.resolve(
-        beginCall(this.deps, run, {
-          tool,
-          args,
-          source: extra.source ?? this.source,
-          traceId: extra.traceId,
-          callId: extra.callId,
-          unauthenticated: extra.unauthenticated,
-          approved: extra.approved,
-          unapproved: extra.unapproved,
-        }),
+        beginCall(this.deps, run, { ...extra, tool, args, source: extra.source ?? this.source }),
       );
     } catch (e) {
       return Promise.reject(e);

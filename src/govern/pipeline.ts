@@ -18,7 +18,7 @@ import type { RunContext } from "../context/run.js";
 import { OnbehalfError } from "../errors.js";
 import type { RateLimiter } from "../limits/window.js";
 import type { CompiledPolicy, CompiledTool } from "../policy/compile.js";
-import { type Decision, decide, type ReasonCode } from "../policy/decide.js";
+import { type Decision, type DecisionInput, decide, type ReasonCode } from "../policy/decide.js";
 import type { Bucket } from "../policy/layers.js";
 import { type OutputRedaction, redactOutput } from "../policy/output.js";
 import { compilePath, type RedactPath, redact } from "../policy/redact.js";
@@ -82,6 +82,11 @@ export interface BeginOptions {
    * `approval_required` (still pending, for another call, used already), else it becomes this deny.
    */
   readonly unapproved?: { readonly reason_code: ReasonCode; readonly reason: string } | undefined;
+  /**
+   * The client refused the call on its own (an agent whose hand-off was refused, say) and reports it to be
+   * audited: it is denied with this code whatever the policy says. Never an allow.
+   */
+  readonly refused?: { readonly reason_code: ReasonCode; readonly reason: string } | undefined;
 }
 
 /** Decided, not yet rate-limited or audited. */
@@ -154,22 +159,13 @@ export function beginCall(
   if (unencodable !== undefined) return recordAttempt(pending, denial("error", unencodable));
   let decision: Decision;
   try {
-    decision = decide(policy, {
-      principal: run.principal,
-      tenant: run.tenant,
-      agent: run.agent,
-      tier: run.tier,
-      chain: run.chain,
-      scopes: run.scopes,
-      tool: opts.tool,
-      args: opts.args,
-      argsBytes: bytes,
-      now,
-    });
+    decision = decide(policy, callInput(run, opts.tool, opts.args, bytes, now));
   } catch (e) {
     decision = denial("error", `policy evaluation failed: ${(e as Error).message}`);
   }
-  if (decision.decision === "ask" && opts.approved !== undefined) {
+  if (opts.refused !== undefined) {
+    decision = override(decision, opts.refused.reason_code, `refused by the client: ${opts.refused.reason}`);
+  } else if (decision.decision === "ask" && opts.approved !== undefined) {
     const { id, by } = opts.approved;
     decision = {
       ...decision,
@@ -202,6 +198,29 @@ export function beginCall(
     );
   }
   return recordAttempt(pending, afterLimit(decision, taken));
+}
+
+/** What `decide` reads of a call made in `run`: the human, the chain and its tiers, the tool and arguments. */
+export function callInput(
+  run: RunContext,
+  tool: string,
+  args: unknown,
+  argsBytes: number,
+  now: number,
+): DecisionInput {
+  return {
+    principal: run.principal,
+    tenant: run.tenant,
+    agent: run.agent,
+    tier: run.tier,
+    tiers: run.tiers,
+    chain: run.chain,
+    scopes: run.scopes,
+    tool,
+    args,
+    argsBytes,
+    now,
+  };
 }
 
 /** Apply the post-transform to what the tool returned and audit the outcome. */

@@ -46,7 +46,13 @@ export interface DecisionInput {
   /** The tenant the caller names, if any; must equal the token's. */
   readonly tenant: string | undefined;
   readonly agent: string;
+  /** The tier of the agent making the call (the innermost hop). */
   readonly tier: Tier;
+  /**
+   * The tier of every hop of the chain, outermost first (default: `[tier]`). The call is decided under each
+   * distinct one and the strictest outcome wins, so a hop into another tier can only ever narrow.
+   */
+  readonly tiers?: readonly Tier[];
   readonly chain: readonly string[];
   /** The run's scopes: the token's intersected with every delegation hop's. */
   readonly scopes: ReadonlySet<string>;
@@ -189,20 +195,31 @@ export function decide(policy: CompiledPolicy, input: DecisionInput, trace?: Tra
   }
   trace?.push({ step: "scopes", outcome: "ok", detail: { effective } });
 
-  // 5 and 6: the tenant's policy
-  const layers = resolveLayers(tenant, input.principal.user, tool.name, input.tier);
-  trace?.push({
-    step: "permission",
-    outcome: layers.permission,
-    detail: {
-      decided_by: layers.decidedBy?.path ?? "no entry (deny)",
-      matched: layers.hits.map((h) => h.path),
-    },
-  });
-  const verdict =
-    input.listing === true
-      ? permissionVerdict(layers)
-      : policyVerdict(tenant, tool, layers, input, effective, trace);
+  // 5 and 6: the tenant's policy, under the caller's tier and every other tier of its chain
+  const others = otherTiers(input);
+  if (others !== null) trace?.push({ step: "tier", outcome: input.tier });
+  let { layers, verdict } = underTier(tenant, tool, input, effective, trace);
+  let buckets = layers.buckets;
+  if (others !== null) {
+    trace?.push({ step: "verdict", outcome: verdict.decision, detail: { reason: verdict.reason } });
+    for (const tier of others) {
+      trace?.push({ step: "tier", outcome: tier });
+      const under = underTier(tenant, tool, { ...input, tier }, effective, trace);
+      const { decision, reason } = under.verdict;
+      trace?.push({ step: "verdict", outcome: decision, detail: { reason } });
+      buckets = [...buckets, ...under.layers.buckets];
+      if (STRICTNESS[under.verdict.decision] > STRICTNESS[verdict.decision]) {
+        const { reason } = under.verdict;
+        verdict = joined(
+          { ...under.verdict, reason: `${reason} (under tier ${tier}, of the chain)` },
+          verdict,
+        );
+        layers = under.layers;
+      } else {
+        verdict = joined(verdict, under.verdict);
+      }
+    }
+  }
   const decidedLayer = verdict.rule === null ? (layers.decidedBy?.path ?? null) : null;
   if (verdict.decision !== "allow" && tenant.mode === "shadow") {
     trace?.push({ step: "shadow", outcome: `would ${verdict.decision}, allowed` });
@@ -212,7 +229,7 @@ export function decide(policy: CompiledPolicy, input: DecisionInput, trace?: Tra
       ...finalDecision(base, "allow", "ok", `shadow mode: ${verdict.reason}`, null, decidedLayer, effective),
       post_transform: verdict.postTransform,
       redact: verdict.redact,
-      buckets: layers.buckets,
+      buckets,
       shadow: { decision, reason_code, reason, rule },
     };
   }
@@ -231,8 +248,63 @@ export function decide(policy: CompiledPolicy, input: DecisionInput, trace?: Tra
     redact: verdict.redact,
     // An ask is charged too: each opens an approval, and one human must not flood the approvers. That charge is
     // the call's: asked again with its approval, it is not charged twice (see the pipeline).
-    buckets: verdict.decision === "deny" ? NO_BUCKETS : layers.buckets,
+    buckets: verdict.decision === "deny" ? NO_BUCKETS : buckets,
   };
+}
+
+const STRICTNESS: Record<Verdict, number> = { allow: 0, ask: 1, deny: 2 };
+const TRANSFORM_STRICTNESS: Record<PostTransform, number> = { audit: 0, redact: 1, block: 2 };
+
+/** The permission layers and the policy's verdict under `input.tier`. */
+function underTier(
+  tenant: CompiledTenant,
+  tool: CompiledTool,
+  input: DecisionInput,
+  effective: readonly string[],
+  trace: TraceStep[] | undefined,
+): { layers: LayerResolution; verdict: PolicyVerdict } {
+  const layers = resolveLayers(tenant, input.principal.user, tool.name, input.tier);
+  trace?.push({
+    step: "permission",
+    outcome: layers.permission,
+    detail: {
+      decided_by: layers.decidedBy?.path ?? "no entry (deny)",
+      matched: layers.hits.map((h) => h.path),
+    },
+  });
+  const verdict =
+    input.listing === true
+      ? permissionVerdict(layers)
+      : policyVerdict(tenant, tool, layers, input, effective, trace);
+  return { layers, verdict };
+}
+
+/** The chain's tiers other than the caller's, each once, outermost first; null when there are none. */
+function otherTiers(input: DecisionInput): Tier[] | null {
+  const tiers = input.tiers;
+  if (tiers === undefined) return null;
+  let out: Tier[] | null = null;
+  for (const t of tiers) {
+    if (t === input.tier) continue;
+    out ??= [];
+    if (!out.includes(t)) out.push(t);
+  }
+  return out;
+}
+
+/** `decisive`'s verdict, with the output as strict as either makes it: the stricter transform, both paths. */
+function joined(decisive: PolicyVerdict, other: PolicyVerdict): PolicyVerdict {
+  const postTransform =
+    TRANSFORM_STRICTNESS[other.postTransform] > TRANSFORM_STRICTNESS[decisive.postTransform]
+      ? other.postTransform
+      : decisive.postTransform;
+  const redact =
+    other.redact.length === 0
+      ? decisive.redact
+      : decisive.redact.length === 0
+        ? other.redact
+        : [...new Set([...decisive.redact, ...other.redact])];
+  return { ...decisive, postTransform, redact };
 }
 
 interface PolicyVerdict extends ShadowVerdict {

@@ -26,8 +26,12 @@ export function explain(policy: CompiledPolicy, input: DecisionInput): Explanati
 
 /** Render an explanation for a terminal. */
 export function formatExplanation(input: DecisionInput, { decision, steps }: Explanation): string {
+  const tiers = input.tiers ?? [];
+  const chain = tiers.some((t) => t !== input.tier)
+    ? input.chain.map((agent, i) => `${agent} (${tiers[i] ?? input.tier})`).join(" → ")
+    : input.chain.join(" → ");
   const lines = [
-    `call: ${input.principal.user} (tenant ${input.principal.tenant ?? "none"}) → ${input.tool}, tier ${input.tier}, chain ${input.chain.join(" → ")}`,
+    `call: ${input.principal.user} (tenant ${input.principal.tenant ?? "none"}) → ${input.tool}, tier ${input.tier}, chain ${chain}`,
   ];
   for (const step of steps) {
     if (step.step === "result") continue;
@@ -62,6 +66,7 @@ function detailOf(step: TraceStep): string {
     const matched = (d["matched"] as string[]).join(", ") || "none";
     return ` (decided by ${String(d["decided_by"])}; matched: ${matched})`;
   }
+  if (step.step === "verdict") return `: ${String(d["reason"])}`;
   if (step.step === "scopes") return ` (effective: ${(d["effective"] as string[]).join(" ") || "none"})`;
   if (step.step === "tool")
     return ` (requires: ${(d["required_scopes"] as string[]).join(" ") || "nothing"})`;

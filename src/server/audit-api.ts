@@ -15,6 +15,8 @@ const AuditQuery = z.strictObject({
   tool: z.string().optional(),
   decision: z.enum(["allow", "deny", "ask"]).optional(),
   agent: z.string().optional(),
+  /** The records of one run: its trace id. */
+  trace: z.string().optional(),
   since: z.string().optional(),
   until: z.string().optional(),
   limit: z.coerce.number().int().min(1).max(1000).optional(),
@@ -24,8 +26,9 @@ const AuditQuery = z.strictObject({
 export function auditRoutes(app: FastifyInstance, ctx: ServerContext): void {
   app.get("/v1/audit", async (req) => {
     requireAdmin(ctx.isAdmin, req);
-    const q = parseBody(AuditQuery, req.query ?? {});
-    return ctx.gov.queryAudit(Object.fromEntries(Object.entries(q).filter(([, v]) => v !== undefined)));
+    const { trace, ...q } = parseBody(AuditQuery, req.query ?? {});
+    const query = Object.fromEntries(Object.entries(q).filter(([, v]) => v !== undefined));
+    return ctx.gov.queryAudit(trace === undefined ? query : { ...query, trace_id: trace });
   });
 
   app.get("/v1/audit/checkpoint", async (req) => {

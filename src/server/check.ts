@@ -7,11 +7,12 @@ import type { FastifyInstance, FastifyRequest } from "fastify";
 import { z } from "zod";
 import { newCallId } from "../audit/call-id.js";
 import { runContextOf } from "../context/run.js";
+import { newTraceId, traceIdOf } from "../context/trace.js";
 import { OnbehalfError } from "../errors.js";
 import type { Approval, StoredApproval } from "../govern/approvals.js";
 import { type CallAttempt, publicDecision } from "../govern/pipeline.js";
 import type { Principal } from "../identity/principal.js";
-import type { ReasonCode } from "../policy/decide.js";
+import { REASON_CODES, type ReasonCode } from "../policy/decide.js";
 import { safeText, Tier } from "../policy/schema.js";
 import type { ServerContext } from "./context.js";
 import { authenticate, type Caller, invalidRequest, parseBody, sendError } from "./http.js";
@@ -25,6 +26,18 @@ export const CheckBody = z.strictObject({
   trace_id: safeText().optional(),
   /** The approval of this call, once approved: the call is asked again with it. */
   approval: safeText().optional(),
+  /**
+   * The client refused the call on its own (an agent whose hand-off was refused) and reports it: audited as a
+   * deny with this code, whatever the policy says; never an allow.
+   */
+  client_refusal: z
+    .strictObject({
+      reason_code: z.enum(REASON_CODES).refine((c) => c !== "ok" && c !== "fail_open", {
+        message: "a refusal's reason code is a deny code",
+      }),
+      reason: z.string().max(2000),
+    })
+    .optional(),
 });
 export type CheckBody = z.infer<typeof CheckBody>;
 
@@ -46,7 +59,7 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
     try {
       caller = await authenticate(ctx.gov, ctx.issuer, req);
     } catch (e) {
-      await auditUnauthenticated(ctx, parsed?.success === true ? parsed.data : null, e);
+      await auditUnauthenticated(ctx, parsed?.success === true ? parsed.data : null, req, e);
       decisions({ decision: "deny", reason_code: "unauthenticated" });
       return sendError(reply, refused ?? e);
     }
@@ -55,22 +68,24 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
       throw refused;
     }
     const body = (parsed as { data: CheckBody }).data;
+    const delegation = caller.delegation;
+    const traceId = traceOf(body, req, delegation?.traceId);
     const run = runContextOf(caller.principal, {
-      chain: caller.delegation?.chain ?? [body.agent.name],
-      tier: caller.delegation?.tier ?? body.agent.tier ?? "interactive",
+      chain: delegation?.chain ?? [body.agent.name],
+      tier: delegation?.tier ?? body.agent.tier ?? "interactive",
+      ...(delegation === null ? {} : { tiers: delegation.tiers }),
       scopes: caller.principal.scopes,
       ...(body.tenant === undefined ? {} : { tenant: body.tenant }),
-      ...(body.trace_id === undefined ? {} : { traceId: body.trace_id }),
+      ...(traceId === undefined ? {} : { traceId }),
     });
     const args = body.args ?? {};
-    const trace = body.trace_id === undefined ? {} : { traceId: body.trace_id };
     // A call asked again with its approval: the approval is taken (used once, bound to this user, tool and
     // arguments), and the call is decided again under the policy in force, which still wins over it.
     const taken =
       body.approval === undefined ? null : await ctx.gov.approvals.take(run, body.tool, args, body.approval);
     const grant = taken !== null && "begin" in taken ? taken : null;
     const attempt = await ctx.gov.begin(run, body.tool, args, {
-      ...trace,
+      ...(body.client_refusal === undefined ? {} : { refused: body.client_refusal }),
       ...(grant === null ? {} : grant.begin),
       ...(taken !== null && !("begin" in taken)
         ? { unapproved: { reason_code: taken.reason_code, reason: taken.reason } }
@@ -167,7 +182,14 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
       roles: principal.roles,
       issuer: principal.issuer,
       exp: principal.exp,
-      ...(delegation === null ? {} : { chain: delegation.chain, tier: delegation.tier }),
+      ...(delegation === null
+        ? {}
+        : {
+            chain: delegation.chain,
+            tier: delegation.tier,
+            tiers: delegation.tiers,
+            trace_id: delegation.traceId,
+          }),
     };
   });
 }
@@ -184,6 +206,7 @@ function answer(attempt: CallAttempt, approval: Approval | null) {
     layer: d.layer,
     effective_scopes: d.effective_scopes,
     chain: attempt.fields.chain,
+    trace_id: attempt.fields.trace_id,
     tenant: d.tenant,
     mode: d.mode,
     fail_mode: d.fail_mode,
@@ -338,7 +361,7 @@ function auditRefused(ctx: ServerContext, caller: Caller, req: FastifyRequest, e
       reason: e instanceof Error ? e.message : "invalid request",
       rule: null,
       outcome: "none",
-      trace_id: null,
+      trace_id: traceIdOf(req.headers.traceparent) ?? caller.delegation?.traceId ?? null,
       call_id: newCallId(),
     });
   } catch {
@@ -357,12 +380,29 @@ function bodyRefusal(error: z.ZodError | undefined): OnbehalfError {
 }
 
 /** A 401 is an attempt too: audit it with whatever the body says, no user, and why the token failed. */
-async function auditUnauthenticated(ctx: ServerContext, body: CheckBody | null, e: unknown): Promise<void> {
+async function auditUnauthenticated(
+  ctx: ServerContext,
+  body: CheckBody | null,
+  req: FastifyRequest,
+  e: unknown,
+): Promise<void> {
   const why = e instanceof OnbehalfError ? `${e.code}: ${e.message}` : "the token could not be verified";
   await ctx.gov
     .begin(undefined, body?.tool ?? "(unreadable request)", body?.args ?? {}, {
       unauthenticated: why,
-      ...(body?.trace_id === undefined ? {} : { traceId: body.trace_id }),
+      traceId: (body === null ? undefined : traceOf(body, req, null)) ?? newTraceId(),
     })
     .catch(() => {}); // the audit being down is answered by the 401 anyway
+}
+
+/**
+ * The trace a check belongs to: the one the body names, else the `traceparent` header's, else its delegation
+ * token's (undefined: the run makes a new one).
+ */
+function traceOf(
+  body: CheckBody,
+  req: FastifyRequest,
+  delegated: string | null | undefined,
+): string | undefined {
+  return body.trace_id ?? traceIdOf(req.headers.traceparent) ?? delegated ?? undefined;
 }

@@ -5,17 +5,16 @@
 import { timingSafeEqual } from "node:crypto";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { z } from "zod";
-import { delegationOf } from "../context/delegation.js";
+import { type DelegationClaims, delegationOf } from "../context/delegation.js";
 import { type ErrorCode, OnbehalfError } from "../errors.js";
 import type { Governor } from "../govern/governor.js";
 import type { Principal } from "../identity/principal.js";
-import type { Tier } from "../policy/schema.js";
 
 /** The authenticated caller of a request. */
 export interface Caller {
   readonly principal: Principal;
-  /** Set when the bearer is an onbehalf delegation token: the chain and tier it carries, signed. */
-  readonly delegation: { readonly chain: readonly string[]; readonly tier: Tier } | null;
+  /** Set when the bearer is an onbehalf delegation token: the chain, tiers and trace it carries, signed. */
+  readonly delegation: DelegationClaims | null;
 }
 
 /** Send an OnbehalfError (or anything else, as a 500 without details) in the API's error shape. */

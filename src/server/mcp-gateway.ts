@@ -22,8 +22,9 @@ import {
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { newCallId } from "../audit/call-id.js";
 import { type RunContext, runContextOf, withContext } from "../context/run.js";
+import { newTraceId, traceIdOf } from "../context/trace.js";
 import { OnbehalfError } from "../errors.js";
-import type { CallAttempt } from "../govern/pipeline.js";
+import { type CallAttempt, callInput } from "../govern/pipeline.js";
 import { listable } from "../policy/decide.js";
 import { McpOutput, mcpText } from "../policy/output.js";
 import { hasUnsafeText, unsafeTextMessage } from "../text.js";
@@ -40,6 +41,11 @@ interface Session {
   readonly server: Server;
   readonly user: string;
   readonly tenant: string | null;
+  /**
+   * The session's trace: its delegation token's, else the initialize request's `traceparent`, else a new one.
+   * A request with a `traceparent` of its own is recorded under that one.
+   */
+  readonly traceId: string;
 }
 
 export interface GatewayOptions {
@@ -110,7 +116,7 @@ export async function mcpGateway(
     return offered;
   };
 
-  const newSession = (caller: Caller): Session => {
+  const newSession = (caller: Caller, traceparent: string | string[] | undefined): Session => {
     const server = new Server(
       { name: "onbehalf-gateway", version: "0.1.0" },
       { capabilities: { tools: { listChanged: true } } },
@@ -132,30 +138,28 @@ export async function mcpGateway(
       server,
       user: caller.principal.user,
       tenant: caller.principal.tenant,
+      traceId: caller.delegation?.traceId ?? traceIdOf(traceparent) ?? newTraceId(),
     };
-    const runOf = (extra: { authInfo?: { extra?: Record<string, unknown> } }): RunContext => {
+    const runOf = (extra: {
+      authInfo?: { extra?: Record<string, unknown> };
+      requestInfo?: { headers: Record<string, string | string[] | undefined> };
+    }): RunContext => {
       const c = extra.authInfo?.extra?.["caller"] as Caller | undefined;
       if (c === undefined) throw new OnbehalfError("ERR_NO_IDENTITY", "no identity on this MCP request");
+      const d = c.delegation;
       return runContextOf(c.principal, {
-        chain: c.delegation?.chain ?? [clientName(server.getClientVersion()?.name)],
-        tier: c.delegation?.tier ?? "interactive",
+        chain: d?.chain ?? [clientName(server.getClientVersion()?.name)],
+        tier: d?.tier ?? "interactive",
+        ...(d === null ? {} : { tiers: d.tiers }),
         scopes: c.principal.scopes,
+        traceId: traceIdOf(extra.requestInfo?.headers["traceparent"]) ?? session.traceId,
       });
     };
     server.setRequestHandler(ListToolsRequestSchema, async (_req, extra) => {
       const run = runOf(extra);
       const tools: Tool[] = [];
       for (const [name, t] of await catalog()) {
-        const visible = listable(ctx.gov.policy, {
-          principal: run.principal,
-          tenant: undefined,
-          agent: run.agent,
-          tier: run.tier,
-          chain: run.chain,
-          scopes: run.scopes,
-          tool: name,
-          now: ctx.gov.now(),
-        });
+        const visible = listable(ctx.gov.policy, callInput(run, name, {}, 0, ctx.gov.now()));
         if (visible) tools.push({ ...t.tool, name });
       }
       return { tools };
@@ -264,7 +268,7 @@ export async function mcpGateway(
         });
       }
     } else if (req.method === "POST") {
-      session = newSession(caller);
+      session = newSession(caller, req.headers.traceparent);
       await session.server.connect(session.transport);
     } else {
       return reply

@@ -9,6 +9,7 @@ import type { FastifyInstance } from "fastify";
 import { z } from "zod";
 import { newCallId } from "../audit/call-id.js";
 import { delegationOf, mintDelegation } from "../context/delegation.js";
+import { newTraceId, traceIdOf } from "../context/trace.js";
 import { OnbehalfError } from "../errors.js";
 import { directoryCap, issuerRefusal } from "../policy/decide.js";
 import { safeText, Tier } from "../policy/schema.js";
@@ -41,6 +42,8 @@ const TokenBody = z.strictObject({
   actor_token_type: z.string().optional(),
   scope: SCOPE.optional(),
   tier: Tier.optional(),
+  /** The run's trace id (else the `traceparent` header's, the subject delegation token's, or a new one). */
+  trace_id: safeText(200).optional(),
   requested_token_type: z.string().optional(),
   audience: safeText(2000).optional(),
   resource: safeText(2000).optional(),
@@ -75,6 +78,8 @@ export function tokenRoutes(app: FastifyInstance, ctx: ServerContext): void {
       );
     }
     const actor = body.actor ?? (await actorName(ctx, body.actor_token!));
+    const traceId =
+      body.trace_id ?? traceIdOf(req.headers.traceparent) ?? delegation?.traceId ?? newTraceId();
     // No delegation for a tenant this token's issuer may not vouch for (refused, and audited as such).
     const tenant = principal.tenant === null ? undefined : ctx.gov.policy.tenants.get(principal.tenant);
     const unbound = tenant === undefined ? null : issuerRefusal(tenant, principal);
@@ -95,7 +100,7 @@ export function tokenRoutes(app: FastifyInstance, ctx: ServerContext): void {
         reason: unbound,
         rule: null,
         outcome: "none",
-        trace_id: null,
+        trace_id: traceId,
         call_id: newCallId(),
       });
       await ctx.gov.auditLog.acknowledged(seq).catch(() => {});
@@ -105,19 +110,15 @@ export function tokenRoutes(app: FastifyInstance, ctx: ServerContext): void {
       delegation?.chain ??
       (body.subject_actor === undefined || body.subject_actor === actor ? [] : [body.subject_actor]);
     const requested = body.scope === undefined ? undefined : body.scope.split(" ").filter((s) => s !== "");
-    // A signed tier stays with the chain: an agent cannot hand itself a tier with other permissions or limits.
-    if (delegation !== null && body.tier !== undefined && body.tier !== delegation.tier) {
-      throw new OnbehalfError(
-        "ERR_INVALID_ARGUMENT",
-        `a delegation keeps the tier of the token it extends (${delegation.tier}); ${body.tier} was asked for`,
-      );
-    }
-    const tier = delegation?.tier ?? body.tier ?? "subagent";
+    // The new hop may name any tier: every hop's tier is signed into the chain and a call is decided under each,
+    // the strictest winning, so another tier can only narrow what the run may do.
+    const tier = body.tier ?? "subagent";
+    const subjectTiers = delegation?.tiers ?? subjectChain.map(() => tier);
     const subjectScopes = new Set(directoryCap(ctx.gov.policy, principal, new Set(principal.scopes)));
     const minted = mintDelegation(
       ctx.key,
       ctx.issuer,
-      { principal, chain: subjectChain, scopes: subjectScopes },
+      { principal, chain: subjectChain, tiers: subjectTiers, scopes: subjectScopes, traceId },
       actor,
       requested,
       tier,
@@ -138,12 +139,13 @@ export function tokenRoutes(app: FastifyInstance, ctx: ServerContext): void {
       decision: "allow",
       reason_code: "ok",
       reason:
-        dropped.length === 0
+        (dropped.length === 0
           ? `delegated to ${actor}`
-          : `delegated to ${actor}; not granted (the subject does not hold them): ${dropped.join(" ")}`,
+          : `delegated to ${actor}; not granted (the subject does not hold them): ${dropped.join(" ")}`) +
+        (minted.tiers.length > 1 ? ` (tiers ${minted.tiers.join(" > ")})` : ""),
       rule: null,
       outcome: "none",
-      trace_id: null,
+      trace_id: traceId,
       call_id: newCallId(),
     });
     await ctx.gov.auditLog.acknowledged(recorded); // no token leaves before its record is on disk
@@ -154,6 +156,7 @@ export function tokenRoutes(app: FastifyInstance, ctx: ServerContext): void {
       token_type: "Bearer",
       expires_in: minted.expiresIn,
       scope: minted.scopes.join(" "),
+      trace_id: traceId,
     };
   });
 }

@@ -120,7 +120,13 @@ describe("MCP server adapter", () => {
     const delegated = mintDelegation(
       delegationKey,
       ISSUER,
-      { principal, chain: ["support-bot"], scopes: new Set(principal.scopes) },
+      {
+        principal,
+        chain: ["support-bot"],
+        tiers: ["interactive"],
+        scopes: new Set(principal.scopes),
+        traceId: "t-1",
+      },
       "mailer",
       ["email.read"],
       "subagent",

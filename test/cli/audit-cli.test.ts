@@ -41,6 +41,22 @@ describe("onbehalf audit", () => {
     );
     expect(json.records.map((r: { user: string }) => r.user).sort()).toEqual(["alice", "bob", "bob"]);
     expect((await cli("audit", "query", "--config", config, "--since", "not a time")).code).toBe(2);
+    // One run's records, by its trace id: the demo runs each human's session as one run.
+    const all = JSON.parse(
+      (await cli("audit", "query", "--config", config, "--json", "--limit", "1000")).out,
+    );
+    const trace = all.records.find((r: { user: string }) => r.user === "alice").trace_id as string;
+    expect(trace).toMatch(/^[0-9a-f]{32}$/);
+    const run = JSON.parse((await cli("audit", "query", "--config", config, "--trace", trace, "--json")).out);
+    expect(run.records.length).toBeGreaterThan(1);
+    expect(
+      run.records.every(
+        (r: { trace_id: string; user: string }) => r.trace_id === trace && r.user === "alice",
+      ),
+    ).toBe(true);
+    expect(run.records.length).toBe(
+      all.records.filter((r: { trace_id: string }) => r.trace_id === trace).length,
+    );
   });
 
   it("verifies (exit 0), and names the first bad record after tampering (exit 1)", async () => {

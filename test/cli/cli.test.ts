@@ -39,7 +39,7 @@ describe("onbehalf CLI", () => {
     const config = exampleConfig();
     const ok = await cli("policy", "test", join(config, "../policy-tests.yaml"));
     expect(ok.code).toBe(0);
-    expect(ok.out).toContain("8 passed, 0 failed");
+    expect(ok.out).toContain("9 passed, 0 failed");
     const wrong = join(config, "../wrong.yaml");
     writeFileSync(
       wrong,
@@ -97,6 +97,32 @@ describe("onbehalf CLI", () => {
       decision: "ask",
       rule: "big-refunds-need-approval",
     });
+    // A chain whose hops are in several tiers: each tier's verdict, and the strictest wins.
+    const chained = await cli(
+      "policy",
+      "explain",
+      "--config",
+      "examples/onbehalf.yaml",
+      "--user",
+      "alice",
+      "--tool",
+      "get_customer",
+      "--scopes",
+      "customers:read",
+      "--chain",
+      "orchestrator,worker:subagent,batch:background",
+    );
+    expect(chained.code).toBe(1);
+    expect(chained.out).toContain(
+      "chain orchestrator (interactive) → worker (subagent) → batch (background)",
+    );
+    expect(chained.out).toMatch(
+      /tier {9}interactive\n.*\n {2}verdict {6}allow: allowed by defaults\.interactive/,
+    );
+    expect(chained.out).toMatch(
+      /tier {9}background\n.*\n {2}verdict {6}deny: denied by defaults\.background/,
+    );
+    expect(chained.out).toContain("result: deny (permission_deny) by defaults.background");
   });
 
   it("mints a development token that verifies, and refuses to mint without dev_issuer", async () => {

@@ -380,4 +380,44 @@ describe("MCP gateway", () => {
     expect(Buffer.byteLength((r.content[0] as { text: string }).text)).toBe(1_048_576);
     expect((r.content[1] as { text: string }).text).toMatch(/^\[onbehalf: result cut, \d+ bytes over/);
   });
+
+  it("governs a delegated chain under every tier it names, and records a session under one trace", async () => {
+    const carol = await token("carol", "orders:write customers:read");
+    const hop = async (subject: string, actor: string, tier: string) =>
+      (
+        await call(server.url, "POST", "/v1/token", {
+          body: {
+            grant_type: "urn:ietf:params:oauth:grant-type:token-exchange",
+            subject_token: subject,
+            actor,
+            tier,
+          },
+        })
+      ).body.access_token as string;
+    const helper = await hop(await hop(carol, "nightly", "background"), "helper", "interactive");
+    server.governor.patchTenantPolicy("acme", {
+      tools: { "crm.list_orders": { background: { permission: "deny" } } },
+    });
+    try {
+      const { client } = await connect(helper);
+      const listed = (await client.listTools()).tools.map((t) => t.name);
+      expect(listed).toContain("crm.get_customer");
+      expect(listed).not.toContain("crm.list_orders"); // the background hop before it denies it
+      const refused = await client.callTool({ name: "crm.list_orders", arguments: {} });
+      expect(refused.isError).toBe(true);
+      await client.callTool({ name: "crm.get_customer", arguments: { id: "c-1" } });
+      await server.governor.flush();
+      const mine = (
+        await call(server.url, "GET", "/v1/audit?user=carol&agent=helper&limit=50", { token: ADMIN })
+      ).body.records as { trace_id: string; tool: string; decision: string; chain: string[] }[];
+      expect(mine.map((r) => `${r.tool}:${r.decision}`)).toEqual(
+        expect.arrayContaining(["crm.list_orders:deny", "crm.get_customer:allow"]),
+      );
+      expect(new Set(mine.map((r) => r.trace_id)).size).toBe(1);
+      expect(mine[0]!.trace_id).toMatch(/^[0-9a-f]{32}$/);
+      expect(mine[0]!.chain).toEqual(["nightly", "helper"]);
+    } finally {
+      server.governor.patchTenantPolicy("acme", { tools: null });
+    }
+  });
 });

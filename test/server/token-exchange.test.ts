@@ -180,7 +180,7 @@ describe("POST /v1/token", () => {
     }
   });
 
-  it("keeps a delegation's signed tier: a hop cannot switch itself to another tier", async () => {
+  it("signs every hop's tier: a delegation may name another tier, and keeps the trace of its run", async () => {
     const first = (
       await exchange({
         grant_type: TOKEN_EXCHANGE,
@@ -189,19 +189,30 @@ describe("POST /v1/token", () => {
         tier: "background",
       })
     ).body;
-    expect(claims(first.access_token).tier).toBe("background");
-    const escalate = await exchange({
-      grant_type: TOKEN_EXCHANGE,
-      subject_token: first.access_token,
-      actor: "helper",
-      tier: "interactive",
+    expect(first.trace_id).toMatch(/^[0-9a-f]{32}$/);
+    expect(claims(first.access_token)).toMatchObject({
+      tier: "background",
+      tiers: ["background"],
+      trace_id: first.trace_id,
     });
-    expect(escalate.status).toBe(400);
-    expect(escalate.body.error.message).toMatch(/keeps the tier of the token it extends \(background\)/);
-    const same = (
+    const next = (
+      await exchange({
+        grant_type: TOKEN_EXCHANGE,
+        subject_token: first.access_token,
+        actor: "helper",
+        tier: "interactive",
+      })
+    ).body;
+    // The hop names its own tier; the chain keeps the one before (a call is decided under both: tiers.test.ts).
+    expect(claims(next.access_token)).toMatchObject({
+      tier: "interactive",
+      tiers: ["background", "interactive"],
+      trace_id: first.trace_id,
+    });
+    const plain = (
       await exchange({ grant_type: TOKEN_EXCHANGE, subject_token: first.access_token, actor: "helper" })
     ).body;
-    expect(claims(same.access_token).tier).toBe("background");
+    expect(claims(plain.access_token).tiers).toEqual(["background", "subagent"]);
   });
 
   it("attenuates a widening request instead of refusing it, and says what was dropped", async () => {
