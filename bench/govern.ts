@@ -56,7 +56,7 @@ export async function benchGovern(): Promise<Finding[]> {
   const refund = gov.governed({ name: "issue_refund", execute: async (a: { amount: number }) => a.amount });
   const args = { id: "c-1" };
 
-  const rounds: { bare: Stats; gov: Stats; cel: Stats }[] = [];
+  const rounds: { bare: Stats; gov: Stats; cel: Stats; tiers: Stats }[] = [];
   await gov.runAs(principal, { agent: "bench-bot", tier: "interactive" }, async () => {
     for (let i = 0; i < 5000; i++) {
       await governed(args);
@@ -67,7 +67,13 @@ export async function benchGovern(): Promise<Finding[]> {
       const b = await timed("bare", 20_000, () => bare(args));
       const g = await timed("governed", 20_000, () => governed(args));
       const c = await timed("governed + CEL rule", 20_000, () => refund({ amount: 10 }));
-      rounds.push({ bare: b, gov: g, cel: c });
+      // The same call three hops down, each in another tier: decided under all three.
+      const t = await gov.delegate("worker", { tier: "subagent" }, () =>
+        gov.delegate("batch", { tier: "background" }, () =>
+          timed("governed, chain of 3 tiers", 20_000, () => governed(args)),
+        ),
+      );
+      rounds.push({ bare: b, gov: g, cel: c, tiers: t });
     }
   });
   await gov.flush();
@@ -75,6 +81,7 @@ export async function benchGovern(): Promise<Finding[]> {
   const addedP50 = medianOf(rounds.map((r) => r.gov.p50 - r.bare.p50));
   const addedP99 = medianOf(rounds.map((r) => r.gov.p99 - r.bare.p99));
   const celP50 = medianOf(rounds.map((r) => r.cel.p50 - r.bare.p50));
+  const tiersP50 = medianOf(rounds.map((r) => r.tiers.p50 - r.bare.p50));
   const bareP50 = medianOf(rounds.map((r) => r.bare.p50));
   const govP50 = medianOf(rounds.map((r) => r.gov.p50));
 
@@ -106,6 +113,12 @@ export async function benchGovern(): Promise<Finding[]> {
     {
       what: "governed call with one CEL rule evaluated, added p50",
       measured: `${fmt(celP50)} µs`,
+      target: "(informational)",
+      ok: true,
+    },
+    {
+      what: "governed call in a chain of three tiers (decided under each), added p50",
+      measured: `${fmt(tiersP50)} µs`,
       target: "(informational)",
       ok: true,
     },
