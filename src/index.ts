@@ -15,10 +15,19 @@
 
 export type { AuditRecord, Outcome, RecordKind, Source } from "./audit/record.js";
 export type { AuditPage, AuditQuery } from "./audit/store.js";
+export type { IssuerConfig } from "./config/issuer.js";
+export type { ConfigIssue } from "./config/issues.js";
+export { formatIssue } from "./config/issues.js";
+export type { Tier } from "./config/policy.js";
+export { TIERS } from "./config/policy.js";
+export type { Config, ConfigInput } from "./config/schema.js";
 export type { DelegateOptions, Hop, RunContext, RunOptions } from "./context/run.js";
 export { currentRun, delegate, runAs, tryCurrentRun } from "./context/run.js";
+export type { Decision, ReasonCode, ShadowVerdict, Verdict } from "./decision.js";
+export { REASON_CODES } from "./decision.js";
 export type { ErrorCode, OAuthError } from "./errors.js";
 export { isOnbehalfError, OnbehalfError } from "./errors.js";
+export { loadConfigFile, loadConfigObject } from "./govern/config.js";
 export type {
   GovernedTool,
   GovernedToolDefinition,
@@ -34,9 +43,3 @@ export { generateSigningKey, loadOrCreateSigningKey } from "./identity/keys.js";
 export type { Principal } from "./identity/principal.js";
 export type { Identity, IdentityOptions } from "./identity/verify.js";
 export { createIdentity } from "./identity/verify.js";
-export type { Decision, ReasonCode, ShadowVerdict, Verdict } from "./policy/decide.js";
-export { REASON_CODES } from "./policy/decide.js";
-export type { ConfigIssue } from "./policy/load.js";
-export { formatIssue, loadConfigFile, loadConfigObject } from "./policy/load.js";
-export type { Config, ConfigInput, IssuerConfig, Tier } from "./policy/schema.js";
-export { TIERS } from "./policy/schema.js";

@@ -8,13 +8,13 @@ import { InvalidTokenError } from "@modelcontextprotocol/sdk/server/auth/errors.
 import type { OAuthTokenVerifier } from "@modelcontextprotocol/sdk/server/auth/provider.js";
 import type { AuthInfo } from "@modelcontextprotocol/sdk/server/auth/types.js";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import type { Tier } from "../config/policy.js";
 import { delegationOf } from "../context/delegation.js";
 import { type RunContext, runContextOf, withContext } from "../context/run.js";
 import { isOnbehalfError } from "../errors.js";
 import type { Governor } from "../govern/governor.js";
 import type { Principal } from "../identity/principal.js";
 import { McpOutput, mcpText } from "../policy/output.js";
-import type { Tier } from "../policy/schema.js";
 import {
   type AdapterOptions,
   type CallOptions,

@@ -18,12 +18,13 @@ import { createHash } from "node:crypto";
 import { EventEmitter } from "node:events";
 import type { AuditFields } from "../audit/record.js";
 import { digestArgs } from "../audit/record.js";
+import type { Tier } from "../config/policy.js";
 import { type RunContext, runContextOf } from "../context/run.js";
+import type { Decision, ReasonCode } from "../decision.js";
 import { OnbehalfError } from "../errors.js";
 import type { Principal } from "../identity/principal.js";
 import type { CompiledPolicy } from "../policy/compile.js";
-import { type Decision, decide, type ReasonCode } from "../policy/decide.js";
-import type { Tier } from "../policy/schema.js";
+import { decide } from "../policy/decide.js";
 import { callInput } from "./pipeline.js";
 
 /** Denials that say nothing about the call, only that something it needs is down for now. */

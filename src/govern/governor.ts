@@ -10,6 +10,10 @@ import { journalDir } from "../audit/journal.js";
 import { type AuditLog, openAuditLog } from "../audit/log.js";
 import { type AuditFields, type AuditRecord, type Source, timestamp } from "../audit/record.js";
 import type { AuditPage, AuditQuery, AuditStore } from "../audit/store.js";
+import type { IssuerConfig } from "../config/issuer.js";
+import { formatIssue } from "../config/issues.js";
+import { ToolConfig } from "../config/policy.js";
+import type { Config, ConfigInput } from "../config/schema.js";
 import {
   type DelegateOptions,
   delegate,
@@ -18,6 +22,7 @@ import {
   runAs,
   tryCurrentRun,
 } from "../context/run.js";
+import type { Decision } from "../decision.js";
 import { OnbehalfError } from "../errors.js";
 import { devIssuerConfig } from "../identity/dev-issuer.js";
 import { loadOrCreateSigningKey } from "../identity/keys.js";
@@ -26,11 +31,9 @@ import { createIdentity, type Identity } from "../identity/verify.js";
 import { createMemoryLimiter } from "../limits/memory.js";
 import type { RateLimiter } from "../limits/window.js";
 import { type CompiledPolicy, type CompiledTool, type CompileIssue, compileTool } from "../policy/compile.js";
-import type { Decision } from "../policy/decide.js";
-import { formatIssue, type LoadedConfig, loadConfigFile, loadConfigObject } from "../policy/load.js";
-import { type Config, type ConfigInput, type IssuerConfig, ToolConfig } from "../policy/schema.js";
 import { redactUrl, waitFor } from "../retry.js";
 import { type ApprovalStore, Approvals, createMemoryApprovalStore } from "./approvals.js";
+import { type LoadedConfig, loadConfigFile, loadConfigObject } from "./config.js";
 import { lintTool } from "./lint.js";
 import {
   type BeginOptions,

@@ -14,15 +14,15 @@ import { newCallId } from "../audit/call-id.js";
 import { canonicalJson } from "../audit/canonical.js";
 import type { AuditLog } from "../audit/log.js";
 import { type AuditFields, digestArgs, type Outcome, type Source, timestamp } from "../audit/record.js";
+import type { PostTransform } from "../config/policy.js";
 import type { RunContext } from "../context/run.js";
+import type { Bucket, Decision, ReasonCode } from "../decision.js";
 import { OnbehalfError } from "../errors.js";
 import type { RateLimiter } from "../limits/window.js";
 import type { CompiledPolicy, CompiledTool } from "../policy/compile.js";
-import { type Decision, type DecisionInput, decide, type ReasonCode } from "../policy/decide.js";
-import type { Bucket } from "../policy/layers.js";
+import { type DecisionInput, decide } from "../policy/decide.js";
 import { type OutputRedaction, redactOutput } from "../policy/output.js";
 import { compilePath, type RedactPath, redact } from "../policy/redact.js";
-import type { PostTransform } from "../policy/schema.js";
 
 /** A call that has been decided and audited; `finish` it after running the tool. */
 export interface CallAttempt {

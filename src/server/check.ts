@@ -6,14 +6,15 @@
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { z } from "zod";
 import { newCallId } from "../audit/call-id.js";
+import { safeText } from "../config/fields.js";
+import { Tier } from "../config/policy.js";
 import { runContextOf } from "../context/run.js";
 import { newTraceId, traceIdOf } from "../context/trace.js";
+import { REASON_CODES, type ReasonCode } from "../decision.js";
 import { OnbehalfError } from "../errors.js";
 import type { Approval, StoredApproval } from "../govern/approvals.js";
 import { type CallAttempt, publicDecision } from "../govern/pipeline.js";
 import type { Principal } from "../identity/principal.js";
-import { REASON_CODES, type ReasonCode } from "../policy/decide.js";
-import { safeText, Tier } from "../policy/schema.js";
 import type { ServerContext } from "./context.js";
 import { authenticate, type Caller, invalidRequest, parseBody, sendError } from "./http.js";
 import type { PendingCall } from "./state.js";

@@ -4,8 +4,8 @@
  * (`limits.store: redis://…`), so a result or an approval may arrive at any instance.
  */
 import type { AuditFields } from "../audit/record.js";
+import type { PostTransform } from "../config/policy.js";
 import { type ApprovalStore, createMemoryApprovalStore } from "../govern/approvals.js";
-import type { PostTransform } from "../policy/schema.js";
 
 /** An allowed (or asked) call whose result has not been reported yet. */
 export interface PendingCall {
