@@ -27,14 +27,11 @@ export type { Decision, ReasonCode, ShadowVerdict, Verdict } from "./decision.js
 export { REASON_CODES } from "./decision.js";
 export type { ErrorCode, OAuthError } from "./errors.js";
 export { isOnbehalfError, OnbehalfError } from "./errors.js";
+export type { GovernorOptions } from "./govern/bootstrap.js";
+export { createGovernor } from "./govern/bootstrap.js";
 export { loadConfigFile, loadConfigObject } from "./govern/config.js";
-export type {
-  GovernedTool,
-  GovernedToolDefinition,
-  GovernorOptions,
-  ToolCallContext,
-} from "./govern/governor.js";
-export { createGovernor, Governor } from "./govern/governor.js";
+export type { GovernedTool, GovernedToolDefinition, ToolCallContext } from "./govern/governor.js";
+export { Governor } from "./govern/governor.js";
 export type { CallAttempt, CallResult, FinishedCall } from "./govern/pipeline.js";
 export type { DevTokenOptions } from "./identity/dev-issuer.js";
 export { DEV_AUDIENCE, DEV_ISSUER, devIssuerConfig, mintDevToken } from "./identity/dev-issuer.js";

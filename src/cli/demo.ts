@@ -5,8 +5,8 @@
  */
 
 import { OnbehalfError } from "../errors.js";
+import { createGovernor, devKeyPath } from "../govern/bootstrap.js";
 import { loadConfigFile } from "../govern/config.js";
-import { createGovernor, devKeyPath } from "../govern/governor.js";
 import { mintDevToken } from "../identity/dev-issuer.js";
 import { loadOrCreateSigningKey } from "../identity/keys.js";
 import { configPath, EXIT_FINDING, EXIT_OK, type Io, parse } from "./args.js";

@@ -3,8 +3,8 @@
  * audit and exit. With the development issuer on, it says so loudly and prints a ready token and a call to try.
  */
 
+import { devKeyPath } from "../govern/bootstrap.js";
 import { loadConfigFile } from "../govern/config.js";
-import { devKeyPath } from "../govern/governor.js";
 import { mintDevToken } from "../identity/dev-issuer.js";
 import { loadOrCreateSigningKey } from "../identity/keys.js";
 import { startServer } from "../server/app.js";

@@ -3,8 +3,8 @@
  */
 
 import { OnbehalfError } from "../errors.js";
+import { devKeyPath, trustedIssuers } from "../govern/bootstrap.js";
 import { loadConfigFile } from "../govern/config.js";
-import { devKeyPath, trustedIssuers } from "../govern/governor.js";
 import { mintDevToken } from "../identity/dev-issuer.js";
 import { loadOrCreateSigningKey } from "../identity/keys.js";
 import { createIdentity } from "../identity/verify.js";
