@@ -50,6 +50,8 @@ beforeAll(async () => {
       { name: "transfer_to_specialist" },
       { name: "transfer_to_triage" },
       { name: "transfer_to_intruder" },
+      // test_client.py TierTests: sub-agents may not wire money; interactive and background runs may
+      { name: "wire_money" },
       // test_redaction.py: outputs as strings, reprs and prose; one tool lets what it cannot check through
       { name: "get_customer_since", redact: ["ssn", "cards[*].number"] },
       { name: "get_customer_text", redact: ["ssn", "cards[*].number"] },
@@ -66,6 +68,7 @@ beforeAll(async () => {
             export_all: { "*": { permission: "allow", post_transform: "block" } },
             delete_account: { "*": { permission: "deny" } },
             transfer_to_intruder: { "*": { permission: "deny" } },
+            wire_money: { subagent: { permission: "deny" }, "*": { permission: "allow" } },
           },
           rules: [
             {

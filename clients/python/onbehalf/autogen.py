@@ -208,8 +208,13 @@ def governed_handoff(
 
     When the model calls the hand-off tool, the client (1) checks the hand-off as a tool call named after the
     hand-off (``transfer_to_<target>``, args ``{target, message}``) unless ``check=False``; (2) delegates to
-    ``target`` with ``scopes`` and ``tier`` (``POST /v1/token``): the control plane signs the extended chain;
-    (3) records that delegation in the run, so the target's ``GovernedWorkbench`` calls carry it.
+    ``target`` with ``scopes`` and ``tier`` (``POST /v1/token``): the control plane signs the extended chain,
+    with the tier of every hop, and the delegation keeps the run's trace id; (3) records that delegation in the
+    run, so the target's ``GovernedWorkbench`` calls carry it.
+
+    ``tier`` is the target's tier: ``subagent`` by default for the first hop from the human's own token, the
+    tier of the hop it extends after that. Any tier may be named: a call is decided under every tier of its
+    chain, the strictest winning, so a hand-off can only narrow what the run may do.
 
     AssistantAgent hands off whatever the tool returns, so a refused hand-off cannot be stopped by a return
     value: instead the target is recorded as refused for this run, every governed call it makes is denied with

@@ -27,12 +27,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 from . import _http
 from ._json import to_jsonable
+from ._trace import checked_trace_id
 from .context import (
     Frame,
     bind,
     current,
     root_frame,
-    signed_chain,
+    signed_delegation,
     unbind,
     validate_agent,
     validate_tier,
@@ -55,7 +56,7 @@ class Decision:
     ``missing_scope``, ``permission_deny``, ``rule_deny``, ``rate_limited``, ``approval_required``,
     ``fail_closed``, ``fail_open``, ``unauthenticated``, ``error``, ...). ``local`` is true when the client
     decided by the fail mode because the control plane could not be reached. ``approval`` is
-    ``{id, status, expires_at, url}`` for ``ask``.
+    ``{id, status, expires_at, url}`` for ``ask``. ``trace_id`` is the run's trace id, as audited.
     """
 
     decision: str
@@ -71,6 +72,7 @@ class Decision:
     tenant: str | None = None
     post_transform: str | None = None
     local: bool = False
+    trace_id: str | None = None
     _token: str | None = field(default=None, repr=False, compare=False)
     _frame: Frame | None = field(default=None, repr=False, compare=False)
     _record: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
@@ -222,6 +224,10 @@ class Client:
     ) -> Binding:
         """Bind a human's token for a block; calls in it act for that human through ``agent``.
 
+        The block is one run with one trace id (``trace_id``, else the one a delegation token carries, else the
+        active OpenTelemetry span's, else a new one): every check, delegation and spooled record of the run
+        carries it, so ``GET /v1/audit?trace=<trace id>`` finds the whole run.
+
         Example::
 
             with client.acting_as(token, agent="support-bot", tier="interactive"):
@@ -231,6 +237,8 @@ class Client:
         """
         validate_agent(agent, strict=False)
         validate_tier(tier)
+        if trace_id is not None:
+            checked_trace_id(trace_id)
         return Binding(lambda: root_frame(token, agent, tier, trace_id))
 
     def delegate(self, agent: str, scopes: Sequence[str] | str | None = None, tier: str | None = None) -> Binding:
@@ -238,10 +246,11 @@ class Client:
 
         The control plane (``POST /v1/token``, RFC 8693) signs a token whose chain is the current chain plus
         ``agent`` and whose scopes are ``scopes`` ∩ the current ones (``None``: all of them); it is bound for
-        the block, and nested ``delegate`` blocks extend the chain further. ``tier`` defaults to ``subagent`` for
-        the first hop; later hops keep the tier the chain was signed with (the control plane refuses another
-        one). When the control plane cannot be
-        reached the exchange is retried on each call and the calls follow the fail mode meanwhile.
+        the block, and nested ``delegate`` blocks extend the chain further. ``tier`` is the new hop's tier:
+        ``subagent`` by default for the first hop, the tier of the hop it extends for later ones. Every hop's tier
+        is signed into the chain and a call is decided under each of them, the strictest winning, so a hop can
+        only narrow what the run may do. The delegation keeps the run's trace id. When the control plane cannot
+        be reached the exchange is retried on each call and the calls follow the fail mode meanwhile.
 
         Raises :class:`~onbehalf.Denied` (``no_identity``) when nothing is bound, :class:`~onbehalf.Unauthenticated`
         when the bound token is refused.
@@ -392,6 +401,7 @@ class Client:
                 approval=b.get("approval"),
                 tenant=b.get("tenant"),
                 post_transform=b.get("post_transform"),
+                trace_id=b.get("trace_id") if isinstance(b.get("trace_id"), str) else frame.trace_id,
                 _token=token,
                 _frame=frame,
                 _args=safe_args,
@@ -402,7 +412,9 @@ class Client:
             "error",
             f"the control plane refused the check (HTTP {res.status}): {res.error_message}",
         )
-        return Decision("deny", code, reason, None, tool, chain=frame.chain, _token=token, _frame=frame)
+        return Decision(
+            "deny", code, reason, None, tool, chain=frame.chain, trace_id=frame.trace_id, _token=token, _frame=frame
+        )
 
     def _resolve_ask(self, decision: Decision, timeout: float) -> Decision:
         approval = decision.approval or {}
@@ -532,7 +544,14 @@ class Client:
         call_id = outage.call_id or uuid7()
         token = frame.nearest_token() or ""
         root = list(frame.ancestors())[-1].token
-        common = {"call_id": call_id, "tool": tool, "chain": frame.chain, "fail_mode": mode, "local": True}
+        common = {
+            "call_id": call_id,
+            "tool": tool,
+            "chain": frame.chain,
+            "fail_mode": mode,
+            "local": True,
+            "trace_id": frame.trace_id,
+        }
 
         def record(decision: str, reason_code: str, reason: str) -> dict[str, Any]:
             return make_record(
@@ -654,10 +673,12 @@ class Client:
                 "actor": frame.agent,
                 "tier": frame.tier,
             }
+            if frame.trace_id is not None:
+                body["trace_id"] = frame.trace_id
             # The control plane cannot know which agent holds a human's own token: name it, so the signed chain
             # of ``acting_as(token, agent="planner")`` then ``delegate("researcher")`` is [planner, researcher].
             # A token that carries a signed chain already needs (and takes) no such name.
-            if parent.parent is None and signed_chain(subject) is None:
+            if parent.parent is None and signed_delegation(subject) is None:
                 body["subject_actor"] = parent.agent
             if frame.requested_scopes is not None:
                 body["scope"] = " ".join(frame.requested_scopes)
@@ -846,7 +867,8 @@ def set_context(token: str, agent: str, tier: str = "interactive", *, trace_id: 
     """Bind ``token`` for the rest of the current task or thread (no block needed).
 
     It stays bound until the task or thread ends, or :func:`clear_context`. Prefer ``client.acting_as`` where a
-    block fits: it restores what was bound before.
+    block fits: it restores what was bound before. Like ``acting_as``, it starts a run with its own trace id
+    (``trace_id``, else a delegation token's, the active OpenTelemetry span's, or a new one).
     """
     validate_agent(agent, strict=False)
     validate_tier(tier)

@@ -92,7 +92,7 @@ class FailModeTests(unittest.TestCase):
         client = Client(proxy.url, spool_path=self.spool_path, replay_interval=0, auto_replay=False)
         ran: list = []
         lookup = self.tool(client, ran)
-        with client.acting_as(token("erin"), agent="bot"):
+        with client.acting_as(token("erin"), agent="bot") as frame:
             proxy.mode = "503"
             with self.assertRaises(Denied) as first:
                 lookup("before")  # not known yet: fail_closed
@@ -111,6 +111,7 @@ class FailModeTests(unittest.TestCase):
         self.assertEqual(stat.S_IMODE(st.st_mode), 0o600)
         entries = {e["record"]["args"].get("order_id"): e for e in client.spool.entries()}
         self.assertEqual(set(entries), {"before", "during", "during-2"})
+        self.assertEqual({e["record"]["trace_id"] for e in entries.values()}, {frame.trace_id})  # one run
         during = entries["during"]
         self.assertEqual(set(during["record"]), RECORD_KEYS)
         self.assertEqual(during["state"], "done")
@@ -136,6 +137,7 @@ class FailModeTests(unittest.TestCase):
         self.assertEqual((by_order["during"]["decision"], by_order["during"]["outcome"]), ("allow", "ok"))
         self.assertEqual((by_order["before"]["decision"], by_order["before"]["reason_code"]), ("deny", "fail_closed"))
         self.assertIn("spooled by the client", by_order["during"]["reason"])
+        self.assertEqual({r["trace_id"] for r in stored}, {frame.trace_id})
         self.assertEqual(client.flush().sent, 0)
         self.assertEqual(len(spooled("erin", call_ids)), len(call_ids))
 
