@@ -3,6 +3,10 @@
  * `startServer` with the development issuer, SQLite audit, and tokens minted for a few humans in two tenants
  * (acme: fail_closed; openco: fail_open). The URL, the admin token and the tokens reach Python through
  * environment variables; the suite runs as a child process (asynchronously, so this process keeps serving).
+ *
+ * The suite runs twice: once with no AutoGen installed (the client is standard library only; the AutoGen tests
+ * skip), and once, for the tests that need it, with the real AutoGen 0.7.5 of ../shared/vendor/python-autogen on the
+ * PYTHONPATH.
  */
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -50,6 +54,7 @@ beforeAll(async () => {
       { name: "transfer_to_specialist" },
       { name: "transfer_to_triage" },
       { name: "transfer_to_intruder" },
+      { name: "transfer_to_auditor", required_scopes: ["audit:read"] }, // nobody holds it: refused, missing_scope
       // test_client.py TierTests: sub-agents may not wire money; interactive and background runs may
       { name: "wire_money" },
       // test_redaction.py: outputs as strings, reprs and prose; one tool lets what it cannot check through
@@ -57,6 +62,7 @@ beforeAll(async () => {
       { name: "get_customer_text", redact: ["ssn", "cards[*].number"] },
       { name: "get_customer_json", redact: ["ssn", "cards[*].number"] },
       { name: "customer_notes", redact: ["ssn", "cards[*].number"], unparsed_output: "pass" },
+      { name: "get_customer_model", redact: ["ssn", "cards[*].number"] },
     ],
     tenants: [
       {
@@ -142,6 +148,12 @@ function pythonEnv(pythonPath: string, extra: NodeJS.ProcessEnv = {}): NodeJS.Pr
 
 /** The real AutoGen 0.7.5 for tests (../shared/vendor/python-autogen, see its README), when this machine has it. */
 const AUTOGEN_PATH_SCRIPT = resolve(ROOT, "../shared/vendor/python-autogen/pythonpath.sh");
+/** The tests that need the real AutoGen (or the OpenTelemetry API it brings), run in the second process. */
+const AUTOGEN_TESTS = [
+  "test_autogen",
+  "test_redaction.RealAutogenRedactionTests",
+  "test_client.OpenTelemetryTests",
+];
 
 describe("Python client (clients/python)", () => {
   it("passes its unittest suite against a real control plane", async () => {
@@ -159,7 +171,7 @@ describe("Python client (clients/python)", () => {
   }, 180_000);
 
   it.skipIf(!existsSync(AUTOGEN_PATH_SCRIPT))(
-    "redacts what real AutoGen tools return (test_redaction.py, with the real AutoGen 0.7.5)",
+    "governs real AutoGen 0.7.5 teams, tools and hand-offs (test_autogen.py, test_redaction.py)",
     async () => {
       const path = await run("bash", [AUTOGEN_PATH_SCRIPT], process.env);
       expect(path.code, path.output).toBe(0);
@@ -167,7 +179,7 @@ describe("Python client (clients/python)", () => {
       const python = process.env["ONBEHALF_TEST_PYTHON"] ?? "python3";
       const { code, output } = await run(
         python,
-        ["-m", "unittest", "-v", "test_redaction.RealAutogenRedactionTests"],
+        ["-m", "unittest", "-v", ...AUTOGEN_TESTS],
         pythonEnv(["clients/python", "clients/python/tests", autogen].join(":"), {
           ONBEHALF_TEST_REAL_AUTOGEN: "1",
         }),
@@ -176,6 +188,10 @@ describe("Python client (clients/python)", () => {
       expect(code, output.slice(-20_000)).toBe(0);
       expect(output).not.toMatch(/skipped/);
       expect(output).toMatch(/^Ran [1-9]\d* tests? in/m);
+      const summary = output.match(/^Ran \d+ tests? in [\d.]+s\s+OK.*$/m);
+      console.log(
+        `python, real AutoGen: ${summary === null ? "no summary" : summary[0].replace(/\s+/g, " ")}`,
+      );
     },
     180_000,
   );

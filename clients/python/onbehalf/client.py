@@ -27,11 +27,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 from . import _http
 from ._json import to_jsonable
-from ._trace import checked_trace_id
+from ._trace import checked_trace_id, new_trace_id
 from .context import (
     Frame,
     bind,
     current,
+    refused_frame,
     root_frame,
     signed_delegation,
     unbind,
@@ -250,7 +251,9 @@ class Client:
         ``subagent`` by default for the first hop, the tier of the hop it extends for later ones. Every hop's tier
         is signed into the chain and a call is decided under each of them, the strictest winning, so a hop can
         only narrow what the run may do. The delegation keeps the run's trace id. When the control plane cannot
-        be reached the exchange is retried on each call and the calls follow the fail mode meanwhile.
+        be reached the exchange is retried on each call and the calls follow the fail mode meanwhile. Inside an
+        agent whose hand-off was refused, the delegation is refused too: calls in the block are refused (and
+        audited as refused attempts).
 
         Raises :class:`~onbehalf.Denied` (``no_identity``) when nothing is bound, :class:`~onbehalf.Unauthenticated`
         when the bound token is refused.
@@ -280,8 +283,10 @@ class Client:
 
         Returns the :class:`Decision` (``ask`` is returned, not waited for: see :meth:`wait_for_approval`). A
         control plane that cannot be reached yields the fail mode's decision (``local=True``). Raises
-        :class:`~onbehalf.Denied` (``no_identity``) when nothing is bound. Run the tool only when
-        ``decision.decision == "allow"``, then :meth:`report` its result.
+        :class:`~onbehalf.Denied` (``no_identity``) when nothing is bound, and the refused hand-off's
+        ``reason_code`` for an agent whose hand-off was refused; both are still sent to the control plane as
+        attempts, so the audit shows them. Run the tool only when ``decision.decision == "allow"``, then
+        :meth:`report` its result.
         """
         return self._decide(current(), tool, dict(args or {}))
 
@@ -369,13 +374,14 @@ class Client:
     def _decide(
         self, frame: Frame | None, tool: str, args: Mapping[str, Any], approval: str | None = None
     ) -> Decision:
-        if frame is None:
-            raise Denied("no_identity", _NO_IDENTITY, tool=tool)
-        if frame.denied is not None:
-            raise Denied(frame.denied.reason_code, frame.denied.reason, tool=tool, chain=frame.chain)
         if not isinstance(tool, str) or not tool:
             raise ConfigurationError("a tool name is required")
+        if frame is None:
+            self._anonymous_attempt(tool)
+            raise Denied("no_identity", _NO_IDENTITY, tool=tool)
         safe_args = to_jsonable(dict(args))
+        if frame.denied is not None:
+            self._refused_attempt(frame, tool, safe_args)  # raises
         try:
             token = self._token_for(frame)
             body: dict[str, Any] = {"tool": tool, "args": safe_args, "agent": {"name": frame.agent, "tier": frame.tier}}
@@ -415,6 +421,95 @@ class Client:
         return Decision(
             "deny", code, reason, None, tool, chain=frame.chain, trace_id=frame.trace_id, _token=token, _frame=frame
         )
+
+    def _refused_attempt(self, frame: Frame, tool: str, args: Any) -> None:
+        """Refuse a call of an agent whose hand-off was refused, after recording it as an attempt.
+
+        The call goes to ``POST /v1/check`` with ``client_refusal``: the control plane audits it as a denied
+        attempt with the refused hand-off's reason code, and never allows it. Whatever the answer, the call is
+        refused. When the control plane cannot be reached, the refusal is spooled as a ``fail_closed`` denial
+        whose reason keeps the real one. Always raises :class:`~onbehalf.Denied`.
+        """
+        refusal = frame.denied
+        assert refusal is not None
+        code, reason = refusal.reason_code, refusal.reason
+        # the control plane takes its own deny codes only: one of the client's is sent as "error", named in the reason
+        sent = (code, reason) if code in _SERVER_DENY_CODES else ("error", f"{code}: {reason}")
+        call_id: str | None = None
+        authorized = next((f for f in frame.ancestors() if f.denied is None), None)
+        try:
+            token = self._token_for(authorized) if authorized is not None else None
+            if token is None:
+                raise _Outage("no token to send the refused call with")
+            body: dict[str, Any] = {
+                "tool": tool,
+                "args": args,
+                "agent": {"name": frame.agent, "tier": frame.tier},
+                "client_refusal": {"reason_code": sent[0], "reason": sent[1][:2000]},
+            }
+            if frame.trace_id is not None:
+                body["trace_id"] = frame.trace_id
+            res = self._send("POST", "/v1/check", token=token, json_body=body)
+        except _Outage as o:
+            call_id = o.call_id or uuid7()
+            self._spool_refusal(frame, tool, args, call_id, f"refused by the client ({code}): {reason}", o.reason)
+        except Denied as e:  # the delegation it would be sent under was refused: that refusal is audited
+            log.warning("onbehalf: the refused call of %s to %s was not sent: %s", frame.agent, tool, e.reason)
+        else:
+            b = res.body if isinstance(res.body, dict) else {}
+            call_id = b.get("call_id") if isinstance(b.get("call_id"), str) else None
+            if res.status != 200 or b.get("decision") != "deny":
+                log.error(
+                    "onbehalf: the control plane did not record the refused call of %s to %s as a denial "
+                    "(HTTP %s, decision %r: %s); refused anyway",
+                    frame.agent,
+                    tool,
+                    res.status,
+                    b.get("decision"),
+                    res.error_message,
+                )
+        raise Denied(code, reason, tool=tool, call_id=call_id, chain=frame.chain)
+
+    def _spool_refusal(self, frame: Frame, tool: str, args: Any, call_id: str, reason: str, outage: str) -> None:
+        """Keep a refusal the control plane could not hear of: a ``fail_closed`` denial (the only code a spooled
+        denial may have) whose reason says what really refused it."""
+        token = frame.nearest_token()
+        if self.spool is None or not token:
+            log.warning("onbehalf: a refused call of %s to %s could not be audited: %s", frame.agent, tool, outage)
+            return
+        record = make_record(
+            call_id=call_id,
+            tool=tool,
+            args=args,
+            agent=frame.agent,
+            tier=frame.tier,
+            chain=frame.chain,
+            decision="deny",
+            reason_code="fail_closed",
+            reason=f"{reason}; the control plane is unreachable ({outage})",
+            outcome="none",
+            trace_id=frame.trace_id,
+        )
+        try:
+            self.spool.append(token, record, "done", list(frame.ancestors())[-1].token)
+        except SpoolError as e:
+            log.error("onbehalf: could not spool the refused call of %s to %s: %s", frame.agent, tool, e)
+
+    def _anonymous_attempt(self, tool: str) -> None:
+        """Tell the control plane of a call made with no identity bound: ``POST /v1/check`` without a token.
+
+        It answers 401 and audits an anonymous ``unauthenticated`` attempt. The arguments are not sent (the
+        control plane keeps none for a call it cannot attribute). Unreachable: nothing is spooled, as there is no
+        one to attribute the record to and no token to replay it with.
+        """
+        body = {"tool": tool, "agent": {"name": _UNBOUND_AGENT}, "trace_id": new_trace_id()}
+        try:
+            res = self._send("POST", "/v1/check", json_body=body)
+        except _Outage as o:
+            log.warning("onbehalf: a call to %s with no identity bound could not be audited: %s", tool, o.reason)
+            return
+        if res.status != 401:
+            log.error("onbehalf: a call to %s with no identity was answered HTTP %s, not 401", tool, res.status)
 
     def _resolve_ask(self, decision: Decision, timeout: float) -> Decision:
         approval = decision.approval or {}
@@ -632,10 +727,10 @@ class Client:
     def _delegate_frame(
         self, parent: Frame, agent: str, scopes: tuple[str, ...] | None, tier: str | None
     ) -> Frame:
-        if parent.denied is not None:
-            raise Denied(parent.denied.reason_code, parent.denied.reason, chain=parent.chain)
         if tier is None:
             tier = parent.tier if parent.is_delegation else "subagent"
+        if parent.denied is not None:  # an agent whose hand-off was refused delegates nothing it could use
+            return refused_frame(parent, agent, tier, parent.denied)
         child = Frame(
             token=None,
             agent=agent,
@@ -780,6 +875,25 @@ class Client:
             self._replay_lock.release()
 
 
+_UNBOUND_AGENT = "(no identity bound)"
+# The deny reason codes of the control plane (src/policy/decide.ts), the ones ``client_refusal`` accepts.
+_SERVER_DENY_CODES = frozenset(
+    {
+        "unauthenticated",
+        "tenant_mismatch",
+        "not_a_member",
+        "missing_scope",
+        "permission_deny",
+        "rule_deny",
+        "rule_over_budget",
+        "rate_limited",
+        "approval_required",
+        "approval_denied",
+        "approval_expired",
+        "fail_closed",
+        "error",
+    }
+)
 _NO_IDENTITY = (
     "no identity is bound: run the agent inside client.acting_as(token, agent=..., tier=...) "
     "or call onbehalf.set_context(token, agent=..., tier=...) first"

@@ -57,9 +57,10 @@ class Frame:
 
     ``token`` is ``None`` while a delegation could not be exchanged yet (control plane unreachable when the
     block was entered); the client retries the exchange on the next call and meanwhile acts on the fail mode
-    with the parent's token. ``denied`` is set on the frame of an agent whose hand-off policy refused: every
-    governed call made as that agent is denied with that reason. ``trace_id`` is the run's trace id, the same in
-    every frame of the run.
+    with the parent's token. ``denied`` is set on the frame of an agent whose hand-off (or delegation) was
+    refused: it has no token of its own, and every governed call made as that agent is refused — after being
+    sent to the control plane as a refused attempt (``client_refusal``), so that the audit shows it.
+    ``trace_id`` is the run's trace id, the same in every frame of the run.
     """
 
     token: str | None
@@ -138,6 +139,25 @@ def root_frame(token: str, agent: str, tier: str, trace_id: str | None) -> Frame
     frame = Frame(token=token, agent=agent, tier=tier, chain=chain, run=run, trace_id=trace_id or new_trace_id())
     run.root = frame
     return frame
+
+
+def refused_frame(parent: Frame, agent: str, tier: str | None, refusal: "Denied") -> Frame:
+    """The frame of ``agent`` after a hand-off or delegation to it from ``parent`` was refused.
+
+    It has no token; calls made under it are sent to the control plane as refused attempts and refused. A
+    frame extended from a refused one is refused with the same reason. Its tier is the one the delegation
+    would have had (``tier``, else ``subagent`` for a first hop, else the parent's).
+    """
+    return Frame(
+        token=None,
+        agent=agent,
+        tier=tier or (parent.tier if parent.is_delegation else "subagent"),
+        chain=(*parent.chain, agent),
+        run=parent.run,
+        parent=parent,
+        trace_id=parent.trace_id,
+        denied=refusal,
+    )
 
 
 class SignedDelegation(NamedTuple):

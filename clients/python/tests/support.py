@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import http.server
 import json
+import logging
 import os
 import re
 import shutil
@@ -29,6 +30,14 @@ APPROVAL_TTL = float(os.environ.get("ONBEHALF_TEST_APPROVAL_TTL") or 4)
 
 needs_server = unittest.skipUnless(URL and ADMIN and TOKENS, "run through npm test (test/python/python-client.test.ts)")
 
+# The real AutoGen 0.7.5 (../shared/vendor/python-autogen): test/python/python-client.test.ts runs the AutoGen tests in a
+# process of their own, with its PYTHONPATH and ONBEHALF_TEST_REAL_AUTOGEN=1; the main run skips them.
+REAL_AUTOGEN = os.environ.get("ONBEHALF_TEST_REAL_AUTOGEN") == "1"
+needs_autogen = unittest.skipUnless(
+    REAL_AUTOGEN, "needs the real AutoGen 0.7.5: test/python/python-client.test.ts runs it with ONBEHALF_TEST_REAL_AUTOGEN=1"
+)
+if REAL_AUTOGEN:  # the scripted model warns on every turn that it counts tokens of strings only
+    logging.getLogger("autogen_core.events").setLevel(logging.ERROR)
 W3C_TRACE_ID = re.compile(r"^(?!0{32}$)[0-9a-f]{32}$")
 
 

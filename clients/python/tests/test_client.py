@@ -155,6 +155,17 @@ class DecisionTests(unittest.TestCase):
         with self.assertRaises(Denied):
             self.lookup_order("o-1")
 
+    def test_a_call_with_no_identity_is_still_an_audited_attempt(self) -> None:
+        tool = f"probe_{nonce()}"
+        with self.assertRaises(Denied) as caught:
+            self.client.check(tool, {"customer_id": "c-1"})
+        self.assertEqual(caught.exception.reason_code, "no_identity")
+        # sent without a token: the control plane answered 401 and recorded an anonymous attempt, without arguments
+        (record,) = audit_until(lambda rs: len(rs) >= 1, tool=tool)
+        self.assertEqual((record["kind"], record["decision"], record["reason_code"]), ("attempt", "deny", "unauthenticated"))
+        self.assertIsNone(record["user"])
+        self.assertRegex(record["trace_id"], W3C_TRACE_ID)
+
     def test_tool_exception_is_reported_and_reraised(self) -> None:
         n = nonce()
 

@@ -312,17 +312,23 @@ class FailModeTests(unittest.TestCase):
 class OfflineTests(unittest.TestCase):
     """No control plane needed."""
 
-    def test_no_identity_even_when_offline(self) -> None:
+    def test_no_identity_even_when_offline_and_nothing_is_spooled(self) -> None:
+        tmp = TempDir()
+        self.addCleanup(tmp.cleanup)
         with self.assertLogs("onbehalf", logging.WARNING):
-            client = Client(f"http://127.0.0.1:{free_port()}", fail_mode="fail_open", spool_path=None)
+            client = Client(f"http://127.0.0.1:{free_port()}", fail_mode="fail_open", spool_path=tmp.join("spool.jsonl"))
 
         @governed(client)
         def f() -> int:
             return 1
 
-        with self.assertRaises(Denied) as caught:
-            f()
+        with self.assertLogs("onbehalf", logging.WARNING) as logs:
+            with self.assertRaises(Denied) as caught:
+                f()
         self.assertEqual(caught.exception.reason_code, "no_identity")
+        # The anonymous attempt could not be sent; it is not spooled: no one to attribute it to, no token to send it.
+        self.assertIn("with no identity bound could not be audited", "\n".join(logs.output))
+        self.assertFalse(os.path.exists(tmp.join("spool.jsonl")))
 
     def test_configuration_is_checked(self) -> None:
         with self.assertRaises(onbehalf.ConfigurationError):
