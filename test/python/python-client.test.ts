@@ -6,10 +6,11 @@
  *
  * The suite runs twice: once with no AutoGen installed (the client is standard library only; the AutoGen tests
  * skip), and once, for the tests that need it, with the real AutoGen 0.7.5 of ../shared/vendor/python-autogen on the
- * PYTHONPATH.
+ * PYTHONPATH — those include examples/autogen/team.py, run against a second control plane that uses the example's
+ * own config (examples/autogen/onbehalf.yaml).
  */
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -37,6 +38,10 @@ const USERS: ReadonlyArray<readonly [string, string, readonly string[]]> = [
 let dir: string;
 let server: OnbehalfServer;
 const tokens: Record<string, string> = {};
+/** The control plane of examples/autogen/onbehalf.yaml (a copy, in a directory of its own), and alice's token. */
+let exampleDir: string;
+let example: OnbehalfServer;
+let exampleToken: string;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "onbehalf-python-"));
@@ -107,9 +112,31 @@ beforeAll(async () => {
   }
 });
 
+beforeAll(async () => {
+  exampleDir = mkdtempSync(join(tmpdir(), "onbehalf-python-example-"));
+  const config = join(exampleDir, "onbehalf.yaml");
+  copyFileSync(resolve(ROOT, "examples/autogen/onbehalf.yaml"), config);
+  example = await startServer({
+    config,
+    port: 0,
+    env: { ...process.env, ONBEHALF_ADMIN_TOKEN: ADMIN },
+    warn: () => {},
+  });
+  const devKey = loadOrCreateSigningKey(join(exampleDir, "keys", "dev-issuer.jwk"));
+  exampleToken = mintDevToken(devKey, {
+    sub: "alice",
+    tenant: "acme",
+    scopes: ["orders:read", "refunds:write", "customers:read"], // as in examples/autogen/README.md
+    email: "alice@acme.test",
+    ttlSeconds: 3600,
+  });
+});
+
 afterAll(async () => {
   await server?.close();
+  await example?.close();
   if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  if (exampleDir !== undefined) rmSync(exampleDir, { recursive: true, force: true });
 });
 
 function run(
@@ -142,6 +169,8 @@ function pythonEnv(pythonPath: string, extra: NodeJS.ProcessEnv = {}): NodeJS.Pr
     ONBEHALF_TEST_ADMIN: ADMIN,
     ONBEHALF_TEST_TOKENS: JSON.stringify(tokens),
     ONBEHALF_TEST_APPROVAL_TTL: "4",
+    ONBEHALF_TEST_EXAMPLE_URL: example.url,
+    ONBEHALF_TEST_EXAMPLE_TOKEN: exampleToken,
     ...extra,
   };
 }
@@ -152,6 +181,7 @@ const AUTOGEN_PATH_SCRIPT = resolve(ROOT, "../shared/vendor/python-autogen/pytho
 const AUTOGEN_TESTS = [
   "test_autogen",
   "test_redaction.RealAutogenRedactionTests",
+  "test_example_team",
   "test_client.OpenTelemetryTests",
 ];
 
@@ -171,7 +201,7 @@ describe("Python client (clients/python)", () => {
   }, 180_000);
 
   it.skipIf(!existsSync(AUTOGEN_PATH_SCRIPT))(
-    "governs real AutoGen 0.7.5 teams, tools and hand-offs (test_autogen.py, test_redaction.py)",
+    "governs real AutoGen 0.7.5 teams, tools, hand-offs and the example team (test_autogen.py, ...)",
     async () => {
       const path = await run("bash", [AUTOGEN_PATH_SCRIPT], process.env);
       expect(path.code, path.output).toBe(0);

@@ -38,6 +38,9 @@ needs_autogen = unittest.skipUnless(
 )
 if REAL_AUTOGEN:  # the scripted model warns on every turn that it counts tokens of strings only
     logging.getLogger("autogen_core.events").setLevel(logging.ERROR)
+# The control plane of examples/autogen/onbehalf.yaml, and a token for alice there (test_example_team.py).
+EXAMPLE_URL = os.environ.get("ONBEHALF_TEST_EXAMPLE_URL", "")
+EXAMPLE_TOKEN = os.environ.get("ONBEHALF_TEST_EXAMPLE_TOKEN", "")
 W3C_TRACE_ID = re.compile(r"^(?!0{32}$)[0-9a-f]{32}$")
 
 
