@@ -775,6 +775,7 @@ class Client:
             # A token that carries a signed chain already needs (and takes) no such name.
             if parent.parent is None and signed_delegation(subject) is None:
                 body["subject_actor"] = parent.agent
+                body["subject_tier"] = parent.tier  # signed too: its calls' successors are decided under it
             if frame.requested_scopes is not None:
                 body["scope"] = " ".join(frame.requested_scopes)
             res = self._send("POST", "/v1/token", json_body=body)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import contextvars
+import json
 import os
 import threading
 import unittest
@@ -437,6 +439,10 @@ class TierTests(unittest.TestCase):
                 with self.assertRaises(Denied) as caught:
                     self.wire_money(f"worker-{n}", 1)
                 denied.append(caught.exception)
+                # The orchestrator's own tier is signed into the chain too, not only the worker's.
+                payload = worker.token.split(".")[1]
+                claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+                self.assertEqual(claims["tiers"], ["interactive", "subagent"])
                 with c.delegate("nightly", tier="background") as nightly:
                     with self.assertRaises(Denied) as caught:
                         self.wire_money(f"nightly-{n}", 1)  # background may, but a hop of its chain is a subagent
