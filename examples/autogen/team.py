@@ -2,7 +2,8 @@
 
 Every tool call is decided by the onbehalf control plane for the human in $ONBEHALF_USER_TOKEN; denials come
 back to the model as error tool results; the hand-off from triage to billing is checked, audited and delegated,
-so billing's calls carry the signed chain ["triage", "billing"] and only the scopes the hand-off granted.
+so billing's calls carry the signed chain ["triage", "billing"], the tier "subagent", and only the scopes the
+hand-off granted. Every record of the run carries one trace id, printed at the end.
 
 Run it (see README.md):  python examples/autogen/team.py "Please refund order o-1001, it arrived broken."
 """
@@ -17,9 +18,8 @@ from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.conditions import MaxMessageTermination, TextMentionTermination
 from autogen_agentchat.teams import Swarm
 from autogen_agentchat.ui import Console
-from autogen_core.models import ModelFamily
+from autogen_core.models import ChatCompletionClient, ModelFamily
 from autogen_core.tools import FunctionTool, StaticWorkbench
-from autogen_ext.models.openai import OpenAIChatCompletionClient
 
 import onbehalf
 from onbehalf.autogen import GovernedWorkbench, governed_handoff
@@ -40,8 +40,10 @@ async def issue_refund(order_id: str, amount: float) -> dict:
     return {"order_id": order_id, "refunded": amount, "status": "refund issued"}
 
 
-def model_client() -> OpenAIChatCompletionClient:
+def model_client() -> ChatCompletionClient:
     """An OpenAI model, or any OpenAI-compatible endpoint (vLLM, Ollama, LM Studio, Azure, ...)."""
+    from autogen_ext.models.openai import OpenAIChatCompletionClient  # pip install "autogen-ext[openai]"
+
     kwargs: dict = {
         "model": os.environ.get("OPENAI_MODEL", "gpt-4o-mini"),
         "api_key": os.environ.get("OPENAI_API_KEY", "not-needed-for-local-models"),
@@ -59,13 +61,15 @@ def model_client() -> OpenAIChatCompletionClient:
     return OpenAIChatCompletionClient(**kwargs)
 
 
-async def main(task: str) -> None:
+async def main(task: str, model: ChatCompletionClient | None = None) -> None:
+    """Run the team on ``task`` for the user of $ONBEHALF_USER_TOKEN; ``model`` defaults to ``model_client()``
+    (the tests pass a scripted one)."""
     client = onbehalf.Client(
         os.environ.get("ONBEHALF_URL", "http://127.0.0.1:8787"),
         approval_timeout=float(os.environ.get("ONBEHALF_APPROVAL_TIMEOUT", "120")),  # refunds > 500 wait for a human
     )
     user_token = os.environ["ONBEHALF_USER_TOKEN"]
-    model = model_client()
+    model = model or model_client()
     lookup = FunctionTool(lookup_order, description="Look up an order by its id.")
     refund = FunctionTool(issue_refund, description="Refund part or all of an order.")
 
@@ -73,7 +77,7 @@ async def main(task: str) -> None:
         "triage",
         model_client=model,
         workbench=GovernedWorkbench(StaticWorkbench([lookup]), client, agent="triage"),
-        handoffs=[governed_handoff("billing", client, scopes=["orders:read", "refunds:write"])],
+        handoffs=[governed_handoff("billing", client, scopes=["orders:read", "refunds:write"], tier="subagent")],
         system_message=(
             "You are the triage agent of a shop. Look orders up. For refunds, hand off to billing. "
             "If a tool is denied, tell the user why. Say TERMINATE when the user's request is settled."
@@ -95,10 +99,11 @@ async def main(task: str) -> None:
         termination_condition=TextMentionTermination("TERMINATE") | MaxMessageTermination(16),
     )
 
-    # The human's identity reaches every speaker, hand-off and nested task of this run.
-    async with client.acting_as(user_token, agent="triage", tier="interactive", trace_id="example-team"):
+    # The human's identity reaches every speaker, hand-off and nested task of this run, under one trace id.
+    async with client.acting_as(user_token, agent="triage", tier="interactive") as frame:
         await Console(team.run_stream(task=task))
     await model.close()
+    print(f"trace id of this run: {frame.trace_id} (every audit record of the run carries it)")
     report = client.flush()  # anything spooled during an outage goes to the control plane now
     if report.remaining:
         print(f"{report.remaining} audit records are still in the local spool", file=sys.stderr)

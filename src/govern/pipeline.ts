@@ -164,7 +164,8 @@ export function beginCall(
     decision = denial("error", `policy evaluation failed: ${(e as Error).message}`);
   }
   if (opts.refused !== undefined) {
-    decision = override(decision, opts.refused.reason_code, `refused by the client: ${opts.refused.reason}`);
+    const { reason_code, reason } = opts.refused;
+    decision = { ...override(decision, reason_code, `refused by the client: ${reason}`), layer: null };
   } else if (decision.decision === "ask" && opts.approved !== undefined) {
     const { id, by } = opts.approved;
     decision = {

@@ -8,6 +8,7 @@ import { z } from "zod";
 import { newCallId } from "../audit/call-id.js";
 import { safeText } from "../config/fields.js";
 import { Tier } from "../config/policy.js";
+import type { DelegationClaims } from "../context/delegation.js";
 import { runContextOf } from "../context/run.js";
 import { newTraceId, traceIdOf } from "../context/trace.js";
 import { REASON_CODES, type ReasonCode } from "../decision.js";
@@ -72,9 +73,7 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
     const delegation = caller.delegation;
     const traceId = traceOf(body, req, delegation?.traceId);
     const run = runContextOf(caller.principal, {
-      chain: delegation?.chain ?? [body.agent.name],
-      tier: delegation?.tier ?? body.agent.tier ?? "interactive",
-      ...(delegation === null ? {} : { tiers: delegation.tiers }),
+      ...chainOf(body, delegation),
       scopes: caller.principal.scopes,
       ...(body.tenant === undefined ? {} : { tenant: body.tenant }),
       ...(traceId === undefined ? {} : { traceId }),
@@ -394,6 +393,23 @@ async function auditUnauthenticated(
       traceId: (body === null ? undefined : traceOf(body, req, null)) ?? newTraceId(),
     })
     .catch(() => {}); // the audit being down is answered by the 401 anyway
+}
+
+/**
+ * The chain a check is decided for: a delegation token's, signed, else the one agent the body names. A client's
+ * refusal of an agent the token does not name (a hand-off it refused) names that agent after the signed chain:
+ * the record says who was refused, and it can only ever be a deny.
+ */
+function chainOf(
+  body: CheckBody,
+  delegation: DelegationClaims | null,
+): { chain: readonly string[]; tier: Tier; tiers?: readonly Tier[] } {
+  const own = body.agent.tier ?? "interactive";
+  if (delegation === null) return { chain: [body.agent.name], tier: own };
+  const { chain, tier, tiers } = delegation;
+  if (body.client_refusal === undefined || chain.at(-1) === body.agent.name) return { chain, tier, tiers };
+  const refused = body.agent.tier ?? "subagent";
+  return { chain: [...chain, body.agent.name], tier: refused, tiers: [...tiers, refused] };
 }
 
 /**

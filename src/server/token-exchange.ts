@@ -43,6 +43,8 @@ const TokenBody = z.strictObject({
   actor_token_type: z.string().optional(),
   scope: SCOPE.optional(),
   tier: Tier.optional(),
+  /** With `subject_actor`: that agent's tier (default: `tier`). A delegation token's hops have theirs signed. */
+  subject_tier: Tier.optional(),
   /** The run's trace id (else the `traceparent` header's, the subject delegation token's, or a new one). */
   trace_id: safeText(200).optional(),
   requested_token_type: z.string().optional(),
@@ -72,10 +74,10 @@ export function tokenRoutes(app: FastifyInstance, ctx: ServerContext): void {
     }
     // A human's own token says nothing of the agent holding it: `subject_actor` names it, so the chain starts
     // there. A delegation token's chain is signed already and is not to be rewritten.
-    if (delegation !== null && body.subject_actor !== undefined) {
+    if (delegation !== null && (body.subject_actor !== undefined || body.subject_tier !== undefined)) {
       throw new OnbehalfError(
         "ERR_INVALID_ARGUMENT",
-        "subject_actor is only for a user's own token: the subject is a delegation token, whose chain is signed already",
+        "subject_actor and subject_tier are only for a user's own token: the subject is a delegation token, whose chain is signed already",
       );
     }
     const actor = body.actor ?? (await actorName(ctx, body.actor_token!));
@@ -114,7 +116,7 @@ export function tokenRoutes(app: FastifyInstance, ctx: ServerContext): void {
     // The new hop may name any tier: every hop's tier is signed into the chain and a call is decided under each,
     // the strictest winning, so another tier can only narrow what the run may do.
     const tier = body.tier ?? "subagent";
-    const subjectTiers = delegation?.tiers ?? subjectChain.map(() => tier);
+    const subjectTiers = delegation?.tiers ?? subjectChain.map(() => body.subject_tier ?? tier);
     const subjectScopes = new Set(directoryCap(ctx.gov.policy, principal, new Set(principal.scopes)));
     const minted = mintDelegation(
       ctx.key,

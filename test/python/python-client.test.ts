@@ -3,9 +3,14 @@
  * `startServer` with the development issuer, SQLite audit, and tokens minted for a few humans in two tenants
  * (acme: fail_closed; openco: fail_open). The URL, the admin token and the tokens reach Python through
  * environment variables; the suite runs as a child process (asynchronously, so this process keeps serving).
+ *
+ * The suite runs twice: once with no AutoGen installed (the client is standard library only; the AutoGen tests
+ * skip), and once, for the tests that need it, with the real AutoGen 0.7.5 of ../shared/vendor/python-autogen on the
+ * PYTHONPATH — those include examples/autogen/team.py, run against a second control plane that uses the example's
+ * own config (examples/autogen/onbehalf.yaml).
  */
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -33,6 +38,10 @@ const USERS: ReadonlyArray<readonly [string, string, readonly string[]]> = [
 let dir: string;
 let server: OnbehalfServer;
 const tokens: Record<string, string> = {};
+/** The control plane of examples/autogen/onbehalf.yaml (a copy, in a directory of its own), and alice's token. */
+let exampleDir: string;
+let example: OnbehalfServer;
+let exampleToken: string;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "onbehalf-python-"));
@@ -50,11 +59,15 @@ beforeAll(async () => {
       { name: "transfer_to_specialist" },
       { name: "transfer_to_triage" },
       { name: "transfer_to_intruder" },
+      { name: "transfer_to_auditor", required_scopes: ["audit:read"] }, // nobody holds it: refused, missing_scope
+      // test_client.py TierTests: sub-agents may not wire money; interactive and background runs may
+      { name: "wire_money" },
       // test_redaction.py: outputs as strings, reprs and prose; one tool lets what it cannot check through
       { name: "get_customer_since", redact: ["ssn", "cards[*].number"] },
       { name: "get_customer_text", redact: ["ssn", "cards[*].number"] },
       { name: "get_customer_json", redact: ["ssn", "cards[*].number"] },
       { name: "customer_notes", redact: ["ssn", "cards[*].number"], unparsed_output: "pass" },
+      { name: "get_customer_model", redact: ["ssn", "cards[*].number"] },
     ],
     tenants: [
       {
@@ -66,6 +79,7 @@ beforeAll(async () => {
             export_all: { "*": { permission: "allow", post_transform: "block" } },
             delete_account: { "*": { permission: "deny" } },
             transfer_to_intruder: { "*": { permission: "deny" } },
+            wire_money: { subagent: { permission: "deny" }, "*": { permission: "allow" } },
           },
           rules: [
             {
@@ -98,9 +112,31 @@ beforeAll(async () => {
   }
 });
 
+beforeAll(async () => {
+  exampleDir = mkdtempSync(join(tmpdir(), "onbehalf-python-example-"));
+  const config = join(exampleDir, "onbehalf.yaml");
+  copyFileSync(resolve(ROOT, "examples/autogen/onbehalf.yaml"), config);
+  example = await startServer({
+    config,
+    port: 0,
+    env: { ...process.env, ONBEHALF_ADMIN_TOKEN: ADMIN },
+    warn: () => {},
+  });
+  const devKey = loadOrCreateSigningKey(join(exampleDir, "keys", "dev-issuer.jwk"));
+  exampleToken = mintDevToken(devKey, {
+    sub: "alice",
+    tenant: "acme",
+    scopes: ["orders:read", "refunds:write", "customers:read"], // as in examples/autogen/README.md
+    email: "alice@acme.test",
+    ttlSeconds: 3600,
+  });
+});
+
 afterAll(async () => {
   await server?.close();
+  await example?.close();
   if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  if (exampleDir !== undefined) rmSync(exampleDir, { recursive: true, force: true });
 });
 
 function run(
@@ -133,12 +169,21 @@ function pythonEnv(pythonPath: string, extra: NodeJS.ProcessEnv = {}): NodeJS.Pr
     ONBEHALF_TEST_ADMIN: ADMIN,
     ONBEHALF_TEST_TOKENS: JSON.stringify(tokens),
     ONBEHALF_TEST_APPROVAL_TTL: "4",
+    ONBEHALF_TEST_EXAMPLE_URL: example.url,
+    ONBEHALF_TEST_EXAMPLE_TOKEN: exampleToken,
     ...extra,
   };
 }
 
 /** The real AutoGen 0.7.5 for tests (../shared/vendor/python-autogen, see its README), when this machine has it. */
 const AUTOGEN_PATH_SCRIPT = resolve(ROOT, "../shared/vendor/python-autogen/pythonpath.sh");
+/** The tests that need the real AutoGen (or the OpenTelemetry API it brings), run in the second process. */
+const AUTOGEN_TESTS = [
+  "test_autogen",
+  "test_redaction.RealAutogenRedactionTests",
+  "test_example_team",
+  "test_client.OpenTelemetryTests",
+];
 
 describe("Python client (clients/python)", () => {
   it("passes its unittest suite against a real control plane", async () => {
@@ -156,7 +201,7 @@ describe("Python client (clients/python)", () => {
   }, 180_000);
 
   it.skipIf(!existsSync(AUTOGEN_PATH_SCRIPT))(
-    "redacts what real AutoGen tools return (test_redaction.py, with the real AutoGen 0.7.5)",
+    "governs real AutoGen 0.7.5 teams, tools, hand-offs and the example team (test_autogen.py, ...)",
     async () => {
       const path = await run("bash", [AUTOGEN_PATH_SCRIPT], process.env);
       expect(path.code, path.output).toBe(0);
@@ -164,7 +209,7 @@ describe("Python client (clients/python)", () => {
       const python = process.env["ONBEHALF_TEST_PYTHON"] ?? "python3";
       const { code, output } = await run(
         python,
-        ["-m", "unittest", "-v", "test_redaction.RealAutogenRedactionTests"],
+        ["-m", "unittest", "-v", ...AUTOGEN_TESTS],
         pythonEnv(["clients/python", "clients/python/tests", autogen].join(":"), {
           ONBEHALF_TEST_REAL_AUTOGEN: "1",
         }),
@@ -173,6 +218,10 @@ describe("Python client (clients/python)", () => {
       expect(code, output.slice(-20_000)).toBe(0);
       expect(output).not.toMatch(/skipped/);
       expect(output).toMatch(/^Ran [1-9]\d* tests? in/m);
+      const summary = output.match(/^Ran \d+ tests? in [\d.]+s\s+OK.*$/m);
+      console.log(
+        `python, real AutoGen: ${summary === null ? "no summary" : summary[0].replace(/\s+/g, " ")}`,
+      );
     },
     180_000,
   );

@@ -180,7 +180,57 @@ describe("tiers along a chain", () => {
   });
 });
 
+describe("the first hop from a human's own token", () => {
+  it("signs the tier of the agent holding the token (subject_tier), which only a human's own token may name", async () => {
+    const r = await call(server.url, "POST", "/v1/token", {
+      body: {
+        grant_type: TOKEN_EXCHANGE,
+        subject_token: alice,
+        subject_actor: "triage",
+        subject_tier: "interactive",
+        actor: "worker",
+        tier: "subagent",
+      },
+    });
+    expect(r.status).toBe(200);
+    const claims = JSON.parse(Buffer.from(r.body.access_token.split(".")[1], "base64url").toString());
+    expect(claims).toMatchObject({ tiers: ["interactive", "subagent"], tier: "subagent" });
+    const again = await call(server.url, "POST", "/v1/token", {
+      body: {
+        grant_type: TOKEN_EXCHANGE,
+        subject_token: r.body.access_token,
+        subject_tier: "interactive",
+        actor: "x",
+      },
+    });
+    expect(again.status).toBe(400);
+    expect(again.body.error.message).toMatch(/subject_tier are only for a user's own token/);
+  });
+});
+
 describe("refusals a client makes on its own", () => {
+  it("names the refused agent after a delegation token's signed chain, with no layer", async () => {
+    const triage = await delegate(alice, "triage", "interactive");
+    const r = await check(triage.access_token, "get_customer", { id: "c-5" });
+    expect(r.body.decision).toBe("allow");
+    const refused = await call(server.url, "POST", "/v1/check", {
+      token: triage.access_token,
+      body: {
+        tool: "get_customer",
+        args: { id: "c-5" },
+        agent: { name: "auditor", tier: "subagent" },
+        client_refusal: { reason_code: "missing_scope", reason: "the hand-off to auditor was refused" },
+      },
+    });
+    expect(refused.body).toMatchObject({
+      decision: "deny",
+      reason_code: "missing_scope",
+      chain: ["triage", "auditor"],
+      layer: null,
+      trace_id: triage.trace_id,
+    });
+  });
+
   it("audits a client's refusal as a deny with its code, never an allow", async () => {
     const r = await call(server.url, "POST", "/v1/check", {
       token: alice,

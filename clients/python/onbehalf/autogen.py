@@ -50,7 +50,7 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess by the 
     raise ImportError(_INSTALL) from e
 
 from .client import Client, Decision, _scopes, default_client
-from .context import Frame, RunState, current, validate_agent, validate_tier
+from .context import Frame, RunState, current, refused_frame, validate_agent, validate_tier
 from .errors import ApprovalRequired, Denied, OnbehalfError
 from .governed import _reportable, _reshaped
 
@@ -208,13 +208,19 @@ def governed_handoff(
 
     When the model calls the hand-off tool, the client (1) checks the hand-off as a tool call named after the
     hand-off (``transfer_to_<target>``, args ``{target, message}``) unless ``check=False``; (2) delegates to
-    ``target`` with ``scopes`` and ``tier`` (``POST /v1/token``): the control plane signs the extended chain;
-    (3) records that delegation in the run, so the target's ``GovernedWorkbench`` calls carry it.
+    ``target`` with ``scopes`` and ``tier`` (``POST /v1/token``): the control plane signs the extended chain,
+    with the tier of every hop, and the delegation keeps the run's trace id; (3) records that delegation in the
+    run, so the target's ``GovernedWorkbench`` calls carry it.
+
+    ``tier`` is the target's tier: ``subagent`` by default for the first hop from the human's own token, the
+    tier of the hop it extends after that. Any tier may be named: a call is decided under every tier of its
+    chain, the strictest winning, so a hand-off can only narrow what the run may do.
 
     AssistantAgent hands off whatever the tool returns, so a refused hand-off cannot be stopped by a return
-    value: instead the target is recorded as refused for this run, every governed call it makes is denied with
-    the reason, and the hand-off message says so. ``raise_on_denied=True`` raises ``Denied`` instead, which
-    ends the agent's turn (and the team run) with an error.
+    value: instead the target is recorded as refused for this run, and every governed call it makes is refused
+    with the reason, each one still sent to the control plane (``client_refusal``), which audits it as a denied
+    attempt; the hand-off message says so. ``raise_on_denied=True`` raises ``Denied`` instead, which ends the
+    agent's turn (and the team run) with an error.
 
     Example::
 
@@ -262,18 +268,18 @@ def _handoff_function(
         subject: Frame | None = None
         try:
             c = client or default_client()
+            args = {"target": target, "message": handoff.message}
             if frame is None:
+                if check:  # sent without a token: the control plane audits an anonymous attempt
+                    await asyncio.to_thread(_decide_within, c, None, handoff.name, args, 0)
                 raise Denied(
                     "no_identity", "no identity is bound: the hand-off cannot act for anyone", tool=handoff.name
                 )
             base = _active(frame)
             # Leaving an agent whose hand-off was refused: act from the last frame that was authorized.
             subject = base.parent if base.denied is not None and base.parent is not None else base
-            if subject.denied is not None:
-                raise Denied(subject.denied.reason_code, subject.denied.reason, tool=handoff.name, chain=subject.chain)
             decision: Decision | None = None
-            if check:
-                args = {"target": target, "message": handoff.message}
+            if check or subject.denied is not None:  # a refused agent's hand-off is refused, as an audited attempt
                 decision = await asyncio.to_thread(_decide_within, c, subject, handoff.name, args, c.approval_timeout)
             if subject.agent == target:
                 child = subject  # back to the agent that holds this frame
@@ -285,16 +291,8 @@ def _handoff_function(
             d = e if isinstance(e, Denied) else Denied("error", str(e), tool=handoff.name)
             if frame is not None:
                 parent = subject or _active(frame)
-                refused = Frame(
-                    token=None,
-                    agent=target,
-                    tier=tier or parent.tier,
-                    chain=(*parent.chain, target),
-                    run=frame.run,
-                    parent=parent,
-                    denied=Denied(d.reason_code, f"the hand-off to {target} was refused: {d.reason}"),
-                )
-                _record_handoff(frame.run, target, refused)
+                refusal = Denied(d.reason_code, f"the hand-off to {target} was refused: {d.reason}")
+                _record_handoff(frame.run, target, refused_frame(parent, target, tier, refusal))
             if raise_on_denied:
                 raise d from None
             return (
@@ -319,24 +317,33 @@ def _active(frame: Frame) -> Frame:
     return frame
 
 
-async def _frame_for(client: Client, agent: str | None, scopes: tuple[str, ...] | None, tier: str | None) -> Frame:
+async def _frame_for(
+    client: Client, agent: str | None, scopes: tuple[str, ...] | None, tier: str | None
+) -> Frame | None:
+    """The frame a workbench's call goes out under; ``None`` when no identity is bound.
+
+    A first-use delegation to ``agent`` that the control plane refuses makes ``agent`` refused for the run, like
+    a refused hand-off: its calls are refused, each as an audited attempt.
+    """
     frame = current()
     if frame is None:
-        raise Denied(
-            "no_identity",
-            "no identity is bound: run the team inside client.acting_as(token, agent=..., tier=...) "
-            "(see docs/autogen.md: a runtime started outside the run does not see it)",
-        )
+        return None
     base = _active(frame)
     if agent is None or base.agent == agent:
         return base
+    if base.denied is not None:  # while the run is with an agent whose hand-off was refused: refused too
+        return refused_frame(base, agent, tier, base.denied)
     run = frame.run
     key = agent if run.root is frame else f"{id(frame)}:{agent}"
     with run.lock:
         known = run.agents.get(key)
     if known is not None:
         return known
-    child = await asyncio.to_thread(client._delegate_frame, base, agent, scopes, tier)
+    try:
+        child = await asyncio.to_thread(client._delegate_frame, base, agent, scopes, tier)
+    except Denied as d:
+        refusal = Denied(d.reason_code, f"the delegation to {agent} was refused: {d.reason}")
+        child = refused_frame(base, agent, tier, refusal)
     with run.lock:
         return run.agents.setdefault(key, child)
 
@@ -350,7 +357,20 @@ def _record_handoff(run: RunState, target: str, frame: Frame) -> None:
 # -- results --------------------------------------------------------------------------------------------------
 
 
-def _decide_within(client: Client, frame: Frame, tool: str, args: Mapping[str, Any], timeout: float) -> Decision:
+_NO_IDENTITY = (
+    "no identity is bound: run the team inside client.acting_as(token, agent=..., tier=...) "
+    "(see docs/autogen.md: a runtime started outside the run does not see it)"
+)
+
+
+def _decide_within(
+    client: Client, frame: Frame | None, tool: str, args: Mapping[str, Any], timeout: float
+) -> Decision:
+    if frame is None:
+        try:
+            client._decide(None, tool, args)  # sent without a token, so the control plane audits the attempt
+        except Denied as d:
+            raise Denied("no_identity", _NO_IDENTITY, tool=tool) from d
     decision = client._decide(frame, tool, args)
     if decision.decision == "ask":
         decision = client._resolve_ask(decision, timeout)

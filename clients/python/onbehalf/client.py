@@ -27,12 +27,14 @@ from typing import Any, Callable, Mapping, Sequence
 
 from . import _http
 from ._json import to_jsonable
+from ._trace import checked_trace_id, new_trace_id
 from .context import (
     Frame,
     bind,
     current,
+    refused_frame,
     root_frame,
-    signed_chain,
+    signed_delegation,
     unbind,
     validate_agent,
     validate_tier,
@@ -55,7 +57,7 @@ class Decision:
     ``missing_scope``, ``permission_deny``, ``rule_deny``, ``rate_limited``, ``approval_required``,
     ``fail_closed``, ``fail_open``, ``unauthenticated``, ``error``, ...). ``local`` is true when the client
     decided by the fail mode because the control plane could not be reached. ``approval`` is
-    ``{id, status, expires_at, url}`` for ``ask``.
+    ``{id, status, expires_at, url}`` for ``ask``. ``trace_id`` is the run's trace id, as audited.
     """
 
     decision: str
@@ -71,6 +73,7 @@ class Decision:
     tenant: str | None = None
     post_transform: str | None = None
     local: bool = False
+    trace_id: str | None = None
     _token: str | None = field(default=None, repr=False, compare=False)
     _frame: Frame | None = field(default=None, repr=False, compare=False)
     _record: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
@@ -222,6 +225,10 @@ class Client:
     ) -> Binding:
         """Bind a human's token for a block; calls in it act for that human through ``agent``.
 
+        The block is one run with one trace id (``trace_id``, else the one a delegation token carries, else the
+        active OpenTelemetry span's, else a new one): every check, delegation and spooled record of the run
+        carries it, so ``GET /v1/audit?trace=<trace id>`` finds the whole run.
+
         Example::
 
             with client.acting_as(token, agent="support-bot", tier="interactive"):
@@ -231,6 +238,8 @@ class Client:
         """
         validate_agent(agent, strict=False)
         validate_tier(tier)
+        if trace_id is not None:
+            checked_trace_id(trace_id)
         return Binding(lambda: root_frame(token, agent, tier, trace_id))
 
     def delegate(self, agent: str, scopes: Sequence[str] | str | None = None, tier: str | None = None) -> Binding:
@@ -238,10 +247,13 @@ class Client:
 
         The control plane (``POST /v1/token``, RFC 8693) signs a token whose chain is the current chain plus
         ``agent`` and whose scopes are ``scopes`` ∩ the current ones (``None``: all of them); it is bound for
-        the block, and nested ``delegate`` blocks extend the chain further. ``tier`` defaults to ``subagent`` for
-        the first hop; later hops keep the tier the chain was signed with (the control plane refuses another
-        one). When the control plane cannot be
-        reached the exchange is retried on each call and the calls follow the fail mode meanwhile.
+        the block, and nested ``delegate`` blocks extend the chain further. ``tier`` is the new hop's tier:
+        ``subagent`` by default for the first hop, the tier of the hop it extends for later ones. Every hop's tier
+        is signed into the chain and a call is decided under each of them, the strictest winning, so a hop can
+        only narrow what the run may do. The delegation keeps the run's trace id. When the control plane cannot
+        be reached the exchange is retried on each call and the calls follow the fail mode meanwhile. Inside an
+        agent whose hand-off was refused, the delegation is refused too: calls in the block are refused (and
+        audited as refused attempts).
 
         Raises :class:`~onbehalf.Denied` (``no_identity``) when nothing is bound, :class:`~onbehalf.Unauthenticated`
         when the bound token is refused.
@@ -271,8 +283,10 @@ class Client:
 
         Returns the :class:`Decision` (``ask`` is returned, not waited for: see :meth:`wait_for_approval`). A
         control plane that cannot be reached yields the fail mode's decision (``local=True``). Raises
-        :class:`~onbehalf.Denied` (``no_identity``) when nothing is bound. Run the tool only when
-        ``decision.decision == "allow"``, then :meth:`report` its result.
+        :class:`~onbehalf.Denied` (``no_identity``) when nothing is bound, and the refused hand-off's
+        ``reason_code`` for an agent whose hand-off was refused; both are still sent to the control plane as
+        attempts, so the audit shows them. Run the tool only when ``decision.decision == "allow"``, then
+        :meth:`report` its result.
         """
         return self._decide(current(), tool, dict(args or {}))
 
@@ -360,13 +374,14 @@ class Client:
     def _decide(
         self, frame: Frame | None, tool: str, args: Mapping[str, Any], approval: str | None = None
     ) -> Decision:
-        if frame is None:
-            raise Denied("no_identity", _NO_IDENTITY, tool=tool)
-        if frame.denied is not None:
-            raise Denied(frame.denied.reason_code, frame.denied.reason, tool=tool, chain=frame.chain)
         if not isinstance(tool, str) or not tool:
             raise ConfigurationError("a tool name is required")
+        if frame is None:
+            self._anonymous_attempt(tool)
+            raise Denied("no_identity", _NO_IDENTITY, tool=tool)
         safe_args = to_jsonable(dict(args))
+        if frame.denied is not None:
+            self._refused_attempt(frame, tool, safe_args)  # raises
         try:
             token = self._token_for(frame)
             body: dict[str, Any] = {"tool": tool, "args": safe_args, "agent": {"name": frame.agent, "tier": frame.tier}}
@@ -392,6 +407,7 @@ class Client:
                 approval=b.get("approval"),
                 tenant=b.get("tenant"),
                 post_transform=b.get("post_transform"),
+                trace_id=b.get("trace_id") if isinstance(b.get("trace_id"), str) else frame.trace_id,
                 _token=token,
                 _frame=frame,
                 _args=safe_args,
@@ -402,7 +418,98 @@ class Client:
             "error",
             f"the control plane refused the check (HTTP {res.status}): {res.error_message}",
         )
-        return Decision("deny", code, reason, None, tool, chain=frame.chain, _token=token, _frame=frame)
+        return Decision(
+            "deny", code, reason, None, tool, chain=frame.chain, trace_id=frame.trace_id, _token=token, _frame=frame
+        )
+
+    def _refused_attempt(self, frame: Frame, tool: str, args: Any) -> None:
+        """Refuse a call of an agent whose hand-off was refused, after recording it as an attempt.
+
+        The call goes to ``POST /v1/check`` with ``client_refusal``: the control plane audits it as a denied
+        attempt with the refused hand-off's reason code, and never allows it. Whatever the answer, the call is
+        refused. When the control plane cannot be reached, the refusal is spooled as a ``fail_closed`` denial
+        whose reason keeps the real one. Always raises :class:`~onbehalf.Denied`.
+        """
+        refusal = frame.denied
+        assert refusal is not None
+        code, reason = refusal.reason_code, refusal.reason
+        # the control plane takes its own deny codes only: one of the client's is sent as "error", named in the reason
+        sent = (code, reason) if code in _SERVER_DENY_CODES else ("error", f"{code}: {reason}")
+        call_id: str | None = None
+        authorized = next((f for f in frame.ancestors() if f.denied is None), None)
+        try:
+            token = self._token_for(authorized) if authorized is not None else None
+            if token is None:
+                raise _Outage("no token to send the refused call with")
+            body: dict[str, Any] = {
+                "tool": tool,
+                "args": args,
+                "agent": {"name": frame.agent, "tier": frame.tier},
+                "client_refusal": {"reason_code": sent[0], "reason": sent[1][:2000]},
+            }
+            if frame.trace_id is not None:
+                body["trace_id"] = frame.trace_id
+            res = self._send("POST", "/v1/check", token=token, json_body=body)
+        except _Outage as o:
+            call_id = o.call_id or uuid7()
+            self._spool_refusal(frame, tool, args, call_id, f"refused by the client ({code}): {reason}", o.reason)
+        except Denied as e:  # the delegation it would be sent under was refused: that refusal is audited
+            log.warning("onbehalf: the refused call of %s to %s was not sent: %s", frame.agent, tool, e.reason)
+        else:
+            b = res.body if isinstance(res.body, dict) else {}
+            call_id = b.get("call_id") if isinstance(b.get("call_id"), str) else None
+            if res.status != 200 or b.get("decision") != "deny":
+                log.error(
+                    "onbehalf: the control plane did not record the refused call of %s to %s as a denial "
+                    "(HTTP %s, decision %r: %s); refused anyway",
+                    frame.agent,
+                    tool,
+                    res.status,
+                    b.get("decision"),
+                    res.error_message,
+                )
+        raise Denied(code, reason, tool=tool, call_id=call_id, chain=frame.chain)
+
+    def _spool_refusal(self, frame: Frame, tool: str, args: Any, call_id: str, reason: str, outage: str) -> None:
+        """Keep a refusal the control plane could not hear of: a ``fail_closed`` denial (the only code a spooled
+        denial may have) whose reason says what really refused it."""
+        token = frame.nearest_token()
+        if self.spool is None or not token:
+            log.warning("onbehalf: a refused call of %s to %s could not be audited: %s", frame.agent, tool, outage)
+            return
+        record = make_record(
+            call_id=call_id,
+            tool=tool,
+            args=args,
+            agent=frame.agent,
+            tier=frame.tier,
+            chain=frame.chain,
+            decision="deny",
+            reason_code="fail_closed",
+            reason=f"{reason}; the control plane is unreachable ({outage})",
+            outcome="none",
+            trace_id=frame.trace_id,
+        )
+        try:
+            self.spool.append(token, record, "done", list(frame.ancestors())[-1].token)
+        except SpoolError as e:
+            log.error("onbehalf: could not spool the refused call of %s to %s: %s", frame.agent, tool, e)
+
+    def _anonymous_attempt(self, tool: str) -> None:
+        """Tell the control plane of a call made with no identity bound: ``POST /v1/check`` without a token.
+
+        It answers 401 and audits an anonymous ``unauthenticated`` attempt. The arguments are not sent (the
+        control plane keeps none for a call it cannot attribute). Unreachable: nothing is spooled, as there is no
+        one to attribute the record to and no token to replay it with.
+        """
+        body = {"tool": tool, "agent": {"name": _UNBOUND_AGENT}, "trace_id": new_trace_id()}
+        try:
+            res = self._send("POST", "/v1/check", json_body=body)
+        except _Outage as o:
+            log.warning("onbehalf: a call to %s with no identity bound could not be audited: %s", tool, o.reason)
+            return
+        if res.status != 401:
+            log.error("onbehalf: a call to %s with no identity was answered HTTP %s, not 401", tool, res.status)
 
     def _resolve_ask(self, decision: Decision, timeout: float) -> Decision:
         approval = decision.approval or {}
@@ -532,7 +639,14 @@ class Client:
         call_id = outage.call_id or uuid7()
         token = frame.nearest_token() or ""
         root = list(frame.ancestors())[-1].token
-        common = {"call_id": call_id, "tool": tool, "chain": frame.chain, "fail_mode": mode, "local": True}
+        common = {
+            "call_id": call_id,
+            "tool": tool,
+            "chain": frame.chain,
+            "fail_mode": mode,
+            "local": True,
+            "trace_id": frame.trace_id,
+        }
 
         def record(decision: str, reason_code: str, reason: str) -> dict[str, Any]:
             return make_record(
@@ -613,10 +727,10 @@ class Client:
     def _delegate_frame(
         self, parent: Frame, agent: str, scopes: tuple[str, ...] | None, tier: str | None
     ) -> Frame:
-        if parent.denied is not None:
-            raise Denied(parent.denied.reason_code, parent.denied.reason, chain=parent.chain)
         if tier is None:
             tier = parent.tier if parent.is_delegation else "subagent"
+        if parent.denied is not None:  # an agent whose hand-off was refused delegates nothing it could use
+            return refused_frame(parent, agent, tier, parent.denied)
         child = Frame(
             token=None,
             agent=agent,
@@ -654,11 +768,14 @@ class Client:
                 "actor": frame.agent,
                 "tier": frame.tier,
             }
+            if frame.trace_id is not None:
+                body["trace_id"] = frame.trace_id
             # The control plane cannot know which agent holds a human's own token: name it, so the signed chain
             # of ``acting_as(token, agent="planner")`` then ``delegate("researcher")`` is [planner, researcher].
             # A token that carries a signed chain already needs (and takes) no such name.
-            if parent.parent is None and signed_chain(subject) is None:
+            if parent.parent is None and signed_delegation(subject) is None:
                 body["subject_actor"] = parent.agent
+                body["subject_tier"] = parent.tier  # signed too: its calls' successors are decided under it
             if frame.requested_scopes is not None:
                 body["scope"] = " ".join(frame.requested_scopes)
             res = self._send("POST", "/v1/token", json_body=body)
@@ -759,6 +876,25 @@ class Client:
             self._replay_lock.release()
 
 
+_UNBOUND_AGENT = "(no identity bound)"
+# The deny reason codes of the control plane (src/policy/decide.ts), the ones ``client_refusal`` accepts.
+_SERVER_DENY_CODES = frozenset(
+    {
+        "unauthenticated",
+        "tenant_mismatch",
+        "not_a_member",
+        "missing_scope",
+        "permission_deny",
+        "rule_deny",
+        "rule_over_budget",
+        "rate_limited",
+        "approval_required",
+        "approval_denied",
+        "approval_expired",
+        "fail_closed",
+        "error",
+    }
+)
 _NO_IDENTITY = (
     "no identity is bound: run the agent inside client.acting_as(token, agent=..., tier=...) "
     "or call onbehalf.set_context(token, agent=..., tier=...) first"
@@ -846,7 +982,8 @@ def set_context(token: str, agent: str, tier: str = "interactive", *, trace_id: 
     """Bind ``token`` for the rest of the current task or thread (no block needed).
 
     It stays bound until the task or thread ends, or :func:`clear_context`. Prefer ``client.acting_as`` where a
-    block fits: it restores what was bound before.
+    block fits: it restores what was bound before. Like ``acting_as``, it starts a run with its own trace id
+    (``trace_id``, else a delegation token's, the active OpenTelemetry span's, or a new one).
     """
     validate_agent(agent, strict=False)
     validate_tier(tier)

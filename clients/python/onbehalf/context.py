@@ -6,10 +6,15 @@ code: each thread has its own, and every asyncio task gets a copy of the context
 binding made before ``team.run()`` reaches every task the run creates — and a binding made in one task never
 leaks into another.
 
+Every binding belongs to a run, and every run has a trace id (``Frame.trace_id``): the caller's, the one a
+delegation token carries, the active OpenTelemetry span's, or a new random one (W3C format). Delegations keep it,
+so every audit record of a run carries the same one.
+
 Example::
 
     with client.acting_as(token, agent="support-bot", tier="interactive"):
         print(onbehalf.current().chain)      # ('support-bot',)
+        print(onbehalf.current().trace_id)   # '4bf92f3577b34da6a3ce929d0e0e4736'
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, NamedTuple
+
+from ._trace import checked_trace_id, new_trace_id
 
 if TYPE_CHECKING:
     from .errors import Denied
@@ -50,8 +57,10 @@ class Frame:
 
     ``token`` is ``None`` while a delegation could not be exchanged yet (control plane unreachable when the
     block was entered); the client retries the exchange on the next call and meanwhile acts on the fail mode
-    with the parent's token. ``denied`` is set on the frame of an agent whose hand-off policy refused: every
-    governed call made as that agent is denied with that reason.
+    with the parent's token. ``denied`` is set on the frame of an agent whose hand-off (or delegation) was
+    refused: it has no token of its own, and every governed call made as that agent is refused — after being
+    sent to the control plane as a refused attempt (``client_refusal``), so that the audit shows it.
+    ``trace_id`` is the run's trace id, the same in every frame of the run.
     """
 
     token: str | None
@@ -107,28 +116,61 @@ def unbind(token: contextvars.Token) -> None:
 
 
 def root_frame(token: str, agent: str, tier: str, trace_id: str | None) -> Frame:
+    """The frame ``acting_as`` / ``set_context`` bind: a new run, with its trace id.
+
+    The trace id is ``trace_id`` when given; else the one a delegation token carries (a worker continues the run
+    it was delegated from); else the active OpenTelemetry span's; else a new random one.
+    """
     validate_agent(agent, strict=False)
     validate_tier(tier)
+    if trace_id is not None:
+        trace_id = checked_trace_id(trace_id)
     if not isinstance(token, str) or token.strip() == "":
         raise ValueError("a token is required: the user's access token (or a delegation token)")
     if token[:7].lower() == "bearer ":
         token = token[7:].strip()
     chain: tuple[str, ...] = (agent,)
-    signed = signed_chain(token)
+    signed = signed_delegation(token)
     if signed is not None:  # an onbehalf delegation token: its chain and tier are signed, the server uses those
-        chain, tier = signed
+        chain, tier = signed.chain, signed.tier
         agent = chain[-1]
+        trace_id = trace_id or signed.trace_id
     run = RunState()
-    frame = Frame(token=token, agent=agent, tier=tier, chain=chain, run=run, trace_id=trace_id)
+    frame = Frame(token=token, agent=agent, tier=tier, chain=chain, run=run, trace_id=trace_id or new_trace_id())
     run.root = frame
     return frame
 
 
-def signed_chain(token: str) -> tuple[tuple[str, ...], str] | None:
-    """The chain and tier an onbehalf delegation token carries (nested ``act`` claims), read without verifying.
+def refused_frame(parent: Frame, agent: str, tier: str | None, refusal: "Denied") -> Frame:
+    """The frame of ``agent`` after a hand-off or delegation to it from ``parent`` was refused.
 
-    Only for local bookkeeping (which chain to expect, whether the first hop names the root agent); the control
-    plane verifies the signature and decides with what it verified.
+    It has no token; calls made under it are sent to the control plane as refused attempts and refused. A
+    frame extended from a refused one is refused with the same reason. Its tier is the one the delegation
+    would have had (``tier``, else ``subagent`` for a first hop, else the parent's).
+    """
+    return Frame(
+        token=None,
+        agent=agent,
+        tier=tier or (parent.tier if parent.is_delegation else "subagent"),
+        chain=(*parent.chain, agent),
+        run=parent.run,
+        parent=parent,
+        trace_id=parent.trace_id,
+        denied=refusal,
+    )
+
+
+class SignedDelegation(NamedTuple):
+    chain: tuple[str, ...]
+    tier: str
+    trace_id: str | None
+
+
+def signed_delegation(token: str) -> SignedDelegation | None:
+    """The chain, tier and trace id an onbehalf delegation token carries, read without verifying.
+
+    Only for local bookkeeping (which chain to expect, whether the first hop names the root agent, which run a
+    worker continues); the control plane verifies the signature and decides with what it verified.
     """
     parts = token.split(".")
     if len(parts) != 3:
@@ -137,15 +179,22 @@ def signed_chain(token: str) -> tuple[tuple[str, ...], str] | None:
         claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
     except ValueError:
         return None
-    act = claims.get("act") if isinstance(claims, dict) else None
-    tier = claims.get("tier") if isinstance(claims, dict) else None
+    if not isinstance(claims, dict):
+        return None
+    act = claims.get("act")
+    tier = claims.get("tier")
     chain: list[str] = []
     while isinstance(act, dict) and isinstance(act.get("sub"), str) and len(chain) < 64:
         chain.append(act["sub"])
         act = act.get("act")
     if not chain or tier not in TIERS:
         return None
-    return tuple(reversed(chain)), tier
+    trace_id = claims.get("trace_id")
+    try:
+        trace_id = checked_trace_id(trace_id) if trace_id is not None else None
+    except ValueError:
+        trace_id = None
+    return SignedDelegation(tuple(reversed(chain)), tier, trace_id)
 
 
 def validate_tier(tier: str) -> None:

@@ -21,7 +21,8 @@ A call binds its arguments to the signature (defaults applied) into the ``args``
   function once approved and reports under the original call id; raises ``ApprovalRequired`` (no decision in
   time) or ``Denied`` (``approval_denied`` / ``approval_expired``).
 
-Nothing bound raises ``Denied(reason_code="no_identity")``: a governed function never runs ungoverned.
+Nothing bound raises ``Denied(reason_code="no_identity")``: a governed function never runs ungoverned (and the
+attempt is still sent to the control plane, without a token, which audits it as an anonymous attempt).
 """
 
 from __future__ import annotations

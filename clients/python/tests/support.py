@@ -7,7 +7,9 @@ from __future__ import annotations
 import http.client
 import http.server
 import json
+import logging
 import os
+import re
 import shutil
 import socket
 import sys
@@ -27,6 +29,19 @@ TOKENS: dict[str, str] = json.loads(os.environ.get("ONBEHALF_TEST_TOKENS") or "{
 APPROVAL_TTL = float(os.environ.get("ONBEHALF_TEST_APPROVAL_TTL") or 4)
 
 needs_server = unittest.skipUnless(URL and ADMIN and TOKENS, "run through npm test (test/python/python-client.test.ts)")
+
+# The real AutoGen 0.7.5 (../shared/vendor/python-autogen): test/python/python-client.test.ts runs the AutoGen tests in a
+# process of their own, with its PYTHONPATH and ONBEHALF_TEST_REAL_AUTOGEN=1; the main run skips them.
+REAL_AUTOGEN = os.environ.get("ONBEHALF_TEST_REAL_AUTOGEN") == "1"
+needs_autogen = unittest.skipUnless(
+    REAL_AUTOGEN, "needs the real AutoGen 0.7.5: test/python/python-client.test.ts runs it with ONBEHALF_TEST_REAL_AUTOGEN=1"
+)
+if REAL_AUTOGEN:  # the scripted model warns on every turn that it counts tokens of strings only
+    logging.getLogger("autogen_core.events").setLevel(logging.ERROR)
+# The control plane of examples/autogen/onbehalf.yaml, and a token for alice there (test_example_team.py).
+EXAMPLE_URL = os.environ.get("ONBEHALF_TEST_EXAMPLE_URL", "")
+EXAMPLE_TOKEN = os.environ.get("ONBEHALF_TEST_EXAMPLE_TOKEN", "")
+W3C_TRACE_ID = re.compile(r"^(?!0{32}$)[0-9a-f]{32}$")
 
 
 def token(user: str) -> str:
@@ -63,6 +78,25 @@ def audit(**filters: Any) -> list[dict[str, Any]]:
         cursor = body.get("next_cursor")
         if not cursor:
             return records
+
+
+def run_records(
+    trace_id: str, count: int, *, kind: str | tuple[str, ...] | None = None, timeout: float = 10.0, **filters: Any
+) -> list[dict[str, Any]]:
+    """The audit records of one run (``GET /v1/audit?trace=<trace_id>``) of a ``kind`` (``attempt``, ``spooled``,
+    ``outcome``, a tuple of them; ``None``: all), oldest first, once there are at least ``count`` of them."""
+    kinds = (kind,) if isinstance(kind, str) else kind
+
+    def of_run(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        assert all(r.get("trace_id") == trace_id for r in records), "the audit's trace filter let another run through"
+        mine = (r for r in records if kinds is None or r.get("kind") in kinds)
+        return sorted(mine, key=lambda r: r["seq"])
+
+    try:
+        return of_run(audit_until(lambda rs: len(of_run(rs)) >= count, timeout, trace=trace_id, **filters))
+    except AssertionError:
+        seen = [(r["kind"], r["tool"], r["decision"], r["reason_code"], r.get("trace_id")) for r in audit(**filters)]
+        raise AssertionError(f"fewer than {count} records of trace {trace_id} ({filters}); the last ones: {seen[-8:]}") from None
 
 
 def audit_until(predicate: Callable[[list[dict[str, Any]]], Any], timeout: float = 10.0, **filters: Any) -> list[dict[str, Any]]:

@@ -92,7 +92,7 @@ class FailModeTests(unittest.TestCase):
         client = Client(proxy.url, spool_path=self.spool_path, replay_interval=0, auto_replay=False)
         ran: list = []
         lookup = self.tool(client, ran)
-        with client.acting_as(token("erin"), agent="bot"):
+        with client.acting_as(token("erin"), agent="bot") as frame:
             proxy.mode = "503"
             with self.assertRaises(Denied) as first:
                 lookup("before")  # not known yet: fail_closed
@@ -111,6 +111,7 @@ class FailModeTests(unittest.TestCase):
         self.assertEqual(stat.S_IMODE(st.st_mode), 0o600)
         entries = {e["record"]["args"].get("order_id"): e for e in client.spool.entries()}
         self.assertEqual(set(entries), {"before", "during", "during-2"})
+        self.assertEqual({e["record"]["trace_id"] for e in entries.values()}, {frame.trace_id})  # one run
         during = entries["during"]
         self.assertEqual(set(during["record"]), RECORD_KEYS)
         self.assertEqual(during["state"], "done")
@@ -136,6 +137,7 @@ class FailModeTests(unittest.TestCase):
         self.assertEqual((by_order["during"]["decision"], by_order["during"]["outcome"]), ("allow", "ok"))
         self.assertEqual((by_order["before"]["decision"], by_order["before"]["reason_code"]), ("deny", "fail_closed"))
         self.assertIn("spooled by the client", by_order["during"]["reason"])
+        self.assertEqual({r["trace_id"] for r in stored}, {frame.trace_id})
         self.assertEqual(client.flush().sent, 0)
         self.assertEqual(len(spooled("erin", call_ids)), len(call_ids))
 
@@ -310,17 +312,23 @@ class FailModeTests(unittest.TestCase):
 class OfflineTests(unittest.TestCase):
     """No control plane needed."""
 
-    def test_no_identity_even_when_offline(self) -> None:
+    def test_no_identity_even_when_offline_and_nothing_is_spooled(self) -> None:
+        tmp = TempDir()
+        self.addCleanup(tmp.cleanup)
         with self.assertLogs("onbehalf", logging.WARNING):
-            client = Client(f"http://127.0.0.1:{free_port()}", fail_mode="fail_open", spool_path=None)
+            client = Client(f"http://127.0.0.1:{free_port()}", fail_mode="fail_open", spool_path=tmp.join("spool.jsonl"))
 
         @governed(client)
         def f() -> int:
             return 1
 
-        with self.assertRaises(Denied) as caught:
-            f()
+        with self.assertLogs("onbehalf", logging.WARNING) as logs:
+            with self.assertRaises(Denied) as caught:
+                f()
         self.assertEqual(caught.exception.reason_code, "no_identity")
+        # The anonymous attempt could not be sent; it is not spooled: no one to attribute it to, no token to send it.
+        self.assertIn("with no identity bound could not be audited", "\n".join(logs.output))
+        self.assertFalse(os.path.exists(tmp.join("spool.jsonl")))
 
     def test_configuration_is_checked(self) -> None:
         with self.assertRaises(onbehalf.ConfigurationError):

@@ -1,11 +1,11 @@
 """Redaction fails closed in the Python client: an SSN behind ``redact: [ssn]`` reaches the model neither as JSON
 in a string, nor as a Python repr (what AutoGen's ``FunctionTool`` hands the model: ``str(dict)``), nor as text the
 control plane cannot check — against the real control plane, and for AutoGen with the real AutoGen 0.7.5
-(``FunctionTool`` in a ``StaticWorkbench`` wrapped by ``GovernedWorkbench``, and an ``AssistantAgent`` run).
+(``FunctionTool``s returning a dict, a pydantic model and strings, in a ``StaticWorkbench`` wrapped by
+``GovernedWorkbench``, and an ``AssistantAgent`` run).
 
-The AutoGen tests need the real AutoGen, which the stand-ins of test_autogen.py would shadow in one process:
-test/python/python-client.test.ts runs them in a process of their own, with ``ONBEHALF_TEST_REAL_AUTOGEN=1`` and the
-PYTHONPATH printed by ../shared/vendor/python-autogen/pythonpath.sh.
+The AutoGen tests need the real AutoGen: test/python/python-client.test.ts runs them in a process of their own, with
+``ONBEHALF_TEST_REAL_AUTOGEN=1`` and the PYTHONPATH printed by ../shared/vendor/python-autogen/pythonpath.sh.
 """
 
 from __future__ import annotations
@@ -13,20 +13,36 @@ from __future__ import annotations
 import ast
 import datetime
 import json
-import os
 import unittest
 import uuid
 from typing import Any
 
 from onbehalf import Client, governed
 
-from support import URL, TempDir, audit_until, needs_server, token
+from support import URL, TempDir, audit_until, needs_autogen, needs_server, token
 
 SSN = "078-05-1120"
 CARD = "4111111111111111"
 REDACTED = "[REDACTED]"
 WITHHELD = "[withheld by onbehalf: plain text from {tool}, which cannot be checked for the fields policy redacts]"
-REAL_AUTOGEN = os.environ.get("ONBEHALF_TEST_REAL_AUTOGEN") == "1"
+
+
+try:  # pydantic comes with AutoGen: the models a FunctionTool of the real-AutoGen tests returns
+    from pydantic import BaseModel
+
+    class Card(BaseModel):
+        number: str
+        brand: str
+
+    class Customer(BaseModel):
+        id: str
+        name: str
+        ssn: str
+        cards: list[Card]
+        vip: bool
+
+except ImportError:
+    pass
 
 
 def customer(customer_id: str = "c-1") -> dict[str, Any]:
@@ -103,17 +119,10 @@ class GovernedOutputTests(unittest.TestCase):
 
 
 @needs_server
-@unittest.skipUnless(
-    REAL_AUTOGEN, "runs in its own process with the real AutoGen 0.7.5 (see test/python/python-client.test.ts)"
-)
+@needs_autogen
 class RealAutogenRedactionTests(unittest.IsolatedAsyncioTestCase):
-    """A real ``FunctionTool`` returning a dict, in a real ``StaticWorkbench``, wrapped by ``GovernedWorkbench``."""
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        import autogen_core
-
-        assert "stand_ins" not in (autogen_core.__file__ or ""), "the AutoGen stand-ins were loaded, not AutoGen"
+    """Real ``FunctionTool``s (a dict, a pydantic model, strings) in a real ``StaticWorkbench``, wrapped by
+    ``GovernedWorkbench``."""
 
     def setUp(self) -> None:
         from autogen_core.tools import FunctionTool, StaticWorkbench
@@ -139,11 +148,16 @@ class RealAutogenRedactionTests(unittest.IsolatedAsyncioTestCase):
             """A customer as JSON text."""
             return json.dumps(customer(customer_id))
 
+        def get_customer_model(customer_id: str) -> Customer:
+            """A customer as a pydantic model."""
+            return Customer(**customer(customer_id))
+
         tools = [
             FunctionTool(get_customer, description="Look up a customer", name="get_customer"),
             FunctionTool(get_customer_since, description="with a date", name="get_customer_since"),
             FunctionTool(get_customer_text, description="as prose", name="get_customer_text"),
             FunctionTool(get_customer_json, description="as JSON", name="get_customer_json"),
+            FunctionTool(get_customer_model, description="as a model", name="get_customer_model"),
             FunctionTool(get_customer_text, description="notes", name="customer_notes"),
         ]
         self.inner = StaticWorkbench(tools)
@@ -202,6 +216,15 @@ class RealAutogenRedactionTests(unittest.IsolatedAsyncioTestCase):
         self.assertNotIn(SSN, self.text(result))
         self.assertNotIn(CARD, self.text(result))
         self.assertEqual(self.text(result), str(redacted()))
+
+    async def test_a_pydantic_model_from_a_function_tool_is_redacted_in_its_json(self) -> None:
+        unguarded = await self.inner.call_tool("get_customer_model", {"customer_id": "c-1"})
+        self.assertEqual(json.loads(self.text(unguarded)), customer())  # FunctionTool dumps a model as JSON
+        result = await self.call("get_customer_model")
+        self.assertFalse(result.is_error)
+        self.assertNotIn(SSN, self.text(result))
+        self.assertNotIn(CARD, self.text(result))
+        self.assertEqual(json.loads(self.text(result)), redacted())
 
     async def test_a_repr_it_cannot_parse_is_withheld_with_a_reason(self) -> None:
         result = await self.call("get_customer_since")

@@ -1,1 +1,0 @@
-"""STAND-IN of autogen-agentchat for the onbehalf tests (not AutoGen)."""
