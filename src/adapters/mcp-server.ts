@@ -97,7 +97,7 @@ export function governedHandler<H extends (...params: never[]) => CallToolResult
     const principal = auth?.extra?.["principal"] as Principal | undefined;
     let run = typeof principal === "object" && principal !== null ? runs.get(principal) : undefined;
     if (run === undefined && principal !== undefined) {
-      run = runOfAuth(principal, auth, options);
+      run = runInAuth(principal, auth, options);
       if (run !== undefined) runs.set(principal, run);
     }
     const args = params.length > 1 ? params[0] : {};
@@ -125,7 +125,7 @@ const resultShape: ResultShape = {
 };
 
 /** The run of an MCP request: its principal, and the chain a delegation token names (else one agent). */
-function runOfAuth(
+function runInAuth(
   principal: Principal,
   auth: AuthInfo | undefined,
   options: GovernedHandlerOptions,

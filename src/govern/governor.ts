@@ -22,7 +22,13 @@ import type { Principal } from "../identity/principal.js";
 import type { Identity } from "../identity/verify.js";
 import type { RateLimiter } from "../limits/window.js";
 import type { CompiledPolicy } from "../policy/compile.js";
-import { type ApprovalStore, Approvals, createMemoryApprovalStore } from "./approvals.js";
+import {
+  type ApprovalGrant,
+  type ApprovalRefusal,
+  type ApprovalStore,
+  Approvals,
+  createMemoryApprovalStore,
+} from "./approvals.js";
 import type { LoadedConfig } from "./config.js";
 import { LiveConfig } from "./live-config.js";
 import {
@@ -253,6 +259,27 @@ export class Governor {
     } catch (e) {
       return Promise.reject(e);
     }
+  }
+
+  /**
+   * Decide a call again with its approval (`approvalId`, else the newest approval opened for this very call):
+   * the approval is taken (used once, bound to this user, tool and arguments) and the call decided under the
+   * policy in force, which still wins over it; a denial now revokes the approval (an outage gives it back). When
+   * no approval can be taken, the refusal says why (still pending, denied, expired, used, for another call) and
+   * nothing is decided.
+   */
+  async beginApproved(
+    run: RunContext,
+    tool: string,
+    args: unknown,
+    approvalId: string | undefined,
+    extra: Partial<Omit<BeginOptions, "tool" | "args" | "approved" | "unapproved">> = {},
+  ): Promise<{ readonly attempt: CallAttempt; readonly grant: ApprovalGrant } | ApprovalRefusal> {
+    const taken = await this.approvals.take(run, tool, args, approvalId);
+    if (!("begin" in taken)) return taken;
+    const attempt = await this.begin(run, tool, args, { ...extra, ...taken.begin });
+    if (attempt.decision.decision === "deny") await this.approvals.notRun(taken, attempt.decision);
+    return { attempt, grant: taken };
   }
 
   /** Post-transform and audit what an allowed call returned. */

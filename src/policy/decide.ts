@@ -323,9 +323,9 @@ function policyVerdict(
   }
   if (denied !== null) return { ...denied, postTransform, redact };
   if (asked !== null)
-    return verdict("ask", "approval_required", asked.reason, asked.id, postTransform, redact);
+    return verdictOf("ask", "approval_required", asked.reason, asked.id, postTransform, redact);
   if (layers.permission === "ask") {
-    return verdict(
+    return verdictOf(
       "ask",
       "approval_required",
       `approval required by ${permissionPath}`,
@@ -334,20 +334,20 @@ function policyVerdict(
       redact,
     );
   }
-  return verdict("allow", "ok", `allowed by ${permissionPath}`, null, postTransform, redact);
+  return verdictOf("allow", "ok", `allowed by ${permissionPath}`, null, postTransform, redact);
 }
 
 /** The permission layers' verdict alone. */
 function permissionVerdict(layers: LayerResolution): PolicyVerdict {
   const at = layers.decidedBy?.path ?? "no permission entry";
   if (layers.permission === "deny")
-    return verdict("deny", "permission_deny", `denied by ${at}`, null, layers.postTransform);
+    return verdictOf("deny", "permission_deny", `denied by ${at}`, null, layers.postTransform);
   if (layers.permission === "ask")
-    return verdict("ask", "approval_required", `approval required by ${at}`, null, layers.postTransform);
-  return verdict("allow", "ok", `allowed by ${at}`, null, layers.postTransform);
+    return verdictOf("ask", "approval_required", `approval required by ${at}`, null, layers.postTransform);
+  return verdictOf("allow", "ok", `allowed by ${at}`, null, layers.postTransform);
 }
 
-function verdict(
+function verdictOf(
   decision: Verdict,
   reason_code: ReasonCode,
   reason: string,

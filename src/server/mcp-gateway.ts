@@ -140,7 +140,7 @@ export async function mcpGateway(
       tenant: caller.principal.tenant,
       traceId: caller.delegation?.traceId ?? traceIdOf(traceparent) ?? newTraceId(),
     };
-    const runOf = (extra: {
+    const requestRun = (extra: {
       authInfo?: { extra?: Record<string, unknown> };
       requestInfo?: { headers: Record<string, string | string[] | undefined> };
     }): RunContext => {
@@ -156,7 +156,7 @@ export async function mcpGateway(
       });
     };
     server.setRequestHandler(ListToolsRequestSchema, async (_req, extra) => {
-      const run = runOf(extra);
+      const run = requestRun(extra);
       const tools: Tool[] = [];
       for (const [name, t] of await catalog()) {
         const visible = listable(ctx.gov.policy, callInput(run, name, {}, 0, ctx.gov.now()));
@@ -165,7 +165,7 @@ export async function mcpGateway(
       return { tools };
     });
     server.setRequestHandler(CallToolRequestSchema, async (req, extra) => {
-      const run = runOf(extra);
+      const run = requestRun(extra);
       if (hasUnsafeText(req.params.name)) {
         throw new McpError(ErrorCode.InvalidParams, `the tool ${unsafeTextMessage("name")}`);
       }
@@ -416,9 +416,6 @@ async function holdForApproval(
   if (approval.status === "pending") {
     return `${name} is waiting for approval ${approval.id} (${attempt.decision.reason}); once an approver decides, make the same call again`;
   }
-  const taken = await approvals.take(run, name, args, approval.id);
-  if (!("begin" in taken)) return `denied (${taken.reason_code}): ${taken.reason}`;
-  const again = await ctx.gov.begin(run, name, args, { source: "mcp", ...taken.begin });
-  if (again.decision.decision === "deny") await approvals.notRun(taken, again.decision);
-  return again;
+  const approved = await ctx.gov.beginApproved(run, name, args, approval.id, { source: "mcp" });
+  return "attempt" in approved ? approved.attempt : `denied (${approved.reason_code}): ${approved.reason}`;
 }
