@@ -170,7 +170,7 @@ describe("POST /v1/token", () => {
       actor: "researcher",
     });
     expect(r.status).toBe(400);
-    expect(r.body.error.message).toMatch(/subject_actor is only for a user's own token/);
+    expect(r.body.error.message).toMatch(/subject_actor and subject_tier are only for a user's own token/);
     for (const bad of ["bad name", "", "x".repeat(201), "tab\there"]) {
       const invalid = await exchange(
         { grant_type: TOKEN_EXCHANGE, subject_token: alice, subject_actor: bad, actor: "researcher" },
