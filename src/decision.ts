@@ -62,3 +62,28 @@ export interface Decision {
   readonly buckets: readonly Bucket[];
   readonly shadow: ShadowVerdict | null;
 }
+
+/**
+ * A deny that no policy made: an error on the way to a decision (arguments that cannot be encoded, a request
+ * that cannot be decided again). Nothing charged, nothing to the output.
+ *
+ * @example
+ * denial("error", "the arguments cannot be encoded as JSON");
+ */
+export function denial(reason_code: ReasonCode, reason: string): Decision {
+  return {
+    decision: "deny",
+    reason_code,
+    reason,
+    rule: null,
+    layer: null,
+    tenant: null,
+    effective_scopes: [],
+    mode: "enforce",
+    fail_mode: "fail_closed",
+    post_transform: "audit",
+    redact: [],
+    buckets: [],
+    shadow: null,
+  };
+}

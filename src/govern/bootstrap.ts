@@ -5,7 +5,6 @@
  */
 import { hostname } from "node:os";
 import { resolve } from "node:path";
-import { newCallId } from "../audit/call-id.js";
 import { journalDir } from "../audit/journal.js";
 import { type AuditLog, openAuditLog } from "../audit/log.js";
 import type { AuditStore } from "../audit/store.js";
@@ -131,25 +130,7 @@ export async function createGovernor(options: GovernorOptions): Promise<Governor
         : `${who.label} (host ${who.host}, pid ${who.pid}), which stopped without signing them`) +
       "; their hashes and links were checked";
     warn(reason);
-    gov.recordEvent({
-      kind: "admin",
-      tenant: null,
-      user: null,
-      email: null,
-      agent: null,
-      tier: null,
-      chain: [],
-      tool: null,
-      args_digest: null,
-      args: { from: resumed.from, to: resumed.to, previous: who },
-      decision: "allow",
-      reason_code: "ok",
-      reason,
-      rule: null,
-      outcome: "none",
-      trace_id: null,
-      call_id: newCallId(),
-    });
+    gov.recordAdmin(reason, { from: resumed.from, to: resumed.to, previous: who });
   }
   if (options.closeOnSignals === true) closeOnSignals(gov, warn);
   return gov;

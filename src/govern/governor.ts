@@ -4,6 +4,7 @@
  * never import it. Starting one is bootstrap.ts; the configuration it holds, live-config.ts. The per-call path
  * reads top to bottom here and in pipeline.ts.
  */
+import { newCallId } from "../audit/call-id.js";
 import type { AuditLog } from "../audit/log.js";
 import { type AuditFields, type AuditRecord, type Source, timestamp } from "../audit/record.js";
 import type { AuditPage, AuditQuery, AuditStore } from "../audit/store.js";
@@ -308,6 +309,40 @@ export class Governor {
       ...fields,
       time: timestamp(this.deps.now()),
       shadow: null,
+    });
+  }
+
+  /**
+   * Append an `admin` record: something that happened to the system, by no human (a change of policy, a resumed
+   * log, a tool an upstream offered). Returns its sequence number.
+   *
+   * @example
+   * gov.recordAdmin("tenant acme replaced", { id: "acme" });
+   */
+  recordAdmin(
+    reason: string,
+    args: unknown,
+    more: Partial<Pick<AuditFields, "tool" | "decision" | "reason_code" | "outcome">> = {},
+  ): number {
+    return this.recordEvent({
+      kind: "admin",
+      tenant: null,
+      user: null,
+      email: null,
+      agent: null,
+      tier: null,
+      chain: [],
+      tool: null,
+      args_digest: null,
+      args,
+      decision: "allow",
+      reason_code: "ok",
+      reason,
+      rule: null,
+      outcome: "none",
+      trace_id: null,
+      call_id: newCallId(this.deps.now()),
+      ...more,
     });
   }
 

@@ -16,7 +16,7 @@ import type { AuditLog } from "../audit/log.js";
 import { type AuditFields, digestArgs, type Outcome, type Source, timestamp } from "../audit/record.js";
 import type { PostTransform } from "../config/policy.js";
 import type { RunContext } from "../context/run.js";
-import type { Bucket, Decision, ReasonCode } from "../decision.js";
+import { type Bucket, type Decision, denial, type ReasonCode } from "../decision.js";
 import { OnbehalfError } from "../errors.js";
 import type { RateLimiter } from "../limits/window.js";
 import type { CompiledPolicy, CompiledTool } from "../policy/compile.js";
@@ -412,24 +412,6 @@ function denyWith(decision: Decision, reason_code: ReasonCode, reason: string): 
     rule: null,
     post_transform: "audit",
     buckets: [],
-  };
-}
-
-function denial(reason_code: ReasonCode, reason: string): Decision {
-  return {
-    decision: "deny",
-    reason_code,
-    reason,
-    rule: null,
-    layer: null,
-    tenant: null,
-    effective_scopes: [],
-    mode: "enforce",
-    fail_mode: "fail_closed",
-    post_transform: "audit",
-    redact: [],
-    buckets: [],
-    shadow: null,
   };
 }
 

@@ -20,7 +20,6 @@ import {
   type Tool,
 } from "@modelcontextprotocol/sdk/types.js";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { newCallId } from "../audit/call-id.js";
 import { type RunContext, runContextOf, withContext } from "../context/run.js";
 import { newTraceId, traceIdOf } from "../context/trace.js";
 import { OnbehalfError } from "../errors.js";
@@ -313,29 +312,19 @@ function sightings(ctx: ServerContext) {
     if (seen.has(key)) return;
     seen.add(key);
     const offered = declared || upstream.config.expose === "all";
-    ctx.gov.recordEvent({
-      kind: "admin",
-      tenant: null,
-      user: null,
-      email: null,
-      agent: null,
-      tier: null,
-      chain: [],
-      tool: tool.name,
-      args_digest: null,
-      args: { upstream: upstream.name, original: tool.original, declared, expose: upstream.config.expose },
-      decision: offered ? "allow" : "deny",
-      reason_code: offered ? "ok" : "permission_deny",
-      reason: declared
+    ctx.gov.recordAdmin(
+      declared
         ? `upstream ${upstream.name} lists ${tool.name}`
         : offered
           ? `upstream ${upstream.name} lists ${tool.name}, not declared: offered with its default scopes (expose: all)`
           : `upstream ${upstream.name} lists ${tool.name}, not declared: hidden and refused until a tools entry declares it`,
-      rule: null,
-      outcome: "none",
-      trace_id: null,
-      call_id: newCallId(),
-    });
+      { upstream: upstream.name, original: tool.original, declared, expose: upstream.config.expose },
+      {
+        tool: tool.name,
+        decision: offered ? "allow" : "deny",
+        reason_code: offered ? "ok" : "permission_deny",
+      },
+    );
   };
 }
 
