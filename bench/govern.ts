@@ -8,7 +8,8 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setImmediate as yieldToLoop } from "node:timers/promises";
-import { createGovernor, type Governor } from "../src/govern/governor.js";
+import { createGovernor } from "../src/govern/bootstrap.js";
+import type { Governor } from "../src/govern/governor.js";
 import type { Principal } from "../src/identity/principal.js";
 import { type Finding, fmt, medianOf, type Stats, timed } from "./harness.js";
 

@@ -5,8 +5,8 @@
  */
 import { createSign, generateKeyPairSync, type KeyObject, verify as rawVerify } from "node:crypto";
 import { createVerifier } from "fast-jwt";
+import { IssuerConfig } from "../src/config/issuer.js";
 import { createIdentity, type Identity } from "../src/identity/verify.js";
-import { IssuerConfig } from "../src/policy/schema.js";
 import { type Finding, fmt, medianOf, sample } from "./harness.js";
 
 const ISSUER = "https://bench.onbehalf.test/";

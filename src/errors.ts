@@ -34,7 +34,6 @@ export type ErrorCode =
   // configuration and usage
   | "ERR_CONFIG_INVALID"
   | "ERR_INVALID_ARGUMENT"
-  | "ERR_UNKNOWN_TOOL"
   | "ERR_NOT_FOUND"
   | "ERR_CONFLICT"
   // infrastructure
@@ -70,7 +69,6 @@ const STATUS: Record<ErrorCode, number> = {
   ERR_OUTPUT_BLOCKED: 403,
   ERR_CONFIG_INVALID: 400,
   ERR_INVALID_ARGUMENT: 400,
-  ERR_UNKNOWN_TOOL: 404,
   ERR_NOT_FOUND: 404,
   ERR_CONFLICT: 409,
   ERR_AUDIT_UNAVAILABLE: 503,

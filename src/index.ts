@@ -13,20 +13,69 @@
  * await gov.runAs(principal, { agent: "support-bot" }, () => getCustomer({ id: "c-1" }));
  */
 
-export type { AuditRecord, Outcome, RecordKind, Source } from "./audit/record.js";
-export type { AuditPage, AuditQuery } from "./audit/store.js";
+export type { AuditLog, AuditLogOptions, CheckpointPolicy, ResumedTail } from "./audit/log.js";
+export type { AuditFields, AuditRecord, Outcome, RecordKind, SealedRecord, Source } from "./audit/record.js";
+export type {
+  AuditPage,
+  AuditQuery,
+  AuditStore,
+  ClaimOptions,
+  ClaimResult,
+  LogHead,
+  LogHolder,
+  StoredCheckpoint,
+  StoredRow,
+  WriterClaim,
+} from "./audit/store.js";
+export type { IssuerConfig } from "./config/issuer.js";
+export type { ConfigIssue } from "./config/issues.js";
+export { formatIssue } from "./config/issues.js";
+export type {
+  DirectoryUser,
+  LayerEntry,
+  Permission,
+  PolicyConfig,
+  PostTransform,
+  Rule,
+  RuleEffect,
+  TenantConfig,
+  Tier,
+  TierMap,
+  ToolConfig,
+} from "./config/policy.js";
+export { TIERS } from "./config/policy.js";
+export type { Config, ConfigInput } from "./config/schema.js";
 export type { DelegateOptions, Hop, RunContext, RunOptions } from "./context/run.js";
 export { currentRun, delegate, runAs, tryCurrentRun } from "./context/run.js";
+export type { Bucket, Decision, ReasonCode, ShadowVerdict, Verdict } from "./decision.js";
+export { REASON_CODES } from "./decision.js";
 export type { ErrorCode, OAuthError } from "./errors.js";
 export { isOnbehalfError, OnbehalfError } from "./errors.js";
 export type {
+  Approval,
+  ApprovalGrant,
+  ApprovalRefusal,
+  ApprovalRequest,
+  ApprovalStatus,
+  ApprovalStore,
+  Approvals,
+  ApprovalUpdate,
+  Approver,
+  StoredApproval,
+} from "./govern/approvals.js";
+export type { GovernorOptions } from "./govern/bootstrap.js";
+export { createGovernor } from "./govern/bootstrap.js";
+export type { LoadedConfig } from "./govern/config.js";
+export { loadConfigFile, loadConfigObject } from "./govern/config.js";
+export type {
   GovernedTool,
   GovernedToolDefinition,
-  GovernorOptions,
+  Governor,
+  GovernorSettings,
   ToolCallContext,
 } from "./govern/governor.js";
-export { createGovernor, Governor } from "./govern/governor.js";
-export type { CallAttempt, CallResult, FinishedCall } from "./govern/pipeline.js";
+export type { BeginOptions, CallAttempt, CallResult, FinishedCall, ReportedCall } from "./govern/pipeline.js";
+export type { ToolDeclaration } from "./govern/tools.js";
 export type { DevTokenOptions } from "./identity/dev-issuer.js";
 export { DEV_AUDIENCE, DEV_ISSUER, devIssuerConfig, mintDevToken } from "./identity/dev-issuer.js";
 export type { PublicJwk, SigningAlgorithm, SigningKey } from "./identity/keys.js";
@@ -34,9 +83,8 @@ export { generateSigningKey, loadOrCreateSigningKey } from "./identity/keys.js";
 export type { Principal } from "./identity/principal.js";
 export type { Identity, IdentityOptions } from "./identity/verify.js";
 export { createIdentity } from "./identity/verify.js";
-export type { Decision, ReasonCode, ShadowVerdict, Verdict } from "./policy/decide.js";
-export { REASON_CODES } from "./policy/decide.js";
-export type { ConfigIssue } from "./policy/load.js";
-export { formatIssue, loadConfigFile, loadConfigObject } from "./policy/load.js";
-export type { Config, ConfigInput, IssuerConfig, Tier } from "./policy/schema.js";
-export { TIERS } from "./policy/schema.js";
+export type { RateLimiter } from "./limits/window.js";
+export type { CelActivation, Condition, ConditionError, RuleLimits } from "./policy/cel.js";
+export type { CompiledPolicy, CompiledRule, CompiledTenant, CompiledTool } from "./policy/compile.js";
+export type { LayerHit, LayerName, LayerTables, TierTable } from "./policy/layers.js";
+export type { RedactPath, Segment } from "./policy/redact.js";

@@ -100,10 +100,10 @@ async def main(task: str, model: ChatCompletionClient | None = None) -> None:
     )
 
     # The human's identity reaches every speaker, hand-off and nested task of this run, under one trace id.
-    async with client.acting_as(user_token, agent="triage", tier="interactive") as frame:
+    async with client.acting_as(user_token, agent="triage", tier="interactive") as run:
         await Console(team.run_stream(task=task))
     await model.close()
-    print(f"trace id of this run: {frame.trace_id} (every audit record of the run carries it)")
+    print(f"trace id of this run: {run.trace_id} (every audit record of the run carries it)")
     report = client.flush()  # anything spooled during an outage goes to the control plane now
     if report.remaining:
         print(f"{report.remaining} audit records are still in the local spool", file=sys.stderr)

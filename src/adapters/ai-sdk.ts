@@ -10,14 +10,14 @@
 import type { Tool, ToolExecutionOptions, ToolSet } from "ai";
 import type { DelegateOptions, RunContext } from "../context/run.js";
 import type { Governor } from "../govern/governor.js";
-import type { CallAttempt } from "../govern/pipeline.js";
 import {
   type AdapterOptions,
   asSubagent,
   type CallOptions,
+  DecidedAhead,
   declareTool,
   governCall,
-  runOf,
+  runIn,
   type ToolPolicy,
 } from "./common.js";
 
@@ -41,7 +41,7 @@ type SdkCallOptions = Pick<ToolExecutionOptions, "toolCallId" | "messages"> & {
 };
 
 /** Attempts decided in `needsApproval`, per run and tool call id, for `execute` to finish. */
-const decided = new WeakMap<RunContext, Map<string, CallAttempt>>();
+const decided = new DecidedAhead<RunContext>();
 
 /**
  * Govern every tool of a tool set that the SDK executes (tools without `execute` are returned as they are).
@@ -76,7 +76,7 @@ export function subagentTool<T extends Tool>(
   return {
     ...tool,
     execute: (input: unknown, opts: SdkCallOptions) =>
-      asSubagent(runOf(carrier(opts)), grant.agent, grant, () =>
+      asSubagent(runIn(carrier(opts)), grant.agent, grant, () =>
         execute(input, opts as ToolExecutionOptions),
       ),
   } as T;
@@ -98,27 +98,13 @@ function governed(gov: Governor, name: string, tool: Tool, options: AdapterOptio
         typeof needsApproval === "function"
           ? await needsApproval(input, opts as Parameters<typeof needsApproval>[1])
           : needsApproval === true;
-      const run = runOf(carrier(opts));
-      let attempt: CallAttempt;
-      try {
-        attempt = await gov.begin(run, name, input);
-      } catch {
-        return own; // execute decides again and refuses
-      }
-      if (run !== undefined) {
-        const calls = decided.get(run) ?? new Map<string, CallAttempt>();
-        calls.set(opts.toolCallId, attempt);
-        decided.set(run, calls);
-      }
-      const ask = attempt.decision.decision === "ask" && attempt.run !== undefined;
-      if (ask) await gov.approvals.open(attempt, input).catch(() => {}); // so an approver can decide it
-      return own || ask;
+      const run = runIn(carrier(opts));
+      if (run === undefined) return own; // execute refuses: no identity, no call
+      return (await decided.decide(gov, run, opts.toolCallId, run, name, input)) || own;
     },
     execute: (input: unknown, opts: SdkCallOptions) => {
-      const run = runOf(carrier(opts));
-      const calls = run === undefined ? undefined : decided.get(run);
-      const attempt = calls?.get(opts.toolCallId);
-      if (attempt !== undefined) calls?.delete(opts.toolCallId);
+      const run = runIn(carrier(opts));
+      const attempt = decided.take(run, opts.toolCallId);
       return governCall(
         gov,
         run,

@@ -70,7 +70,7 @@ export function runFor(principal: Principal, options: RunOptions): RunContext {
  * The run a call acts in: the bound run (`gov.runAs`, `delegate`) first, else the one a framework context
  * carries under {@link CONTEXT_KEY}. Anything that is not a run context counts as no identity.
  */
-export function runOf(carrier?: unknown): RunContext | undefined {
+export function runIn(carrier?: unknown): RunContext | undefined {
   return tryCurrentRun() ?? asRun((carrier as Record<string, unknown> | null | undefined)?.[CONTEXT_KEY]);
 }
 
@@ -198,6 +198,52 @@ export async function governCall<C>(
   return options.redacted === undefined ? done.output : options.redacted(result, done.output);
 }
 
+/**
+ * Calls decided ahead, in a framework's `needsApproval` hook, for its `execute` to finish: per run (any object
+ * that lives as long as it), by tool call id. An `ask` opens its approval right away, so an approver can decide
+ * while the framework pauses.
+ */
+export class DecidedAhead<K extends object> {
+  private readonly byRun = new WeakMap<K, Map<string, CallAttempt>>();
+
+  /**
+   * Decide a call now; true when the policy asks. `run` undefined or a failure to decide: false (the framework's
+   * own answer stands, and `execute` decides again and refuses).
+   */
+  async decide(
+    gov: Governor,
+    key: K,
+    callId: string | undefined,
+    run: RunContext | undefined,
+    tool: string,
+    args: unknown,
+  ): Promise<boolean> {
+    let attempt: CallAttempt;
+    try {
+      attempt = await gov.begin(run, tool, args);
+    } catch {
+      return false;
+    }
+    if (callId !== undefined) {
+      const calls = this.byRun.get(key) ?? new Map<string, CallAttempt>();
+      calls.set(callId, attempt);
+      this.byRun.set(key, calls);
+    }
+    const ask = attempt.decision.decision === "ask" && attempt.run !== undefined;
+    if (ask) await gov.approvals.open(attempt, args).catch(() => {});
+    return ask;
+  }
+
+  /** The attempt decided ahead for this call, once (undefined when there is none). */
+  take(key: K | undefined, callId: string | undefined): CallAttempt | undefined {
+    if (key === undefined || callId === undefined) return undefined;
+    const calls = this.byRun.get(key);
+    const attempt = calls?.get(callId);
+    if (attempt !== undefined) calls?.delete(callId);
+    return attempt;
+  }
+}
+
 /** What the model reads for a refused call: the tool, the reason and the stable code. */
 export function denialText(tool: string, error: OnbehalfError): string {
   return `onbehalf refused ${tool}: ${error.message} (${error.code})`;
@@ -221,12 +267,8 @@ async function approved(
   args: unknown,
   extra: { readonly source?: Source },
 ): Promise<CallAttempt> {
-  const taken = await gov.approvals.take(run, tool, args);
-  if ("begin" in taken) {
-    const again = await gov.begin(run, tool, args, { ...extra, ...taken.begin });
-    if (again.decision.decision === "deny") await gov.approvals.notRun(taken, again.decision);
-    return again;
-  }
+  const taken = await gov.beginApproved(run, tool, args, undefined, extra);
+  if ("attempt" in taken) return taken.attempt;
   // A decided approval answers the call it was asked for; a later call with the same arguments asks anew.
   const answered = taken.approval !== null && taken.approval.status !== "pending";
   if (taken.approval === null || (answered && taken.approval.call_id !== attempt.callId)) {

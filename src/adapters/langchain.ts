@@ -16,7 +16,7 @@ import {
   declareTool,
   governCall,
   type ResultShape,
-  runOf,
+  runIn,
   type ToolPolicy,
 } from "./common.js";
 
@@ -64,7 +64,7 @@ export function governedTool(
     func: (args: unknown, runManager, config) =>
       governCall(
         gov,
-        runOf(contextOf(config)),
+        runIn(contextOf(config)),
         tool.name,
         args,
         () => call(args, runManager, config),
@@ -97,7 +97,7 @@ export function onbehalfMiddleware(gov: Governor, options: AdapterOptions = {}) 
       const { name, args } = request.toolCall;
       return governCall(
         gov,
-        runOf(request.runtime.context),
+        runIn(request.runtime.context),
         name,
         args,
         () => handler(request),
@@ -185,7 +185,7 @@ export function subagentTool(
   const out = new DynamicStructuredTool({
     ...fieldsOf(tool),
     func: (args: unknown, runManager, config) =>
-      asSubagent(runOf(contextOf(config)), grant.agent, grant, () => call(args, runManager, config)),
+      asSubagent(runIn(contextOf(config)), grant.agent, grant, () => call(args, runManager, config)),
   });
   passThrough.add(out);
   return out;

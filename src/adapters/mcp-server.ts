@@ -8,13 +8,13 @@ import { InvalidTokenError } from "@modelcontextprotocol/sdk/server/auth/errors.
 import type { OAuthTokenVerifier } from "@modelcontextprotocol/sdk/server/auth/provider.js";
 import type { AuthInfo } from "@modelcontextprotocol/sdk/server/auth/types.js";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import type { Tier } from "../config/policy.js";
 import { delegationOf } from "../context/delegation.js";
 import { type RunContext, runContextOf, withContext } from "../context/run.js";
 import { isOnbehalfError } from "../errors.js";
 import type { Governor } from "../govern/governor.js";
 import type { Principal } from "../identity/principal.js";
 import { McpOutput, mcpText } from "../policy/output.js";
-import type { Tier } from "../policy/schema.js";
 import {
   type AdapterOptions,
   type CallOptions,
@@ -97,7 +97,7 @@ export function governedHandler<H extends (...params: never[]) => CallToolResult
     const principal = auth?.extra?.["principal"] as Principal | undefined;
     let run = typeof principal === "object" && principal !== null ? runs.get(principal) : undefined;
     if (run === undefined && principal !== undefined) {
-      run = runOfAuth(principal, auth, options);
+      run = runInAuth(principal, auth, options);
       if (run !== undefined) runs.set(principal, run);
     }
     const args = params.length > 1 ? params[0] : {};
@@ -125,7 +125,7 @@ const resultShape: ResultShape = {
 };
 
 /** The run of an MCP request: its principal, and the chain a delegation token names (else one agent). */
-function runOfAuth(
+function runInAuth(
   principal: Principal,
   auth: AuthInfo | undefined,
   options: GovernedHandlerOptions,

@@ -11,13 +11,13 @@
 import type { Agent, FunctionTool, RunContext as SdkRunContext, Tool } from "@openai/agents";
 import { childContext, type DelegateOptions, type RunContext, tryCurrentRun } from "../context/run.js";
 import type { Governor } from "../govern/governor.js";
-import type { CallAttempt } from "../govern/pipeline.js";
 import {
   type AdapterOptions,
   asRun,
   asSubagent,
   type CallOptions,
   CONTEXT_KEY,
+  DecidedAhead,
   declareTool,
   governCall,
   type ToolPolicy,
@@ -57,7 +57,7 @@ const grants = new WeakMap<object, DelegateOptions>();
 /** Per SDK run: the onbehalf run of each agent reached by a hand-off. */
 const handedOff = new WeakMap<object, Map<object, RunContext>>();
 /** Per SDK run: attempts decided in `needsApproval`, by call id, for `invoke` to finish. */
-const decided = new WeakMap<object, Map<string, CallAttempt>>();
+const decided = new DecidedAhead<object>();
 /** Wrapped tools: what they wrap, and the sub-agent an `asTool()` tool runs. */
 const wrapped = new WeakMap<object, { original: AnyTool; options: GovernedToolOptions; agent?: AnyAgent }>();
 
@@ -151,26 +151,12 @@ function bind<T extends AnyTool>(
     ...original,
     needsApproval: async (sdkRun, input, callId) => {
       const own = await original.needsApproval(sdkRun, input, callId);
-      let attempt: CallAttempt;
-      try {
-        attempt = await gov.begin(runIn(sdkRun, owner), name, parseArgs(input));
-      } catch {
-        return own; // invoke decides again and refuses
-      }
-      if (callId !== undefined) {
-        const calls = decided.get(sdkRun) ?? new Map<string, CallAttempt>();
-        calls.set(callId, attempt);
-        decided.set(sdkRun, calls);
-      }
-      const ask = attempt.decision.decision === "ask" && attempt.run !== undefined;
-      if (ask) await gov.approvals.open(attempt, parseArgs(input)).catch(() => {}); // so an approver can decide it
-      return own || ask;
+      const asks = await decided.decide(gov, sdkRun, callId, runIn(sdkRun, owner), name, parseArgs(input));
+      return asks || own;
     },
     invoke: (sdkRun, input, details) => {
       const callId = details?.toolCall?.callId;
-      const calls = callId === undefined ? undefined : decided.get(sdkRun);
-      const attempt = callId === undefined ? undefined : calls?.get(callId);
-      if (attempt !== undefined) calls?.delete(callId!);
+      const attempt = decided.take(sdkRun, callId);
       return governCall(
         gov,
         attempt?.run ?? runIn(sdkRun, owner),

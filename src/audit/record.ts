@@ -4,7 +4,7 @@
  * SHA-256(0x00 ‖ canonical JSON of every other field), RFC 6962 §2.1).
  */
 import { hash } from "node:crypto";
-import type { ReasonCode, ShadowVerdict, Verdict } from "../policy/decide.js";
+import type { ReasonCode, ShadowVerdict, Verdict } from "../decision.js";
 import { hasUnsafeText } from "../text.js";
 import { canonicalJson } from "./canonical.js";
 

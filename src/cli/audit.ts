@@ -9,9 +9,9 @@ import { proveInclusion } from "../audit/proof.js";
 import type { AuditRecord } from "../audit/record.js";
 import type { AuditQuery, AuditStore } from "../audit/store.js";
 import { verifyAudit } from "../audit/verify.js";
-import { auditJournalDir, auditKeyPath, auditLogId, openAuditStore } from "../govern/governor.js";
+import { auditJournalDir, auditKeyPath, auditLogId, openAuditStore } from "../govern/bootstrap.js";
+import { loadConfigFile } from "../govern/config.js";
 import { loadSigningKey } from "../identity/keys.js";
-import { loadConfigFile } from "../policy/load.js";
 import { escapeUnsafeText } from "../text.js";
 import { configPath, EXIT_FINDING, EXIT_OK, type Io, type ParsedArgs, parse, UsageError } from "./args.js";
 

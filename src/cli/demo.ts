@@ -3,11 +3,12 @@
  * governed tools, a delegation, and the audit trail that results. Everything real: tokens are signed and
  * verified, policy is the config's, the audit lands in the config's store.
  */
+
 import { OnbehalfError } from "../errors.js";
-import { createGovernor, devKeyPath } from "../govern/governor.js";
+import { createGovernor, devKeyPath } from "../govern/bootstrap.js";
+import { loadConfigFile } from "../govern/config.js";
 import { mintDevToken } from "../identity/dev-issuer.js";
 import { loadOrCreateSigningKey } from "../identity/keys.js";
-import { loadConfigFile } from "../policy/load.js";
 import { configPath, EXIT_FINDING, EXIT_OK, type Io, parse } from "./args.js";
 
 export async function demoCommand(argv: string[], io: Io): Promise<number> {

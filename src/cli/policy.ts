@@ -7,12 +7,14 @@ import { dirname, resolve } from "node:path";
 import { parse as parseYaml, YAMLError } from "yaml";
 import { z } from "zod";
 import { digestArgs } from "../audit/record.js";
+import { formatIssue } from "../config/issues.js";
+import { Tier } from "../config/policy.js";
+import { REASON_CODES } from "../decision.js";
+import { type LoadedConfig, loadConfigFile } from "../govern/config.js";
 import type { Principal } from "../identity/principal.js";
 import type { CompiledPolicy } from "../policy/compile.js";
-import { type DecisionInput, decide, REASON_CODES } from "../policy/decide.js";
+import { type DecisionInput, decide } from "../policy/decide.js";
 import { explain, formatExplanation } from "../policy/explain.js";
-import { formatIssue, type LoadedConfig, loadConfigFile } from "../policy/load.js";
-import { Tier } from "../policy/schema.js";
 import {
   configPath,
   EXIT_FINDING,

@@ -2,10 +2,11 @@
  * `onbehalf serve [--config F] [--port N]`: run the control plane until SIGTERM or SIGINT, then flush the
  * audit and exit. With the development issuer on, it says so loudly and prints a ready token and a call to try.
  */
-import { devKeyPath } from "../govern/governor.js";
+
+import { devKeyPath } from "../govern/bootstrap.js";
+import { loadConfigFile } from "../govern/config.js";
 import { mintDevToken } from "../identity/dev-issuer.js";
 import { loadOrCreateSigningKey } from "../identity/keys.js";
-import { loadConfigFile } from "../policy/load.js";
 import { startServer } from "../server/app.js";
 import { configPath, EXIT_OK, type Io, parse, UsageError } from "./args.js";
 

@@ -3,11 +3,11 @@
  */
 
 import { OnbehalfError } from "../errors.js";
-import { devKeyPath, trustedIssuers } from "../govern/governor.js";
+import { devKeyPath, trustedIssuers } from "../govern/bootstrap.js";
+import { loadConfigFile } from "../govern/config.js";
 import { mintDevToken } from "../identity/dev-issuer.js";
 import { loadOrCreateSigningKey } from "../identity/keys.js";
 import { createIdentity } from "../identity/verify.js";
-import { loadConfigFile } from "../policy/load.js";
 import { configPath, EXIT_FINDING, EXIT_OK, type Io, list, parse, required, UsageError } from "./args.js";
 
 export const TOKEN_USAGE = `usage:

@@ -7,12 +7,13 @@
  * request body. It is verified like any other token, by the identity verifier, against onbehalf's own key.
  */
 import { randomUUID } from "node:crypto";
+import { type IssuerConfig, IssuerConfig as IssuerSchema } from "../config/issuer.js";
+import { TIERS, type Tier } from "../config/policy.js";
 import { OnbehalfError } from "../errors.js";
 import type { PublicJwk, SigningKey } from "../identity/keys.js";
 import { signJwt } from "../identity/keys.js";
 import type { Principal } from "../identity/principal.js";
-import { type IssuerConfig, IssuerConfig as IssuerSchema, TIERS, type Tier } from "../policy/schema.js";
-import { narrowScopes } from "../policy/scopes.js";
+import { narrowScopes } from "../identity/scopes.js";
 
 /** Who is delegating: the human, the agents so far (none for a user's own token), their scopes. */
 export interface DelegationSubject {

@@ -7,10 +7,10 @@
  * runs never see each other's context.
  */
 import { AsyncLocalStorage } from "node:async_hooks";
+import { TIERS, type Tier } from "../config/policy.js";
 import { OnbehalfError } from "../errors.js";
 import type { Principal } from "../identity/principal.js";
-import { TIERS, type Tier } from "../policy/schema.js";
-import { narrowScopes } from "../policy/scopes.js";
+import { narrowScopes } from "../identity/scopes.js";
 import { newTraceId } from "./trace.js";
 
 /** One agent in the chain, with the scopes it was limited to (null: it inherited its parent's). */

@@ -18,12 +18,13 @@ import { createHash } from "node:crypto";
 import { EventEmitter } from "node:events";
 import type { AuditFields } from "../audit/record.js";
 import { digestArgs } from "../audit/record.js";
+import type { Tier } from "../config/policy.js";
 import { type RunContext, runContextOf } from "../context/run.js";
+import { type Decision, denial, type ReasonCode } from "../decision.js";
 import { OnbehalfError } from "../errors.js";
 import type { Principal } from "../identity/principal.js";
 import type { CompiledPolicy } from "../policy/compile.js";
-import { type Decision, decide, type ReasonCode } from "../policy/decide.js";
-import type { Tier } from "../policy/schema.js";
+import { decide } from "../policy/decide.js";
 import { callInput } from "./pipeline.js";
 
 /** Denials that say nothing about the call, only that something it needs is down for now. */
@@ -428,13 +429,13 @@ export class Approvals {
         scopes: r.scopes,
       });
     } catch (e) {
-      return denied(`the request cannot be decided again: ${(e as Error).message}`);
+      return denial("error", `the request cannot be decided again: ${(e as Error).message}`);
     }
     const encoded = safeDigest(r.args, true);
     try {
       return decide(this.deps.policy(), callInput(run, a.tool, r.args, encoded ?? 0, this.deps.now()));
     } catch (e) {
-      return denied(`policy evaluation failed: ${(e as Error).message}`);
+      return denial("error", `policy evaluation failed: ${(e as Error).message}`);
     }
   }
 
@@ -481,24 +482,6 @@ function safeDigest(args: unknown, bytes?: true): string | number | null {
   } catch {
     return null;
   }
-}
-
-function denied(reason: string): Decision {
-  return {
-    decision: "deny",
-    reason_code: "error",
-    reason,
-    rule: null,
-    layer: null,
-    tenant: null,
-    effective_scopes: [],
-    mode: "enforce",
-    fail_mode: "fail_closed",
-    post_transform: "audit",
-    redact: [],
-    buckets: [],
-    shadow: null,
-  };
 }
 
 /**

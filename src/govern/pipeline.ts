@@ -14,15 +14,15 @@ import { newCallId } from "../audit/call-id.js";
 import { canonicalJson } from "../audit/canonical.js";
 import type { AuditLog } from "../audit/log.js";
 import { type AuditFields, digestArgs, type Outcome, type Source, timestamp } from "../audit/record.js";
+import type { PostTransform } from "../config/policy.js";
 import type { RunContext } from "../context/run.js";
+import { type Bucket, type Decision, denial, type ReasonCode } from "../decision.js";
 import { OnbehalfError } from "../errors.js";
 import type { RateLimiter } from "../limits/window.js";
 import type { CompiledPolicy, CompiledTool } from "../policy/compile.js";
-import { type Decision, type DecisionInput, decide, type ReasonCode } from "../policy/decide.js";
-import type { Bucket } from "../policy/layers.js";
+import { type DecisionInput, decide } from "../policy/decide.js";
 import { type OutputRedaction, redactOutput } from "../policy/output.js";
 import { compilePath, type RedactPath, redact } from "../policy/redact.js";
-import type { PostTransform } from "../policy/schema.js";
 
 /** A call that has been decided and audited; `finish` it after running the tool. */
 export interface CallAttempt {
@@ -90,7 +90,7 @@ export interface BeginOptions {
 }
 
 /** Decided, not yet rate-limited or audited. */
-interface Pending {
+interface Deciding {
   readonly deps: PipelineDeps;
   readonly run: RunContext | undefined;
   readonly opts: BeginOptions;
@@ -138,7 +138,7 @@ export function beginCall(
     encoded = digestArgs(opts.args);
   }
   const { digest, bytes, canonical } = encoded;
-  const pending: Pending = {
+  const deciding: Deciding = {
     deps,
     run,
     opts,
@@ -152,11 +152,11 @@ export function beginCall(
   };
   if (run === undefined) {
     return recordAttempt(
-      pending,
+      deciding,
       denial("unauthenticated", opts.unauthenticated ?? "no identity is bound to this call"),
     );
   }
-  if (unencodable !== undefined) return recordAttempt(pending, denial("error", unencodable));
+  if (unencodable !== undefined) return recordAttempt(deciding, denial("error", unencodable));
   let decision: Decision;
   try {
     decision = decide(policy, callInput(run, opts.tool, opts.args, bytes, now));
@@ -165,7 +165,7 @@ export function beginCall(
   }
   if (opts.refused !== undefined) {
     const { reason_code, reason } = opts.refused;
-    decision = { ...override(decision, reason_code, `refused by the client: ${reason}`), layer: null };
+    decision = { ...denyWith(decision, reason_code, `refused by the client: ${reason}`), layer: null };
   } else if (decision.decision === "ask" && opts.approved !== undefined) {
     const { id, by } = opts.approved;
     decision = {
@@ -181,24 +181,24 @@ export function beginCall(
     decision =
       reason_code === "approval_required"
         ? { ...decision, reason: `${reason}; ${decision.reason}` }
-        : override(decision, reason_code, reason);
+        : denyWith(decision, reason_code, reason);
   }
   if (!deps.audit.healthy)
-    return recordAttempt(pending, override(decision, "fail_closed", "the audit store is unavailable"));
-  if (decision.buckets.length === 0) return recordAttempt(pending, decision);
+    return recordAttempt(deciding, denyWith(decision, "fail_closed", "the audit store is unavailable"));
+  if (decision.buckets.length === 0) return recordAttempt(deciding, decision);
   let taken: Bucket | null | Promise<Bucket | null>;
   try {
     taken = deps.limiter.take(decision.buckets, now);
   } catch (e) {
-    return recordAttempt(pending, limiterDown(decision, e));
+    return recordAttempt(deciding, limiterDown(decision, e));
   }
   if (taken instanceof Promise) {
     return taken.then(
-      (full) => recordAttempt(pending, afterLimit(decision, full)),
-      (e: unknown) => recordAttempt(pending, limiterDown(decision, e)),
+      (full) => recordAttempt(deciding, afterLimit(decision, full)),
+      (e: unknown) => recordAttempt(deciding, limiterDown(decision, e)),
     );
   }
-  return recordAttempt(pending, afterLimit(decision, taken));
+  return recordAttempt(deciding, afterLimit(decision, taken));
 }
 
 /** What `decide` reads of a call made in `run`: the human, the chain and its tiers, the tool and arguments. */
@@ -338,7 +338,7 @@ export function publicDecision(d: Decision): Omit<Decision, "buckets"> {
   return rest;
 }
 
-function recordAttempt(p: Pending, decision: Decision): CallAttempt | Promise<CallAttempt> {
+function recordAttempt(p: Deciding, decision: Decision): CallAttempt | Promise<CallAttempt> {
   const { run, opts, now } = p;
   const callId = opts.callId ?? newCallId(now);
   // Without an identity, nobody answers for the arguments: only their digest and size are kept, so anyone on
@@ -396,14 +396,14 @@ function afterLimit(decision: Decision, full: Bucket | null): Decision {
       shadow: decision.shadow ?? { decision: "deny", reason_code: "rate_limited", reason, rule: null },
     };
   }
-  return override(decision, "rate_limited", reason);
+  return denyWith(decision, "rate_limited", reason);
 }
 
 function limiterDown(decision: Decision, e: unknown): Decision {
-  return override(decision, "fail_closed", `the rate-limit store is unavailable: ${(e as Error).message}`);
+  return denyWith(decision, "fail_closed", `the rate-limit store is unavailable: ${(e as Error).message}`);
 }
 
-function override(decision: Decision, reason_code: ReasonCode, reason: string): Decision {
+function denyWith(decision: Decision, reason_code: ReasonCode, reason: string): Decision {
   return {
     ...decision,
     decision: "deny",
@@ -412,24 +412,6 @@ function override(decision: Decision, reason_code: ReasonCode, reason: string): 
     rule: null,
     post_transform: "audit",
     buckets: [],
-  };
-}
-
-function denial(reason_code: ReasonCode, reason: string): Decision {
-  return {
-    decision: "deny",
-    reason_code,
-    reason,
-    rule: null,
-    layer: null,
-    tenant: null,
-    effective_scopes: [],
-    mode: "enforce",
-    fail_mode: "fail_closed",
-    post_transform: "audit",
-    redact: [],
-    buckets: [],
-    shadow: null,
   };
 }
 

@@ -4,7 +4,7 @@
  * production, since whoever holds the key file can be anybody.
  */
 import { randomUUID } from "node:crypto";
-import { IssuerConfig } from "../policy/schema.js";
+import { IssuerConfig } from "../config/issuer.js";
 import { type PublicJwk, type SigningKey, signJwt } from "./keys.js";
 
 /** The `iss` of development tokens. */

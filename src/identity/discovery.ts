@@ -3,8 +3,10 @@
  * and refuse a metadata document whose `issuer` is not exactly the configured one (RFC 8414 §3.3: it would
  * let one issuer's metadata stand in for another's).
  */
+
+import { isFetchableUrl } from "../config/issuer.js";
 import { OnbehalfError } from "../errors.js";
-import { fetchJsonObject, isFetchableUrl } from "./http.js";
+import { fetchJsonObject } from "./http.js";
 
 /** The metadata fields onbehalf uses. */
 export interface IssuerMetadata {

@@ -3,26 +3,12 @@
  * allows it), a 5 s timeout, a 1 MiB body cap, no redirects, JSON objects only. Every failure is an
  * `OnbehalfError` with the caller's code, so a fetch problem can never look like a verified token.
  */
+import { isFetchableUrl } from "../config/issuer.js";
 import { type ErrorCode, OnbehalfError } from "../errors.js";
 
 /** Per-request limits. */
 export const FETCH_TIMEOUT_MS = 5_000;
 export const FETCH_MAX_BYTES = 1_048_576;
-
-const LOOPBACK_HOSTS = new Set(["127.0.0.1", "[::1]", "localhost"]);
-
-/**
- * True when `url` may be fetched: `https:`, or `http:` on a loopback host (127.0.0.1, ::1, localhost) or
- * with `allowInsecureHttp`.
- *
- * @example
- * isFetchableUrl(new URL("http://127.0.0.1:8080/jwks"), false); // true
- */
-export function isFetchableUrl(url: URL, allowInsecureHttp: boolean): boolean {
-  if (url.protocol === "https:") return true;
-  if (url.protocol !== "http:") return false;
-  return allowInsecureHttp || LOOPBACK_HOSTS.has(url.hostname);
-}
 
 /** Options of {@link fetchJsonObject}. */
 export interface FetchJsonOptions {

@@ -2,13 +2,13 @@
  * A trusted issuer, prepared for verification: its header policy, claim rules, key set and HMAC verifier.
  * Configuration mistakes the schema cannot see are reported here, once, as `ERR_CONFIG_INVALID`.
  */
+
+import { type Algorithm, type IssuerConfig, issuerProblems } from "../config/issuer.js";
 import { OnbehalfError } from "../errors.js";
-import type { Algorithm, IssuerConfig } from "../policy/schema.js";
 import type { ClaimRules } from "./claims.js";
 import { type HeaderPolicy, normalizeTyp } from "./header.js";
-import { isFetchableUrl } from "./http.js";
 import { IssuerKeySet } from "./jwks.js";
-import { createJwtVerifier, headerPolicy, hmacSecretProblem, type JwtSignatureVerifier } from "./jws.js";
+import { createJwtVerifier, headerPolicy, type JwtSignatureVerifier } from "./jws.js";
 import { resolveClaimMapping } from "./presets.js";
 
 /** Everything the verifier needs about one issuer. */
@@ -54,33 +54,16 @@ export interface IssuerDeps {
 export function prepareIssuer(config: IssuerConfig, deps: IssuerDeps): IssuerContext {
   const where = `issuer "${config.issuer}"`;
   const invalid = (why: string) => new OnbehalfError("ERR_CONFIG_INVALID", `${where}: ${why}`);
-  if (config.jwks !== undefined && config.jwks_uri !== null) {
-    throw invalid("set either jwks (inline keys) or jwks_uri, not both");
-  }
-  if (config.jwks_uri !== null && !fetchable(config.jwks_uri, config.allow_insecure_http)) {
-    throw invalid(
-      `jwks_uri ${config.jwks_uri} must be https (http only on loopback or with allow_insecure_http)`,
-    );
-  }
-  if (
-    config.jwks === undefined &&
-    config.jwks_uri === null &&
-    !fetchable(config.issuer, config.allow_insecure_http)
-  ) {
-    throw invalid(
-      "the issuer is not an https URL, so its keys cannot be discovered: set jwks_uri or inline jwks" +
-        " (or allow_insecure_http for a test network)",
-    );
+  const problems = issuerProblems(config);
+  if (problems.length > 0) {
+    throw invalid(problems.map((p) => `${p.field}: ${p.message} (fix: ${p.fix})`).join("; "));
   }
 
   const hsAlgorithms = config.algorithms.filter((a) => a.startsWith("HS"));
   const asymmetric = config.algorithms.filter((a) => !a.startsWith("HS")) as Algorithm[];
   let hmac: JwtSignatureVerifier | null = null;
   if (config.secret !== undefined && hsAlgorithms.length > 0) {
-    const secret = Buffer.from(config.secret, "utf8");
-    const problem = hmacSecretProblem(secret, hsAlgorithms);
-    if (problem !== null) throw invalid(`${problem}; use a longer random secret`);
-    hmac = createJwtVerifier(secret, hsAlgorithms);
+    hmac = createJwtVerifier(Buffer.from(config.secret, "utf8"), hsAlgorithms);
   }
   if (asymmetric.length === 0 && hmac === null) {
     throw invalid("no usable algorithm: HS* needs a secret, and no asymmetric algorithm is listed");
@@ -119,12 +102,4 @@ export function prepareIssuer(config: IssuerConfig, deps: IssuerDeps): IssuerCon
     hmac,
     checkedHeaders: new Map(),
   };
-}
-
-function fetchable(url: string, allowInsecureHttp: boolean): boolean {
-  try {
-    return isFetchableUrl(new URL(url), allowInsecureHttp);
-  } catch {
-    return false;
-  }
 }

@@ -8,7 +8,7 @@
  * key set: an HMAC secret is configured as the issuer's `secret`, or not at all.
  */
 import { createHash, createPublicKey, type KeyObject } from "node:crypto";
-import type { Algorithm } from "../policy/schema.js";
+import type { Algorithm } from "../config/issuer.js";
 
 /** A JSON Web Key as it arrives: an object with string members we have not checked yet. */
 export type Jwk = Readonly<Record<string, unknown>>;

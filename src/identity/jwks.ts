@@ -12,8 +12,9 @@
  * - JWKs that cannot be imported or are not signing keys for an allowed algorithm are skipped, not fatal.
  * - One fast-jwt verifier per key, built when the key is loaded and reused while the key stays.
  */
+
+import type { Algorithm, IssuerConfig } from "../config/issuer.js";
 import { OnbehalfError } from "../errors.js";
-import type { Algorithm, IssuerConfig } from "../policy/schema.js";
 import { discover } from "./discovery.js";
 import { fetchJsonObject } from "./http.js";
 import {

@@ -9,16 +9,13 @@
 import { createSecretKey, type KeyObject } from "node:crypto";
 import { createRequire } from "node:module";
 import { createVerifier } from "fast-jwt";
+import { type Algorithm, hmacSecretProblem } from "../config/issuer.js";
 import { type ErrorCode, OnbehalfError } from "../errors.js";
-import type { Algorithm } from "../policy/schema.js";
 import { checkHeader, decodeJsonObject, type HeaderPolicy, type JoseHeader, splitCompact } from "./header.js";
 import { importJwk, indexKeys, selectKey, type VerificationKey } from "./jwk.js";
 
 /** Verifies a token's signature (and decodes its payload); throws `OnbehalfError`. */
 export type JwtSignatureVerifier = (token: string) => Record<string, unknown>;
-
-/** Minimum HMAC key length per algorithm, in bytes: the hash size (RFC 7518 §3.2). */
-export const HMAC_MIN_BYTES: Readonly<Record<string, number>> = { HS256: 32, HS384: 48, HS512: 64 };
 
 /**
  * Build the synchronous fast-jwt verifier for one key: `pem` (SPKI) for a public key, the raw secret for HMAC.
@@ -114,22 +111,6 @@ export function headerPolicy(
     }
   }
   return { algorithms: allowed, disabled, requireTyp };
-}
-
-/**
- * Refuse an HMAC secret shorter than the hash of any HS* algorithm it would be used with.
- *
- * @example
- * hmacSecretProblem(Buffer.from("short"), ["HS256"]); // "… at least 32 bytes …"
- */
-export function hmacSecretProblem(secret: Uint8Array, algorithms: readonly string[]): string | null {
-  for (const alg of algorithms) {
-    const min = HMAC_MIN_BYTES[alg];
-    if (min !== undefined && secret.length < min) {
-      return `the secret is ${secret.length} bytes; ${alg} needs at least ${min} (RFC 7518 §3.2)`;
-    }
-  }
-  return null;
 }
 
 type VerifySignature = (

@@ -6,7 +6,7 @@
  * Paths are dotted (`realm_access.roles`); a key that itself contains dots or colons, such as
  * `https://example.com/roles` or `cognito:groups`, is matched whole first (see `readClaim`).
  */
-import type { ClaimsMapping, Preset } from "../policy/schema.js";
+import type { ClaimsMapping, Preset } from "../config/issuer.js";
 
 /** A preset or resolved mapping: lists are tried in order (email: first present; scopes, roles: union). */
 export interface ClaimMapping {

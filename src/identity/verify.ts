@@ -13,8 +13,9 @@
  * 7. the claims (`claims.ts`): `iss`, `exp`, `nbf`, `iat`, audience, subject; then the principal.
  * Any other failure is still an `OnbehalfError`: nothing raw escapes, nothing fails open.
  */
+
+import type { IssuerConfig } from "../config/issuer.js";
 import { OnbehalfError } from "../errors.js";
-import type { IssuerConfig } from "../policy/schema.js";
 import { checkClaims, toPrincipal } from "./claims.js";
 import { assertTokenSize, checkHeader, decodeJsonObject, splitCompact } from "./header.js";
 import { type CheckedHeader, type IssuerContext, prepareIssuer } from "./issuers.js";

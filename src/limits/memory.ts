@@ -2,7 +2,7 @@
  * In-process rate limits: one Map of sliding-window counters. The default; for several instances use the
  * Redis store so a human's budget is shared across them.
  */
-import type { Bucket } from "../policy/layers.js";
+import type { Bucket } from "../decision.js";
 import { fits, type RateLimiter, roll, WINDOW_MS, type WindowState } from "./window.js";
 
 /**

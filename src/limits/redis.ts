@@ -4,8 +4,8 @@
  * If Redis cannot answer, `take` throws `ERR_LIMITS_UNAVAILABLE` and the call is denied (fail closed).
  */
 import { Redis } from "ioredis";
+import type { Bucket } from "../decision.js";
 import { OnbehalfError } from "../errors.js";
-import type { Bucket } from "../policy/layers.js";
 import { redactUrl, waitFor } from "../retry.js";
 import { type RateLimiter, WINDOW_MS } from "./window.js";
 

@@ -5,7 +5,7 @@
  * bucket is constant, the same arithmetic runs in memory and in Redis, and the error against an exact
  * sliding log is small (it assumes the previous window's calls were spread evenly).
  */
-import type { Bucket } from "../policy/layers.js";
+import type { Bucket } from "../decision.js";
 
 export const WINDOW_MS = 60_000;
 

@@ -4,18 +4,7 @@
  * place that can fail; a compiled policy decides without throwing.
  */
 
-import { DEV_ISSUER } from "../identity/dev-issuer.js";
-import {
-  type CompileResult,
-  type Condition,
-  compileCondition,
-  DEFAULT_RULE_LIMITS,
-  type RuleLimits,
-} from "./cel.js";
-import type { LayerHit, LayerName } from "./layers.js";
-import { compilePath, type RedactPath } from "./redact.js";
 import type {
-  Config,
   DirectoryUser,
   LayerEntry,
   PolicyConfig,
@@ -25,11 +14,19 @@ import type {
   Tier,
   TierMap,
   ToolConfig,
-} from "./schema.js";
-import { TIERS } from "./schema.js";
-
-/** One layer cell resolved for each tier (`"*"` filled in field by field); each knows where it came from. */
-export type TierTable = ReadonlyMap<Tier, LayerHit>;
+} from "../config/policy.js";
+import { TIERS } from "../config/policy.js";
+import type { Config } from "../config/schema.js";
+import { DEV_ISSUER } from "../identity/dev-issuer.js";
+import {
+  type CompileResult,
+  type Condition,
+  compileCondition,
+  DEFAULT_RULE_LIMITS,
+  type RuleLimits,
+} from "./cel.js";
+import type { LayerHit, LayerName, LayerTables, TierTable } from "./layers.js";
+import { compilePath, type RedactPath } from "./redact.js";
 
 export interface CompiledTool {
   readonly name: string;
@@ -57,18 +54,13 @@ export interface CompiledRule {
   readonly redactPaths: readonly RedactPath[];
 }
 
-export interface CompiledTenant {
-  readonly id: string;
+export interface CompiledTenant extends LayerTables {
   /** The issuers that may vouch for this tenant's users; null when no issuer is configured (principals made in code). */
   readonly issuers: ReadonlySet<string> | null;
   readonly requireMembership: boolean;
   readonly directory: ReadonlyMap<string, DirectoryUser>;
   readonly mode: PolicyConfig["mode"];
   readonly failMode: PolicyConfig["fail_mode"];
-  readonly defaults: TierTable;
-  readonly tools: ReadonlyMap<string, TierTable>;
-  readonly users: ReadonlyMap<string, TierTable>;
-  readonly userTools: ReadonlyMap<string, ReadonlyMap<string, TierTable>>;
   readonly rules: readonly CompiledRule[];
 }
 

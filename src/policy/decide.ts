@@ -13,32 +13,14 @@
  * Checks 1–4 are the guarantees and hold in shadow mode too; 5–6 are the tenant's policy, which shadow mode
  * evaluates and reports without enforcing. Rate limits are charged by the caller from `buckets`.
  */
+
+import type { PostTransform, Tier } from "../config/policy.js";
+import type { Bucket, Decision, ReasonCode, ShadowVerdict, Verdict } from "../decision.js";
 import type { Principal } from "../identity/principal.js";
+import { narrowScopes } from "../identity/scopes.js";
 import type { CelActivation } from "./cel.js";
 import type { CompiledPolicy, CompiledRule, CompiledTenant, CompiledTool } from "./compile.js";
-import { type Bucket, type LayerResolution, resolveLayers } from "./layers.js";
-import type { PostTransform, Tier } from "./schema.js";
-import { narrowScopes } from "./scopes.js";
-
-export const REASON_CODES = [
-  "ok",
-  "unauthenticated",
-  "tenant_mismatch",
-  "not_a_member",
-  "missing_scope",
-  "permission_deny",
-  "rule_deny",
-  "rule_over_budget",
-  "rate_limited",
-  "approval_required",
-  "approval_denied",
-  "approval_expired",
-  "fail_closed",
-  "fail_open",
-  "error",
-] as const;
-export type ReasonCode = (typeof REASON_CODES)[number];
-export type Verdict = "allow" | "deny" | "ask";
+import { type LayerResolution, resolveLayers } from "./layers.js";
 
 /** Everything a decision depends on. */
 export interface DecisionInput {
@@ -64,35 +46,6 @@ export interface DecisionInput {
   readonly now: number;
   /** Decide only as far as the permission layers (no rules): for listing tools, before there are arguments. */
   readonly listing?: boolean;
-}
-
-/** The policy's verdict that shadow mode reported but did not enforce. */
-export interface ShadowVerdict {
-  readonly decision: Verdict;
-  readonly reason_code: ReasonCode;
-  readonly reason: string;
-  readonly rule: string | null;
-}
-
-/** A decision, as data. The audit stores it as it was. */
-export interface Decision {
-  readonly decision: Verdict;
-  readonly reason_code: ReasonCode;
-  readonly reason: string;
-  /** The rule that decided, if a rule did. */
-  readonly rule: string | null;
-  /** The permission layer cell that decided, e.g. `tools.grant_permission.*`. */
-  readonly layer: string | null;
-  readonly tenant: string | null;
-  readonly effective_scopes: readonly string[];
-  readonly mode: "enforce" | "shadow";
-  readonly fail_mode: "fail_closed" | "fail_open";
-  readonly post_transform: PostTransform;
-  /** Redaction paths added by rules, on top of the tool's own. */
-  readonly redact: readonly string[];
-  /** Rate-limit buckets to charge if the call goes ahead. */
-  readonly buckets: readonly Bucket[];
-  readonly shadow: ShadowVerdict | null;
 }
 
 /**
@@ -370,9 +323,9 @@ function policyVerdict(
   }
   if (denied !== null) return { ...denied, postTransform, redact };
   if (asked !== null)
-    return verdict("ask", "approval_required", asked.reason, asked.id, postTransform, redact);
+    return verdictOf("ask", "approval_required", asked.reason, asked.id, postTransform, redact);
   if (layers.permission === "ask") {
-    return verdict(
+    return verdictOf(
       "ask",
       "approval_required",
       `approval required by ${permissionPath}`,
@@ -381,20 +334,20 @@ function policyVerdict(
       redact,
     );
   }
-  return verdict("allow", "ok", `allowed by ${permissionPath}`, null, postTransform, redact);
+  return verdictOf("allow", "ok", `allowed by ${permissionPath}`, null, postTransform, redact);
 }
 
 /** The permission layers' verdict alone. */
 function permissionVerdict(layers: LayerResolution): PolicyVerdict {
   const at = layers.decidedBy?.path ?? "no permission entry";
   if (layers.permission === "deny")
-    return verdict("deny", "permission_deny", `denied by ${at}`, null, layers.postTransform);
+    return verdictOf("deny", "permission_deny", `denied by ${at}`, null, layers.postTransform);
   if (layers.permission === "ask")
-    return verdict("ask", "approval_required", `approval required by ${at}`, null, layers.postTransform);
-  return verdict("allow", "ok", `allowed by ${at}`, null, layers.postTransform);
+    return verdictOf("ask", "approval_required", `approval required by ${at}`, null, layers.postTransform);
+  return verdictOf("allow", "ok", `allowed by ${at}`, null, layers.postTransform);
 }
 
-function verdict(
+function verdictOf(
   decision: Verdict,
   reason_code: ReasonCode,
   reason: string,

@@ -3,8 +3,10 @@
  * decided, which rules were evaluated, which rate-limit buckets apply. It runs the same `decide()` as the
  * hot path, with a trace; there is no second implementation to drift.
  */
+
+import type { Decision } from "../decision.js";
 import type { CompiledPolicy } from "./compile.js";
-import { type Decision, type DecisionInput, decide, type TraceStep } from "./decide.js";
+import { type DecisionInput, decide, type TraceStep } from "./decide.js";
 
 export interface Explanation {
   readonly decision: Decision;

@@ -11,8 +11,9 @@
  * only a rate limit) takes no part in the permission decision. Every layer whose entry sets
  * `rate_limit_per_minute` adds a bucket, whichever layer decided the permission.
  */
-import type { CompiledTenant, TierTable } from "./compile.js";
-import type { LayerEntry, Permission, PostTransform, Tier } from "./schema.js";
+
+import type { LayerEntry, Permission, PostTransform, Tier } from "../config/policy.js";
+import type { Bucket } from "../decision.js";
 
 export type LayerName = "user_tools" | "tools" | "users" | "defaults";
 
@@ -27,12 +28,16 @@ export interface LayerHit {
   readonly limitPath: string;
 }
 
-/** A rate-limit bucket: the calls it counts and how many a minute it lets through. */
-export interface Bucket {
-  readonly key: string;
-  readonly limit: number;
-  /** Which layer set it, for explanations and audit reasons. */
-  readonly source: string;
+/** One layer cell resolved for each tier (`"*"` filled in field by field); each knows where it came from. */
+export type TierTable = ReadonlyMap<Tier, LayerHit>;
+
+/** A tenant's four permission layers, compiled (see compile.ts). */
+export interface LayerTables {
+  readonly id: string;
+  readonly defaults: TierTable;
+  readonly tools: ReadonlyMap<string, TierTable>;
+  readonly users: ReadonlyMap<string, TierTable>;
+  readonly userTools: ReadonlyMap<string, ReadonlyMap<string, TierTable>>;
 }
 
 export interface LayerResolution {
@@ -53,12 +58,7 @@ const TRANSFORM_STRICTNESS: Record<PostTransform, number> = { audit: 0, redact: 
  * @example
  * resolveLayers(tenant, "auth0|bob", "grant_permission", "interactive").permission; // "allow"
  */
-export function resolveLayers(
-  tenant: CompiledTenant,
-  user: string,
-  tool: string,
-  tier: Tier,
-): LayerResolution {
+export function resolveLayers(tenant: LayerTables, user: string, tool: string, tier: Tier): LayerResolution {
   const hits: LayerHit[] = [];
   const userTools = hit(tenant.userTools.get(user)?.get(tool), tier);
   const tools = hit(tenant.tools.get(tool), tier);

@@ -14,8 +14,8 @@
  * touched is returned as is (the same reference), so callers can tell `pass` from `redact`.
  */
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import type { ToolConfig } from "../config/policy.js";
 import { type RedactPath, redact } from "./redact.js";
-import type { ToolConfig } from "./schema.js";
 
 /** What happens to output redaction paths cannot reach: `withhold` (the default) or `pass`. */
 export type UnparsedOutput = ToolConfig["unparsed_output"];

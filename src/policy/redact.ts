@@ -10,7 +10,7 @@
  * Redaction copies on write: the input is never mutated, untouched branches are shared.
  */
 
-type Segment =
+export type Segment =
   | { kind: "key"; key: string }
   | { kind: "any" }
   | { kind: "each" }

@@ -4,7 +4,6 @@
  * and audited as admin events. A change that does not validate leaves the policy in force untouched.
  */
 import type { FastifyInstance, FastifyRequest } from "fastify";
-import { newCallId } from "../audit/call-id.js";
 import { OnbehalfError } from "../errors.js";
 import type { ServerContext } from "./context.js";
 import { requireAdmin } from "./http.js";
@@ -21,25 +20,7 @@ export function adminRoutes(app: FastifyInstance, ctx: ServerContext): void {
     if (problem !== null) throw new OnbehalfError("ERR_AUDIT_UNAVAILABLE", `not changed: ${problem}`);
     const before = ctx.gov.dynamicConfig();
     apply();
-    const recorded = ctx.gov.recordEvent({
-      kind: "admin",
-      tenant: null,
-      user: null,
-      email: null,
-      agent: null,
-      tier: null,
-      chain: [],
-      tool: null,
-      args_digest: null,
-      args: body,
-      decision: "allow",
-      reason_code: "ok",
-      reason: what,
-      rule: null,
-      outcome: "ok",
-      trace_id: null,
-      call_id: newCallId(),
-    });
+    const recorded = ctx.gov.recordAdmin(what, body, { outcome: "ok" });
     try {
       await ctx.gov.auditLog.acknowledged(recorded);
     } catch (e) {

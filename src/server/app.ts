@@ -7,12 +7,13 @@
 import { resolve } from "node:path";
 import formbody from "@fastify/formbody";
 import Fastify, { type FastifyInstance } from "fastify";
+import type { ConfigInput } from "../config/schema.js";
 import { delegationIssuerConfig } from "../context/delegation.js";
 import { OnbehalfError } from "../errors.js";
-import { createGovernor, type Governor, type GovernorOptions } from "../govern/governor.js";
+import { createGovernor, type GovernorOptions } from "../govern/bootstrap.js";
+import { type LoadedConfig, loadConfigFile, loadConfigObject } from "../govern/config.js";
+import type { Governor } from "../govern/governor.js";
 import { loadOrCreateSigningKey } from "../identity/keys.js";
-import { type LoadedConfig, loadConfigFile, loadConfigObject } from "../policy/load.js";
-import type { ConfigInput } from "../policy/schema.js";
 import { adminRoutes } from "./admin.js";
 import { approvalRoutes } from "./approvals.js";
 import { auditRoutes } from "./audit-api.js";

@@ -6,18 +6,19 @@
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { z } from "zod";
 import { newCallId } from "../audit/call-id.js";
+import { safeText } from "../config/fields.js";
+import { Tier } from "../config/policy.js";
 import type { DelegationClaims } from "../context/delegation.js";
 import { runContextOf } from "../context/run.js";
 import { newTraceId, traceIdOf } from "../context/trace.js";
+import { REASON_CODES, type ReasonCode } from "../decision.js";
 import { OnbehalfError } from "../errors.js";
 import type { Approval, StoredApproval } from "../govern/approvals.js";
 import { type CallAttempt, publicDecision } from "../govern/pipeline.js";
 import type { Principal } from "../identity/principal.js";
-import { REASON_CODES, type ReasonCode } from "../policy/decide.js";
-import { safeText, Tier } from "../policy/schema.js";
 import type { ServerContext } from "./context.js";
 import { authenticate, type Caller, invalidRequest, parseBody, sendError } from "./http.js";
-import type { PendingCall } from "./state.js";
+import type { OpenCall } from "./state.js";
 
 export const CheckBody = z.strictObject({
   tool: safeText(),
@@ -78,20 +79,22 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
       ...(traceId === undefined ? {} : { traceId }),
     });
     const args = body.args ?? {};
-    // A call asked again with its approval: the approval is taken (used once, bound to this user, tool and
-    // arguments), and the call is decided again under the policy in force, which still wins over it.
-    const taken =
-      body.approval === undefined ? null : await ctx.gov.approvals.take(run, body.tool, args, body.approval);
-    const grant = taken !== null && "begin" in taken ? taken : null;
-    const attempt = await ctx.gov.begin(run, body.tool, args, {
-      ...(body.client_refusal === undefined ? {} : { refused: body.client_refusal }),
-      ...(grant === null ? {} : grant.begin),
-      ...(taken !== null && !("begin" in taken)
-        ? { unapproved: { reason_code: taken.reason_code, reason: taken.reason } }
-        : {}),
-    });
-    if (grant !== null && attempt.decision.decision === "deny")
-      await ctx.gov.approvals.notRun(grant, attempt.decision);
+    // A call asked again with its approval is decided again with it (see gov.beginApproved); an approval that
+    // cannot be taken leaves the call as the policy decides it, with why (ask stays ask, else deny).
+    const approved =
+      body.approval === undefined || body.client_refusal !== undefined
+        ? null
+        : await ctx.gov.beginApproved(run, body.tool, args, body.approval);
+    const grant = approved !== null && "grant" in approved ? approved.grant : null;
+    const attempt =
+      approved !== null && "attempt" in approved
+        ? approved.attempt
+        : await ctx.gov.begin(run, body.tool, args, {
+            ...(body.client_refusal === undefined ? {} : { refused: body.client_refusal }),
+            ...(approved === null
+              ? {}
+              : { unapproved: { reason_code: approved.reason_code, reason: approved.reason } }),
+          });
     let approval: Approval | null = grant?.approval ?? null;
     try {
       // Answered only once the attempt record has committed: a decision the caller acts on is on disk, even
@@ -108,7 +111,7 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
         return reply.code(200).send(answer(attempt, null));
       }
       // Allowed or asked, but it could not be made durable or the call remembered: deny, and say so.
-      ctx.gov.finishReported(reportedOf(ctx, pendingOf(attempt, null)), {
+      ctx.gov.finishReported(reportedOf(ctx, openCallOf(attempt, null)), {
         status: "error",
         error: `not run: ${(e as Error).message}`,
       });
@@ -224,7 +227,7 @@ function answer(attempt: CallAttempt, approval: Approval | null) {
   };
 }
 
-function pendingOf(attempt: CallAttempt, approval: Approval | null): PendingCall {
+function openCallOf(attempt: CallAttempt, approval: Approval | null): OpenCall {
   const f = attempt.fields;
   return {
     callId: attempt.callId,
@@ -245,7 +248,7 @@ async function rememberCall(
   approval: Approval | null,
   approvedArgs: unknown,
 ): Promise<void> {
-  const pending = pendingOf(attempt, approval);
+  const pending = openCallOf(attempt, approval);
   await ctx.state.putCall(
     approvedArgs === undefined
       ? pending
@@ -254,7 +257,7 @@ async function rememberCall(
   );
 }
 
-function reportedOf(ctx: ServerContext, pending: PendingCall) {
+function reportedOf(ctx: ServerContext, pending: OpenCall) {
   return {
     fields: pending.fields,
     tool: ctx.gov.policy.tools.get(pending.tool),
@@ -272,7 +275,7 @@ function reportedOf(ctx: ServerContext, pending: PendingCall) {
  */
 async function approvalRefusal(
   ctx: ServerContext,
-  pending: PendingCall,
+  pending: OpenCall,
   principal: Principal,
 ): Promise<OnbehalfError | null> {
   const f = pending.fields;
@@ -327,7 +330,7 @@ async function approvalRefusal(
 }
 
 /** What deciding a reported call again needs: its chain, tier, scopes and arguments as they were. */
-function requestOf(pending: PendingCall) {
+function requestOf(pending: OpenCall) {
   return {
     chain: pending.fields.chain,
     tier: (pending.fields.tier ?? "interactive") as Tier,

@@ -20,7 +20,6 @@ import {
   type Tool,
 } from "@modelcontextprotocol/sdk/types.js";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { newCallId } from "../audit/call-id.js";
 import { type RunContext, runContextOf, withContext } from "../context/run.js";
 import { newTraceId, traceIdOf } from "../context/trace.js";
 import { OnbehalfError } from "../errors.js";
@@ -140,7 +139,7 @@ export async function mcpGateway(
       tenant: caller.principal.tenant,
       traceId: caller.delegation?.traceId ?? traceIdOf(traceparent) ?? newTraceId(),
     };
-    const runOf = (extra: {
+    const requestRun = (extra: {
       authInfo?: { extra?: Record<string, unknown> };
       requestInfo?: { headers: Record<string, string | string[] | undefined> };
     }): RunContext => {
@@ -156,7 +155,7 @@ export async function mcpGateway(
       });
     };
     server.setRequestHandler(ListToolsRequestSchema, async (_req, extra) => {
-      const run = runOf(extra);
+      const run = requestRun(extra);
       const tools: Tool[] = [];
       for (const [name, t] of await catalog()) {
         const visible = listable(ctx.gov.policy, callInput(run, name, {}, 0, ctx.gov.now()));
@@ -165,7 +164,7 @@ export async function mcpGateway(
       return { tools };
     });
     server.setRequestHandler(CallToolRequestSchema, async (req, extra) => {
-      const run = runOf(extra);
+      const run = requestRun(extra);
       if (hasUnsafeText(req.params.name)) {
         throw new McpError(ErrorCode.InvalidParams, `the tool ${unsafeTextMessage("name")}`);
       }
@@ -313,29 +312,19 @@ function sightings(ctx: ServerContext) {
     if (seen.has(key)) return;
     seen.add(key);
     const offered = declared || upstream.config.expose === "all";
-    ctx.gov.recordEvent({
-      kind: "admin",
-      tenant: null,
-      user: null,
-      email: null,
-      agent: null,
-      tier: null,
-      chain: [],
-      tool: tool.name,
-      args_digest: null,
-      args: { upstream: upstream.name, original: tool.original, declared, expose: upstream.config.expose },
-      decision: offered ? "allow" : "deny",
-      reason_code: offered ? "ok" : "permission_deny",
-      reason: declared
+    ctx.gov.recordAdmin(
+      declared
         ? `upstream ${upstream.name} lists ${tool.name}`
         : offered
           ? `upstream ${upstream.name} lists ${tool.name}, not declared: offered with its default scopes (expose: all)`
           : `upstream ${upstream.name} lists ${tool.name}, not declared: hidden and refused until a tools entry declares it`,
-      rule: null,
-      outcome: "none",
-      trace_id: null,
-      call_id: newCallId(),
-    });
+      { upstream: upstream.name, original: tool.original, declared, expose: upstream.config.expose },
+      {
+        tool: tool.name,
+        decision: offered ? "allow" : "deny",
+        reason_code: offered ? "ok" : "permission_deny",
+      },
+    );
   };
 }
 
@@ -416,9 +405,6 @@ async function holdForApproval(
   if (approval.status === "pending") {
     return `${name} is waiting for approval ${approval.id} (${attempt.decision.reason}); once an approver decides, make the same call again`;
   }
-  const taken = await approvals.take(run, name, args, approval.id);
-  if (!("begin" in taken)) return `denied (${taken.reason_code}): ${taken.reason}`;
-  const again = await ctx.gov.begin(run, name, args, { source: "mcp", ...taken.begin });
-  if (again.decision.decision === "deny") await approvals.notRun(taken, again.decision);
-  return again;
+  const approved = await ctx.gov.beginApproved(run, name, args, approval.id, { source: "mcp" });
+  return "attempt" in approved ? approved.attempt : `denied (${approved.reason_code}): ${approved.reason}`;
 }

@@ -7,7 +7,7 @@ import { Redis } from "ioredis";
 import { OnbehalfError } from "../errors.js";
 import { type ApprovalStatus, type StoredApproval, withUpdate } from "../govern/approvals.js";
 import { REDIS_OPTIONS, redisReady } from "../limits/redis.js";
-import type { PendingCall, StateStore } from "./state.js";
+import type { OpenCall, StateStore } from "./state.js";
 
 /**
  * Compare-and-set on an approval's status field (decoded, never matched as text: the requester's arguments
@@ -109,10 +109,9 @@ export async function createRedisState(
         "store a pending call",
         async () => void (await redis.set(k.call(call.callId), JSON.stringify(call), "PX", ttlMs)),
       ),
-    getCall: (id) =>
-      guard("read a pending call", async () => parse<PendingCall>(await redis.get(k.call(id)))),
+    getCall: (id) => guard("read a pending call", async () => parse<OpenCall>(await redis.get(k.call(id)))),
     takeCall: (id) =>
-      guard("take a pending call", async () => parse<PendingCall>(await redis.getdel(k.call(id)))),
+      guard("take a pending call", async () => parse<OpenCall>(await redis.getdel(k.call(id)))),
     putApproval: (a, binding, ttlMs) =>
       guard("store an approval", async () => {
         await redis

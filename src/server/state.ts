@@ -4,11 +4,11 @@
  * (`limits.store: redis://…`), so a result or an approval may arrive at any instance.
  */
 import type { AuditFields } from "../audit/record.js";
+import type { PostTransform } from "../config/policy.js";
 import { type ApprovalStore, createMemoryApprovalStore } from "../govern/approvals.js";
-import type { PostTransform } from "../policy/schema.js";
 
 /** An allowed (or asked) call whose result has not been reported yet. */
-export interface PendingCall {
+export interface OpenCall {
   readonly callId: string;
   readonly user: string;
   readonly tenant: string | null;
@@ -28,10 +28,10 @@ export interface PendingCall {
 }
 
 export interface StateStore extends ApprovalStore {
-  putCall(call: PendingCall, ttlMs: number): Promise<void>;
-  getCall(callId: string): Promise<PendingCall | null>;
+  putCall(call: OpenCall, ttlMs: number): Promise<void>;
+  getCall(callId: string): Promise<OpenCall | null>;
   /** Remove and return a pending call: a result is accepted once. */
-  takeCall(callId: string): Promise<PendingCall | null>;
+  takeCall(callId: string): Promise<OpenCall | null>;
   /** Share the live tenants and tools with the other instances. */
   saveConfig(snapshot: string): Promise<void>;
   loadConfig(): Promise<string | null>;
@@ -55,7 +55,7 @@ export interface StateStore extends ApprovalStore {
  * const state = createMemoryState();
  */
 export function createMemoryState(now: () => number = Date.now): StateStore {
-  const calls = new Map<string, { call: PendingCall; until: number }>();
+  const calls = new Map<string, { call: OpenCall; until: number }>();
   const approvals = createMemoryApprovalStore(now);
   const spooled = new Map<string, number>();
   let config: string | null = null;

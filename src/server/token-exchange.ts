@@ -8,11 +8,12 @@
 import type { FastifyInstance } from "fastify";
 import { z } from "zod";
 import { newCallId } from "../audit/call-id.js";
+import { safeText } from "../config/fields.js";
+import { Tier } from "../config/policy.js";
 import { delegationOf, mintDelegation } from "../context/delegation.js";
 import { newTraceId, traceIdOf } from "../context/trace.js";
 import { OnbehalfError } from "../errors.js";
 import { directoryCap, issuerRefusal } from "../policy/decide.js";
-import { safeText, Tier } from "../policy/schema.js";
 import type { ServerContext } from "./context.js";
 import { parseBody } from "./http.js";
 

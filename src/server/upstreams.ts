@@ -16,9 +16,9 @@ import {
   type Tool,
   ToolListChangedNotificationSchema,
 } from "@modelcontextprotocol/sdk/types.js";
+import type { UpstreamConfig } from "../config/server.js";
 import { tryCurrentRun } from "../context/run.js";
 import { OnbehalfError } from "../errors.js";
-import type { UpstreamConfig } from "../policy/schema.js";
 import type { OboMinter } from "./obo.js";
 
 /** At least this long to connect (and, for stdio, start) an upstream. */

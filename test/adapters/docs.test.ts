@@ -16,11 +16,12 @@ import { assistantMessage, functionCall, ScriptedModel } from "@openai/agents-co
 import { AIMessage, fakeModel } from "langchain";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
-import { createGovernor, type Governor } from "../../src/govern/governor.js";
+import type { ConfigInput } from "../../src/config/schema.js";
+import { createGovernor } from "../../src/govern/bootstrap.js";
+import type { Governor } from "../../src/govern/governor.js";
 import { devIssuerConfig, mintDevToken } from "../../src/identity/dev-issuer.js";
 import { loadOrCreateSigningKey } from "../../src/identity/keys.js";
 import type { Principal } from "../../src/identity/principal.js";
-import type { ConfigInput } from "../../src/policy/schema.js";
 import { TEST_AUDIT_KEY } from "../support/governor.js";
 import { askSupport as aiSdkExample } from "./examples/ai-sdk.js";
 import { askSupport as langchainExample } from "./examples/langchain.js";

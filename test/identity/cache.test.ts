@@ -1,7 +1,8 @@
 /** The verified-token cache: exact token → principal, never past exp, dropped when keys change. */
 import { afterEach, describe, expect, it } from "vitest";
+import { IssuerConfig } from "../../src/config/issuer.js";
+import type { ConfigInput } from "../../src/config/schema.js";
 import { createIdentity, type Identity } from "../../src/identity/verify.js";
-import { type ConfigInput, IssuerConfig } from "../../src/policy/schema.js";
 import {
   generateTestKey,
   type JwksServer,

@@ -3,11 +3,11 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { IssuerConfig } from "../../src/config/issuer.js";
 import { DEV_AUDIENCE, DEV_ISSUER, devIssuerConfig, mintDevToken } from "../../src/identity/dev-issuer.js";
 import { jwkThumbprint } from "../../src/identity/jwk.js";
 import { generateSigningKey, loadOrCreateSigningKey, signJwt } from "../../src/identity/keys.js";
 import { createIdentity } from "../../src/identity/verify.js";
-import { IssuerConfig } from "../../src/policy/schema.js";
 
 let dir: string;
 beforeEach(() => {

@@ -2,9 +2,10 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
+import { IssuerConfig } from "../../src/config/issuer.js";
+import type { ConfigInput } from "../../src/config/schema.js";
 import { discover, discoveryUrls } from "../../src/identity/discovery.js";
 import { createIdentity } from "../../src/identity/verify.js";
-import { type ConfigInput, IssuerConfig } from "../../src/policy/schema.js";
 import { generateTestKey, signToken, type TestKey } from "../support/oidc.js";
 
 type Handler = (req: IncomingMessage, res: ServerResponse, base: string) => void;

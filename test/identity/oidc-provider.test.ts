@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
+import { IssuerConfig } from "../../src/config/issuer.js";
 import { isOnbehalfError } from "../../src/errors.js";
 import { createIdentity, type Identity } from "../../src/identity/verify.js";
-import { IssuerConfig } from "../../src/policy/schema.js";
 import {
   DEFAULT_RESOURCE,
   generateTestKey,

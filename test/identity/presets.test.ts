@@ -1,9 +1,10 @@
 /** Claim mapping: each preset against a realistic token of its identity provider. */
 import { beforeAll, describe, expect, it } from "vitest";
+import { IssuerConfig } from "../../src/config/issuer.js";
+import type { ConfigInput } from "../../src/config/schema.js";
 import { readClaim } from "../../src/identity/claims.js";
 import type { Principal } from "../../src/identity/principal.js";
 import { createIdentity } from "../../src/identity/verify.js";
-import { type ConfigInput, IssuerConfig } from "../../src/policy/schema.js";
 import { generateTestKey, signToken, type TestKey } from "../support/oidc.js";
 
 type IssuerInput = NonNullable<ConfigInput["issuers"]>[number];

@@ -1,8 +1,8 @@
 /** The verifier's surface: the Authorization header, bare tokens, closing, and fail-closed errors. */
 import { describe, expect, it } from "vitest";
+import { IssuerConfig } from "../../src/config/issuer.js";
 import { OnbehalfError } from "../../src/errors.js";
 import { createIdentity } from "../../src/identity/verify.js";
-import { IssuerConfig } from "../../src/policy/schema.js";
 import { generateTestKey, signToken } from "../support/oidc.js";
 
 const ISSUER = "https://idp.verify.test/";

@@ -11,11 +11,11 @@ import { createPrivateKey, type JsonWebKey } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { describe, expect, it } from "vitest";
+import { ALGORITHMS, type Algorithm, IssuerConfig } from "../../src/config/issuer.js";
 import { isOnbehalfError, OnbehalfError } from "../../src/errors.js";
 import { importJwk, isRocaModulus, jwkThumbprint } from "../../src/identity/jwk.js";
 import { fastJwtVerifySignature, type JwsKeyMaterial, verifyJws } from "../../src/identity/jws.js";
 import { createIdentity } from "../../src/identity/verify.js";
-import { ALGORITHMS, type Algorithm, IssuerConfig } from "../../src/policy/schema.js";
 import { signToken } from "../support/oidc.js";
 import { TESTDATA } from "../support/testdata.js";
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
+import type { Bucket } from "../../src/decision.js";
 import { createMemoryLimiter } from "../../src/limits/memory.js";
 import { estimate, roll, WINDOW_MS, type WindowState } from "../../src/limits/window.js";
-import type { Bucket } from "../../src/policy/layers.js";
 
 const perHuman: Bucket = { key: "acme\0alice\0interactive\0*", limit: 60, source: "defaults.interactive" };
 const perTool: Bucket = { key: "acme\0alice\0interactive\0refund", limit: 3, source: "tools.refund.*" };

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
+import type { ConfigIssue } from "../../src/config/issues.js";
 import { OnbehalfError } from "../../src/errors.js";
-import { type ConfigIssue, loadConfigFile, loadConfigObject, loadConfigText } from "../../src/policy/load.js";
+import { loadConfigFile, loadConfigObject, loadConfigText } from "../../src/govern/config.js";
 
 function issuesOf(text: string, env: NodeJS.ProcessEnv = {}): ConfigIssue[] {
   try {
@@ -121,6 +122,17 @@ describe("config validation", () => {
     expect(() =>
       loadConfigText("issuers:\n  - issuer: http://127.0.0.1:9000/\n    audience: a\n", "x.yaml", {}),
     ).not.toThrow();
+  });
+
+  it("checks issuer settings in one place: what the verifier would refuse at start, validate reports at its line", () => {
+    const urn = issuesOf("issuers:\n  - issuer: urn:example:idp\n    audience: a\n");
+    expect(urn[0]).toMatchObject({ line: 2, path: "issuers[0].issuer" });
+    expect(urn[0]!.message).toContain("keys cannot be discovered");
+    const short = issuesOf(
+      "issuers:\n  - issuer: https://idp.test/\n    audience: a\n    algorithms: [RS256, HS256]\n    secret: short\n",
+    );
+    expect(short[0]).toMatchObject({ line: 5, path: "issuers[0].secret" });
+    expect(short[0]!.message).toContain("HS256 needs at least 32");
   });
 
   it("substitutes environment variables and reports a missing one at its line", () => {

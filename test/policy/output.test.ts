@@ -4,11 +4,11 @@
  */
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { afterEach, describe, expect, it } from "vitest";
+import type { ConfigInput } from "../../src/config/schema.js";
 import { runContextOf } from "../../src/context/run.js";
 import type { Governor } from "../../src/govern/governor.js";
 import { McpOutput, type OutputRedaction, redactOutput, withheldNotice } from "../../src/policy/output.js";
 import { compilePath, REDACTED, type RedactPath } from "../../src/policy/redact.js";
-import type { ConfigInput } from "../../src/policy/schema.js";
 import { TEST_TOOLS, testGovernor } from "../support/governor.js";
 import { principal } from "../support/principal.js";
 

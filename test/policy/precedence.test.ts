@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import type { ConfigInput, PolicyConfig } from "../../src/policy/schema.js";
+import type { PolicyConfig } from "../../src/config/policy.js";
+import type { ConfigInput } from "../../src/config/schema.js";
 import { compile, decideCall } from "../support/policy.js";
 import { principal } from "../support/principal.js";
 

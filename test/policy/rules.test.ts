@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
+import type { ConfigInput } from "../../src/config/schema.js";
 import type { TraceStep } from "../../src/policy/decide.js";
-import type { ConfigInput } from "../../src/policy/schema.js";
 import { compile, decideCall } from "../support/policy.js";
 import { principal } from "../support/principal.js";
 

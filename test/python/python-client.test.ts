@@ -10,10 +10,19 @@
  * own config (examples/autogen/onbehalf.yaml).
  */
 import { spawn } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { REASON_CODES } from "../../src/decision.js";
 import { mintDevToken } from "../../src/identity/dev-issuer.js";
 import { loadOrCreateSigningKey } from "../../src/identity/keys.js";
 import { type OnbehalfServer, startServer } from "../../src/server/app.js";
@@ -186,6 +195,13 @@ const AUTOGEN_TESTS = [
 ];
 
 describe("Python client (clients/python)", () => {
+  it("knows the control plane's deny codes: its copy is the server's list but ok and fail_open", () => {
+    const source = readFileSync(resolve(ROOT, "clients/python/onbehalf/decisions.py"), "utf8");
+    const block = /_SERVER_DENY_CODES = frozenset\(\s*\{([^}]*)\}/.exec(source)?.[1] ?? "";
+    const copied = [...block.matchAll(/"([a-z_]+)"/g)].map((m) => m[1]);
+    expect(copied.sort()).toEqual(REASON_CODES.filter((c) => c !== "ok" && c !== "fail_open").sort());
+  });
+
   it("passes its unittest suite against a real control plane", async () => {
     const python = process.env["ONBEHALF_TEST_PYTHON"] ?? "python3";
     const { code, output } = await run(

@@ -367,7 +367,7 @@ describe("audit API and public endpoints", () => {
     expect(cp.status).toBe(200);
     const { createPublicKey } = await import("node:crypto");
     const { loadOrCreateSigningKey } = await import("../../src/identity/keys.js");
-    const { auditKeyPath } = await import("../../src/govern/governor.js");
+    const { auditKeyPath } = await import("../../src/govern/bootstrap.js");
     const key = loadOrCreateSigningKey(
       auditKeyPath({ config: server.governor.config, baseDir: process.cwd() }),
     );

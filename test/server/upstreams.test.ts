@@ -2,8 +2,8 @@
 import { getEventListeners } from "node:events";
 import { createServer, type Server } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { UpstreamConfig } from "../../src/config/server.js";
 import { generateSigningKey } from "../../src/identity/keys.js";
-import { UpstreamConfig } from "../../src/policy/schema.js";
 import { createOboMinter } from "../../src/server/obo.js";
 import { fetchWithOwnSignal, Upstream } from "../../src/server/upstreams.js";
 

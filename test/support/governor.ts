@@ -2,8 +2,9 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createGovernor, type Governor, type GovernorOptions } from "../../src/govern/governor.js";
-import type { ConfigInput } from "../../src/policy/schema.js";
+import type { ConfigInput } from "../../src/config/schema.js";
+import { createGovernor, type GovernorOptions } from "../../src/govern/bootstrap.js";
+import type { Governor } from "../../src/govern/governor.js";
 
 /** One audit signing key for every test governor, outside the repository. */
 export const TEST_AUDIT_KEY = join(mkdtempSync(join(tmpdir(), "onbehalf-keys-")), "audit.jwk");

@@ -1,9 +1,12 @@
 /** Compile inline configs and decide calls against them, for policy tests. */
+
+import type { Tier } from "../../src/config/policy.js";
+import type { ConfigInput } from "../../src/config/schema.js";
+import type { Decision } from "../../src/decision.js";
+import { loadConfigObject } from "../../src/govern/config.js";
 import type { Principal } from "../../src/identity/principal.js";
 import type { CompiledPolicy } from "../../src/policy/compile.js";
-import { type Decision, type DecisionInput, decide, type TraceStep } from "../../src/policy/decide.js";
-import { loadConfigObject } from "../../src/policy/load.js";
-import type { ConfigInput, Tier } from "../../src/policy/schema.js";
+import { type DecisionInput, decide, type TraceStep } from "../../src/policy/decide.js";
 
 export function compile(config: ConfigInput): CompiledPolicy {
   return loadConfigObject(config).policy;

@@ -5,7 +5,7 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { ConfigInput } from "../../src/policy/schema.js";
+import type { ConfigInput } from "../../src/config/schema.js";
 import { type OnbehalfServer, type ServerOptions, startServer } from "../../src/server/app.js";
 import { DEFAULT_RESOURCE, type OidcProviderHandle } from "./oidc.js";
 

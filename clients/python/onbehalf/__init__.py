@@ -20,18 +20,10 @@ Example::
 ``onbehalf.autogen`` holds the AutoGen 0.4+ integration (``GovernedWorkbench``, ``governed_handoff``).
 """
 
-from .client import (
-    Binding,
-    Client,
-    Decision,
-    Principal,
-    clear_context,
-    configure,
-    default_client,
-    set_context,
-    verify,
-)
-from .context import Frame, current
+from .bindings import Binding, clear_context, configure, default_client, set_context, verify
+from .client import Client
+from .context import Frame, RunContext, current
+from .decisions import Decision, Principal
 from .errors import (
     ApprovalRequired,
     ConfigurationError,
@@ -56,6 +48,7 @@ __all__ = [
     "OnbehalfError",
     "Principal",
     "ReplayResult",
+    "RunContext",
     "Unauthenticated",
     "Unavailable",
     "clear_context",

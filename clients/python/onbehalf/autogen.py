@@ -49,8 +49,11 @@ try:
 except ImportError as e:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError(_INSTALL) from e
 
-from .client import Client, Decision, _scopes, default_client
-from .context import Frame, RunState, current, refused_frame, validate_agent, validate_tier
+from .bindings import default_client
+from .client import Client
+from .context import RunContext, RunState, current, refused_context, validate_agent, validate_tier
+from .decisions import Decision
+from .delegations import _scopes
 from .errors import ApprovalRequired, Denied, OnbehalfError
 from .governed import _reportable, _reshaped
 
@@ -127,9 +130,9 @@ class GovernedWorkbench(Workbench):
         args = dict(arguments or {})
         try:
             client = self._client or default_client()
-            frame = await _frame_for(client, self._agent, self._scopes, self._tier)
+            context = await _context_for(client, self._agent, self._scopes, self._tier)
             timeout = client.approval_timeout if self._approval_timeout is None else self._approval_timeout
-            decision = await asyncio.to_thread(_decide_within, client, frame, name, args, timeout)
+            decision = await asyncio.to_thread(_decide_within, client, context, name, args, timeout)
         except Denied as d:
             return _refusal(name, d)
         except (OnbehalfError, ValueError) as e:
@@ -264,94 +267,94 @@ def _handoff_function(
     raise_on_denied: bool,
 ) -> Any:
     async def handoff_tool() -> str:
-        frame = current()
-        subject: Frame | None = None
+        context = current()
+        subject: RunContext | None = None
         try:
             c = client or default_client()
             args = {"target": target, "message": handoff.message}
-            if frame is None:
+            if context is None:
                 if check:  # sent without a token: the control plane audits an anonymous attempt
                     await asyncio.to_thread(_decide_within, c, None, handoff.name, args, 0)
                 raise Denied(
                     "no_identity", "no identity is bound: the hand-off cannot act for anyone", tool=handoff.name
                 )
-            base = _active(frame)
-            # Leaving an agent whose hand-off was refused: act from the last frame that was authorized.
+            base = _active(context)
+            # Leaving an agent whose hand-off was refused: act from the last context that was authorized.
             subject = base.parent if base.denied is not None and base.parent is not None else base
             decision: Decision | None = None
             if check or subject.denied is not None:  # a refused agent's hand-off is refused, as an audited attempt
                 decision = await asyncio.to_thread(_decide_within, c, subject, handoff.name, args, c.approval_timeout)
             if subject.agent == target:
-                child = subject  # back to the agent that holds this frame
+                child = subject  # back to the agent that holds this context
             else:
-                child = await asyncio.to_thread(c._delegate_frame, subject, target, scopes, tier)
+                child = await asyncio.to_thread(c._delegate_context, subject, target, scopes, tier)
             if decision is not None:
                 await asyncio.to_thread(_report_quietly, c, decision, handoff.message, None, time.monotonic())
         except (Denied, OnbehalfError, ValueError) as e:
             d = e if isinstance(e, Denied) else Denied("error", str(e), tool=handoff.name)
-            if frame is not None:
-                parent = subject or _active(frame)
+            if context is not None:
+                parent = subject or _active(context)
                 refusal = Denied(d.reason_code, f"the hand-off to {target} was refused: {d.reason}")
-                _record_handoff(frame.run, target, refused_frame(parent, target, tier, refusal))
+                _record_handoff(context.run, target, refused_context(parent, target, tier, refusal))
             if raise_on_denied:
                 raise d from None
             return (
                 f"Hand-off to {target} denied by onbehalf ({d.reason_code}): {d.reason}. "
                 f"{target} may not act for this user; its governed tools will refuse."
             )
-        _record_handoff(frame.run, target, child)
+        _record_handoff(context.run, target, child)
         return str(handoff.message)
 
     return handoff_tool
 
 
-# -- frames of a run ------------------------------------------------------------------------------------------
+# -- the run contexts of a run --------------------------------------------------------------------------------
 
-def _active(frame: Frame) -> Frame:
-    """The frame calls go out under: the latest governed hand-off's, when bound at the run's root."""
-    run = frame.run
-    if run.root is frame:
+def _active(context: RunContext) -> RunContext:
+    """The run context calls go out under: the latest governed hand-off's, when bound at the run's root."""
+    run = context.run
+    if run.root is context:
         with run.lock:
             if run.handoff is not None:
                 return run.handoff
-    return frame
+    return context
 
 
-async def _frame_for(
+async def _context_for(
     client: Client, agent: str | None, scopes: tuple[str, ...] | None, tier: str | None
-) -> Frame | None:
-    """The frame a workbench's call goes out under; ``None`` when no identity is bound.
+) -> RunContext | None:
+    """The run context a workbench's call goes out under; ``None`` when no identity is bound.
 
     A first-use delegation to ``agent`` that the control plane refuses makes ``agent`` refused for the run, like
     a refused hand-off: its calls are refused, each as an audited attempt.
     """
-    frame = current()
-    if frame is None:
+    context = current()
+    if context is None:
         return None
-    base = _active(frame)
+    base = _active(context)
     if agent is None or base.agent == agent:
         return base
     if base.denied is not None:  # while the run is with an agent whose hand-off was refused: refused too
-        return refused_frame(base, agent, tier, base.denied)
-    run = frame.run
-    key = agent if run.root is frame else f"{id(frame)}:{agent}"
+        return refused_context(base, agent, tier, base.denied)
+    run = context.run
+    key = agent if run.root is context else f"{id(context)}:{agent}"
     with run.lock:
         known = run.agents.get(key)
     if known is not None:
         return known
     try:
-        child = await asyncio.to_thread(client._delegate_frame, base, agent, scopes, tier)
+        child = await asyncio.to_thread(client._delegate_context, base, agent, scopes, tier)
     except Denied as d:
         refusal = Denied(d.reason_code, f"the delegation to {agent} was refused: {d.reason}")
-        child = refused_frame(base, agent, tier, refusal)
+        child = refused_context(base, agent, tier, refusal)
     with run.lock:
         return run.agents.setdefault(key, child)
 
 
-def _record_handoff(run: RunState, target: str, frame: Frame) -> None:
+def _record_handoff(run: RunState, target: str, context: RunContext) -> None:
     with run.lock:
-        run.handoff = frame
-        run.agents[target] = frame
+        run.handoff = context
+        run.agents[target] = context
 
 
 # -- results --------------------------------------------------------------------------------------------------
@@ -364,14 +367,14 @@ _NO_IDENTITY = (
 
 
 def _decide_within(
-    client: Client, frame: Frame | None, tool: str, args: Mapping[str, Any], timeout: float
+    client: Client, context: RunContext | None, tool: str, args: Mapping[str, Any], timeout: float
 ) -> Decision:
-    if frame is None:
+    if context is None:
         try:
             client._decide(None, tool, args)  # sent without a token, so the control plane audits the attempt
         except Denied as d:
             raise Denied("no_identity", _NO_IDENTITY, tool=tool) from d
-    decision = client._decide(frame, tool, args)
+    decision = client._decide(context, tool, args)
     if decision.decision == "ask":
         decision = client._resolve_ask(decision, timeout)
     if decision.decision != "allow":

@@ -1,12 +1,12 @@
-"""Who the current code acts for: one :class:`contextvars.ContextVar` holding a :class:`Frame`.
+"""Who the current code acts for: one :class:`contextvars.ContextVar` holding a :class:`RunContext`.
 
-A frame is bound by ``client.acting_as(...)`` (a human's token), ``client.delegate(...)`` (a delegation token
+A run context is bound by ``client.acting_as(...)`` (a human's token), ``client.delegate(...)`` (a delegation token
 the control plane signed for one more agent) or ``onbehalf.set_context(...)``. Context variables follow the
 code: each thread has its own, and every asyncio task gets a copy of the context it was created in, so a
 binding made before ``team.run()`` reaches every task the run creates — and a binding made in one task never
 leaks into another.
 
-Every binding belongs to a run, and every run has a trace id (``Frame.trace_id``): the caller's, the one a
+Every binding belongs to a run, and every run has a trace id (``RunContext.trace_id``): the caller's, the one a
 delegation token carries, the active OpenTelemetry span's, or a new random one (W3C format). Delegations keep it,
 so every audit record of a run carries the same one.
 
@@ -34,33 +34,35 @@ if TYPE_CHECKING:
 
 TIERS = ("interactive", "subagent", "background", "api")
 
-_current: contextvars.ContextVar["Frame | None"] = contextvars.ContextVar("onbehalf_frame", default=None)
+_current: contextvars.ContextVar["RunContext | None"] = contextvars.ContextVar("onbehalf_run", default=None)
 
 
 @dataclass(eq=False)
 class RunState:
-    """Shared by every frame of one ``acting_as`` binding: what hand-offs did during the run.
+    """Shared by every run context of one ``acting_as`` binding: what hand-offs did during the run.
 
     AutoGen runs each speaker in its own task, so a hand-off cannot rebind the next speaker's context variable;
     it records the delegation here instead, where the next speaker's workbench finds it.
     """
 
     lock: threading.Lock = field(default_factory=threading.Lock)
-    root: "Frame | None" = None
-    handoff: "Frame | None" = None  # the frame of the agent the latest governed hand-off went to
-    agents: dict[str, "Frame"] = field(default_factory=dict)  # agent name -> its frame in this run
+    root: "RunContext | None" = None
+    handoff: "RunContext | None" = None  # the context of the agent the latest governed hand-off went to
+    agents: dict[str, "RunContext"] = field(default_factory=dict)  # agent name -> its context in this run
 
 
 @dataclass(eq=False)
-class Frame:
-    """One binding: a token, the agent acting with it, its tier and the chain of agents up to it.
+class RunContext:
+    """The run as one agent of it sees it: the token it acts with, the agent, its tier and the chain of agents up
+    to it. One is bound per ``acting_as`` / ``set_context`` and per ``delegate``; TypeScript calls the same thing
+    ``RunContext``. (``Frame``, its former name, is kept as an alias.)
 
     ``token`` is ``None`` while a delegation could not be exchanged yet (control plane unreachable when the
     block was entered); the client retries the exchange on the next call and meanwhile acts on the fail mode
-    with the parent's token. ``denied`` is set on the frame of an agent whose hand-off (or delegation) was
+    with the parent's token. ``denied`` is set on the context of an agent whose hand-off (or delegation) was
     refused: it has no token of its own, and every governed call made as that agent is refused — after being
     sent to the control plane as a refused attempt (``client_refusal``), so that the audit shows it.
-    ``trace_id`` is the run's trace id, the same in every frame of the run.
+    ``trace_id`` is the run's trace id, the same in every context of the run.
     """
 
     token: str | None
@@ -68,7 +70,7 @@ class Frame:
     tier: str
     chain: tuple[str, ...]
     run: RunState
-    parent: "Frame | None" = None
+    parent: "RunContext | None" = None
     scopes: tuple[str, ...] | None = None  # granted scopes of a delegation; None: the subject's
     requested_scopes: tuple[str, ...] | None = None
     trace_id: str | None = None
@@ -78,21 +80,21 @@ class Frame:
 
     def __repr__(self) -> str:  # never print a token
         state = "pending" if self.token is None else "bound"
-        return f"Frame(agent={self.agent!r}, tier={self.tier!r}, chain={self.chain!r}, {state})"
+        return f"RunContext(agent={self.agent!r}, tier={self.tier!r}, chain={self.chain!r}, {state})"
 
     @property
     def is_delegation(self) -> bool:
         return self.parent is not None
 
-    def ancestors(self) -> Iterator["Frame"]:
-        """This frame, its parent, and so on up to the ``acting_as`` frame."""
-        f: Frame | None = self
+    def ancestors(self) -> Iterator["RunContext"]:
+        """This context, its parent, and so on up to the ``acting_as`` context."""
+        f: RunContext | None = self
         while f is not None:
             yield f
             f = f.parent
 
     def nearest_token(self) -> str | None:
-        """The token of this frame, or of the nearest ancestor that has one."""
+        """The token of this context, or of the nearest ancestor that has one."""
         for f in self.ancestors():
             if f.token is not None:
                 return f.token
@@ -102,21 +104,25 @@ class Frame:
         return self.expires_at is not None and time.monotonic() > self.expires_at - margin
 
 
-def current() -> Frame | None:
-    """The frame bound in this thread or task, or ``None``."""
+Frame = RunContext
+"""The former name of :class:`RunContext`, kept so that code written against it keeps working."""
+
+
+def current() -> RunContext | None:
+    """The run context bound in this thread or task, or ``None``."""
     return _current.get()
 
 
-def bind(frame: Frame | None) -> contextvars.Token:
-    return _current.set(frame)
+def bind(context: RunContext | None) -> contextvars.Token:
+    return _current.set(context)
 
 
 def unbind(token: contextvars.Token) -> None:
     _current.reset(token)
 
 
-def root_frame(token: str, agent: str, tier: str, trace_id: str | None) -> Frame:
-    """The frame ``acting_as`` / ``set_context`` bind: a new run, with its trace id.
+def root_context(token: str, agent: str, tier: str, trace_id: str | None) -> RunContext:
+    """The run context ``acting_as`` / ``set_context`` bind: a new run, with its trace id.
 
     The trace id is ``trace_id`` when given; else the one a delegation token carries (a worker continues the run
     it was delegated from); else the active OpenTelemetry span's; else a new random one.
@@ -136,19 +142,19 @@ def root_frame(token: str, agent: str, tier: str, trace_id: str | None) -> Frame
         agent = chain[-1]
         trace_id = trace_id or signed.trace_id
     run = RunState()
-    frame = Frame(token=token, agent=agent, tier=tier, chain=chain, run=run, trace_id=trace_id or new_trace_id())
-    run.root = frame
-    return frame
+    context = RunContext(token=token, agent=agent, tier=tier, chain=chain, run=run, trace_id=trace_id or new_trace_id())
+    run.root = context
+    return context
 
 
-def refused_frame(parent: Frame, agent: str, tier: str | None, refusal: "Denied") -> Frame:
-    """The frame of ``agent`` after a hand-off or delegation to it from ``parent`` was refused.
+def refused_context(parent: RunContext, agent: str, tier: str | None, refusal: "Denied") -> RunContext:
+    """The run context of ``agent`` after a hand-off or delegation to it from ``parent`` was refused.
 
     It has no token; calls made under it are sent to the control plane as refused attempts and refused. A
-    frame extended from a refused one is refused with the same reason. Its tier is the one the delegation
+    context extended from a refused one is refused with the same reason. Its tier is the one the delegation
     would have had (``tier``, else ``subagent`` for a first hop, else the parent's).
     """
-    return Frame(
+    return RunContext(
         token=None,
         agent=agent,
         tier=tier or (parent.tier if parent.is_delegation else "subagent"),

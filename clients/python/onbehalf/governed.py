@@ -37,7 +37,9 @@ import threading
 import time
 from typing import Any, Callable, Mapping, TypeVar, overload
 
-from .client import Client, Decision, default_client
+from .bindings import default_client
+from .client import Client
+from .decisions import Decision
 from .context import current
 from .errors import Denied
 
@@ -81,8 +83,8 @@ def _wrap(fn: F, client: Client | None, name: str | None) -> F:
         async def agoverned(*args: Any, **kwargs: Any) -> Any:
             bound = _arguments(signature, args, kwargs)
             c = resolve()
-            frame = current()
-            decision = await asyncio.to_thread(_decide, c, frame, tool, bound)
+            context = current()
+            decision = await asyncio.to_thread(_decide, c, context, tool, bound)
             started = time.monotonic()
             try:
                 output = await fn(*args, **kwargs)
@@ -114,9 +116,9 @@ def _wrap(fn: F, client: Client | None, name: str | None) -> F:
     return sgoverned  # type: ignore[return-value]
 
 
-def _decide(client: Client, frame: Any, tool: str, args: Mapping[str, Any]) -> Decision:
+def _decide(client: Client, context: Any, tool: str, args: Mapping[str, Any]) -> Decision:
     """Decide, waiting for approval if asked; return an ``allow`` decision or raise ``Denied``."""
-    decision = client._decide(frame, tool, args)
+    decision = client._decide(context, tool, args)
     if decision.decision == "ask":
         decision = client._resolve_ask(decision, client.approval_timeout)
     if decision.decision != "allow":

@@ -1,0 +1,121 @@
+"""The client's part that delegates: a hop added to the run, as a token the control plane signs.
+
+A delegation is exchanged at ``POST /v1/token`` (RFC 8693) with the parent's token as ``subject_token``; the
+control plane signs the chain (every hop's agent and tier) and narrows the scopes. The exchange happens when the
+``delegate`` block is entered, again shortly before the token expires, and, if the control plane could not be
+reached, on the next call (which follows the fail mode meanwhile).
+
+Uses, from the other parts of :class:`~onbehalf.Client`: ``_send`` (``transport.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Sequence
+
+from .context import RunContext, refused_context, signed_delegation
+from .errors import Denied, Unauthenticated
+from .transport import _Outage
+
+log = logging.getLogger("onbehalf")
+
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+
+
+class _Delegations:
+    """Part of :class:`~onbehalf.Client`: the run context of a delegation, and the token of any run context."""
+
+    def _delegate_context(
+        self, parent: RunContext, agent: str, scopes: tuple[str, ...] | None, tier: str | None
+    ) -> RunContext:
+        """The run context of ``agent`` acting under ``parent``, its token exchanged now; raises
+        :class:`~onbehalf.Denied` when the control plane refuses the delegation, and leaves the exchange to the
+        next call when it cannot be reached."""
+        if tier is None:
+            tier = parent.tier if parent.is_delegation else "subagent"
+        if parent.denied is not None:  # an agent whose hand-off was refused delegates nothing it could use
+            return refused_context(parent, agent, tier, parent.denied)
+        child = RunContext(
+            token=None,
+            agent=agent,
+            tier=tier,
+            chain=(*parent.chain, agent),
+            run=parent.run,
+            parent=parent,
+            requested_scopes=scopes,
+            trace_id=parent.trace_id,
+        )
+        try:
+            self._token_for(child)
+        except _Outage as o:
+            log.warning(
+                "onbehalf: delegation to %s not exchanged yet: the control plane is unreachable (%s); "
+                "retried on the next call, which follows the fail mode meanwhile",
+                agent,
+                o.reason,
+            )
+        return child
+
+    def _token_for(self, context: RunContext) -> str:
+        """The context's token, exchanging (or renewing) a delegation first. Raises _Outage."""
+        with context.lock:
+            if context.parent is None:
+                assert context.token is not None
+                return context.token
+            if context.token is not None and not context.expiring():
+                return context.token
+            parent = context.parent
+            subject = self._token_for(parent)
+            body: dict[str, Any] = {
+                "grant_type": TOKEN_EXCHANGE,
+                "subject_token": subject,
+                "actor": context.agent,
+                "tier": context.tier,
+            }
+            if context.trace_id is not None:
+                body["trace_id"] = context.trace_id
+            # The control plane cannot know which agent holds a human's own token: name it, so the signed chain
+            # of ``acting_as(token, agent="planner")`` then ``delegate("researcher")`` is [planner, researcher].
+            # A token that carries a signed chain already needs (and takes) no such name.
+            if parent.parent is None and signed_delegation(subject) is None:
+                body["subject_actor"] = parent.agent
+                body["subject_tier"] = parent.tier  # signed too: its calls' successors are decided under it
+            if context.requested_scopes is not None:
+                body["scope"] = " ".join(context.requested_scopes)
+            res = self._send("POST", "/v1/token", json_body=body)
+            b = res.body
+            if res.status == 200 and isinstance(b, dict) and isinstance(b.get("access_token"), str):
+                context.token = b["access_token"]
+                context.scopes = tuple(str(b.get("scope") or "").split())
+                context.expires_at = time.monotonic() + float(b.get("expires_in") or 600)
+                if context.requested_scopes is not None:
+                    dropped = [s for s in context.requested_scopes if s not in context.scopes]
+                    if dropped:
+                        log.info(
+                            "onbehalf: delegation to %s granted without %s (the subject does not hold them)",
+                            context.agent,
+                            " ".join(dropped),
+                        )
+                return context.token
+            if res.status == 401:
+                raise Unauthenticated(
+                    f"the delegation to {context.agent} was refused: {res.error_message}", chain=context.chain
+                )
+            raise Denied(
+                "error",
+                f"the control plane refused the delegation to {context.agent} (HTTP {res.status}): {res.error_message}",
+                chain=context.chain,
+            )
+
+
+def _scopes(scopes: Sequence[str] | str | None) -> tuple[str, ...] | None:
+    """The scopes a delegation asks for: ``None`` (all of the parent's), a space-separated string, or a list."""
+    if scopes is None:
+        return None
+    if isinstance(scopes, str):
+        return tuple(scopes.split())
+    out = tuple(scopes)
+    if not all(isinstance(s, str) and s and not any(c.isspace() for c in s) for s in out):
+        raise ValueError(f"scopes are non-empty strings without spaces; got {scopes!r}")
+    return out

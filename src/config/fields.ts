@@ -1,0 +1,20 @@
+/** Field schemas every part of the configuration shares. */
+import { z } from "zod";
+import { hasUnsafeText, unsafeTextMessage } from "../text.js";
+
+/** A string that is not empty. */
+export const nonEmpty = z.string().min(1);
+
+/**
+ * Text that names something (a tenant, a user, an agent, a tool, a trace): at most `max` characters, and no
+ * control characters or unpaired surrogates, which no audit store, header or terminal can carry safely.
+ */
+export function safeText(max = 200) {
+  return z
+    .string()
+    .min(1)
+    .max(max)
+    .refine((s) => !hasUnsafeText(s), { message: unsafeTextMessage("this value") });
+}
+/** An identifier in the config: a tenant id, a user id, a rule id. */
+export const Identifier = safeText(500);

@@ -1,0 +1,51 @@
+/** The control plane's configuration: how it listens, and the MCP servers its gateway fronts. */
+import { z } from "zod";
+import { nonEmpty } from "./fields.js";
+
+export const UpstreamConfig = z.strictObject({
+  name: nonEmpty.regex(/^[A-Za-z0-9_-]+$/, "upstream names use letters, digits, _ and -"),
+  transport: z.enum(["streamable-http", "stdio"]),
+  url: z.string().url().optional(),
+  command: nonEmpty.optional(),
+  args: z.array(z.string()).default([]),
+  prefix: z.string().optional(),
+  /** Between prefix and tool name. OpenAI function names allow no dots: use "_" or "__" for those clients. */
+  separator: z.enum([".", "_", "__", "-"]).default("."),
+  timeout_ms: z.number().int().positive().default(30_000),
+  /**
+   * Which of the upstream's tools the gateway offers: `declared` (default) only those a `tools` entry names
+   * (by their exposed name), so a tool the upstream adds tomorrow is neither listed nor callable until someone
+   * declares it; `all` every tool it lists, the undeclared ones with `default_scopes` required.
+   */
+  expose: z.enum(["declared", "all"]).default("declared"),
+  /** With `expose: all`: the scopes an undeclared tool of this upstream requires. */
+  default_scopes: z.array(nonEmpty).default([]),
+  auth: z
+    .union([
+      z.strictObject({ type: z.literal("none") }),
+      z.strictObject({ type: z.literal("obo"), audience: nonEmpty }),
+      z.strictObject({ type: z.literal("static"), header: nonEmpty, value: nonEmpty }),
+    ])
+    .default({ type: "none" }),
+});
+export type UpstreamConfig = z.output<typeof UpstreamConfig>;
+
+export const ServerConfig = z.strictObject({
+  host: nonEmpty.default("127.0.0.1"),
+  port: z.number().int().min(0).max(65535).default(8787),
+  public_url: z.string().url().optional(),
+  admin_tokens: z.array(z.string()).default([]),
+  signing_key: nonEmpty.default("./keys/onbehalf.jwk"),
+  max_body_bytes: z.number().int().positive().default(1_048_576),
+  /** The resource identifier MCP clients' tokens must be issued for (RFC 8707). Default `<public_url>/mcp`. */
+  mcp_resource: z.string().url().optional(),
+  /**
+   * How long an MCP tool call the policy answers with `ask` is held open for an approver (below the MCP SDK
+   * client's 60 s request timeout). Still undecided: the call returns an error naming the approval, and the
+   * same call made again waits on the same approval.
+   */
+  mcp_approval_wait_seconds: z.number().min(0).max(600).default(50),
+  /** How long `serve` waits for the audit store and Redis to answer at start before it gives up. */
+  startup_wait_seconds: z.number().min(0).max(3600).default(30),
+});
+export type ServerConfig = z.output<typeof ServerConfig>;
