@@ -4,6 +4,11 @@ import { nonEmpty } from "./fields.js";
 
 export const LimitsConfig = z.strictObject({
   store: nonEmpty.default("memory"),
+  /**
+   * Prefix of every key onbehalf keeps in Redis (rate limits, approvals, open calls, the live config): give each
+   * deployment sharing a Redis its own.
+   */
+  redis_prefix: nonEmpty.regex(/^[A-Za-z0-9_.:-]+$/, "letters, digits and _ . : - only").default("onbehalf:"),
   /** Serialized arguments larger than this are denied before policy runs. */
   max_args_bytes: z.number().int().positive().default(65_536),
   /**

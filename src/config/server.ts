@@ -45,6 +45,12 @@ export const ServerConfig = z.strictObject({
    * same call made again waits on the same approval.
    */
   mcp_approval_wait_seconds: z.number().min(0).max(600).default(50),
+  /**
+   * Which config is in force at start when the live config stored in the state store (Redis) was made from
+   * another version of this file: `auto` refuses to start and says so; `file` starts from the file (replacing
+   * the stored one; its changes are in the audit log); `stored` keeps the stored one.
+   */
+  live_config: z.enum(["auto", "file", "stored"]).default("auto"),
   /** How long `serve` waits for the audit store and Redis to answer at start before it gives up. */
   startup_wait_seconds: z.number().min(0).max(3600).default(30),
 });

@@ -220,7 +220,7 @@ async function openLimiter(loaded: LoadedConfig, startupTimeoutMs: number): Prom
   if (store === "memory") return createMemoryLimiter();
   if (store.startsWith("redis://") || store.startsWith("rediss://")) {
     const { createRedisLimiter, redisReady } = await import("../limits/redis.js");
-    const limiter = createRedisLimiter(store);
+    const limiter = createRedisLimiter(store, { prefix: `${loaded.config.limits.redis_prefix}rl:` });
     try {
       await redisReady(limiter.redis, "the rate-limit store", store, startupTimeoutMs);
     } catch (e) {

@@ -1,5 +1,5 @@
 /**
- * The admin API: replace a tenant, patch its policy, declare a tool, delete a tenant. Changes are validated
+ * The admin API: read the live config; replace a tenant, patch its policy, declare a tool, delete a tenant. Changes are validated
  * exactly like the config file (same messages), applied from the next call, shared with the other instances,
  * and audited as admin events. A change that does not validate leaves the policy in force untouched.
  */
@@ -10,7 +10,7 @@ import { requireAdmin } from "./http.js";
 
 export function adminRoutes(app: FastifyInstance, ctx: ServerContext): void {
   const change = async (req: FastifyRequest, what: string, apply: () => void, body: unknown) => {
-    requireAdmin(ctx.isAdmin, req);
+    const who = requireAdmin(ctx.adminOf, req);
     if (body === undefined || body === null || typeof body !== "object") {
       throw new OnbehalfError("ERR_INVALID_ARGUMENT", "the request needs a JSON object body");
     }
@@ -20,15 +20,21 @@ export function adminRoutes(app: FastifyInstance, ctx: ServerContext): void {
     if (problem !== null) throw new OnbehalfError("ERR_AUDIT_UNAVAILABLE", `not changed: ${problem}`);
     const before = ctx.gov.dynamicConfig();
     apply();
-    const recorded = ctx.gov.recordAdmin(what, body, { outcome: "ok" });
+    const recorded = ctx.gov.recordAdmin(`${what} (by ${who})`, body, { outcome: "ok" });
     try {
       await ctx.gov.auditLog.acknowledged(recorded);
     } catch (e) {
       ctx.gov.applyDynamicConfig(before);
       throw new OnbehalfError("ERR_AUDIT_UNAVAILABLE", `not changed: ${(e as Error).message}`, { cause: e });
     }
-    await ctx.shareConfig();
+    await ctx.live.share(who);
   };
+
+  app.get("/v1/admin/config", async (req) => {
+    requireAdmin(ctx.adminOf, req);
+    const { tenants, tools } = ctx.gov.config;
+    return { ...ctx.live.current, config: { tenants, tools } };
+  });
 
   app.put<{ Params: { id: string } }>("/v1/admin/tenants/:id", async (req) => {
     const body = req.body as Record<string, unknown> | undefined;
@@ -48,7 +54,7 @@ export function adminRoutes(app: FastifyInstance, ctx: ServerContext): void {
   });
 
   app.patch<{ Params: { id: string } }>("/v1/admin/tenants/:id/policy", async (req) => {
-    requireAdmin(ctx.isAdmin, req);
+    requireAdmin(ctx.adminOf, req);
     if (!ctx.gov.config.tenants.some((t) => t.id === req.params.id)) {
       throw new OnbehalfError("ERR_NOT_FOUND", `no tenant "${req.params.id}"`);
     }
@@ -62,7 +68,7 @@ export function adminRoutes(app: FastifyInstance, ctx: ServerContext): void {
   });
 
   app.delete<{ Params: { id: string } }>("/v1/admin/tenants/:id", async (req, reply) => {
-    requireAdmin(ctx.isAdmin, req);
+    requireAdmin(ctx.adminOf, req);
     let existed = false;
     await change(
       req,

@@ -20,6 +20,7 @@ import { auditRoutes } from "./audit-api.js";
 import { checkRoutes } from "./check.js";
 import type { ServerContext } from "./context.js";
 import { adminCheck, sendError } from "./http.js";
+import { baseOf, LiveConfigShare } from "./live-config.js";
 import { mcpGateway } from "./mcp-gateway.js";
 import { Metrics } from "./metrics.js";
 import { spoolRoutes } from "./spool.js";
@@ -51,6 +52,8 @@ export interface OnbehalfServer {
   readonly url: string;
   /** The issuer of the tokens it signs. */
   readonly issuer: string;
+  /** Which config is in force, and why (the file, or the live config stored by the instances). */
+  readonly configSource: string;
   /** Stop accepting requests, flush the audit, release everything. */
   close(): Promise<void>;
 }
@@ -95,7 +98,18 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
     await state.close();
     throw e;
   }
-  await adoptSharedConfig(gov, state, options.warn);
+  const warn = options.warn ?? ((m: string) => console.warn(`onbehalf: ${m}`));
+  const live = new LiveConfigShare(gov, state, baseOf(loaded.config), warn, () => gov.now());
+  let configSource: string;
+  try {
+    configSource = await live.adopt(
+      server.live_config,
+      typeof options.config === "string" ? options.config : undefined,
+    );
+  } catch (e) {
+    await Promise.allSettled([gov.close(), state.close()]);
+    throw e;
+  }
 
   const app = Fastify({
     logger: options.logRequests === true,
@@ -139,11 +153,11 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
     state,
     issuer,
     key,
-    isAdmin: adminCheck(server.admin_tokens),
+    adminOf: adminCheck(server.admin_tokens),
     metrics,
     approvalTtlMs,
     pendingTtlMs: 15 * 60_000,
-    shareConfig: () => state.saveConfig(gov.dynamicConfig()),
+    live,
   };
   checkRoutes(app, ctx);
   tokenRoutes(app, ctx);
@@ -183,6 +197,7 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
     governor: gov,
     url,
     issuer,
+    configSource,
     close() {
       closing ??= (async () => {
         await gateway.close();
@@ -215,29 +230,9 @@ async function openState(loaded: LoadedConfig, startupTimeoutMs: number): Promis
   const store = loaded.config.limits.store;
   if (store.startsWith("redis://") || store.startsWith("rediss://")) {
     const { createRedisState } = await import("./state-redis.js");
-    return createRedisState(store, { startupTimeoutMs });
+    return createRedisState(store, { startupTimeoutMs, prefix: loaded.config.limits.redis_prefix });
   }
   return createMemoryState();
-}
-
-/** Live policy changes made through another instance (or before a restart) win over the file. */
-async function adoptSharedConfig(
-  gov: Governor,
-  state: StateStore,
-  warn?: (m: string) => void,
-): Promise<void> {
-  const apply = (snapshot: string) => {
-    try {
-      gov.applyDynamicConfig(snapshot);
-    } catch (e) {
-      (warn ?? console.warn)(
-        `ignored a shared config change that does not validate: ${(e as Error).message}`,
-      );
-    }
-  };
-  const shared = await state.loadConfig();
-  if (shared !== null) apply(shared);
-  state.onConfig(apply);
 }
 
 function fastifyCode(code: string | undefined): string {

@@ -37,7 +37,7 @@ type Viewer = { kind: "admin" } | { kind: "user"; principal: Principal; approver
 export function approvalRoutes(app: FastifyInstance, ctx: ServerContext): void {
   const approvals = ctx.gov.approvals;
   const viewer = async (req: FastifyRequest): Promise<Viewer> => {
-    if (ctx.isAdmin(req)) return { kind: "admin" };
+    if (ctx.adminOf(req) !== null) return { kind: "admin" };
     const caller = await authenticate(ctx.gov, ctx.issuer, req);
     return { kind: "user", principal: caller.principal, approver: approverRefusal(ctx, caller) };
   };

@@ -25,14 +25,14 @@ const AuditQuery = z.strictObject({
 
 export function auditRoutes(app: FastifyInstance, ctx: ServerContext): void {
   app.get("/v1/audit", async (req) => {
-    requireAdmin(ctx.isAdmin, req);
+    requireAdmin(ctx.adminOf, req);
     const { trace, ...q } = parseBody(AuditQuery, req.query ?? {});
     const query = Object.fromEntries(Object.entries(q).filter(([, v]) => v !== undefined));
     return ctx.gov.queryAudit(trace === undefined ? query : { ...query, trace_id: trace });
   });
 
   app.get("/v1/audit/checkpoint", async (req) => {
-    requireAdmin(ctx.isAdmin, req);
+    requireAdmin(ctx.adminOf, req);
     const { log } = parseBody(z.strictObject({ log: z.string().optional() }), req.query ?? {});
     const latest = await ctx.gov.auditStore.latestCheckpoint(log ?? ctx.gov.auditLog.logId);
     if (latest === null) throw new OnbehalfError("ERR_NOT_FOUND", "no checkpoint has been signed yet");
@@ -45,7 +45,7 @@ export function auditRoutes(app: FastifyInstance, ctx: ServerContext): void {
   });
 
   app.get<{ Params: { seq: string } }>("/v1/audit/proof/:seq", async (req) => {
-    requireAdmin(ctx.isAdmin, req);
+    requireAdmin(ctx.adminOf, req);
     const q = parseBody(
       z.strictObject({ log: z.string().optional(), size: z.coerce.number().int().positive().optional() }),
       req.query ?? {},

@@ -2,6 +2,7 @@
 import type { FastifyRequest } from "fastify";
 import type { Governor } from "../govern/governor.js";
 import type { SigningKey } from "../identity/keys.js";
+import type { LiveConfigShare } from "./live-config.js";
 import type { Metrics } from "./metrics.js";
 import type { StateStore } from "./state.js";
 
@@ -12,12 +13,13 @@ export interface ServerContext {
   readonly issuer: string;
   /** The key that signs them (published at /.well-known/jwks.json). */
   readonly key: SigningKey;
-  readonly isAdmin: (req: FastifyRequest) => boolean;
+  /** Who the admin presenting the request's token is (`admin:<token fingerprint>`), or null. */
+  readonly adminOf: (req: FastifyRequest) => string | null;
   readonly metrics: Metrics;
   /** How long an approval waits for a human before it expires. */
   readonly approvalTtlMs: number;
   /** How long an allowed call may take to report its result. */
   readonly pendingTtlMs: number;
-  /** Share a live policy change with the other instances. */
-  readonly shareConfig: () => Promise<void>;
+  /** The live configuration: which is in force, shared with the other instances on change. */
+  readonly live: LiveConfigShare;
 }

@@ -2,7 +2,7 @@
  * HTTP plumbing shared by the routes: the error body `{error: {code, message}}`, OAuth headers on 401/403,
  * body validation with messages that say which field is wrong, and bearer/admin authentication.
  */
-import { timingSafeEqual } from "node:crypto";
+import { createHash, timingSafeEqual } from "node:crypto";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { z } from "zod";
 import { type DelegationClaims, delegationOf } from "../context/delegation.js";
@@ -80,27 +80,35 @@ export async function authenticate(
   return { principal, delegation: principal.issuer === delegationIssuer ? delegationOf(principal) : null };
 }
 
-/** Compares bearer tokens with the configured admin tokens in constant time. */
-export function adminCheck(tokens: readonly string[]): (req: FastifyRequest) => boolean {
-  const allowed = tokens.filter((t) => t !== "").map((t) => Buffer.from(t));
+/** Compares bearer tokens with the configured admin tokens in constant time; the admin's id, or null. */
+export function adminCheck(tokens: readonly string[]): (req: FastifyRequest) => string | null {
+  const allowed = tokens
+    .filter((t) => t !== "")
+    .map((t) => ({
+      bytes: Buffer.from(t),
+      id: `admin:${createHash("sha256").update(t).digest("hex").slice(0, 8)}`,
+    }));
   return (req) => {
     const header = req.headers.authorization;
-    if (typeof header !== "string" || !/^bearer /i.test(header)) return false;
+    if (typeof header !== "string" || !/^bearer /i.test(header)) return null;
     const given = Buffer.from(header.slice(7).trim());
-    let ok = false;
-    for (const t of allowed) if (t.length === given.length && timingSafeEqual(t, given)) ok = true;
-    return ok;
+    let who: string | null = null;
+    for (const t of allowed)
+      if (t.bytes.length === given.length && timingSafeEqual(t.bytes, given)) who = t.id;
+    return who;
   };
 }
 
-/** Refuse with 401 unless the caller presents an admin token. */
-export function requireAdmin(isAdmin: (req: FastifyRequest) => boolean, req: FastifyRequest): void {
-  if (!isAdmin(req)) {
+/** Refuse with 401 unless the caller presents an admin token; returns who it is (`admin:<fingerprint>`). */
+export function requireAdmin(adminOf: (req: FastifyRequest) => string | null, req: FastifyRequest): string {
+  const who = adminOf(req);
+  if (who === null) {
     throw new OnbehalfError(
       "ERR_TOKEN_MISSING",
       "this endpoint needs an admin token: Authorization: Bearer <admin token>",
     );
   }
+  return who;
 }
 
 /**

@@ -1,0 +1,171 @@
+/**
+ * The live configuration, shared between instances: tenants and tools as the admin API changed them, kept in the
+ * state store (Redis) with a version, who changed them and when, and the **base**: a digest of the config file
+ * they were made from (its tenants and tools). The rule, at start and whenever another instance shares a change:
+ *
+ * - nothing stored: the file is in force;
+ * - stored, made from this very file (same base): the stored config is in force (the file plus the changes);
+ * - stored, made from another file (the file was edited since, or another deployment shares the prefix): at start
+ *   the server refuses, unless `server.live_config` says which wins (`file`: the file, and the stored record is
+ *   replaced; `stored`: the stored config); while running, such a change is not adopted, and said so.
+ */
+import { createHash } from "node:crypto";
+import { canonicalJson } from "../audit/canonical.js";
+import type { Config } from "../config/schema.js";
+import { OnbehalfError } from "../errors.js";
+import type { Governor } from "../govern/governor.js";
+import type { StateStore } from "./state.js";
+
+/** What the state store keeps. */
+export interface LiveRecord {
+  readonly version: number;
+  /** `sha256:<hex>` of the tenants and tools of the config file the live config was made from. */
+  readonly base: string;
+  /** `admin:<token fingerprint>`, `file` (started or reloaded from the file). */
+  readonly changed_by: string;
+  readonly changed_at: string;
+  /** The tenants and tools in force (`gov.dynamicConfig()`). */
+  readonly snapshot: string;
+}
+
+/** Which config is in force, and why. */
+export interface LiveState {
+  readonly source: "file" | "live";
+  readonly version: number;
+  readonly base: string;
+  readonly changed_by: string;
+  readonly changed_at: string;
+}
+
+export type LiveConfigMode = "auto" | "file" | "stored";
+
+/**
+ * The base of a config: the digest of what the live config replaces, its tenants and tools as the file gives
+ * them (validated, defaults filled). What differs between instances of one deployment (ports, log ids) does not
+ * count; an edit to the policy in the file does.
+ */
+export function baseOf(config: Pick<Config, "tenants" | "tools">): string {
+  const bytes = canonicalJson({ tenants: config.tenants, tools: config.tools });
+  return `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+}
+
+/** The live configuration of one instance: adopted at start, shared on change, followed while running. */
+export class LiveConfigShare {
+  private state: LiveState;
+
+  constructor(
+    private readonly gov: Governor,
+    private readonly store: StateStore,
+    private readonly base: string,
+    private readonly warn: (message: string) => void,
+    now: () => number,
+  ) {
+    this.state = {
+      source: "file",
+      version: 0,
+      base,
+      changed_by: "file",
+      changed_at: new Date(now()).toISOString(),
+    };
+  }
+
+  /** Which config is in force now. */
+  get current(): LiveState {
+    return this.state;
+  }
+
+  /**
+   * Decide at start which config is in force (the rule above) and follow other instances' changes. Returns a
+   * line saying which and why. Throws `ERR_CONFIG_INVALID` when the stored config was made from another file and
+   * `mode` is `auto`.
+   */
+  async adopt(mode: LiveConfigMode, file: string | undefined): Promise<string> {
+    const stored = parseRecord(await this.store.loadConfig());
+    this.store.onConfig((text) => this.follow(text));
+    const what = file ?? "the config";
+    if (stored === null) return `${what} is in force (no live changes are stored)`;
+    const when = `version ${stored.version}, changed by ${stored.changed_by} at ${stored.changed_at}`;
+    if (stored.base === this.base || mode === "stored") {
+      this.apply(stored);
+      return stored.base === this.base
+        ? `the live config is in force (${when}): it was made from ${what} as it is now`
+        : `the live config is in force (${when}), as server.live_config: stored says, although it was made from another version of ${what}`;
+    }
+    if (mode === "file") {
+      await this.save("file", stored.version);
+      return `${what} is in force, as server.live_config: file says; it replaced the live config (${when}), whose changes are in the audit log`;
+    }
+    throw new OnbehalfError(
+      "ERR_CONFIG_INVALID",
+      `the live config in the state store (${when}) was made from another version of ${what}, or by another deployment sharing its key prefix: set server.live_config to file (start from ${what}; the live changes are in the audit log) or stored (keep the live config), or give this deployment its own limits.redis_prefix`,
+    );
+  }
+
+  /** Share the config in force after a change by `who`. */
+  async share(who: string): Promise<void> {
+    await this.save(who, this.state.version);
+  }
+
+  /** The config in force now came from the file again (a reload): share it as such. */
+  async reloaded(): Promise<void> {
+    await this.save("file", this.state.version);
+  }
+
+  private async save(who: string, after: number): Promise<void> {
+    const record: LiveRecord = {
+      version: after + 1,
+      base: this.base,
+      changed_by: who,
+      changed_at: new Date(this.gov.now()).toISOString(),
+      snapshot: this.gov.dynamicConfig(),
+    };
+    await this.store.saveConfig(JSON.stringify(record));
+    this.state = { ...record, source: who === "file" ? "file" : "live" };
+  }
+
+  private apply(record: LiveRecord): void {
+    this.gov.applyDynamicConfig(record.snapshot);
+    const { version, base, changed_by, changed_at } = record;
+    this.state = { source: changed_by === "file" ? "file" : "live", version, base, changed_by, changed_at };
+  }
+
+  /** Another instance shared a change: adopt it if it was made from this file, else say why not. */
+  private follow(text: string): void {
+    const record = parseRecord(text);
+    if (record === null) return this.warn("ignored a shared config change that is not a live config record");
+    if (record.base !== this.base) {
+      return this.warn(
+        `ignored a shared config change (version ${record.version}, by ${record.changed_by}): it was made from another config file than this instance's, or by another deployment sharing limits.redis_prefix`,
+      );
+    }
+    try {
+      this.apply(record);
+    } catch (e) {
+      this.warn(`ignored a shared config change that does not validate: ${(e as Error).message}`);
+    }
+  }
+}
+
+function parseRecord(text: string | null): LiveRecord | null {
+  if (text === null) return null;
+  try {
+    const r = JSON.parse(text) as Partial<LiveRecord>;
+    if (
+      typeof r.version === "number" &&
+      typeof r.base === "string" &&
+      typeof r.changed_by === "string" &&
+      typeof r.changed_at === "string" &&
+      typeof r.snapshot === "string"
+    ) {
+      return r as LiveRecord;
+    }
+  } catch {}
+  // Stored by a version before records had a base: its tenants and tools, from no known file.
+  return {
+    version: 0,
+    base: "unknown",
+    changed_by: "an earlier version",
+    changed_at: "an unknown time",
+    snapshot: text,
+  };
+}

@@ -1,0 +1,127 @@
+/**
+ * The live config, honest: which config is in force at start and why, what the admin API changed (version, who,
+ * when), and never a config made from another file or by another deployment sharing the Redis.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { ConfigInput } from "../../src/config/schema.js";
+import type { OnbehalfServer } from "../../src/server/app.js";
+import { type OidcProviderHandle, startOidcProvider } from "../support/oidc.js";
+import { type OwnRedis, startOwnRedis } from "../support/redis-server.js";
+import { ACME_POLICY, ADMIN, call, serverConfig, startTestServer, userToken } from "../support/server.js";
+
+let idp: OidcProviderHandle;
+let redis: OwnRedis;
+let alice: string;
+const open: OnbehalfServer[] = [];
+
+beforeAll(async () => {
+  idp = await startOidcProvider();
+  redis = await startOwnRedis();
+  alice = await userToken(idp, "alice");
+});
+afterAll(async () => {
+  await Promise.allSettled(open.map((s) => s.close()));
+  await redis?.stop();
+  await idp?.close();
+});
+
+async function start(overrides: Partial<ConfigInput>): Promise<OnbehalfServer> {
+  const server = await startTestServer(idp, overrides);
+  open.push(server);
+  return server;
+}
+
+async function stop(server: OnbehalfServer): Promise<void> {
+  open.splice(open.indexOf(server), 1);
+  await server.close();
+}
+
+const readEmail = (s: OnbehalfServer) =>
+  call(s.url, "POST", "/v1/check", {
+    token: alice,
+    body: { tool: "read_email", agent: { name: "bot" } },
+  }).then((r) => r.body.decision as string);
+
+const denyEmail = (s: OnbehalfServer) =>
+  call(s.url, "PATCH", "/v1/admin/tenants/acme/policy", {
+    token: ADMIN,
+    body: { tools: { read_email: { "*": { permission: "deny" } } } },
+  });
+
+describe("the live config", () => {
+  it("says which config is in force and why, keeps the admin's changes across a restart of the same file, and shows version, who and when", async () => {
+    const limits = { store: redis.url, redis_prefix: "deploy-a:" };
+    const first = await start({ limits });
+    expect(first.configSource).toMatch(/is in force \(no live changes are stored\)/);
+    expect((await call(first.url, "GET", "/v1/admin/config", { token: ADMIN })).body).toMatchObject({
+      source: "file",
+      version: 0,
+    });
+    expect((await call(first.url, "GET", "/v1/admin/config")).status).toBe(401);
+    expect((await denyEmail(first)).status).toBe(200);
+    const live = (await call(first.url, "GET", "/v1/admin/config", { token: ADMIN })).body;
+    expect(live).toMatchObject({
+      source: "live",
+      version: 1,
+      changed_by: expect.stringMatching(/^admin:[0-9a-f]{8}$/),
+      base: expect.stringMatching(/^sha256:[0-9a-f]{64}$/),
+    });
+    expect(Date.parse(live.changed_at)).toBeGreaterThan(Date.now() - 60_000);
+    const acme = live.config.tenants.find((t: { id: string }) => t.id === "acme");
+    expect(acme.policy.tools.read_email).toEqual({ "*": { permission: "deny" } });
+    expect(JSON.stringify(live)).not.toContain(ADMIN);
+    await stop(first);
+
+    // The same file again: the stored config (the file plus the change) is in force, and it says so.
+    const again = await start({ limits });
+    expect(again.configSource).toMatch(
+      /the live config is in force \(version 1, changed by admin:[0-9a-f]{8}/,
+    );
+    expect(await readEmail(again)).toBe("deny");
+    await stop(again);
+
+    // The file's policy edited since: the server refuses to start, naming the choice.
+    const edited = { limits, tenants: [{ id: "acme", policy: { ...ACME_POLICY, rules: [] } }] };
+    await expect(start(edited)).rejects.toThrow(
+      /the live config in the state store \(version 1.*was made from another version of the config.*server\.live_config to file .* or stored/,
+    );
+    // The operator chooses the file: it is in force, and the stored record is replaced.
+    const base = serverConfig(idp);
+    const fromFile = await start({ ...edited, server: { ...base.server, live_config: "file" } });
+    expect(fromFile.configSource).toMatch(
+      /is in force, as server\.live_config: file says; it replaced the live config/,
+    );
+    expect(await readEmail(fromFile)).toBe("allow");
+    expect((await call(fromFile.url, "GET", "/v1/admin/config", { token: ADMIN })).body).toMatchObject({
+      source: "file",
+      version: 2,
+      changed_by: "file",
+    });
+  });
+
+  it("never adopts another deployment's config: a prefix of its own, and a change made from another file is ignored", async () => {
+    const mine = await start({ limits: { store: redis.url, redis_prefix: "deploy-b:" } });
+    const theirs = await start({ limits: { store: redis.url, redis_prefix: "deploy-c:" } });
+    expect((await denyEmail(theirs)).status).toBe(200);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await readEmail(theirs)).toBe("deny");
+    expect(await readEmail(mine)).toBe("allow"); // its own prefix: it never saw the change
+
+    // Two deployments made to share one prefix, from different files: the change is not adopted, and said so.
+    const warnings: string[] = [];
+    const base = serverConfig(idp, { limits: { store: redis.url, redis_prefix: "shared:" } });
+    const one = await startTestServer(idp, base, { warn: (m) => warnings.push(m) });
+    open.push(one);
+    const other = await start({
+      limits: { store: redis.url, redis_prefix: "shared:" },
+      tenants: [{ id: "acme", policy: { defaults: { "*": { permission: "allow" } } } }],
+    });
+    expect((await denyEmail(other)).status).toBe(200);
+    const t0 = Date.now();
+    while (warnings.length === 0 && Date.now() - t0 < 2_000) await new Promise((r) => setTimeout(r, 20));
+    expect(warnings.join("\n")).toMatch(
+      /ignored a shared config change \(version 1, by admin:[0-9a-f]{8}\): it was made from another config file/,
+    );
+    expect(await readEmail(one)).toBe("allow");
+  });
+});
