@@ -132,11 +132,15 @@ export class LiveConfigShare {
   /** Another instance shared a change: adopt it if it was made from this file, else say why not. */
   private follow(text: string): void {
     const record = parseRecord(text);
-    if (record === null) return this.warn("ignored a shared config change that is not a live config record");
+    if (record === null) {
+      this.warn("ignored a shared config change that is not a live config record");
+      return;
+    }
     if (record.base !== this.base) {
-      return this.warn(
+      this.warn(
         `ignored a shared config change (version ${record.version}, by ${record.changed_by}): it was made from another config file than this instance's, or by another deployment sharing limits.redis_prefix`,
       );
+      return;
     }
     try {
       this.apply(record);
