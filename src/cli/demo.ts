@@ -1,9 +1,11 @@
 /**
  * `onbehalf demo`: the in-process tour. Two humans, tokens from the development issuer, a support bot with
  * governed tools, a delegation, and the audit trail that results. Everything real: tokens are signed and
- * verified, policy is the config's, the audit lands in the config's store.
+ * verified, policy is the config's; the audit lands in a store of its own (`onbehalf-demo.db` beside the config),
+ * so the demo can run next to a server on the same config.
  */
 
+import { resolve } from "node:path";
 import { OnbehalfError } from "../errors.js";
 import { createGovernor, devKeyPath } from "../govern/bootstrap.js";
 import { loadConfigFile } from "../govern/config.js";
@@ -21,7 +23,13 @@ export async function demoCommand(argv: string[], io: Io): Promise<number> {
     );
     return EXIT_FINDING;
   }
-  const gov = await createGovernor({ config: file, warn: (m) => io.err(`warning: ${m}`) });
+  // A store of its own, beside the config: the demo can run next to `onbehalf serve` on the same config.
+  const store = resolve(loaded.baseDir, "onbehalf-demo.db");
+  const gov = await createGovernor({
+    config: { ...loaded.config, audit: { ...loaded.config.audit, store: `sqlite:${store}` } },
+    baseDir: loaded.baseDir,
+    warn: (m) => io.err(`warning: ${m}`),
+  });
   const key = loadOrCreateSigningKey(devKeyPath(loaded));
   const tenant = loaded.config.tenants[0]?.id ?? "acme";
   const tokens = {

@@ -3,7 +3,8 @@
  * audit and exit. With the development issuer on, it says so loudly and prints a ready token and a call to try.
  */
 
-import { devKeyPath } from "../govern/bootstrap.js";
+import { dirname, relative, resolve } from "node:path";
+import { devAdminToken, devKeyPath } from "../govern/bootstrap.js";
 import { loadConfigFile } from "../govern/config.js";
 import { mintDevToken } from "../identity/dev-issuer.js";
 import { loadOrCreateSigningKey } from "../identity/keys.js";
@@ -38,6 +39,7 @@ export async function serveCommand(argv: string[], io: Io): Promise<number> {
   io.out(
     `onbehalf control plane listening on ${server.url} (config ${file}, audit log ${server.governor.auditLog.logId})`,
   );
+  io.out(server.configSource);
   if (loaded.config.dev_issuer) {
     io.err(
       [
@@ -55,13 +57,32 @@ export async function serveCommand(argv: string[], io: Io): Promise<number> {
       email: "alice@acme.example",
       ttlSeconds: 8 * 3600,
     });
+    const admin = devAdminToken(loaded);
+    const call = `-H "authorization: Bearer $TOKEN" -H 'content-type: application/json'`;
+    const refund = `"tool":"issue_refund","args":{"order":"o-1","amount":900},"agent":{"name":"support-bot"}`;
     io.out(`
-a development token for alice (tenant ${tenant}, scopes customers:read refunds:write), valid 8 hours:
+a development token for alice (tenant ${tenant}, scopes customers:read refunds:write), valid 8 hours, and the
+development admin token (kept in ${relativeToCwd(resolve(dirname(devKeyPath(loaded)), "dev-admin.token"))}):
+  export URL=${server.url}
   export TOKEN=${token}
+  export ADMIN=${admin}
 
-try a governed call:
-  curl -s ${server.url}/v1/check -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \\
-    -d '{"tool":"issue_refund","args":{"order":"o-1","amount":900},"agent":{"name":"support-bot"}}'
+try a governed call (a refund over 500 asks for a human):
+  curl -s $URL/v1/check ${call} \\
+    -d '{${refund}}'
+
+see what waits for a human, and approve it (the approval id is in both answers):
+  curl -s "$URL/v1/approvals?status=pending" -H "authorization: Bearer $ADMIN"
+  curl -s $URL/v1/approvals/APPROVAL_ID -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \\
+    -d '{"decision":"approve"}'
+
+ask again with the approval: now it is allowed
+  curl -s $URL/v1/check ${call} \\
+    -d '{${refund},"approval":"APPROVAL_ID"}'
+
+read the audit, and check that nothing in it was edited:
+  curl -s "$URL/v1/audit?limit=5" -H "authorization: Bearer $ADMIN"
+  npx onbehalf audit verify --config ${file}
 
 mint other tokens:
   npx onbehalf dev-token --config ${file} --sub bob --tenant ${tenant} --scopes "customers:read admin"
@@ -72,4 +93,9 @@ endpoints: docs/server.md · stop with Ctrl-C (the audit is flushed)`);
   io.err("shutting down: flushing the audit…");
   await server.close();
   return EXIT_OK;
+}
+
+function relativeToCwd(path: string): string {
+  const r = relative(process.cwd(), path);
+  return r.startsWith("..") ? path : r;
 }

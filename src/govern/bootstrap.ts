@@ -3,8 +3,10 @@
  * each waited for within bounds and closed again if a later one fails; and the paths a config names (keys,
  * log id, journal) that the CLI uses too.
  */
+import { createHash, randomBytes } from "node:crypto";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
-import { resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { journalDir } from "../audit/journal.js";
 import { type AuditLog, openAuditLog } from "../audit/log.js";
 import type { AuditStore } from "../audit/store.js";
@@ -25,6 +27,8 @@ import { Governor, type GovernorSettings } from "./governor.js";
 export interface GovernorOptions extends GovernorSettings {
   /** A path to `onbehalf.yaml` / JSON, or the config as an object. */
   config: string | ConfigInput;
+  /** With a config object: where its relative paths (keys, a SQLite file) resolve. Default: the working directory. */
+  baseDir?: string;
   /** Environment for `${VAR}` substitution. Default: process.env. */
   env?: NodeJS.ProcessEnv;
   /** Use this audit store instead of the one the config names. */
@@ -64,7 +68,7 @@ export async function createGovernor(options: GovernorOptions): Promise<Governor
   const loaded =
     typeof options.config === "string"
       ? loadConfigFile(options.config, env)
-      : loadConfigObject(options.config);
+      : loadConfigObject(options.config, options.baseDir);
   const warn = options.warn ?? ((m: string) => console.warn(`onbehalf: ${m}`));
   for (const w of loaded.warnings) warn(formatIssue(w));
 
@@ -172,7 +176,33 @@ export function auditKeyPath(loaded: Pick<LoadedConfig, "config" | "baseDir">): 
 /** The writer's journal directory (see src/audit/journal.ts): `audit.journal`, else beside the audit key. */
 export function auditJournalDir(loaded: Pick<LoadedConfig, "config" | "baseDir">): string {
   const configured = loaded.config.audit.journal;
-  return configured === undefined ? journalDir(auditKeyPath(loaded)) : resolve(loaded.baseDir, configured);
+  const dir = configured === undefined ? journalDir(auditKeyPath(loaded)) : resolve(loaded.baseDir, configured);
+  // One journal per store: a log of the same id in another database (a demo's, a test's) has its own history.
+  return join(dir, createHash("sha256").update(storeLocation(loaded)).digest("hex").slice(0, 12));
+}
+
+/** Where the audit store is, as a stable string (a SQLite path made absolute). */
+function storeLocation(loaded: Pick<LoadedConfig, "config" | "baseDir">): string {
+  const url = loaded.config.audit.store;
+  if (!url.startsWith("sqlite:") || url === "sqlite::memory:") return url;
+  return `sqlite:${resolve(loaded.baseDir, url.slice("sqlite:".length))}`;
+}
+
+/**
+ * The development admin token of a config with `dev_issuer: true`: random, kept beside the development
+ * issuer's key (`keys/dev-admin.token`, mode 0600), made on first use. `serve` accepts it as an admin token and
+ * prints it, so a first hour can approve calls and read the audit.
+ */
+export function devAdminToken(loaded: Pick<LoadedConfig, "baseDir">): string {
+  const path = join(dirname(devKeyPath(loaded)), "dev-admin.token");
+  try {
+    const token = readFileSync(path, "utf8").trim();
+    if (token.length >= 16) return token;
+  } catch {}
+  const token = `dev-admin-${randomBytes(24).toString("base64url")}`;
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  writeFileSync(path, `${token}\n`, { mode: 0o600 });
+  return token;
 }
 
 /** The issuers a config trusts: its `issuers`, plus the development issuer when `dev_issuer: true`. */

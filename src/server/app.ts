@@ -10,7 +10,7 @@ import Fastify, { type FastifyInstance } from "fastify";
 import type { ConfigInput } from "../config/schema.js";
 import { delegationIssuerConfig } from "../context/delegation.js";
 import { OnbehalfError } from "../errors.js";
-import { createGovernor, type GovernorOptions } from "../govern/bootstrap.js";
+import { createGovernor, devAdminToken, type GovernorOptions } from "../govern/bootstrap.js";
 import { type LoadedConfig, loadConfigFile, loadConfigObject } from "../govern/config.js";
 import type { Governor } from "../govern/governor.js";
 import { loadOrCreateSigningKey } from "../identity/keys.js";
@@ -153,7 +153,10 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
     state,
     issuer,
     key,
-    adminOf: adminCheck(server.admin_tokens),
+    // With the development issuer on, its admin token too (kept beside its key; serve prints it).
+    adminOf: adminCheck(
+      loaded.config.dev_issuer ? [...server.admin_tokens, devAdminToken(loaded)] : server.admin_tokens,
+    ),
     metrics,
     approvalTtlMs,
     pendingTtlMs: 15 * 60_000,

@@ -14,7 +14,7 @@ async function cli(...argv: string[]) {
   return { code, out: out.join("\n"), err: err.join("\n") };
 }
 
-/** A config with the dev issuer, its audit filled by running the demo. */
+/** A config with the dev issuer whose audit store is the demo's own (beside the config), filled by the demo. */
 async function auditedConfig() {
   const dir = mkdtempSync(join(tmpdir(), "onbehalf-audit-cli-"));
   const config = join(dir, "onbehalf.yaml");
@@ -23,11 +23,11 @@ async function auditedConfig() {
     config,
     example.replace(
       'store: "sqlite:./onbehalf.db"',
-      'store: "sqlite:./audit.db"\n  log_id: cli-test\n  checkpoint_every: 4',
+      'store: "sqlite:./onbehalf-demo.db"\n  log_id: cli-test\n  checkpoint_every: 4',
     ),
   );
   expect((await cli("demo", "--config", config)).code).toBe(0);
-  return { config, db: join(dir, "audit.db") };
+  return { config, db: join(dir, "onbehalf-demo.db") };
 }
 
 describe("onbehalf audit", () => {
