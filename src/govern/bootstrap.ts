@@ -176,7 +176,8 @@ export function auditKeyPath(loaded: Pick<LoadedConfig, "config" | "baseDir">): 
 /** The writer's journal directory (see src/audit/journal.ts): `audit.journal`, else beside the audit key. */
 export function auditJournalDir(loaded: Pick<LoadedConfig, "config" | "baseDir">): string {
   const configured = loaded.config.audit.journal;
-  const dir = configured === undefined ? journalDir(auditKeyPath(loaded)) : resolve(loaded.baseDir, configured);
+  const dir =
+    configured === undefined ? journalDir(auditKeyPath(loaded)) : resolve(loaded.baseDir, configured);
   // One journal per store: a log of the same id in another database (a demo's, a test's) has its own history.
   return join(dir, createHash("sha256").update(storeLocation(loaded)).digest("hex").slice(0, 12));
 }
