@@ -16,5 +16,13 @@ export function safeText(max = 200) {
     .max(max)
     .refine((s) => !hasUnsafeText(s), { message: unsafeTextMessage("this value") });
 }
+/**
+ * A tool call's arguments: an object, as MCP's `arguments` and every tool's JSON Schema (`type: object`) say. A
+ * string, list or number would reach a policy written for named arguments and match none of its paths.
+ */
+export const ToolArgs = z.record(z.string(), z.unknown(), {
+  error: 'args must be a JSON object of named arguments, for example {"id": "c-1"}',
+});
+
 /** An identifier in the config: a tenant id, a user id, a rule id. */
 export const Identifier = safeText(500);

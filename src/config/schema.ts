@@ -14,6 +14,11 @@ export const Config = z.strictObject({
   dev_issuer: z.boolean().default(false),
   issuers: z.array(IssuerConfig).default([]),
   tools: z.array(ToolConfig).default([]),
+  /**
+   * Tool names the policy uses must be declared under `tools` (a misspelt one would make a deny apply to
+   * nothing). `true` allows names declared only in code (`gov.governed`, the adapters): they are then warnings.
+   */
+  allow_undeclared_tools: z.boolean().default(false),
   tenants: z.array(TenantConfig).default([]),
   upstreams: z.array(UpstreamConfig).default([]),
   audit: AuditConfig.default(AuditConfig.parse({})),

@@ -1,6 +1,7 @@
 /**
  * The policy's check of a loaded config (the loader runs it, see config/load.ts): the policy compiled, or why
- * it does not compile; and warnings for what compiles but is likely a mistake.
+ * it does not compile (a tool name no `tools` entry declares included); and warnings for what compiles but is
+ * likely a mistake.
  */
 
 import { closest, type Path, type PathIssue } from "../config/issues.js";
@@ -17,25 +18,37 @@ import { type CompiledPolicy, compilePolicy } from "./compile.js";
  */
 export const checkPolicy: ConfigCheck<CompiledPolicy> = (config) => {
   const compiled = compilePolicy(config);
-  return compiled.ok
-    ? { value: compiled.policy, issues: [], warnings: referenceWarnings(config) }
-    : { value: undefined, issues: compiled.issues, warnings: [] };
+  if (!compiled.ok) return { value: undefined, issues: compiled.issues, warnings: [] };
+  const { undeclared, warnings } = references(config);
+  // A misspelt tool name would make its entry or rule apply to nothing: the deny it meant silently does not
+  // hold. So it is an error, unless the config says its tools are declared in code.
+  return config.allow_undeclared_tools
+    ? { value: compiled.policy, issues: [], warnings: [...undeclared, ...warnings] }
+    : { value: undeclared.length > 0 ? undefined : compiled.policy, issues: undeclared, warnings };
 };
 
-/** References to tools that are not declared: likely typos, but tools may also be declared in code. */
-function referenceWarnings(config: Config): PathIssue[] {
+/**
+ * Tool names the policy uses that no `tools` entry declares (`undeclared`), and rules whose cost grows with the
+ * square of the input (`warnings`).
+ */
+function references(config: Config): { undeclared: PathIssue[]; warnings: PathIssue[] } {
   const declared = config.tools.map((t) => t.name);
   const known = new Set(declared);
+  // An upstream with `expose: all` declares its tools itself, under its prefix (see config/server.ts).
+  const exposedAll = config.upstreams
+    .filter((u) => u.expose === "all")
+    .map((u) => `${u.prefix ?? u.name}${u.separator}`);
+  const undeclared: PathIssue[] = [];
   const out: PathIssue[] = [];
   const check = (name: string, path: Path) => {
-    if (name === "*" || known.has(name)) return;
+    if (name === "*" || known.has(name) || exposedAll.some((p) => name.startsWith(p))) return;
     const guess = closest(name, declared);
-    out.push({
+    undeclared.push({
       path,
-      message: `tool "${name}" is not declared under tools:`,
+      message: `tool "${name}" is not declared under tools:, so this entry would apply to no call`,
       fix:
         guess === undefined
-          ? "declare it under tools:, or in code with gov.governed()"
+          ? "declare it under tools: (a name alone will do), or set allow_undeclared_tools: true if your tools are declared in code"
           : `did you mean "${guess}"?`,
     });
   };
@@ -63,5 +76,5 @@ function referenceWarnings(config: Config): PathIssue[] {
       }
     });
   });
-  return out;
+  return { undeclared, warnings: out };
 }

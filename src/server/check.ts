@@ -6,7 +6,7 @@
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { z } from "zod";
 import { newCallId } from "../audit/call-id.js";
-import { safeText } from "../config/fields.js";
+import { safeText, ToolArgs } from "../config/fields.js";
 import { Tier } from "../config/policy.js";
 import type { DelegationClaims } from "../context/delegation.js";
 import { runContextOf } from "../context/run.js";
@@ -22,7 +22,8 @@ import type { OpenCall } from "./state.js";
 
 export const CheckBody = z.strictObject({
   tool: safeText(),
-  args: z.unknown().optional(),
+  /** The tool's arguments: an object (JSON Schema `type: object`, as MCP's `arguments`); `{}` when absent. */
+  args: ToolArgs.optional(),
   agent: z.strictObject({ name: safeText(), tier: Tier.optional() }),
   tenant: safeText().optional(),
   trace_id: safeText().optional(),

@@ -18,7 +18,7 @@ import type { FastifyInstance } from "fastify";
 import { z } from "zod";
 import { callIdMillis, newCallId } from "../audit/call-id.js";
 import { type AuditRecord, digestArgs } from "../audit/record.js";
-import { safeText } from "../config/fields.js";
+import { safeText, ToolArgs } from "../config/fields.js";
 import { Tier } from "../config/policy.js";
 import { OnbehalfError } from "../errors.js";
 import { auditedArgs } from "../govern/pipeline.js";
@@ -42,7 +42,7 @@ const SpooledRecord = z
     call_id: safeText(100).min(8),
     time: z.string().datetime({ offset: true }),
     tool: safeText(),
-    args: z.unknown().optional(),
+    args: ToolArgs.optional(),
     agent: safeText(),
     tier: Tier.optional(),
     chain: z.array(safeText()).max(32).default([]),

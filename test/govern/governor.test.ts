@@ -7,7 +7,7 @@ import { openSqliteStore } from "../../src/audit/sqlite.js";
 import type { AuditStore } from "../../src/audit/store.js";
 import { runContextOf } from "../../src/context/run.js";
 import { isOnbehalfError, type OnbehalfError } from "../../src/errors.js";
-import { TEST_AUDIT_KEY, testGovernor } from "../support/governor.js";
+import { TEST_AUDIT_KEY, TEST_TOOLS, testGovernor } from "../support/governor.js";
 import { principal } from "../support/principal.js";
 
 const alice = principal({ user: "alice", scopes: ["customers:read", "refunds:write", "email.read"] });
@@ -468,7 +468,9 @@ describe("governed tools", () => {
   });
 
   it("warns when a tool takes a free-form command or code string", async () => {
-    const { gov, warnings } = await testGovernor({ tools: [{ name: "bash" }, { name: "lookup" }] });
+    const { gov, warnings } = await testGovernor({
+      tools: [...TEST_TOOLS, { name: "bash" }, { name: "lookup" }],
+    });
     gov.governed({
       name: "bash",
       input_schema: { type: "object", properties: { command: { type: "string" } } },

@@ -165,14 +165,40 @@ describe("config validation", () => {
     ]);
   });
 
-  it("warns, without failing, about policy entries for undeclared tools", () => {
+  it("refuses a policy entry or rule for a tool no tools entry declares, naming the likely one", () => {
+    const text =
+      "tools: [{ name: get_customer }]\ntenants:\n  - id: a\n    policy:\n      tools:\n        get_custmer: { '*': { permission: deny } }\n      rules:\n        - { id: r, tools: [exprot_all], when: 'true', effect: deny }\n";
+    const refused = issuesOf(text);
+    expect(refused.map((i) => [i.path, i.line, i.fix])).toEqual([
+      ["tenants[0].policy.tools.get_custmer", 6, 'did you mean "get_customer"?'],
+      [
+        "tenants[0].policy.rules[0].tools[0]",
+        8,
+        "declare it under tools: (a name alone will do), or set allow_undeclared_tools: true if your tools are declared in code",
+      ],
+    ]);
+    expect(refused[0]!.message).toContain("would apply to no call");
+  });
+
+  it("counts the tools of an upstream that exposes all it lists as declared, under its prefix only", () => {
+    const upstream =
+      "upstreams: [{ name: search, transport: stdio, command: x, expose: all, separator: _ }]\ntenants:\n  - id: a\n    policy:\n      tools:\n";
+    expect(() =>
+      loadConfigText(`${upstream}        search_docs: { '*': { permission: deny } }\n`, "x.yaml", {}),
+    ).not.toThrow();
+    expect(issuesOf(`${upstream}        serch_docs: { '*': { permission: deny } }\n`)[0]!.path).toBe(
+      "tenants[0].policy.tools.serch_docs",
+    );
+  });
+
+  it("lets allow_undeclared_tools: true mean tools declared in code, with a warning per name", () => {
     const loaded = loadConfigText(
-      "tools: [{ name: get_customer }]\ntenants:\n  - id: a\n    policy:\n      tools:\n        get_custmer: { '*': { permission: deny } }\n",
+      "allow_undeclared_tools: true\ntools: [{ name: get_customer }]\ntenants:\n  - id: a\n    policy:\n      tools:\n        get_custmer: { '*': { permission: deny } }\n",
       "x.yaml",
       {},
     );
     expect(loaded.warnings).toHaveLength(1);
-    expect(loaded.warnings[0]).toMatchObject({ line: 6, fix: 'did you mean "get_customer"?' });
+    expect(loaded.warnings[0]).toMatchObject({ line: 7, fix: 'did you mean "get_customer"?' });
   });
 
   it("refuses a bad redaction path", () => {

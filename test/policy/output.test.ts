@@ -147,7 +147,7 @@ describe("redaction where the data's shape differs from the path's", () => {
   it("reaches JSON held in a string inside an object (an API response body)", async () => {
     const out = (await shown(
       { statusCode: 200, body: JSON.stringify({ id: "c-1", ssn: SSN }) },
-      { tools: [{ ...GET_CUSTOMER, redact: ["body.ssn"] }] },
+      { tools: [{ ...GET_CUSTOMER, redact: ["body.ssn"] }, ...TEST_TOOLS.slice(1)] },
     )) as { body: string };
     expect(JSON.parse(out.body)).toEqual({ id: "c-1", ssn: REDACTED });
   });
@@ -155,7 +155,7 @@ describe("redaction where the data's shape differs from the path's", () => {
   it("applies a key met on a list to each element, and [*] met on a single object to that object", async () => {
     const rows = (await shown(
       { rows: [{ ssn: SSN }, { ssn: SSN }] },
-      { tools: [{ ...GET_CUSTOMER, redact: ["rows.ssn"] }] },
+      { tools: [{ ...GET_CUSTOMER, redact: ["rows.ssn"] }, ...TEST_TOOLS.slice(1)] },
     )) as { rows: { ssn: string }[] };
     expect(rows.rows).toEqual([{ ssn: REDACTED }, { ssn: REDACTED }]);
     const card = (await shown({ cards: { number: "4111", brand: "visa" } })) as { cards: unknown };

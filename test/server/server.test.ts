@@ -158,6 +158,39 @@ describe("POST /v1/check", () => {
 });
 
 describe("input no audit store can hold", () => {
+  it("refuses args that are not an object with 400, before any decision, and audits the known user's attempt", async () => {
+    for (const args of ["c-1", [1, 2], 42, null, true]) {
+      const r = await check(alice, { tool: "get_customer", args, agent: { name: "bot" } });
+      expect(r.status).toBe(400);
+      expect(r.body.error).toMatchObject({ code: "ERR_INVALID_ARGUMENT" });
+      expect(r.body.error.message).toContain("args: args must be a JSON object of named arguments");
+      expect(r.body.decision).toBeUndefined();
+    }
+    const spooled = await call(server.url, "POST", "/v1/audit/spool", {
+      token: alice,
+      body: {
+        records: [
+          {
+            call_id: "01234567-spool-args",
+            time: new Date().toISOString(),
+            tool: "get_customer",
+            args: ["c-1"],
+            agent: "bot",
+            decision: "allow",
+            reason_code: "fail_open",
+            outcome: "ok",
+          },
+        ],
+      },
+    });
+    expect(spooled.body.refused).toMatchObject([{ index: 0, code: "invalid" }]);
+    await flush();
+    const refused = (await audit("user=alice&decision=deny&limit=1000")).filter((x: { reason: string }) =>
+      x.reason.includes("args must be a JSON object"),
+    );
+    expect(refused.length).toBeGreaterThanOrEqual(6);
+  });
+
   it("refuses control characters in tool, agent, tenant and trace id with 400 on every path, and the audit goes on", async () => {
     const cases: [unknown, string][] = [
       [{ tool: "x\u0000y", agent: { name: "bot" } }, "tool"],
