@@ -1,9 +1,10 @@
 /**
  * `onbehalf serve [--config F] [--port N]`: run the control plane until SIGTERM or SIGINT, then flush the
- * audit and exit. With the development issuer on, it says so loudly and prints a ready token and a call to try.
+ * audit and exit; SIGHUP reloads the config file. With the development issuer on, it says so loudly and prints a ready token and a call to try.
  */
 
 import { dirname, relative, resolve } from "node:path";
+import { OnbehalfError } from "../errors.js";
 import { devAdminToken, devKeyPath } from "../govern/bootstrap.js";
 import { loadConfigFile } from "../govern/config.js";
 import { mintDevToken } from "../identity/dev-issuer.js";
@@ -29,6 +30,11 @@ export async function serveCommand(argv: string[], io: Io): Promise<number> {
     process.once("SIGTERM", stop);
     process.once("SIGINT", stop);
   });
+  // SIGHUP reloads the file (its default action would kill the server without flushing the audit).
+  let reload = async () =>
+    io.err("onbehalf: SIGHUP while starting: not reloaded; send it again once listening");
+  const onHangup = () => void reload();
+  process.on("SIGHUP", onHangup);
   const server = await startServer({
     config: file,
     ...(port === undefined ? {} : { port }),
@@ -40,6 +46,14 @@ export async function serveCommand(argv: string[], io: Io): Promise<number> {
     `onbehalf control plane listening on ${server.url} (config ${file}, audit log ${server.governor.auditLog.logId})`,
   );
   io.out(server.configSource);
+  reload = async () => {
+    try {
+      io.err(`onbehalf: ${await server.reload()}`);
+    } catch (e) {
+      const why = e instanceof OnbehalfError ? `${e.code}: ${e.message}` : (e as Error).message;
+      io.err(`onbehalf: not reloaded, the config in force stays: ${why}`);
+    }
+  };
   if (loaded.config.dev_issuer) {
     io.err(
       [
@@ -92,6 +106,7 @@ endpoints: docs/server.md · stop with Ctrl-C (the audit is flushed)`);
   await stopped;
   io.err("shutting down: flushing the audit…");
   await server.close();
+  process.off("SIGHUP", onHangup);
   return EXIT_OK;
 }
 

@@ -53,5 +53,10 @@ export const ServerConfig = z.strictObject({
   live_config: z.enum(["auto", "file", "stored"]).default("auto"),
   /** How long `serve` waits for the audit store and Redis to answer at start before it gives up. */
   startup_wait_seconds: z.number().min(0).max(3600).default(30),
+  /**
+   * How long shutdown (SIGTERM, SIGINT) lets requests in flight finish before it closes their connections.
+   * Long-polls answer at once with the approval as it is; the audit is flushed after, whatever this says.
+   */
+  shutdown_seconds: z.number().min(0).max(600).default(10),
 });
 export type ServerConfig = z.output<typeof ServerConfig>;

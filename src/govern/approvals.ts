@@ -110,8 +110,11 @@ export interface ApprovalStore {
     from: ApprovalStatus,
     update: ApprovalUpdate,
   ): Promise<StoredApproval | null>;
-  /** Resolve when the approval leaves `pending`, or after `timeoutMs` with its current state. */
-  waitApproval(id: string, timeoutMs: number): Promise<StoredApproval | null>;
+  /**
+   * Resolve when the approval leaves `pending`, or after `timeoutMs` (or once `signal` aborts: a server that
+   * shuts down) with its current state.
+   */
+  waitApproval(id: string, timeoutMs: number, signal?: AbortSignal): Promise<StoredApproval | null>;
 }
 
 /** Who decides: an admin (the control plane's admin token) or an approver acting as a user. */
@@ -172,7 +175,18 @@ export function publicApproval(a: StoredApproval | Approval): Approval {
  * await gov.approvals.decide(pending[0].id, { id: "mona" }, "approve", "known customer");
  */
 export class Approvals {
+  /** Aborted by `endWaits()`: every wait answers now, and later ones at once. */
+  private readonly ending = new AbortController();
+
   constructor(private readonly deps: ApprovalsDeps) {}
+
+  /**
+   * End every wait now, and answer later ones at once, with the approval as it is (a server shutting down must
+   * not be held open by long-polls; the waiting client asks again, of another instance).
+   */
+  endWaits(): void {
+    this.ending.abort();
+  }
 
   /** The approval, its expiry applied (a pending approval past its time reads as expired). */
   async get(id: string): Promise<Approval | null> {
@@ -190,7 +204,8 @@ export class Approvals {
     const found = await this.deps.store.getApproval(id);
     if (found === null) return null;
     const remaining = Date.parse(found.expires_at) - this.deps.now();
-    const latest = await this.deps.store.waitApproval(id, Math.max(0, Math.min(timeoutMs, remaining)));
+    const waitMs = this.ending.signal.aborted ? 0 : Math.max(0, Math.min(timeoutMs, remaining));
+    const latest = await this.deps.store.waitApproval(id, waitMs, this.ending.signal);
     return this.withExpiry(latest ?? found);
   }
 
@@ -533,18 +548,23 @@ export function createMemoryApprovalStore(now: () => number = Date.now): Approva
       events.emit(id, e.approval);
       return e.approval;
     },
-    waitApproval(id, timeoutMs) {
+    waitApproval(id, timeoutMs, signal) {
       const current = live(id)?.approval ?? null;
-      if (current === null || current.status !== "pending" || timeoutMs <= 0) return Promise.resolve(current);
+      if (current === null || current.status !== "pending" || timeoutMs <= 0 || signal?.aborted)
+        return Promise.resolve(current);
       return new Promise((resolve) => {
         const done = (a: StoredApproval) => {
           clearTimeout(timer);
+          signal?.removeEventListener("abort", ended);
           resolve(a);
         };
-        const timer = setTimeout(() => {
+        const ended = () => {
+          clearTimeout(timer);
           events.off(id, done);
           resolve(live(id)?.approval ?? null);
-        }, timeoutMs);
+        };
+        const timer = setTimeout(ended, timeoutMs);
+        signal?.addEventListener("abort", ended, { once: true });
         events.once(id, done);
       });
     },

@@ -14,20 +14,7 @@ export function adminRoutes(app: FastifyInstance, ctx: ServerContext): void {
     if (body === undefined || body === null || typeof body !== "object") {
       throw new OnbehalfError("ERR_INVALID_ARGUMENT", "the request needs a JSON object body");
     }
-    // A change nobody could audit is not made: refuse while the store is away, and undo the change if its
-    // record does not commit. Other instances learn of it only once it is on record.
-    const problem = ctx.gov.auditLog.problem;
-    if (problem !== null) throw new OnbehalfError("ERR_AUDIT_UNAVAILABLE", `not changed: ${problem}`);
-    const before = ctx.gov.dynamicConfig();
-    apply();
-    const recorded = ctx.gov.recordAdmin(`${what} (by ${who})`, body, { outcome: "ok" });
-    try {
-      await ctx.gov.auditLog.acknowledged(recorded);
-    } catch (e) {
-      ctx.gov.applyDynamicConfig(before);
-      throw new OnbehalfError("ERR_AUDIT_UNAVAILABLE", `not changed: ${(e as Error).message}`, { cause: e });
-    }
-    await ctx.live.share(who);
+    await ctx.live.change(who, what, apply, body);
   };
 
   app.get("/v1/admin/config", async (req) => {

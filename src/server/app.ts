@@ -54,8 +54,17 @@ export interface OnbehalfServer {
   readonly issuer: string;
   /** Which config is in force, and why (the file, or the live config stored by the instances). */
   readonly configSource: string;
-  /** Stop accepting requests, flush the audit, release everything. */
+  /**
+   * Stop accepting requests, end long-polls, let requests in flight finish for `server.shutdown_seconds` (then
+   * close their connections), flush the audit, release everything.
+   */
   close(): Promise<void>;
+  /**
+   * Read the config file again (SIGHUP): validated first (a bad file throws `ERR_CONFIG_INVALID` and the config in
+   * force stays), then its tenants and tools replace the live config, shared with the other instances and
+   * audited. Returns what was done. Throws `ERR_INVALID_ARGUMENT` for a server started from a config object.
+   */
+  reload(): Promise<string>;
 }
 
 /**
@@ -203,12 +212,22 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
     configSource,
     close() {
       closing ??= (async () => {
+        gov.approvals.endWaits();
         await gateway.close();
-        await app.close();
+        await closeWithin(app, server.shutdown_seconds * 1000);
         await gov.close();
         await state.close();
       })();
       return closing;
+    },
+    async reload() {
+      if (typeof options.config !== "string") {
+        throw new OnbehalfError(
+          "ERR_INVALID_ARGUMENT",
+          "this server was started from a config object: no file to reload",
+        );
+      }
+      return live.reload(loadConfigFile(options.config, env), options.config);
     },
   };
 }
@@ -228,6 +247,16 @@ const BENCH_ANSWER = {
   post_transform: "audit",
   shadow: null,
 };
+
+/** Close `app`, giving requests in flight `ms` to finish before their connections are closed. */
+async function closeWithin(app: FastifyInstance, ms: number): Promise<void> {
+  const timer = setTimeout(() => app.server.closeAllConnections(), ms);
+  try {
+    await app.close();
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 async function openState(loaded: LoadedConfig, startupTimeoutMs: number): Promise<StateStore> {
   const store = loaded.config.limits.store;

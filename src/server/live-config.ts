@@ -13,6 +13,7 @@ import { createHash } from "node:crypto";
 import { canonicalJson } from "../audit/canonical.js";
 import type { Config } from "../config/schema.js";
 import { OnbehalfError } from "../errors.js";
+import type { LoadedConfig } from "../govern/config.js";
 import type { Governor } from "../govern/governor.js";
 import type { StateStore } from "./state.js";
 
@@ -56,7 +57,7 @@ export class LiveConfigShare {
   constructor(
     private readonly gov: Governor,
     private readonly store: StateStore,
-    private readonly base: string,
+    private base: string,
     private readonly warn: (message: string) => void,
     now: () => number,
   ) {
@@ -101,14 +102,50 @@ export class LiveConfigShare {
     );
   }
 
-  /** Share the config in force after a change by `who`. */
-  async share(who: string): Promise<void> {
+  /**
+   * Make a change by `who` (`apply` throws when it does not validate, and nothing changes): audited first, as an
+   * admin event with `body`; a change nobody could audit is not made (refused while the store is away, undone
+   * when its record does not commit). Other instances learn of it only once it is on record.
+   */
+  async change(who: string, what: string, apply: () => void, body: unknown): Promise<void> {
+    const problem = this.gov.auditLog.problem;
+    if (problem !== null) throw new OnbehalfError("ERR_AUDIT_UNAVAILABLE", `not changed: ${problem}`);
+    const before = this.gov.dynamicConfig();
+    apply();
+    const recorded = this.gov.recordAdmin(`${what} (by ${who})`, body, { outcome: "ok" });
+    try {
+      await this.gov.auditLog.acknowledged(recorded);
+    } catch (e) {
+      this.gov.applyDynamicConfig(before);
+      throw new OnbehalfError("ERR_AUDIT_UNAVAILABLE", `not changed: ${(e as Error).message}`, { cause: e });
+    }
     await this.save(who, this.state.version);
   }
 
-  /** The config in force now came from the file again (a reload): share it as such. */
-  async reloaded(): Promise<void> {
-    await this.save("file", this.state.version);
+  /**
+   * The file was edited (SIGHUP): its tenants and tools replace the config in force, live changes included,
+   * and become the base every instance's changes are checked against. `next` is the file, validated. Returns
+   * what was done, and what takes a restart (sections other than tenants and tools).
+   */
+  async reload(next: LoadedConfig, file: string): Promise<string> {
+    const { tenants, tools } = next.config;
+    const previous = this.base;
+    this.base = baseOf(next.config);
+    try {
+      await this.change(
+        "file",
+        `reloaded ${file}`,
+        () => this.gov.applyDynamicConfig(JSON.stringify({ tenants, tools })),
+        { file, base: this.base },
+      );
+    } catch (e) {
+      this.base = previous;
+      throw e;
+    }
+    const restart = sectionsOnlyARestartApplies(this.gov.config, next.config);
+    return `reloaded ${file}: its tenants and tools are in force (version ${this.state.version})${
+      restart.length === 0 ? "" : `; ${restart.join(", ")} changed too, and take effect on restart`
+    }`;
   }
 
   private async save(who: string, after: number): Promise<void> {
@@ -148,6 +185,13 @@ export class LiveConfigShare {
       this.warn(`ignored a shared config change that does not validate: ${(e as Error).message}`);
     }
   }
+}
+
+/** The top-level sections of the config, besides tenants and tools, that differ between `now` and `next`. */
+function sectionsOnlyARestartApplies(now: Config, next: Config): string[] {
+  return (Object.keys(next) as (keyof Config)[]).filter(
+    (key) => key !== "tenants" && key !== "tools" && canonicalJson(now[key]) !== canonicalJson(next[key]),
+  );
 }
 
 function parseRecord(text: string | null): LiveRecord | null {

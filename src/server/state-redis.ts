@@ -162,9 +162,10 @@ export async function createRedisState(
         }
         return null;
       }),
-    waitApproval: async (id, timeoutMs) => {
+    waitApproval: async (id, timeoutMs, signal) => {
       const current = await store.getApproval(id);
-      if (current === null || current.status !== "pending" || timeoutMs <= 0) return current;
+      if (current === null || current.status !== "pending" || timeoutMs <= 0 || signal?.aborted)
+        return current;
       return new Promise<StoredApproval | null>((resolve) => {
         const set = waiters.get(id) ?? new Set();
         waiters.set(id, set);
@@ -172,12 +173,16 @@ export async function createRedisState(
           if (a.status === "pending") return;
           clearTimeout(timer);
           set.delete(done);
+          signal?.removeEventListener("abort", ended);
           resolve(a);
         };
-        const timer = setTimeout(() => {
+        const ended = () => {
+          clearTimeout(timer);
           set.delete(done);
           store.getApproval(id).then(resolve, () => resolve(current));
-        }, timeoutMs);
+        };
+        const timer = setTimeout(ended, timeoutMs);
+        signal?.addEventListener("abort", ended, { once: true });
         set.add(done);
       });
     },

@@ -7,7 +7,8 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { RE2JS } from "@bufbuild/re2";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { main } from "../../src/cli/commands.js";
 import type { ConfigInput } from "../../src/config/schema.js";
 import { REASON_CODES } from "../../src/decision.js";
@@ -64,12 +65,15 @@ describe("regular expressions in rules", () => {
     ]),
   );
 
-  it("compiles a pattern once, not once per element: 1,000 addresses are decided in milliseconds", () => {
+  it("compiles a pattern once, not once per element or per call", () => {
+    const compiled = vi.spyOn(RE2JS, "compile");
     const to = Array.from({ length: 1000 }, (_, i) => `user${i}@corp.com`);
-    decideCall(policy, { principal: alice, tool: "ping", args: { to: to.slice(0, 10) } }); // warm
-    const allowed = timedDecide(policy, { principal: alice, tool: "ping", args: { to } });
-    expect(allowed.decision).toMatchObject({ decision: "allow" });
-    expect(allowed.ms).toBeLessThan(100);
+    for (let i = 0; i < 3; i++) {
+      const allowed = decideCall(policy, { principal: alice, tool: "ping", args: { to } });
+      expect(allowed).toMatchObject({ decision: "allow" });
+    }
+    expect(compiled.mock.calls.length).toBeLessThanOrEqual(1); // none when an earlier test compiled it
+    compiled.mockRestore();
     const outside = decideCall(policy, {
       principal: alice,
       tool: "ping",

@@ -1,9 +1,11 @@
 /**
  * Starting next to stores that are not there yet: a Redis or a PostgreSQL still coming up is waited for (within
  * `server.startup_wait_seconds`), two instances starting together both start, and a store that never comes is
- * one clear error naming it and its address.
+ * one clear error naming it and its address. And stopping: a request that never ends holds shutdown no longer
+ * than `server.shutdown_seconds`, and the audit is flushed after it.
  */
 import { randomBytes } from "node:crypto";
+import { connect } from "node:net";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { OnbehalfServer } from "../../src/server/app.js";
@@ -104,5 +106,27 @@ describe("starting before the stores are up", () => {
       await Promise.all(servers.map((s) => s.close()));
       await redis.stop();
     }
+  });
+
+  it("closes a request that never ends after server.shutdown_seconds, then flushes the audit", async () => {
+    const base = serverConfig(idp);
+    const server = await startTestServer(idp, { server: { ...base.server, shutdown_seconds: 1 } });
+    // A client that sends half a request and stays: fastify waits for it, shutdown does not.
+    const { port } = new URL(server.url);
+    const socket = connect(Number(port), "127.0.0.1");
+    await new Promise((r) => socket.once("connect", r));
+    socket.write(
+      "POST /v1/check HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
+    );
+    const ended = new Promise((r) => socket.once("close", r));
+    await new Promise((r) => setTimeout(r, 200));
+    server.governor.recordAdmin("before shutdown", {});
+    const started = Date.now();
+    await server.close();
+    const took = Date.now() - started;
+    expect(took).toBeGreaterThanOrEqual(900);
+    expect(took).toBeLessThan(3_000);
+    await ended;
+    expect(server.governor.auditLog.committed).toBeGreaterThanOrEqual(1);
   });
 });
