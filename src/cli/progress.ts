@@ -23,7 +23,9 @@ export async function withProgress<T>(
     stream: terminal as NodeJS.WritableStream,
     format: `${label} [{bar}] {percentage}% {value}/{total} records`,
     barsize: 30,
-    hideCursor: true,
+    // Nothing the terminal would keep if Ctrl-C stops the pass: the cursor stays shown, wrapping on.
+    hideCursor: false,
+    linewrap: true,
     clearOnComplete: true,
   });
   let started = false;
