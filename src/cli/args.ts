@@ -54,6 +54,11 @@ export interface Flag {
 
 export type Flags = Readonly<Record<string, Flag>>;
 
+/** A string flag whose value the usage calls `value`. */
+export function text(value: string, help: string, more: Omit<Flag, "type" | "value" | "help"> = {}): Flag {
+  return { type: "string", value, help, ...more };
+}
+
 /** Parsed flags: strings and booleans by name, and the positional arguments. */
 export interface ParsedArgs {
   values: Record<string, string | boolean | (string | boolean)[] | undefined>;
@@ -76,7 +81,7 @@ export interface Command {
 
 /** The flags every command takes. */
 export const COMMON_FLAGS: Flags = {
-  config: { type: "string", value: "FILE", help: "the config (default ./onbehalf.yaml)" },
+  config: text("FILE", "the config (default ./onbehalf.yaml)"),
   help: { type: "boolean", short: "h", help: "print this help and exit" },
 };
 

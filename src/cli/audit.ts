@@ -18,9 +18,9 @@ import {
   configPath,
   EXIT_FINDING,
   EXIT_OK,
-  type Flag,
   type Io,
   type ParsedArgs,
+  text,
   UsageError,
 } from "./args.js";
 import { withProgress } from "./progress.js";
@@ -49,9 +49,6 @@ function onStore(
     },
   };
 }
-
-const text = (value: string, help: string): Flag => ({ type: "string", value, help });
-const LOG = text("L", "only this log (default: every log in the store)");
 
 export const auditQuery = onStore(
   {
@@ -93,19 +90,21 @@ export const auditVerify = onStore(
     name: "audit verify",
     summary: "check every log against its signed checkpoints; exit 1 on a finding",
     flags: {
-      key: {
-        type: "string",
-        value: "VERIFIER_KEY",
-        multiple: true,
-        help: "a published verifier key that must sign each log (default: the config's audit key)",
-      },
-      checkpoint: {
-        type: "string",
-        value: "FILE",
-        multiple: true,
-        help: "a signed checkpoint saved outside the database, to hold the records against",
-      },
-      log: LOG,
+      key: text(
+        "VERIFIER_KEY",
+        "a published verifier key that must sign each log (default: the config's audit key)",
+        {
+          multiple: true,
+        },
+      ),
+      checkpoint: text(
+        "FILE",
+        "a signed checkpoint saved outside the database, to hold the records against",
+        {
+          multiple: true,
+        },
+      ),
+      log: text("L", "only this log (default: every log in the store)"),
       "allow-unsigned-tail": {
         type: "boolean",
         default: false,
@@ -167,12 +166,9 @@ export const auditExport = onStore(
     name: "audit export",
     summary: "every record of every log, in sequence order, on stdout for a SIEM",
     flags: {
-      format: {
-        type: "string",
-        value: "jsonl|otel",
+      format: text("jsonl|otel", "JSON lines (records as stored), or OTLP/JSON log requests", {
         required: true,
-        help: "JSON lines (records as stored), or OTLP/JSON log requests",
-      },
+      }),
       since: text("ISO", "only records at or after this time"),
     },
     notes: "The count goes to stderr; with stderr a terminal (and stdout not), so does progress.",

@@ -24,6 +24,7 @@ import {
   json,
   list,
   type ParsedArgs,
+  text,
   UsageError,
 } from "./args.js";
 
@@ -136,24 +137,15 @@ export const policyExplain: Command = {
   name: "policy explain",
   summary: "how one call would be decided, step by step; exit 1 unless allowed",
   flags: {
-    user: { type: "string", value: "U", required: true, help: "the user making the call" },
-    tool: { type: "string", value: "T", required: true, help: "the tool called" },
-    tenant: { type: "string", value: "T", help: "the user's tenant (default: the config's first)" },
-    tier: {
-      type: "string",
-      value: "TIER",
-      default: "interactive",
-      help: `the tier: ${Tier.options.join(", ")}`,
-    },
-    scopes: { type: "string", value: '"a b"', help: "the scopes the user's token holds" },
-    roles: { type: "string", value: '"r"', help: "the user's roles" },
-    args: { type: "string", value: "JSON", help: "the call's arguments" },
-    chain: {
-      type: "string",
-      value: '"a,b:subagent"',
-      help: "the agents the call went through, outermost first",
-    },
-    issuer: { type: "string", value: "ISS", help: "the token's issuer (default: one the tenant trusts)" },
+    user: text("U", "the user making the call", { required: true }),
+    tool: text("T", "the tool called", { required: true }),
+    tenant: text("T", "the user's tenant (default: the config's first)"),
+    tier: text("TIER", `the tier: ${Tier.options.join(", ")}`, { default: "interactive" }),
+    scopes: text('"a b"', "the scopes the user's token holds"),
+    roles: text('"r"', "the user's roles"),
+    args: text("JSON", "the call's arguments"),
+    chain: text('"a,b:subagent"', "the agents the call went through, outermost first"),
+    issuer: text("ISS", "the token's issuer (default: one the tenant trusts)"),
     json: { type: "boolean", default: false, help: "print the explanation as JSON" },
   },
   notes:

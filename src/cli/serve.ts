@@ -9,22 +9,14 @@ import { loadConfigFile } from "../govern/config.js";
 import { mintDevToken } from "../identity/dev-issuer.js";
 import { loadOrCreateSigningKey } from "../identity/keys.js";
 import { startServer } from "../server/app.js";
-import { type Command, configPath, EXIT_OK, type Io, type ParsedArgs, UsageError } from "./args.js";
+import { type Command, configPath, EXIT_OK, type Io, type ParsedArgs, text, UsageError } from "./args.js";
 
 export const serve: Command = {
   name: "serve",
   summary: "run the control plane (the HTTP API of docs/server.md) until SIGTERM or SIGINT",
   flags: {
-    port: {
-      type: "string",
-      value: "N",
-      help: "listen on this port, 0 for any free one (default: the config's server.port)",
-    },
-    host: {
-      type: "string",
-      value: "HOST",
-      help: "listen on this address (default: the config's server.host)",
-    },
+    port: text("N", "listen on this port, 0 for any free one (default: the config's server.port)"),
+    host: text("HOST", "listen on this address (default: the config's server.host)"),
     "log-requests": { type: "boolean", help: "log every request to stderr" },
   },
   notes:

@@ -16,6 +16,7 @@ import {
   type Io,
   list,
   type ParsedArgs,
+  text,
   UsageError,
 } from "./args.js";
 
@@ -58,12 +59,12 @@ export const devToken: Command = {
   name: "dev-token",
   summary: "mint a development token (only with dev_issuer: true in the config)",
   flags: {
-    sub: { type: "string", value: "S", required: true, help: "the user (subject)" },
-    tenant: { type: "string", value: "T", required: true, help: "the user's tenant" },
-    scopes: { type: "string", value: '"a b"', help: "the scopes it grants, space- or comma-separated" },
-    email: { type: "string", value: "E", help: "the user's email" },
-    roles: { type: "string", value: '"r"', help: "the user's roles, space- or comma-separated" },
-    ttl: { type: "string", value: "SECONDS", default: "3600", help: "how long it is valid, 1 to 86400" },
+    sub: text("S", "the user (subject)", { required: true }),
+    tenant: text("T", "the user's tenant", { required: true }),
+    scopes: text('"a b"', "the scopes it grants, space- or comma-separated"),
+    email: text("E", "the user's email"),
+    roles: text('"r"', "the user's roles, space- or comma-separated"),
+    ttl: text("SECONDS", "how long it is valid, 1 to 86400", { default: "3600" }),
   },
   run: devTokenCommand,
 };

@@ -32,6 +32,16 @@ function fakeStderr(isTTY: boolean) {
   return { isTTY, columns: 120, write: (chunk: string) => writes.push(chunk) > 0, writes };
 }
 
+/** The command line of `audit export` in `format`. */
+const exportOf = (config: string, format: string) => [
+  "audit",
+  "export",
+  "--config",
+  config,
+  "--format",
+  format,
+];
+
 /** The frames of a progress bar as text: what was drawn, without the escape sequences that move the cursor. */
 function frames(writes: readonly string[]): string[] {
   // biome-ignore lint/suspicious/noControlCharactersInRegex: the escape sequences are what is removed
@@ -151,15 +161,7 @@ describe("onbehalf audit", () => {
     expect(drawn.at(-1)).toMatch(/^verifying \[.*\] 100% 10\/10 records$/);
 
     const exportErr = fakeStderr(true);
-    const exported = await cliOn(
-      { terminal: exportErr },
-      "audit",
-      "export",
-      "--config",
-      config,
-      "--format",
-      "jsonl",
-    );
+    const exported = await cliOn({ terminal: exportErr }, ...exportOf(config, "jsonl"));
     expect(exported.out.split("\n")).toHaveLength(10);
     expect(exported.err).toBe("exported 10 records");
     expect(frames(exportErr.writes).at(-1)).toMatch(/^exporting \[.*\] 100% 10\/10 records$/);
@@ -170,28 +172,12 @@ describe("onbehalf audit", () => {
     const pipe = fakeStderr(false);
     const verified = await cliOn({ terminal: pipe }, "audit", "verify", "--config", config);
     expect(verified).toMatchObject({ code: 0, err: "" });
-    const exported = await cliOn(
-      { terminal: pipe },
-      "audit",
-      "export",
-      "--config",
-      config,
-      "--format",
-      "otel",
-    );
+    const exported = await cliOn({ terminal: pipe }, ...exportOf(config, "otel"));
     expect(exported).toMatchObject({ code: 0, err: "exported 10 records" });
     expect(pipe.writes).toEqual([]);
     // The records go to the terminal too: a bar would tear them apart.
     const tty = fakeStderr(true);
-    await cliOn(
-      { terminal: tty, outIsTTY: true },
-      "audit",
-      "export",
-      "--config",
-      config,
-      "--format",
-      "jsonl",
-    );
+    await cliOn({ terminal: tty, outIsTTY: true }, ...exportOf(config, "jsonl"));
     expect(tty.writes).toEqual([]);
   });
 
