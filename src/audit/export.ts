@@ -4,6 +4,7 @@
  * `ExportLogsServiceRequest` objects, one per line, as the OpenTelemetry Collector's file receiver reads).
  */
 
+import { type OnProgress, recordCounter } from "./progress.js";
 import type { AuditRecord } from "./record.js";
 import { recordFromRow } from "./sql.js";
 import type { AuditStore } from "./store.js";
@@ -16,6 +17,8 @@ export interface ExportOptions {
   readonly since?: string;
   /** Records per OTLP request line (otel only). */
   readonly batch?: number;
+  /** Told the records read so far and the records in all, once per page (for a progress bar). */
+  readonly onProgress?: OnProgress;
 }
 
 /**
@@ -37,10 +40,13 @@ export async function exportAudit(
     if (pending.length > 0) await write(`${JSON.stringify(otlpRequest(pending))}\n`);
     pending = [];
   };
-  for (const log of await store.logs()) {
+  const logs = await store.logs();
+  const counter = await recordCounter(store, logs, options.onProgress);
+  for (const log of logs) {
     for (let from = 1; ; ) {
       const rows = await store.rows(log, from, 5000);
       if (rows.length === 0) break;
+      counter.read(rows.length);
       for (const row of rows) {
         const record = recordFromRow(row.canonical, row.leafHash);
         if (since !== undefined && record.time < since) continue;
@@ -55,6 +61,7 @@ export async function exportAudit(
     }
   }
   await flushOtel();
+  counter.end();
   return count;
 }
 

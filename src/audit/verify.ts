@@ -19,6 +19,7 @@
 import { parseCheckpoint, type TrustedKey, verifyCheckpoint } from "./checkpoint.js";
 import { readJournal } from "./journal.js";
 import { CompactRange } from "./merkle.js";
+import { type OnProgress, type RecordCounter, recordCounter } from "./progress.js";
 import { GENESIS_HASH, leafHash } from "./record.js";
 import {
   type AuditStore,
@@ -83,6 +84,8 @@ export interface VerifyOptions {
   /** Signed checkpoints kept outside the store, each held against the log its origin names. */
   readonly external?: readonly string[];
   readonly pageSize?: number;
+  /** Told the records read so far and the records in all, once per page (for a progress bar). */
+  readonly onProgress?: OnProgress;
 }
 
 /**
@@ -95,8 +98,11 @@ export interface VerifyOptions {
 export async function verifyAudit(store: AuditStore, options: VerifyOptions): Promise<VerifyReport> {
   const external = externalCheckpoints(options.external ?? []);
   const logs = options.logs ?? [...new Set([...(await store.logs()), ...external.keys()])].sort();
+  const counter = await recordCounter(store, logs, options.onProgress);
   const reports: LogReport[] = [];
-  for (const log of logs) reports.push(await verifyLog(store, log, options, external.get(log) ?? []));
+  for (const log of logs)
+    reports.push(await verifyLog(store, log, options, external.get(log) ?? [], counter));
+  counter.end();
   return { ok: reports.every((r) => r.finding === null), logs: reports };
 }
 
@@ -124,6 +130,7 @@ async function verifyLog(
   log: string,
   options: VerifyOptions,
   external: readonly StoredCheckpoint[],
+  counter: RecordCounter,
 ): Promise<LogReport> {
   const pageSize = options.pageSize ?? 10_000;
   const keys = options.keys;
@@ -148,6 +155,7 @@ async function verifyLog(
   for (;;) {
     const rows = await store.rows(log, expected, pageSize);
     if (rows.length === 0) break;
+    counter.read(rows.length);
     for (const row of rows) {
       const problem = checkRow(row, log, expected, prevHash);
       if (problem !== null) return found(problem.seq, problem.problem, problem.message);

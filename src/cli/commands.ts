@@ -1,58 +1,143 @@
 /**
  * The `onbehalf` command. Exit 0 on success, 1 on a finding (an invalid token, a failed policy test, a
- * denied explain), 2 on bad usage. Errors print their code and message, never a stack trace.
+ * denied explain), 2 on bad usage. Errors print their code and message in one line, never a stack trace.
  */
+import { readFileSync } from "node:fs";
 import { OnbehalfError } from "../errors.js";
-import { consoleIo, EXIT_FINDING, EXIT_USAGE, type Io, UsageError } from "./args.js";
-import { AUDIT_USAGE, auditCommand } from "./audit.js";
-import { demoCommand } from "./demo.js";
-import { POLICY_USAGE, policyCommand } from "./policy.js";
-import { serveCommand } from "./serve.js";
-import { devTokenCommand, TOKEN_USAGE, tokenCommand } from "./token.js";
+import {
+  type Command,
+  consoleIo,
+  EXIT_FINDING,
+  EXIT_OK,
+  EXIT_USAGE,
+  type Io,
+  parse,
+  UsageError,
+  usage,
+} from "./args.js";
+import { auditExport, auditKey, auditProof, auditQuery, auditVerify } from "./audit.js";
+import { demo } from "./demo.js";
+import { policyExplain, policyTest, policyValidate } from "./policy.js";
+import { serve } from "./serve.js";
+import { devToken, tokenInspect, tokenVerify } from "./token.js";
 
-const USAGE = `onbehalf: per-user auth for AI agents
+/** Every command, in the order the help lists them. */
+export const COMMANDS: readonly Command[] = [
+  serve,
+  demo,
+  policyValidate,
+  policyTest,
+  policyExplain,
+  auditQuery,
+  auditVerify,
+  auditProof,
+  auditExport,
+  auditKey,
+  tokenInspect,
+  tokenVerify,
+  devToken,
+];
 
-usage: onbehalf <command> [options]   (every command takes --config FILE, default ./onbehalf.yaml)
+const HELP = new Set(["--help", "-h"]);
 
-  serve [--port N]         the control plane (HTTP API; docs/server.md)
-  demo                     the in-process tour on a config with dev_issuer: true
-  policy validate|test|explain
-  audit query|verify|proof|export|key
-  token inspect|verify JWT
-  dev-token --sub S --tenant T --scopes "a b"
+/** The version in package.json, two folders up from this file in src/ and in dist/ alike. */
+export function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8"));
+  return String((pkg as { version: unknown }).version);
+}
 
-${POLICY_USAGE}
-${AUDIT_USAGE}
-${TOKEN_USAGE}`;
+/** The list of commands (all, or those of one group such as `audit`), each with its summary. */
+function overview(group?: string): string {
+  const listed = COMMANDS.filter((c) => group === undefined || c.name.startsWith(`${group} `));
+  const names = listed.map((c) => [c.name, ...(c.operands ?? [])].join(" "));
+  const width = Math.max(...names.map((n) => n.length));
+  const what = group === undefined ? "<command>" : `${group} <subcommand>`;
+  return [
+    ...(group === undefined ? ["onbehalf: per-user auth for AI agents", ""] : []),
+    `usage: onbehalf ${what} [options]`,
+    "",
+    ...listed.map((c, i) => `  ${names[i]!.padEnd(width)}  ${c.summary}`),
+    "",
+    `Each takes --config FILE (default ./onbehalf.yaml); \`onbehalf ${what} --help\` lists its options.`,
+    ...(group === undefined
+      ? ["onbehalf --version prints the version. Exit codes: 0 success, 1 a finding, 2 bad usage."]
+      : []),
+  ].join("\n");
+}
 
-const COMMANDS: Record<string, (argv: string[], io: Io) => Promise<number>> = {
-  serve: serveCommand,
-  demo: demoCommand,
-  policy: policyCommand,
-  audit: auditCommand,
-  token: tokenCommand,
-  "dev-token": devTokenCommand,
-};
+const GROUPS = new Set(COMMANDS.filter((c) => c.name.includes(" ")).map((c) => c.name.split(" ")[0]!));
+
+/** What `argv` asks for: a command and its arguments, or a group's overview, or a usage error for `help`. */
+function resolve(argv: readonly string[]): { command: Command; rest: string[] } | { group: string } {
+  const [first = "", second, ...more] = argv;
+  if (!GROUPS.has(first)) {
+    const command = COMMANDS.find((c) => c.name === first);
+    if (command === undefined) throw new CommandUsageError(`unknown command "${first}"`, undefined);
+    return { command, rest: argv.slice(1) };
+  }
+  if (second !== undefined && HELP.has(second)) return { group: first };
+  const command = COMMANDS.find((c) => c.name === `${first} ${second}`);
+  if (command === undefined) {
+    const subs = COMMANDS.filter((c) => c.name.startsWith(`${first} `)).map((c) => c.name.split(" ")[1]);
+    throw new CommandUsageError(
+      second === undefined
+        ? `${first} needs a subcommand: ${subs.join(", ")}`
+        : `unknown ${first} subcommand "${second}"`,
+      first,
+    );
+  }
+  return { command, rest: more };
+}
+
+/** A usage error found before a command was chosen: points at the help of what was chosen so far. */
+class CommandUsageError extends UsageError {
+  constructor(
+    message: string,
+    readonly helpOf: string | undefined,
+  ) {
+    super(message);
+  }
+}
 
 /** Run the CLI with `argv` (without node and script); resolves to the exit code. */
 export async function main(argv: string[], io: Io = consoleIo): Promise<number> {
-  const [command, ...rest] = argv;
-  if (command === undefined || command === "help" || command === "--help" || command === "-h") {
-    io.out(USAGE);
-    return command === undefined ? EXIT_USAGE : 0;
+  const [first] = argv;
+  if (first === undefined) {
+    io.err(overview());
+    return EXIT_USAGE;
   }
-  const run = COMMANDS[command];
+  if (HELP.has(first) || first === "help") {
+    return help(argv.slice(1), io);
+  }
+  if (first === "--version" || first === "-V") {
+    io.out(version());
+    return EXIT_OK;
+  }
+  let helpOf: string | undefined;
   try {
-    if (run === undefined) throw new UsageError(`unknown command "${command}"`);
-    return await run(rest, io);
+    const target = resolve(argv);
+    if ("group" in target) {
+      io.out(overview(target.group));
+      return EXIT_OK;
+    }
+    helpOf = target.command.name;
+    const args = parse(target.rest, target.command);
+    if (args.values["help"] === true) {
+      io.out(usage(target.command));
+      return EXIT_OK;
+    }
+    return await target.command.run(args, io);
   } catch (e) {
+    const of = e instanceof CommandUsageError ? e.helpOf : helpOf;
+    const see = `(see onbehalf ${of === undefined ? "" : `${of} `}--help)`;
     if (e instanceof UsageError) {
-      io.err(`onbehalf: ${e.message}\n\n${USAGE}`);
+      io.err(`onbehalf: ${e.message} ${see}`);
       return EXIT_USAGE;
     }
     if (e instanceof OnbehalfError) {
-      io.err(`onbehalf: ${e.code}: ${e.message}`);
-      return e.code === "ERR_INVALID_ARGUMENT" ? EXIT_USAGE : EXIT_FINDING;
+      const usageProblem = e.code === "ERR_INVALID_ARGUMENT";
+      io.err(`onbehalf: ${e.code}: ${e.message}${usageProblem ? ` ${see}` : ""}`);
+      return usageProblem ? EXIT_USAGE : EXIT_FINDING;
     }
     const sys = e as NodeJS.ErrnoException;
     if (typeof sys?.code === "string" && typeof sys.path === "string") {
@@ -61,4 +146,18 @@ export async function main(argv: string[], io: Io = consoleIo): Promise<number> 
     }
     throw e;
   }
+}
+
+/** `onbehalf help [command …]`: the overview, a group's, or one command's usage. */
+function help(words: readonly string[], io: Io): number {
+  const name = words.join(" ");
+  const command = COMMANDS.find((c) => c.name === name);
+  if (command !== undefined) io.out(usage(command));
+  else if (GROUPS.has(name)) io.out(overview(name));
+  else if (name === "") io.out(overview());
+  else {
+    io.err(`onbehalf: no command "${name}" (see onbehalf --help)`);
+    return EXIT_USAGE;
+  }
+  return EXIT_OK;
 }

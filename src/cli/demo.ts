@@ -11,10 +11,18 @@ import { createGovernor, devKeyPath } from "../govern/bootstrap.js";
 import { loadConfigFile } from "../govern/config.js";
 import { mintDevToken } from "../identity/dev-issuer.js";
 import { loadOrCreateSigningKey } from "../identity/keys.js";
-import { configPath, EXIT_FINDING, EXIT_OK, type Io, parse } from "./args.js";
+import { type Command, configPath, EXIT_FINDING, EXIT_OK, type Io, type ParsedArgs } from "./args.js";
 
-export async function demoCommand(argv: string[], io: Io): Promise<number> {
-  const { values } = parse(argv, {});
+export const demo: Command = {
+  name: "demo",
+  summary: "the in-process tour, on a config with dev_issuer: true",
+  flags: {},
+  notes: `Two humans, signed development tokens, governed tools, a delegation, and the audit trail that results.
+The audit goes to onbehalf-demo.db beside the config, so the demo can run next to \`onbehalf serve\`.`,
+  run: demoCommand,
+};
+
+async function demoCommand({ values }: ParsedArgs, io: Io): Promise<number> {
   const file = configPath(values.config);
   const loaded = loadConfigFile(file);
   if (!loaded.config.dev_issuer) {

@@ -16,52 +16,34 @@ import type { CompiledPolicy } from "../policy/compile.js";
 import { type DecisionInput, decide } from "../policy/decide.js";
 import { explain, formatExplanation } from "../policy/explain.js";
 import {
+  type Command,
   configPath,
   EXIT_FINDING,
   EXIT_OK,
   type Io,
   json,
   list,
-  parse,
-  required,
+  type ParsedArgs,
+  text,
   UsageError,
 } from "./args.js";
 
-export const POLICY_USAGE = `usage:
-  onbehalf policy validate [FILE]            check a config; exit 1 on errors
-  onbehalf policy test FILE [--config F]     run test cases (see docs/policy.md); exit 1 on a failure
-  onbehalf policy explain --user U --tool T [--tenant T] [--tier interactive] [--scopes "a b"]
-                          [--args JSON] [--chain "bot,sub:subagent"] [--issuer ISS] [--json] [--config F]
-
-  A chain element AGENT:TIER names that hop's tier (default: --tier); the call is decided under each.`;
-
-export async function policyCommand(argv: string[], io: Io): Promise<number> {
-  const [sub, ...rest] = argv;
-  switch (sub) {
-    case "validate":
-      return validate(rest, io);
-    case "test":
-      return runTests(rest, io);
-    case "explain":
-      return explainCommand(rest, io);
-    default:
-      throw new UsageError(
-        sub === undefined ? "policy needs a subcommand" : `unknown policy subcommand "${sub}"`,
-      );
-  }
-}
-
-function validate(argv: string[], io: Io): number {
-  const { values, positionals } = parse(argv, {});
-  const file = positionals[0] ?? configPath(values.config);
-  const loaded = loadConfigFile(file);
-  for (const w of loaded.warnings) io.err(`warning: ${formatIssue(w)}`);
-  const rules = loaded.config.tenants.reduce((n, t) => n + t.policy.rules.length, 0);
-  io.out(
-    `${file}: OK (${loaded.config.tools.length} tools, ${loaded.config.tenants.length} tenants, ${rules} rules, ${loaded.config.issuers.length + (loaded.config.dev_issuer ? 1 : 0)} issuers)`,
-  );
-  return EXIT_OK;
-}
+export const policyValidate: Command = {
+  name: "policy validate",
+  operands: ["[FILE]"],
+  summary: "check a config (FILE, else --config): each error with line and fix; exit 1",
+  flags: {},
+  run({ values, positionals }, io) {
+    const file = positionals[0] ?? configPath(values.config);
+    const loaded = loadConfigFile(file);
+    for (const w of loaded.warnings) io.err(`warning: ${formatIssue(w)}`);
+    const rules = loaded.config.tenants.reduce((n, t) => n + t.policy.rules.length, 0);
+    io.out(
+      `${file}: OK (${loaded.config.tools.length} tools, ${loaded.config.tenants.length} tenants, ${rules} rules, ${loaded.config.issuers.length + (loaded.config.dev_issuer ? 1 : 0)} issuers)`,
+    );
+    return EXIT_OK;
+  },
+};
 
 const TestCase = z.strictObject({
   name: z.string().min(1),
@@ -84,10 +66,17 @@ const TestCase = z.strictObject({
 });
 const TestFile = z.strictObject({ config: z.string().optional(), cases: z.array(TestCase).min(1) });
 
-function runTests(argv: string[], io: Io): number {
-  const { values, positionals } = parse(argv, {});
-  const file = positionals[0];
-  if (file === undefined) throw new UsageError("policy test needs a FILE of test cases");
+export const policyTest: Command = {
+  name: "policy test",
+  operands: ["FILE"],
+  summary: "run the policy test cases in FILE (docs/policy.md); exit 1 on a failure",
+  flags: {},
+  notes: "The config is --config, else the one FILE names (`config:`), else ./onbehalf.yaml.",
+  run: runTests,
+};
+
+function runTests({ values, positionals }: ParsedArgs, io: Io): number {
+  const file = positionals[0]!;
   let raw: unknown;
   try {
     raw = parseYaml(readFileSync(file, "utf8"));
@@ -144,32 +133,40 @@ function runTests(argv: string[], io: Io): number {
   return failed === 0 ? EXIT_OK : EXIT_FINDING;
 }
 
-function explainCommand(argv: string[], io: Io): number {
-  const { values } = parse(argv, {
-    user: { type: "string" },
-    tenant: { type: "string" },
-    tool: { type: "string" },
-    tier: { type: "string", default: "interactive" },
-    scopes: { type: "string" },
-    roles: { type: "string" },
-    args: { type: "string" },
-    chain: { type: "string" },
-    issuer: { type: "string" },
-    json: { type: "boolean", default: false },
-  });
+export const policyExplain: Command = {
+  name: "policy explain",
+  summary: "how one call would be decided, step by step; exit 1 unless allowed",
+  flags: {
+    user: text("U", "the user making the call", { required: true }),
+    tool: text("T", "the tool called", { required: true }),
+    tenant: text("T", "the user's tenant (default: the config's first)"),
+    tier: text("TIER", `the tier: ${Tier.options.join(", ")}`, { default: "interactive" }),
+    scopes: text('"a b"', "the scopes the user's token holds"),
+    roles: text('"r"', "the user's roles"),
+    args: text("JSON", "the call's arguments"),
+    chain: text('"a,b:subagent"', "the agents the call went through, outermost first"),
+    issuer: text("ISS", "the token's issuer (default: one the tenant trusts)"),
+    json: { type: "boolean", default: false, help: "print the explanation as JSON" },
+  },
+  notes:
+    "A chain element AGENT:TIER names that hop's tier (default: --tier); the call is decided under each.",
+  run: explainCommand,
+};
+
+function explainCommand({ values }: ParsedArgs, io: Io): number {
   const loaded: LoadedConfig = loadConfigFile(configPath(values.config));
   const tier = Tier.safeParse(values.tier);
   if (!tier.success) throw new UsageError(`--tier must be one of ${Tier.options.join(", ")}`);
   const chain = list(values.chain);
   const input = inputOf(
     {
-      user: required(values.user, "user"),
+      user: String(values.user),
       tenant: typeof values.tenant === "string" ? values.tenant : (loaded.config.tenants[0]?.id ?? null),
       requestedTenant: undefined,
       scopes: list(values.scopes),
       roles: list(values.roles),
       email: null,
-      tool: required(values.tool, "tool"),
+      tool: String(values.tool),
       tier: tier.data,
       chain: chain.length > 0 ? chain : ["agent"],
       args: json(values.args, "args") ?? {},

@@ -1,6 +1,6 @@
 /**
- * `onbehalf serve [--config F] [--port N]`: run the control plane until SIGTERM or SIGINT, then flush the
- * audit and exit; SIGHUP reloads the config file. With the development issuer on, it says so loudly and prints a ready token and a call to try.
+ * `onbehalf serve`: run the control plane until SIGTERM or SIGINT, then flush the audit and exit; SIGHUP reloads
+ * the config file. With the development issuer on, it says so loudly and prints a ready token and a call to try.
  */
 
 import { dirname, relative, resolve } from "node:path";
@@ -10,14 +10,22 @@ import { loadConfigFile } from "../govern/config.js";
 import { mintDevToken } from "../identity/dev-issuer.js";
 import { loadOrCreateSigningKey } from "../identity/keys.js";
 import { startServer } from "../server/app.js";
-import { configPath, EXIT_OK, type Io, parse, UsageError } from "./args.js";
+import { type Command, configPath, EXIT_OK, type Io, type ParsedArgs, text, UsageError } from "./args.js";
 
-export async function serveCommand(argv: string[], io: Io): Promise<number> {
-  const { values } = parse(argv, {
-    port: { type: "string" },
-    host: { type: "string" },
-    "log-requests": { type: "boolean" },
-  });
+export const serve: Command = {
+  name: "serve",
+  summary: "run the control plane (the HTTP API of docs/server.md) until SIGTERM or SIGINT",
+  flags: {
+    port: text("N", "listen on this port, 0 for any free one (default: the config's server.port)"),
+    host: text("HOST", "listen on this address (default: the config's server.host)"),
+    "log-requests": { type: "boolean", help: "log every request to stderr" },
+  },
+  notes:
+    "On SIGTERM or SIGINT it flushes the audit, then exits. With dev_issuer: true it prints a token to try.",
+  run: serveCommand,
+};
+
+async function serveCommand({ values }: ParsedArgs, io: Io): Promise<number> {
   const file = configPath(values.config);
   const port = values.port === undefined ? undefined : Number(values.port);
   if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535))

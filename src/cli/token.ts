@@ -8,54 +8,68 @@ import { loadConfigFile } from "../govern/config.js";
 import { mintDevToken } from "../identity/dev-issuer.js";
 import { loadOrCreateSigningKey } from "../identity/keys.js";
 import { createIdentity } from "../identity/verify.js";
-import { configPath, EXIT_FINDING, EXIT_OK, type Io, list, parse, required, UsageError } from "./args.js";
+import {
+  type Command,
+  configPath,
+  EXIT_FINDING,
+  EXIT_OK,
+  type Io,
+  list,
+  type ParsedArgs,
+  text,
+  UsageError,
+} from "./args.js";
 
-export const TOKEN_USAGE = `usage:
-  onbehalf token inspect JWT                 decode header and claims (NOT a verification)
-  onbehalf token verify JWT [--config F]     verify against the config's issuers; exit 1 if it fails
-  onbehalf dev-token --sub S --tenant T --scopes "a b" [--email E] [--roles "r"] [--ttl SECONDS] [--config F]
-                                             mint a development token (only with dev_issuer: true)`;
-
-export async function tokenCommand(argv: string[], io: Io): Promise<number> {
-  const [sub, ...rest] = argv;
-  const { values, positionals } = parse(rest, {});
-  const jwt = positionals[0];
-  if (sub !== "inspect" && sub !== "verify") {
-    throw new UsageError(
-      sub === undefined ? "token needs a subcommand" : `unknown token subcommand "${sub}"`,
-    );
-  }
-  if (jwt === undefined) throw new UsageError(`token ${sub} needs a JWT`);
-  if (sub === "inspect") {
-    const [header, payload] = jwt.split(".").slice(0, 2).map(decodeSegment);
+export const tokenInspect: Command = {
+  name: "token inspect",
+  operands: ["JWT"],
+  summary: "decode a token's header and claims (NOT a verification)",
+  flags: {},
+  run({ positionals }, io) {
+    const [header, payload] = positionals[0]!.split(".").slice(0, 2).map(decodeSegment);
     io.out(JSON.stringify({ header, payload }, null, 2));
     io.err("note: decoded only; the signature was NOT verified (use `onbehalf token verify`)");
     return EXIT_OK;
-  }
-  const loaded = loadConfigFile(configPath(values.config));
-  const identity = createIdentity({ issuers: trustedIssuers(loaded) });
-  try {
-    const principal = await identity.verify(jwt);
-    io.out(JSON.stringify(principal, null, 2));
-    return EXIT_OK;
-  } catch (e) {
-    if (!(e instanceof OnbehalfError)) throw e;
-    io.out(`invalid: ${e.code}: ${e.message}`);
-    return EXIT_FINDING;
-  } finally {
-    identity.close();
-  }
-}
+  },
+};
 
-export async function devTokenCommand(argv: string[], io: Io): Promise<number> {
-  const { values } = parse(argv, {
-    sub: { type: "string" },
-    tenant: { type: "string" },
-    scopes: { type: "string" },
-    email: { type: "string" },
-    roles: { type: "string" },
-    ttl: { type: "string", default: "3600" },
-  });
+export const tokenVerify: Command = {
+  name: "token verify",
+  operands: ["JWT"],
+  summary: "verify a token against the config's issuers; exit 1 if it fails",
+  flags: {},
+  async run({ values, positionals }, io) {
+    const loaded = loadConfigFile(configPath(values.config));
+    const identity = createIdentity({ issuers: trustedIssuers(loaded) });
+    try {
+      const principal = await identity.verify(positionals[0]!);
+      io.out(JSON.stringify(principal, null, 2));
+      return EXIT_OK;
+    } catch (e) {
+      if (!(e instanceof OnbehalfError)) throw e;
+      io.out(`invalid: ${e.code}: ${e.message}`);
+      return EXIT_FINDING;
+    } finally {
+      identity.close();
+    }
+  },
+};
+
+export const devToken: Command = {
+  name: "dev-token",
+  summary: "mint a development token (only with dev_issuer: true in the config)",
+  flags: {
+    sub: text("S", "the user (subject)", { required: true }),
+    tenant: text("T", "the user's tenant", { required: true }),
+    scopes: text('"a b"', "the scopes it grants, space- or comma-separated"),
+    email: text("E", "the user's email"),
+    roles: text('"r"', "the user's roles, space- or comma-separated"),
+    ttl: text("SECONDS", "how long it is valid, 1 to 86400", { default: "3600" }),
+  },
+  run: devTokenCommand,
+};
+
+async function devTokenCommand({ values }: ParsedArgs, io: Io): Promise<number> {
   const loaded = loadConfigFile(configPath(values.config));
   if (!loaded.config.dev_issuer) {
     io.err("dev-token works only when the config says dev_issuer: true (development only)");
@@ -67,8 +81,8 @@ export async function devTokenCommand(argv: string[], io: Io): Promise<number> {
   const key = loadOrCreateSigningKey(devKeyPath(loaded));
   io.out(
     mintDevToken(key, {
-      sub: required(values.sub, "sub"),
-      tenant: required(values.tenant, "tenant"),
+      sub: String(values.sub),
+      tenant: String(values.tenant),
       scopes: list(values.scopes),
       ...(typeof values.email === "string" ? { email: values.email } : {}),
       roles: list(values.roles),

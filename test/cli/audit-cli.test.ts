@@ -1,17 +1,52 @@
+import { createPublicKey } from "node:crypto";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { describe, expect, it } from "vitest";
 import { parseVerifierKey, verifyCheckpoint } from "../../src/audit/checkpoint.js";
+import { exportAudit } from "../../src/audit/export.js";
 import { verifyInclusion } from "../../src/audit/merkle.js";
+import { verifyAudit } from "../../src/audit/verify.js";
+import type { Io } from "../../src/cli/args.js";
 import { main } from "../../src/cli/commands.js";
+import { auditKeyPath, openAuditStore } from "../../src/govern/bootstrap.js";
+import { loadConfigFile } from "../../src/govern/config.js";
+import { loadSigningKey } from "../../src/identity/keys.js";
 
 async function cli(...argv: string[]) {
+  return cliOn({}, ...argv);
+}
+
+/** Run the CLI with a terminal (or not) behind stderr, and stdout said to be one (or not). */
+async function cliOn(tty: Pick<Io, "terminal" | "outIsTTY">, ...argv: string[]) {
   const out: string[] = [];
   const err: string[] = [];
-  const code = await main(argv, { out: (l) => out.push(l), err: (l) => err.push(l) });
+  const code = await main(argv, { out: (l) => out.push(l), err: (l) => err.push(l), ...tty });
   return { code, out: out.join("\n"), err: err.join("\n") };
+}
+
+/** A stand-in for stderr: a terminal (or a pipe) that keeps what is drawn on it. */
+function fakeStderr(isTTY: boolean) {
+  const writes: string[] = [];
+  return { isTTY, columns: 120, write: (chunk: string) => writes.push(chunk) > 0, writes };
+}
+
+/** The command line of `audit export` in `format`. */
+const exportOf = (config: string, format: string) => [
+  "audit",
+  "export",
+  "--config",
+  config,
+  "--format",
+  format,
+];
+
+/** The frames of a progress bar as text: what was drawn, without the escape sequences that move the cursor. */
+function frames(writes: readonly string[]): string[] {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: the escape sequences are what is removed
+  const plain = writes.join("").replace(/\x1b(?:\[[0-9;?]*[A-Za-z]|[78])/g, "\n");
+  return plain.split("\n").filter((l) => l.trim() !== "");
 }
 
 /** A config with the dev issuer whose audit store is the demo's own (beside the config), filled by the demo. */
@@ -112,5 +147,66 @@ describe("onbehalf audit", () => {
     const otel = await cli("audit", "export", "--config", config, "--format", "otel");
     expect(JSON.parse(otel.out).resourceLogs[0].scopeLogs[0].logRecords).toHaveLength(10);
     expect((await cli("audit", "export", "--config", config, "--format", "csv")).code).toBe(2);
+  });
+
+  it("draws progress on a terminal while it verifies and exports, ending at the total", async () => {
+    const { config } = await auditedConfig();
+    const stderr = fakeStderr(true);
+    const verified = await cliOn({ terminal: stderr }, "audit", "verify", "--config", config);
+    expect(verified.code).toBe(0);
+    expect(verified.out).toMatch(/^ok {4}cli-test: 10 records/);
+    expect(verified.err).toBe("");
+    const drawn = frames(stderr.writes);
+    expect(drawn[0]).toMatch(/^verifying \[.*\] \d+% \d+\/10 records$/);
+    expect(drawn.at(-1)).toMatch(/^verifying \[.*\] 100% 10\/10 records$/);
+
+    const exportErr = fakeStderr(true);
+    const exported = await cliOn({ terminal: exportErr }, ...exportOf(config, "jsonl"));
+    expect(exported.out.split("\n")).toHaveLength(10);
+    expect(exported.err).toBe("exported 10 records");
+    expect(frames(exportErr.writes).at(-1)).toMatch(/^exporting \[.*\] 100% 10\/10 records$/);
+  });
+
+  it("writes no progress where it would get in the way: stderr not a terminal, or records shown on one", async () => {
+    const { config } = await auditedConfig();
+    const pipe = fakeStderr(false);
+    const verified = await cliOn({ terminal: pipe }, "audit", "verify", "--config", config);
+    expect(verified).toMatchObject({ code: 0, err: "" });
+    const exported = await cliOn({ terminal: pipe }, ...exportOf(config, "otel"));
+    expect(exported).toMatchObject({ code: 0, err: "exported 10 records" });
+    expect(pipe.writes).toEqual([]);
+    // The records go to the terminal too: a bar would tear them apart.
+    const tty = fakeStderr(true);
+    await cliOn({ terminal: tty, outIsTTY: true }, ...exportOf(config, "jsonl"));
+    expect(tty.writes).toEqual([]);
+  });
+
+  it("reports progress once per page read, and the pass complete at the end", async () => {
+    const { config } = await auditedConfig();
+    const loaded = loadConfigFile(config);
+    const store = await openAuditStore(loaded);
+    try {
+      const key = createPublicKey(loadSigningKey(auditKeyPath(loaded)).privateKey);
+      const seen: [number, number][] = [];
+      const report = await verifyAudit(store, {
+        keys: [key],
+        pageSize: 4,
+        acceptUnsigned: true,
+        onProgress: (done, total) => seen.push([done, total]),
+      });
+      expect(report.ok).toBe(true);
+      expect(seen).toEqual([
+        [0, 10],
+        [4, 10],
+        [8, 10],
+        [10, 10],
+        [10, 10],
+      ]);
+      const exported: [number, number][] = [];
+      await exportAudit(store, { format: "jsonl", onProgress: (d, t) => exported.push([d, t]) }, () => {});
+      expect(exported.at(-1)).toEqual([10, 10]);
+    } finally {
+      await store.close();
+    }
   });
 });

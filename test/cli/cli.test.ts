@@ -1,8 +1,13 @@
-import { copyFileSync, mkdtempSync, writeFileSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
-import { main } from "../../src/cli/commands.js";
+import { flagsOf, parse } from "../../src/cli/args.js";
+import { COMMANDS, main } from "../../src/cli/commands.js";
 
 /** Run the CLI in-process, capturing what it prints. */
 async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
@@ -187,5 +192,89 @@ describe("onbehalf CLI", () => {
     );
     expect((await cli("dev-token", "--nope")).code).toBe(2);
     expect((await cli()).code).toBe(2);
+  });
+});
+
+describe("onbehalf --help and --version", () => {
+  const version = JSON.parse(readFileSync("package.json", "utf8")).version as string;
+
+  for (const command of COMMANDS) {
+    const words = command.name.split(" ");
+
+    it(`${command.name} --help prints its own usage, every option it takes, and exits 0`, async () => {
+      const r = await cli(...words, "--help");
+      expect(r).toMatchObject({ code: 0, err: "" });
+      expect(r.out.startsWith(`usage: onbehalf ${command.name}`)).toBe(true);
+      for (const flag of Object.keys(flagsOf(command))) expect(r.out).toContain(`--${flag}`);
+      expect(await cli(...words, "-h")).toEqual(r);
+    });
+
+    it(`${command.name}: the usage lists exactly the options the parser accepts`, async () => {
+      const help = (await cli(...words, "--help")).out;
+      const listed = new Set([...help.matchAll(/--([a-z][a-z-]*)/g)].map((m) => m[1]!));
+      for (const flag of listed) {
+        // With --help, the parser checks only that each flag is known.
+        const value = flagsOf(command)[flag]?.type === "string" ? ["x"] : [];
+        expect(() => parse([`--${flag}`, ...value, "--help"], command), `--${flag}`).not.toThrow();
+      }
+      expect([...listed].sort()).toEqual(Object.keys(flagsOf(command)).sort());
+    });
+
+    it(`${command.name}: an unknown option is one line on stderr pointing at its --help, exit 2`, async () => {
+      const r = await cli(...words, "--no-such-option");
+      expect(r).toEqual({
+        code: 2,
+        out: "",
+        err: `onbehalf: unknown option "--no-such-option" (see onbehalf ${command.name} --help)`,
+      });
+    });
+  }
+
+  it("lists every command in the overview, and each group's subcommands in the group's", async () => {
+    const r = await cli("--help");
+    expect(r.code).toBe(0);
+    for (const c of COMMANDS) expect(r.out).toContain(`  ${c.name}`);
+    const audit = await cli("audit", "--help");
+    expect(audit.code).toBe(0);
+    for (const sub of ["query", "verify", "proof", "export", "key"])
+      expect(audit.out).toContain(`audit ${sub}`);
+    expect(audit.out).not.toContain("dev-token");
+    expect((await cli("help", "audit", "verify")).out).toBe((await cli("audit", "verify", "--help")).out);
+  });
+
+  it("prints the version of package.json", async () => {
+    expect(await cli("--version")).toEqual({ code: 0, out: version, err: "" });
+    expect((await cli("-V")).out).toBe(version);
+    // The bin itself, run from source: the version is found beside the module, not in the working directory.
+    const root = join(import.meta.dirname, "../..");
+    const tsx = pathToFileURL(createRequire(join(root, "package.json")).resolve("tsx")).href;
+    const bin = await promisify(execFile)(
+      process.execPath,
+      ["--import", tsx, join(root, "src/cli/main.ts"), "--version"],
+      { cwd: tmpdir() },
+    );
+    expect(bin.stdout).toBe(`${version}\n`);
+  });
+
+  it("says what is wrong with a command line in one line, never the whole help", async () => {
+    const cases: [string[], string][] = [
+      [["bogus"], 'onbehalf: unknown command "bogus" (see onbehalf --help)'],
+      [
+        ["audit"],
+        "onbehalf: audit needs a subcommand: query, verify, proof, export, key (see onbehalf audit --help)",
+      ],
+      [["token", "nope"], 'onbehalf: unknown token subcommand "nope" (see onbehalf token --help)'],
+      [["token", "inspect"], "onbehalf: token inspect needs JWT (see onbehalf token inspect --help)"],
+      [
+        ["dev-token", "--config", "examples/onbehalf.yaml"],
+        "onbehalf: --sub is required (see onbehalf dev-token --help)",
+      ],
+      [["serve", "extra"], 'onbehalf: unexpected argument "extra" (see onbehalf serve --help)'],
+      [
+        ["serve", "--port", "x", "--config", "examples/onbehalf.yaml"],
+        "onbehalf: --port must be 0 to 65535 (see onbehalf serve --help)",
+      ],
+    ];
+    for (const [argv, line] of cases) expect(await cli(...argv)).toEqual({ code: 2, out: "", err: line });
   });
 });
