@@ -108,7 +108,15 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
     throw e;
   }
   const warn = options.warn ?? ((m: string) => console.warn(`onbehalf: ${m}`));
-  const live = new LiveConfigShare(gov, state, baseOf(loaded.config), warn, () => gov.now());
+  const file = typeof options.config === "string" ? options.config : undefined;
+  const fileBase = () => {
+    try {
+      return file === undefined ? null : baseOf(loadConfigFile(file, env).config);
+    } catch {
+      return null;
+    }
+  };
+  const live = new LiveConfigShare(gov, state, baseOf(loaded.config), warn, () => gov.now(), fileBase);
   let configSource: string;
   try {
     configSource = await live.adopt(

@@ -60,6 +60,8 @@ export class LiveConfigShare {
     private base: string,
     private readonly warn: (message: string) => void,
     now: () => number,
+    /** The base of the config file as it is on disk now (read again), or null when there is none or it does not validate. */
+    private readonly fileBase: () => string | null = () => null,
   ) {
     this.state = {
       source: "file",
@@ -166,14 +168,19 @@ export class LiveConfigShare {
     this.state = { source: changed_by === "file" ? "file" : "live", version, base, changed_by, changed_at };
   }
 
-  /** Another instance shared a change: adopt it if it was made from this file, else say why not. */
+  /**
+   * Another instance shared a change: adopt it if it was made from this file, or is that instance's reload of
+   * this file as it is on disk now (edited since this one started); else say why not.
+   */
   private follow(text: string): void {
     const record = parseRecord(text);
     if (record === null) {
       this.warn("ignored a shared config change that is not a live config record");
       return;
     }
-    if (record.base !== this.base) {
+    const reloaded =
+      record.base !== this.base && record.changed_by === "file" && record.base === this.fileBase();
+    if (record.base !== this.base && !reloaded) {
       this.warn(
         `ignored a shared config change (version ${record.version}, by ${record.changed_by}): it was made from another config file than this instance's, or by another deployment sharing limits.redis_prefix`,
       );
@@ -181,6 +188,7 @@ export class LiveConfigShare {
     }
     try {
       this.apply(record);
+      this.base = record.base;
     } catch (e) {
       this.warn(`ignored a shared config change that does not validate: ${(e as Error).message}`);
     }

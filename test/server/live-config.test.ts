@@ -2,9 +2,12 @@
  * The live config, honest: which config is in force at start and why, what the admin API changed (version, who,
  * when), and never a config made from another file or by another deployment sharing the Redis.
  */
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ConfigInput } from "../../src/config/schema.js";
-import type { OnbehalfServer } from "../../src/server/app.js";
+import { type OnbehalfServer, startServer } from "../../src/server/app.js";
 import { type OidcProviderHandle, startOidcProvider } from "../support/oidc.js";
 import { type OwnRedis, startOwnRedis } from "../support/redis-server.js";
 import { ACME_POLICY, ADMIN, call, serverConfig, startTestServer, userToken } from "../support/server.js";
@@ -123,5 +126,54 @@ describe("the live config", () => {
       /ignored a shared config change \(version 1, by admin:[0-9a-f]{8}\): it was made from another config file/,
     );
     expect(await readEmail(one)).toBe("allow");
+  });
+
+  it("follows a reload: every instance on the edited file adopts it, and a bad edit changes nothing", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "onbehalf-reload-"));
+    const file = join(dir, "onbehalf.yaml");
+    const config = serverConfig(idp, { limits: { store: redis.url, redis_prefix: "deploy-r:" } });
+    // One file, a store per instance (as two hosts would have): the path comes from the environment.
+    const write = (c: ConfigInput) =>
+      writeFileSync(file, JSON.stringify({ ...c, audit: { ...c.audit, store: "sqlite:${AUDIT_DB}" } }));
+    write(config);
+    const instance = async (name: string, warn: (m: string) => void = () => {}) => {
+      const env = { ...process.env, AUDIT_DB: join(dir, `${name}.db`) };
+      const server = await startServer({ config: file, env, warn });
+      open.push(server);
+      return server;
+    };
+    const a = await instance("a");
+    const b = await instance("b");
+    expect(await readEmail(b)).toBe("allow");
+
+    const acme = {
+      id: "acme",
+      policy: { ...ACME_POLICY, tools: { read_email: { "*": { permission: "deny" as const } } } },
+    };
+    write({ ...config, tenants: [acme, config.tenants![1]!] });
+    expect(await a.reload()).toMatch(
+      /^reloaded .*onbehalf\.yaml: its tenants and tools are in force \(version 1\)$/,
+    );
+    expect(await readEmail(a)).toBe("deny");
+    const t0 = Date.now();
+    while ((await readEmail(b)) !== "deny" && Date.now() - t0 < 2_000)
+      await new Promise((r) => setTimeout(r, 20));
+    expect(await readEmail(b)).toBe("deny"); // b read the same file again and followed
+    expect((await call(b.url, "GET", "/v1/admin/config", { token: ADMIN })).body).toMatchObject({
+      source: "file",
+      version: 1,
+      changed_by: "file",
+    });
+
+    // A bad edit: refused with why, nothing changes anywhere; a change to another section needs a restart.
+    writeFileSync(file, readFileSync(file, "utf8").replace('"read_email":{"*"', '"read_emial":{"*"'));
+    await expect(a.reload()).rejects.toMatchObject({ code: "ERR_CONFIG_INVALID" });
+    expect(await readEmail(a)).toBe("deny");
+    write({
+      ...config,
+      tenants: [acme, config.tenants![1]!],
+      server: { ...config.server, max_body_bytes: 4096 },
+    });
+    expect(await a.reload()).toMatch(/version 2\); server changed too, and take effect on restart$/);
   });
 });
