@@ -7,18 +7,28 @@
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 
-const WORKPLACE_TESTDATA = "/work/shared/testdata";
+/** Where this workplace keeps `shared/`, for a clone made elsewhere (a CI checkout in a temporary folder). */
+const WORKPLACE_SHARED = "/work/shared";
+
+/**
+ * `shared/<relative>` beside the checkout or beside one of its parents, else in the workplace's `/work/shared`;
+ * undefined when none has it.
+ */
+export function findShared(relative: string): string | undefined {
+  for (let dir = resolve(import.meta.dirname, "../.."); ; dir = dirname(dir)) {
+    const candidate = join(dir, "..", "shared", relative);
+    if (existsSync(candidate)) return candidate;
+    if (dirname(dir) === dir) break;
+  }
+  const workplace = join(WORKPLACE_SHARED, relative);
+  return existsSync(workplace) ? workplace : undefined;
+}
 
 function locate(): string {
   const fromEnv = process.env["ONBEHALF_TESTDATA"];
   if (fromEnv !== undefined && fromEnv !== "") return resolve(fromEnv);
-  for (let dir = resolve(import.meta.dirname, "../.."); ; dir = dirname(dir)) {
-    const candidate = join(dir, "..", "shared", "testdata");
-    if (existsSync(candidate)) return candidate;
-    if (dirname(dir) === dir) break;
-  }
-  // Where this workplace keeps them, for a clone made elsewhere (a CI checkout in a temporary folder).
-  if (existsSync(WORKPLACE_TESTDATA)) return WORKPLACE_TESTDATA;
+  const found = findShared("testdata");
+  if (found !== undefined) return found;
   throw new Error(
     "shared test vectors not found: expected ../shared/testdata next to the checkout, or set ONBEHALF_TESTDATA",
   );
