@@ -8,7 +8,7 @@
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import {
-  cpSync,
+  copyFileSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
@@ -19,7 +19,7 @@ import {
 } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { commandsIn, type DocCommand } from "./extract.js";
 
@@ -78,11 +78,14 @@ async function freePort(): Promise<number> {
 /** A directory that looks like the repository root to a reader's commands, with a free port in its config. */
 function sandbox(port: number): string {
   const dir = mkdtempSync(join(tmpdir(), "onbehalf-doc-commands-"));
-  for (const sub of ["examples", "clients"]) {
-    cpSync(join(ROOT, sub), join(dir, sub), {
-      recursive: true,
-      filter: (src) => !/(\/keys|\.db(-wal|-shm)?|__pycache__|\/_build|\.egg-info)$/.test(src),
-    });
+  // examples/ and clients/ as a fresh checkout has them: the files git tracks, nothing a run left behind
+  const tracked = execFileSync("git", ["ls-files", "-z", "examples", "clients"], {
+    cwd: ROOT,
+    encoding: "utf8",
+  });
+  for (const file of tracked.split("\0").filter((f) => f !== "")) {
+    mkdirSync(dirname(join(dir, file)), { recursive: true });
+    copyFileSync(join(ROOT, file), join(dir, file));
   }
   const config = join(dir, "examples/onbehalf.yaml");
   writeFileSync(
