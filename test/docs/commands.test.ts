@@ -141,6 +141,7 @@ interface Ran {
 /** Run `commands` in one bash session in `dir`; the commands that ran, the exit code, what was not stopped. */
 function session(dir: string, port: number, commands: DocCommand[]) {
   const out = mkdtempSync(join(tmpdir(), "onbehalf-doc-session-"));
+  sandboxes.push(out);
   const run = commands.filter((c) => NOT_RUN[bare(c.text)] === undefined);
   const startsServer = run.some((c) => SERVICES[c.text] !== undefined);
   const lines = [PRELUDE, `__out=${JSON.stringify(out)}`];
