@@ -43,17 +43,20 @@ export async function proveInclusion(
   seq: number,
   size?: number,
 ): Promise<InclusionProof> {
+  if (!Number.isSafeInteger(seq) || seq < 1)
+    throw new OnbehalfError("ERR_INVALID_ARGUMENT", "seq must be a positive integer");
+  const [row] = await store.rows(log, seq, 1);
+  // A record that does not exist is said as such, before any word about checkpoints.
+  if (row === undefined || row.seq !== seq)
+    throw new OnbehalfError("ERR_NOT_FOUND", `no record ${seq} in log ${log}`);
   const checkpoint = await checkpointAt(store, log, size);
-  if (!Number.isSafeInteger(seq) || seq < 1 || seq > checkpoint.size) {
+  if (seq > checkpoint.size) {
     throw new OnbehalfError(
       "ERR_INVALID_ARGUMENT",
       `record ${seq} is not covered by the checkpoint of size ${checkpoint.size}` +
         (size === undefined ? ": it is newer than the latest checkpoint; ask again after the next one" : ""),
     );
   }
-  const [row] = await store.rows(log, seq, 1);
-  if (row === undefined || row.seq !== seq)
-    throw new OnbehalfError("ERR_INVALID_ARGUMENT", `log ${log} has no record ${seq}`);
   const leaves = await leavesUpTo(store, log, checkpoint.size);
   return {
     log,

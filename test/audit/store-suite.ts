@@ -155,7 +155,14 @@ export function describeStore(name: string, harness: StoreHarness): void {
           h1.root,
           h2.root,
         );
-        await expect(proveInclusion(store, "w1", 41)).rejects.toThrow(/not covered/);
+        await expect(proveInclusion(store, "w1", 17, 14)).rejects.toThrow(
+          /not covered by the checkpoint of size 14/,
+        );
+        // a record the log does not have is not "newer than the latest checkpoint": it is not there
+        await expect(proveInclusion(store, "w1", 10_000)).rejects.toMatchObject({
+          code: "ERR_NOT_FOUND",
+          message: "no record 10000 in log w1",
+        });
       });
 
       it("verifies an intact log", async () => {
