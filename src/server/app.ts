@@ -6,7 +6,7 @@
  */
 import { resolve } from "node:path";
 import formbody from "@fastify/formbody";
-import Fastify, { type FastifyInstance } from "fastify";
+import Fastify, { type FastifyInstance, type FastifyRequest } from "fastify";
 import type { ConfigInput } from "../config/schema.js";
 import { delegationIssuerConfig } from "../context/delegation.js";
 import { OnbehalfError } from "../errors.js";
@@ -22,7 +22,7 @@ import type { ServerContext } from "./context.js";
 import { adminCheck, sendError } from "./http.js";
 import { baseOf, LiveConfigShare } from "./live-config.js";
 import { mcpGateway } from "./mcp-gateway.js";
-import { Metrics } from "./metrics.js";
+import { Metrics, statusClass } from "./metrics.js";
 import { spoolRoutes } from "./spool.js";
 import { createMemoryState, type StateStore } from "./state.js";
 import { tokenRoutes } from "./token-exchange.js";
@@ -80,6 +80,13 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
   // The shared state first: the governor keeps its approvals there, so any instance sees them.
   const state = await openState(loaded, startupTimeoutMs);
   const approvalTtlMs = (options.approvalTtlSeconds ?? 900) * 1000;
+  const metrics = new Metrics();
+  const decided = metrics.histogram(
+    "onbehalf_decision_duration_seconds",
+    "Time to decide and audit one governed call, by where it came from and what was decided.",
+    ["source", "decision"],
+    "fast",
+  );
   let gov: Governor;
   try {
     gov = await createGovernor({
@@ -90,6 +97,7 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
       startupTimeoutMs,
       approvalStore: state,
       approvalTtlMs,
+      onDecided: (source, decision, seconds) => decided({ source, decision }, seconds),
       ...(options.warn ? { warn: options.warn } : {}),
       ...options.governor,
       extraIssuers: [delegationIssuerConfig(issuer, key.publicJwk)],
@@ -117,12 +125,30 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
     return503OnClosing: true,
   });
   await app.register(formbody);
-  const metrics = new Metrics();
-  const requests = metrics.counter("onbehalf_http_requests_total", "HTTP requests by route and status.");
-  metrics.gauge(
-    "onbehalf_audit_committed",
-    "Audit records written since start.",
+  const requests = metrics.counter(
+    "onbehalf_http_requests_total",
+    "HTTP requests by route template and status code.",
+    ["route", "status"],
+  );
+  const requestSeconds = metrics.histogram(
+    "onbehalf_http_request_duration_seconds",
+    "HTTP request latency by route template, method and status class.",
+    ["route", "method", "status_class"],
+  );
+  metrics.counterOf(
+    "onbehalf_audit_committed_total",
+    "Audit records this instance wrote since start.",
     () => gov.auditLog.committed,
+  );
+  metrics.counterOf(
+    "onbehalf_audit_otlp_exported_total",
+    "Audit records delivered to the OTLP endpoint (audit.otlp).",
+    () => gov.auditLog.forwarder?.exported ?? 0,
+  );
+  metrics.counterOf(
+    "onbehalf_audit_otlp_failed_total",
+    "Audit records the OTLP endpoint did not take (they stay in the audit store).",
+    () => gov.auditLog.forwarder?.failed ?? 0,
   );
   metrics.gauge("onbehalf_audit_healthy", "1 while the audit store accepts writes.", () =>
     gov.auditLog.healthy ? 1 : 0,
@@ -133,7 +159,12 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
     () => gov.auditLog.lastSeq,
   );
   app.addHook("onResponse", async (req, reply) => {
-    requests({ route: req.routeOptions.url ?? "unknown", status: String(reply.statusCode) });
+    const route = routeOf(req);
+    requests({ route, status: String(reply.statusCode) });
+    requestSeconds(
+      { route, method: methodOf(req.method), status_class: statusClass(reply.statusCode) },
+      reply.elapsedTime / 1000,
+    );
   });
   app.setErrorHandler((error, _req, reply) => {
     if (error instanceof OnbehalfError) return sendError(reply, error);
@@ -236,6 +267,18 @@ async function openState(loaded: LoadedConfig, startupTimeoutMs: number): Promis
     return createRedisState(store, { startupTimeoutMs, prefix: loaded.config.limits.redis_prefix });
   }
   return createMemoryState();
+}
+
+/** The route template a request matched (`/v1/calls/:id/result`), never its URL; `unknown` for a 404. */
+function routeOf(req: FastifyRequest): string {
+  return req.routeOptions.url ?? "unknown";
+}
+
+const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
+
+/** The method as a label: one of the common ones, else `other`. */
+function methodOf(method: string): string {
+  return METHODS.has(method) ? method : "other";
 }
 
 function fastifyCode(code: string | undefined): string {

@@ -50,7 +50,11 @@ const ResultBody = z.strictObject({
 });
 
 export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
-  const decisions = ctx.metrics.counter("onbehalf_decisions_total", "Decisions by outcome and reason code.");
+  const decisions = ctx.metrics.counter(
+    "onbehalf_decisions_total",
+    "Decisions of /v1/check by outcome and reason code.",
+    ["decision", "reason_code"],
+  );
 
   app.post("/v1/check", async (req, reply) => {
     // The body is read before the token so that input no store can hold is refused (400) on every path,
