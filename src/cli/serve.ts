@@ -4,6 +4,7 @@
  */
 
 import { dirname, relative, resolve } from "node:path";
+import { LogLevel } from "../config/server.js";
 import { devAdminToken, devKeyPath } from "../govern/bootstrap.js";
 import { loadConfigFile } from "../govern/config.js";
 import { mintDevToken } from "../identity/dev-issuer.js";
@@ -15,12 +16,17 @@ export async function serveCommand(argv: string[], io: Io): Promise<number> {
   const { values } = parse(argv, {
     port: { type: "string" },
     host: { type: "string" },
+    "log-level": { type: "string" },
     "log-requests": { type: "boolean" },
   });
   const file = configPath(values.config);
   const port = values.port === undefined ? undefined : Number(values.port);
   if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535))
     throw new UsageError("--port must be 0 to 65535");
+  const level = values["log-level"] ?? (values["log-requests"] === true ? "info" : undefined);
+  const logLevel = level === undefined ? undefined : LogLevel.safeParse(level);
+  if (logLevel !== undefined && !logLevel.success)
+    throw new UsageError(`--log-level must be one of ${LogLevel.options.join(", ")}`);
   const loaded = loadConfigFile(file);
   // Listen for SIGTERM/SIGINT before anything starts: a signal that arrives while the server starts (or just
   // after it said it listens) must still flush the audit, not kill the process with the default action.
@@ -33,7 +39,7 @@ export async function serveCommand(argv: string[], io: Io): Promise<number> {
     config: file,
     ...(port === undefined ? {} : { port }),
     ...(typeof values.host === "string" ? { host: values.host } : {}),
-    logRequests: values["log-requests"] === true,
+    ...(logLevel?.success === true ? { log: { level: logLevel.data } } : {}),
     warn: (m) => io.err(`warning: ${m}`),
   });
   io.out(

@@ -30,6 +30,10 @@ export const UpstreamConfig = z.strictObject({
 });
 export type UpstreamConfig = z.output<typeof UpstreamConfig>;
 
+/** Levels of the control plane's log, most severe first; `silent` logs nothing. */
+export const LogLevel = z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
+export type LogLevel = z.output<typeof LogLevel>;
+
 export const ServerConfig = z.strictObject({
   host: nonEmpty.default("127.0.0.1"),
   port: z.number().int().min(0).max(65535).default(8787),
@@ -53,5 +57,10 @@ export const ServerConfig = z.strictObject({
   live_config: z.enum(["auto", "file", "stored"]).default("auto"),
   /** How long `serve` waits for the audit store and Redis to answer at start before it gives up. */
   startup_wait_seconds: z.number().min(0).max(3600).default(30),
+  /**
+   * The log's level: `info` (default) writes one JSON line per request on stdout (route, status, latency, and
+   * the user, tool and decision of a governed call; never tokens or arguments); `silent` turns it off.
+   */
+  log_level: LogLevel.default("info"),
 });
 export type ServerConfig = z.output<typeof ServerConfig>;

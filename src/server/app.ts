@@ -6,8 +6,9 @@
  */
 import { resolve } from "node:path";
 import formbody from "@fastify/formbody";
-import Fastify, { type FastifyInstance, type FastifyRequest } from "fastify";
+import Fastify, { type FastifyInstance, type FastifyRequest, LogController } from "fastify";
 import type { ConfigInput } from "../config/schema.js";
+import type { LogLevel } from "../config/server.js";
 import { delegationIssuerConfig } from "../context/delegation.js";
 import { OnbehalfError } from "../errors.js";
 import { createGovernor, devAdminToken, type GovernorOptions } from "../govern/bootstrap.js";
@@ -23,6 +24,7 @@ import { adminCheck, sendError } from "./http.js";
 import { baseOf, LiveConfigShare } from "./live-config.js";
 import { mcpGateway } from "./mcp-gateway.js";
 import { Metrics, statusClass } from "./metrics.js";
+import { logRequest } from "./request-log.js";
 import { spoolRoutes } from "./spool.js";
 import { createMemoryState, type StateStore } from "./state.js";
 import { tokenRoutes } from "./token-exchange.js";
@@ -37,7 +39,12 @@ export interface ServerOptions {
   readonly warn?: (message: string) => void;
   /** Extra governor options (tests: a fetch, a clock). */
   readonly governor?: Partial<GovernorOptions>;
-  /** Log each request (pino, JSON lines on stdout). Default false. */
+  /**
+   * The log (pino, JSON lines): its level (default `server.log_level`, `info`: a line per request; `silent`:
+   * none) and where the lines go (default stdout).
+   */
+  readonly log?: { readonly level?: LogLevel; readonly stream?: { write(line: string): void } };
+  /** @deprecated Request logs are on by default: `true` is `log: { level: "info" }`, `false` changes nothing. */
   readonly logRequests?: boolean;
   /** How long an approval waits. Default 15 minutes. */
   readonly approvalTtlSeconds?: number;
@@ -119,8 +126,14 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
     throw e;
   }
 
+  const level = options.log?.level ?? (options.logRequests === true ? "info" : server.log_level);
   const app = Fastify({
-    logger: options.logRequests === true,
+    logger:
+      level === "silent"
+        ? false
+        : { level, ...(options.log?.stream === undefined ? {} : { stream: options.log.stream }) },
+    // One line per request, written when it is answered (request-log.ts), instead of Fastify's two.
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: server.max_body_bytes,
     return503OnClosing: true,
   });
@@ -165,6 +178,7 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
       { route, method: methodOf(req.method), status_class: statusClass(reply.statusCode) },
       reply.elapsedTime / 1000,
     );
+    logRequest(req, reply, route);
   });
   app.setErrorHandler((error, _req, reply) => {
     if (error instanceof OnbehalfError) return sendError(reply, error);

@@ -18,6 +18,7 @@ import { type CallAttempt, publicDecision } from "../govern/pipeline.js";
 import type { Principal } from "../identity/principal.js";
 import type { ServerContext } from "./context.js";
 import { authenticate, type Caller, invalidRequest, parseBody, sendError } from "./http.js";
+import { noteCall } from "./request-log.js";
 import type { OpenCall } from "./state.js";
 
 export const CheckBody = z.strictObject({
@@ -110,6 +111,7 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
     } catch (e) {
       // A policy deny stays what it is: its record is queued and written when the store is back. (A 503 here
       // would send a fail-open client off to run a call the policy denied.)
+      noteCall(req, attempt.fields, caller.principal);
       if (attempt.decision.decision === "deny") {
         decisions({ decision: "deny", reason_code: attempt.decision.reason_code });
         return reply.code(200).send(answer(attempt, null));
@@ -129,6 +131,7 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
     }
     const d = attempt.decision;
     decisions({ decision: d.decision, reason_code: d.reason_code });
+    noteCall(req, attempt.fields, caller.principal);
     return reply.code(d.reason_code === "fail_closed" ? 503 : 200).send(answer(attempt, approval));
   });
 
