@@ -28,6 +28,7 @@ import { logRequest } from "./request-log.js";
 import { spoolRoutes } from "./spool.js";
 import { createMemoryState, type StateStore } from "./state.js";
 import { tokenRoutes } from "./token-exchange.js";
+import { traceRequests } from "./tracing.js";
 
 export interface ServerOptions {
   /** A config file or object, as for createGovernor. */
@@ -171,6 +172,7 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
     "Records in this instance's audit log.",
     () => gov.auditLog.lastSeq,
   );
+  traceRequests(app, routeOf);
   app.addHook("onResponse", async (req, reply) => {
     const route = routeOf(req);
     requests({ route, status: String(reply.statusCode) });
