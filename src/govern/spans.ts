@@ -10,6 +10,8 @@
 import {
   type Context,
   context,
+  INVALID_SPAN_CONTEXT,
+  ProxyTracerProvider,
   type Span,
   SpanKind,
   SpanStatusCode,
@@ -18,8 +20,21 @@ import {
 } from "@opentelemetry/api";
 import type { AuditFields } from "../audit/record.js";
 
-const tracer = trace.getTracer("onbehalf");
 const NO_PARENT_SPAN = "0000000000000000";
+/** The API's no-op provider: what the global provider delegates to until an SDK is installed. */
+const NOOP_PROVIDER = new ProxyTracerProvider().getDelegate();
+/** One span that records nothing, for every call while no SDK is installed. */
+const NOT_RECORDING = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
+
+/**
+ * Whether an OpenTelemetry SDK is installed. False while the global provider still delegates to the no-op one:
+ * then a decision costs no span, no context and no allocation. Anything else (an SDK, another copy of the API)
+ * counts as installed.
+ */
+export function tracingInstalled(): boolean {
+  const provider = trace.getTracerProvider() as Partial<ProxyTracerProvider>;
+  return provider.getDelegate?.() !== NOOP_PROVIDER;
+}
 
 /**
  * Start the span of a decision in the trace `traceId` (undefined: the active context's, if any).
@@ -29,7 +44,11 @@ const NO_PARENT_SPAN = "0000000000000000";
  * endDecisionSpan(span, fields, true);
  */
 export function startDecisionSpan(traceId: string | undefined): Span {
-  return tracer.startSpan("onbehalf.decide", { kind: SpanKind.INTERNAL }, parentIn(traceId));
+  if (!tracingInstalled()) return NOT_RECORDING;
+  // The tracer of the provider in force now (one installed later, or again, included).
+  return trace
+    .getTracer("onbehalf")
+    .startSpan("onbehalf.decide", { kind: SpanKind.INTERNAL }, parentIn(traceId));
 }
 
 /**

@@ -17,8 +17,8 @@ import {
 } from "@opentelemetry/api";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { traceIdOf } from "../context/trace.js";
+import { tracingInstalled } from "../govern/spans.js";
 
-const tracer = trace.getTracer("onbehalf");
 const spans = new WeakMap<FastifyRequest, Span>();
 
 /**
@@ -29,12 +29,18 @@ const spans = new WeakMap<FastifyRequest, Span>();
  */
 export function traceRequests(app: FastifyInstance, route: (req: FastifyRequest) => string): void {
   app.addHook("onRequest", (req, _reply, done) => {
+    if (!tracingInstalled()) return done(); // no SDK: no span, no work
     const name = `HTTP ${req.method} ${route(req)}`;
-    const span = tracer.startSpan(
-      name,
-      { kind: SpanKind.SERVER, attributes: { "http.request.method": req.method, "http.route": route(req) } },
-      parentOf(req),
-    );
+    const span = trace
+      .getTracer("onbehalf")
+      .startSpan(
+        name,
+        {
+          kind: SpanKind.SERVER,
+          attributes: { "http.request.method": req.method, "http.route": route(req) },
+        },
+        parentOf(req),
+      );
     spans.set(req, span);
     done();
   });
