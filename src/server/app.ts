@@ -91,7 +91,7 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
   const metrics = new Metrics();
   const decided = metrics.histogram(
     "onbehalf_decision_duration_seconds",
-    "Time to decide and audit one governed call, by where it came from and what was decided.",
+    "Time to decide one governed call (policy and rate limit), by where it came from and what was decided.",
     ["source", "decision"],
     "fast",
   );
