@@ -180,7 +180,7 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
       { route, method: methodOf(req.method), status_class: statusClass(reply.statusCode) },
       reply.elapsedTime / 1000,
     );
-    logRequest(req, reply, route);
+    if (level !== "silent") logRequest(req, reply, route);
   });
   app.setErrorHandler((error, _req, reply) => {
     if (error instanceof OnbehalfError) return sendError(reply, error);
