@@ -31,16 +31,14 @@ export function traceRequests(app: FastifyInstance, route: (req: FastifyRequest)
   app.addHook("onRequest", (req, _reply, done) => {
     if (!tracingInstalled()) return done(); // no SDK: no span, no work
     const name = `HTTP ${req.method} ${route(req)}`;
-    const span = trace
-      .getTracer("onbehalf")
-      .startSpan(
-        name,
-        {
-          kind: SpanKind.SERVER,
-          attributes: { "http.request.method": req.method, "http.route": route(req) },
-        },
-        parentOf(req),
-      );
+    const span = trace.getTracer("onbehalf").startSpan(
+      name,
+      {
+        kind: SpanKind.SERVER,
+        attributes: { "http.request.method": req.method, "http.route": route(req) },
+      },
+      parentOf(req),
+    );
     spans.set(req, span);
     done();
   });
