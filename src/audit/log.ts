@@ -28,6 +28,7 @@ import { OnbehalfError } from "../errors.js";
 import { signCheckpoint, type TreeHead, verifyCheckpoint } from "./checkpoint.js";
 import { type JournalEntry, readJournal, writeJournal } from "./journal.js";
 import { CompactRange } from "./merkle.js";
+import type { AuditForwarder } from "./otlp.js";
 import {
   type AuditFields,
   GENESIS_HASH,
@@ -83,6 +84,8 @@ export interface AuditLogOptions {
    * the database's reach. Default: none (the store's claim rows alone tell a crash from a clean stop).
    */
   readonly journal?: string;
+  /** Where committed records go besides the store (OTLP, say): told after each commit, never waited for. */
+  readonly forward?: AuditForwarder;
 }
 
 const MAX_SLOTS = 16;
@@ -436,6 +439,20 @@ export class AuditLog {
     return `the audit store is not accepting writes: ${messageOf(this.lastError)}`;
   }
 
+  /** Where committed records are forwarded (`audit.otlp`), with its counts; undefined when nowhere. */
+  get forwarder(): AuditForwarder | undefined {
+    return this.options.forward;
+  }
+
+  /** Hand committed records to the forwarder; its trouble is never the writer's. */
+  private forward(batch: readonly SealedRecord[]): void {
+    try {
+      this.options.forward?.push(batch);
+    } catch (e) {
+      this.options.onError?.(e);
+    }
+  }
+
   /** The last sequence number handed out. */
   get lastSeq(): number {
     return this.seq;
@@ -600,6 +617,7 @@ export class AuditLog {
       await this.checkpoint();
       signed = true;
     } finally {
+      await this.options.forward?.close().catch(() => {});
       this.closed = true;
       if (this.timer) clearTimeout(this.timer);
       if (this.busyRetry) clearTimeout(this.busyRetry);
@@ -687,6 +705,7 @@ export class AuditLog {
       this.sealed.shift();
       this.sealedCount -= batch.length;
       this.committed += batch.length;
+      this.forward(batch);
       this.resolveWaiters();
       await this.grow(batch);
     }

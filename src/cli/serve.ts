@@ -4,6 +4,7 @@
  */
 
 import { dirname, relative, resolve } from "node:path";
+import { LogLevel } from "../config/server.js";
 import { OnbehalfError } from "../errors.js";
 import { devAdminToken, devKeyPath } from "../govern/bootstrap.js";
 import { loadConfigFile } from "../govern/config.js";
@@ -18,7 +19,8 @@ export const serve: Command = {
   flags: {
     port: text("N", "listen on this port, 0 for any free one (default: the config's server.port)"),
     host: text("HOST", "listen on this address (default: the config's server.host)"),
-    "log-requests": { type: "boolean", help: "log every request to stderr" },
+    "log-level": text("LEVEL", "the request log's level: info (default), debug, warn, error, silent"),
+    "log-requests": { type: "boolean", help: "log every request (the same as --log-level info)" },
   },
   notes:
     "On SIGTERM or SIGINT it flushes the audit, then exits. With dev_issuer: true it prints a token to try.",
@@ -30,6 +32,10 @@ async function serveCommand({ values }: ParsedArgs, io: Io): Promise<number> {
   const port = values.port === undefined ? undefined : Number(values.port);
   if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535))
     throw new UsageError("--port must be 0 to 65535");
+  const level = values["log-level"] ?? (values["log-requests"] === true ? "info" : undefined);
+  const logLevel = level === undefined ? undefined : LogLevel.safeParse(level);
+  if (logLevel !== undefined && !logLevel.success)
+    throw new UsageError(`--log-level must be one of ${LogLevel.options.join(", ")}`);
   const loaded = loadConfigFile(file);
   // Listen for SIGTERM/SIGINT before anything starts: a signal that arrives while the server starts (or just
   // after it said it listens) must still flush the audit, not kill the process with the default action.
@@ -47,7 +53,7 @@ async function serveCommand({ values }: ParsedArgs, io: Io): Promise<number> {
     config: file,
     ...(port === undefined ? {} : { port }),
     ...(typeof values.host === "string" ? { host: values.host } : {}),
-    logRequests: values["log-requests"] === true,
+    ...(logLevel?.success === true ? { log: { level: logLevel.data } } : {}),
     warn: (m) => io.err(`warning: ${m}`),
   });
   io.out(

@@ -25,5 +25,19 @@ export const AuditConfig = z.strictObject({
    * last writer here stopped cleanly. Default: `<signing_key>.logs`.
    */
   journal: nonEmpty.optional(),
+  /**
+   * Also send each committed record as an OpenTelemetry log record to this OTLP/HTTP endpoint
+   * (`<endpoint>/v1/logs`, JSON), best effort: the store stays the source of truth, and a failed send is
+   * counted (`onbehalf_audit_otlp_failed_total`), never waited for.
+   *
+   * @example
+   * otlp: { endpoint: "http://otel-collector:4318", headers: { authorization: "Bearer ${OTLP_TOKEN}" } }
+   */
+  otlp: z
+    .strictObject({
+      endpoint: z.string().url(),
+      headers: z.record(z.string(), z.string()).default({}),
+    })
+    .optional(),
 });
 export type AuditConfig = z.output<typeof AuditConfig>;

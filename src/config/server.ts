@@ -30,6 +30,10 @@ export const UpstreamConfig = z.strictObject({
 });
 export type UpstreamConfig = z.output<typeof UpstreamConfig>;
 
+/** Levels of the control plane's log, most severe first; `silent` logs nothing. */
+export const LogLevel = z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
+export type LogLevel = z.output<typeof LogLevel>;
+
 export const ServerConfig = z.strictObject({
   host: nonEmpty.default("127.0.0.1"),
   port: z.number().int().min(0).max(65535).default(8787),
@@ -58,5 +62,10 @@ export const ServerConfig = z.strictObject({
    * Long-polls answer at once with the approval as it is; the audit is flushed after, whatever this says.
    */
   shutdown_seconds: z.number().min(0).max(600).default(10),
+  /**
+   * The log's level: `info` (default) writes one JSON line per request on stdout (route, status, latency, and
+   * the user, tool and decision of a governed call; never tokens or arguments); `silent` turns it off.
+   */
+  log_level: LogLevel.default("info"),
 });
 export type ServerConfig = z.output<typeof ServerConfig>;

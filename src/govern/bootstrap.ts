@@ -9,6 +9,7 @@ import { hostname } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { journalDir } from "../audit/journal.js";
 import { type AuditLog, openAuditLog } from "../audit/log.js";
+import { OtlpAuditExporter } from "../audit/otlp.js";
 import type { AuditStore } from "../audit/store.js";
 import type { IssuerConfig } from "../config/issuer.js";
 import { formatIssue } from "../config/issues.js";
@@ -109,6 +110,15 @@ export async function createGovernor(options: GovernorOptions): Promise<Governor
       },
       acceptUnsignedTail: auditConfig.resume_unsigned_tail,
       journal: auditJournalDir(loaded),
+      ...(auditConfig.otlp === undefined
+        ? {}
+        : {
+            forward: new OtlpAuditExporter({
+              endpoint: auditConfig.otlp.endpoint,
+              headers: auditConfig.otlp.headers,
+              onError: warn,
+            }),
+          }),
     });
   } catch (e) {
     if (options.auditStore === undefined) await store.close().catch(() => {});

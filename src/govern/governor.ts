@@ -37,6 +37,7 @@ import {
   beginCall,
   type CallAttempt,
   type CallResult,
+  type DecisionObserver,
   type FinishedCall,
   finishCall,
   finishReported,
@@ -56,6 +57,11 @@ export interface GovernorSettings {
   approvalStore?: ApprovalStore;
   /** How long an approval waits for a human. Default 15 minutes. */
   approvalTtlMs?: number;
+  /**
+   * Told of every decision once audited: the call's source, the decision, how long deciding took in seconds
+   * (the control plane's latency histogram). Keep it cheap: it runs on every call.
+   */
+  onDecided?: DecisionObserver;
 }
 
 /** What a governed tool's `execute` receives besides its arguments. */
@@ -105,6 +111,7 @@ export class Governor {
       limiter,
       durability: loaded.config.audit.durability,
       now: options.now ?? Date.now,
+      onDecided: options.onDecided,
     };
     this.ownApprovalStore =
       options.approvalStore === undefined ? createMemoryApprovalStore(this.deps.now) : undefined;

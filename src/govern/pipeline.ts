@@ -10,6 +10,8 @@
  * `beginCall` stays synchronous unless the rate-limit store or `durability: sync` needs to wait: on Node 20
  * every promise passes through AsyncLocalStorage's hooks, so the hot path creates as few as it can.
  */
+
+import type { Span } from "@opentelemetry/api";
 import { newCallId } from "../audit/call-id.js";
 import { canonicalJson } from "../audit/canonical.js";
 import type { AuditLog } from "../audit/log.js";
@@ -23,6 +25,7 @@ import type { CompiledPolicy, CompiledTool } from "../policy/compile.js";
 import { type DecisionInput, decide } from "../policy/decide.js";
 import { type OutputRedaction, redactOutput } from "../policy/output.js";
 import { compilePath, type RedactPath, redact } from "../policy/redact.js";
+import { endDecisionSpan, startDecisionSpan } from "./spans.js";
 
 /** A call that has been decided and audited; `finish` it after running the tool. */
 export interface CallAttempt {
@@ -62,7 +65,12 @@ export interface PipelineDeps {
   readonly limiter: RateLimiter;
   readonly durability: "batch" | "sync";
   readonly now: () => number;
+  /** Told of every decision once audited, with how long deciding took (metrics). */
+  readonly onDecided?: DecisionObserver | undefined;
 }
+
+/** Told of each decision: where the call came from, what was decided, and how long it took in seconds. */
+export type DecisionObserver = (source: Source, decision: Decision["decision"], seconds: number) => void;
 
 export interface BeginOptions {
   readonly tool: string;
@@ -102,6 +110,8 @@ interface Deciding {
   readonly canonical: string;
   readonly now: number;
   readonly startedAt: bigint;
+  /** The decision's OpenTelemetry span (a no-op one unless the application installed an SDK). */
+  readonly span: Span;
 }
 
 /**
@@ -117,6 +127,7 @@ export function beginCall(
   // Back-pressure: a writer far behind (a tight loop of calls that never yields) is given its turns first.
   if (deps.audit.congested) return deps.audit.drained().then(() => beginCall(deps, run, opts));
   const startedAt = process.hrtime.bigint();
+  const span = startDecisionSpan(opts.traceId ?? run?.traceId);
   const now = deps.now();
   const policy = deps.policy();
   // Arguments that cannot be encoded (a cycle, a BigInt) cannot be decided on or audited: deny, and audit a note.
@@ -149,6 +160,7 @@ export function beginCall(
     canonical,
     now,
     startedAt,
+    span,
   };
   if (run === undefined) {
     return recordAttempt(
@@ -372,6 +384,8 @@ function recordAttempt(p: Deciding, decision: Decision): CallAttempt | Promise<C
     source: opts.source,
     shadow: decision.shadow,
   };
+  endDecisionSpan(p.span, fields, p.tool !== undefined);
+  p.deps.onDecided?.(opts.source, decision.decision, fields.latency_us / 1e6);
   const attempt = (seq: number): CallAttempt => ({
     callId,
     decision,

@@ -6,8 +6,9 @@
  */
 import { resolve } from "node:path";
 import formbody from "@fastify/formbody";
-import Fastify, { type FastifyInstance } from "fastify";
+import Fastify, { type FastifyInstance, type FastifyRequest, LogController } from "fastify";
 import type { ConfigInput } from "../config/schema.js";
+import type { LogLevel } from "../config/server.js";
 import { delegationIssuerConfig } from "../context/delegation.js";
 import { OnbehalfError } from "../errors.js";
 import { createGovernor, devAdminToken, type GovernorOptions } from "../govern/bootstrap.js";
@@ -22,10 +23,12 @@ import type { ServerContext } from "./context.js";
 import { adminCheck, sendError } from "./http.js";
 import { baseOf, LiveConfigShare } from "./live-config.js";
 import { mcpGateway } from "./mcp-gateway.js";
-import { Metrics } from "./metrics.js";
+import { Metrics, statusClass } from "./metrics.js";
+import { logRequest } from "./request-log.js";
 import { spoolRoutes } from "./spool.js";
 import { createMemoryState, type StateStore } from "./state.js";
 import { tokenRoutes } from "./token-exchange.js";
+import { traceRequests } from "./tracing.js";
 
 export interface ServerOptions {
   /** A config file or object, as for createGovernor. */
@@ -37,7 +40,12 @@ export interface ServerOptions {
   readonly warn?: (message: string) => void;
   /** Extra governor options (tests: a fetch, a clock). */
   readonly governor?: Partial<GovernorOptions>;
-  /** Log each request (pino, JSON lines on stdout). Default false. */
+  /**
+   * The log (pino, JSON lines): its level (default `server.log_level`, `info`: a line per request; `silent`:
+   * none) and where the lines go (default stdout).
+   */
+  readonly log?: { readonly level?: LogLevel; readonly stream?: { write(line: string): void } };
+  /** @deprecated Request logs are on by default: `true` is `log: { level: "info" }`, `false` changes nothing. */
   readonly logRequests?: boolean;
   /** How long an approval waits. Default 15 minutes. */
   readonly approvalTtlSeconds?: number;
@@ -89,6 +97,13 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
   // The shared state first: the governor keeps its approvals there, so any instance sees them.
   const state = await openState(loaded, startupTimeoutMs);
   const approvalTtlMs = (options.approvalTtlSeconds ?? 900) * 1000;
+  const metrics = new Metrics();
+  const decided = metrics.histogram(
+    "onbehalf_decision_duration_seconds",
+    "Time to decide one governed call (policy and rate limit), by where it came from and what was decided.",
+    ["source", "decision"],
+    "fast",
+  );
   let gov: Governor;
   try {
     gov = await createGovernor({
@@ -99,6 +114,7 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
       startupTimeoutMs,
       approvalStore: state,
       approvalTtlMs,
+      onDecided: (source, decision, seconds) => decided({ source, decision }, seconds),
       ...(options.warn ? { warn: options.warn } : {}),
       ...options.governor,
       extraIssuers: [delegationIssuerConfig(issuer, key.publicJwk)],
@@ -128,18 +144,42 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
     throw e;
   }
 
+  const level = options.log?.level ?? (options.logRequests === true ? "info" : server.log_level);
   const app = Fastify({
-    logger: options.logRequests === true,
+    logger:
+      level === "silent"
+        ? false
+        : { level, ...(options.log?.stream === undefined ? {} : { stream: options.log.stream }) },
+    // One line per request, written when it is answered (request-log.ts), instead of Fastify's two.
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: server.max_body_bytes,
     return503OnClosing: true,
   });
   await app.register(formbody);
-  const metrics = new Metrics();
-  const requests = metrics.counter("onbehalf_http_requests_total", "HTTP requests by route and status.");
-  metrics.gauge(
-    "onbehalf_audit_committed",
-    "Audit records written since start.",
+  const requests = metrics.counter(
+    "onbehalf_http_requests_total",
+    "HTTP requests by route template and status code.",
+    ["route", "status"],
+  );
+  const requestSeconds = metrics.histogram(
+    "onbehalf_http_request_duration_seconds",
+    "HTTP request latency by route template, method and status class.",
+    ["route", "method", "status_class"],
+  );
+  metrics.counterOf(
+    "onbehalf_audit_committed_total",
+    "Audit records this instance wrote since start.",
     () => gov.auditLog.committed,
+  );
+  metrics.counterOf(
+    "onbehalf_audit_otlp_exported_total",
+    "Audit records delivered to the OTLP endpoint (audit.otlp).",
+    () => gov.auditLog.forwarder?.exported ?? 0,
+  );
+  metrics.counterOf(
+    "onbehalf_audit_otlp_failed_total",
+    "Audit records the OTLP endpoint did not take (they stay in the audit store).",
+    () => gov.auditLog.forwarder?.failed ?? 0,
   );
   metrics.gauge("onbehalf_audit_healthy", "1 while the audit store accepts writes.", () =>
     gov.auditLog.healthy ? 1 : 0,
@@ -149,8 +189,15 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
     "Records in this instance's audit log.",
     () => gov.auditLog.lastSeq,
   );
+  traceRequests(app, routeOf);
   app.addHook("onResponse", async (req, reply) => {
-    requests({ route: req.routeOptions.url ?? "unknown", status: String(reply.statusCode) });
+    const route = routeOf(req);
+    requests({ route, status: String(reply.statusCode) });
+    requestSeconds(
+      { route, method: methodOf(req.method), status_class: statusClass(reply.statusCode) },
+      reply.elapsedTime / 1000,
+    );
+    if (level !== "silent") logRequest(req, reply, route);
   });
   app.setErrorHandler((error, _req, reply) => {
     if (error instanceof OnbehalfError) return sendError(reply, error);
@@ -273,6 +320,18 @@ async function openState(loaded: LoadedConfig, startupTimeoutMs: number): Promis
     return createRedisState(store, { startupTimeoutMs, prefix: loaded.config.limits.redis_prefix });
   }
   return createMemoryState();
+}
+
+/** The route template a request matched (`/v1/calls/:id/result`), never its URL; `unknown` for a 404. */
+function routeOf(req: FastifyRequest): string {
+  return req.routeOptions.url ?? "unknown";
+}
+
+const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
+
+/** The method as a label: one of the common ones, else `other`. */
+function methodOf(method: string): string {
+  return METHODS.has(method) ? method : "other";
 }
 
 function fastifyCode(code: string | undefined): string {

@@ -81,6 +81,6 @@ export function auditRoutes(app: FastifyInstance, ctx: ServerContext): void {
   });
 
   app.get("/metrics", async (_req, reply) =>
-    reply.type("text/plain; version=0.0.4").send(ctx.metrics.render()),
+    reply.type(ctx.metrics.contentType).send(await ctx.metrics.render()),
   );
 }

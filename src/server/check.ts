@@ -18,6 +18,7 @@ import { type CallAttempt, publicDecision } from "../govern/pipeline.js";
 import type { Principal } from "../identity/principal.js";
 import type { ServerContext } from "./context.js";
 import { authenticate, type Caller, invalidRequest, parseBody, sendError } from "./http.js";
+import { noteCall } from "./request-log.js";
 import type { OpenCall } from "./state.js";
 
 export const CheckBody = z.strictObject({
@@ -51,7 +52,11 @@ const ResultBody = z.strictObject({
 });
 
 export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
-  const decisions = ctx.metrics.counter("onbehalf_decisions_total", "Decisions by outcome and reason code.");
+  const decisions = ctx.metrics.counter(
+    "onbehalf_decisions_total",
+    "Decisions of /v1/check by outcome and reason code.",
+    ["decision", "reason_code"],
+  );
 
   app.post("/v1/check", async (req, reply) => {
     // The body is read before the token so that input no store can hold is refused (400) on every path,
@@ -107,6 +112,7 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
     } catch (e) {
       // A policy deny stays what it is: its record is queued and written when the store is back. (A 503 here
       // would send a fail-open client off to run a call the policy denied.)
+      noteCall(req, attempt.fields, caller.principal);
       if (attempt.decision.decision === "deny") {
         decisions({ decision: "deny", reason_code: attempt.decision.reason_code });
         return reply.code(200).send(answer(attempt, null));
@@ -126,6 +132,7 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
     }
     const d = attempt.decision;
     decisions({ decision: d.decision, reason_code: d.reason_code });
+    noteCall(req, attempt.fields, caller.principal);
     return reply.code(d.reason_code === "fail_closed" ? 503 : 200).send(answer(attempt, approval));
   });
 

@@ -69,11 +69,21 @@ export async function mcpGateway(
 ): Promise<{ close(): Promise<void> }> {
   const obo = createOboMinter(ctx.key, ctx.issuer);
   const sessions = new Map<string, Session>();
+  const upstreamSeconds = ctx.metrics.histogram(
+    "onbehalf_upstream_call_duration_seconds",
+    "Tool calls the MCP gateway made to its upstreams, by upstream and outcome (ok, tool_error, timeout, failed).",
+    ["upstream", "outcome"],
+  );
   const upstreams = ctx.gov.config.upstreams.map(
     (config) =>
-      new Upstream(config, obo, () => {
-        for (const s of sessions.values()) void s.server.sendToolListChanged().catch(() => {});
-      }),
+      new Upstream(
+        config,
+        obo,
+        () => {
+          for (const s of sessions.values()) void s.server.sendToolListChanged().catch(() => {});
+        },
+        (upstream, outcome, seconds) => upstreamSeconds({ upstream, outcome }, seconds),
+      ),
   );
 
   const sighted = sightings(ctx);

@@ -115,6 +115,7 @@ export function spoolRoutes(app: FastifyInstance, ctx: ServerContext): void {
   const counted = ctx.metrics.counter(
     "onbehalf_spool_records_total",
     "Spooled records replayed by clients, by result (stored, duplicate, or the refusal code).",
+    ["result"],
   );
   const overrides = ctx.metrics.counter(
     "onbehalf_spool_client_overrides_total",

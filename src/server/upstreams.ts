@@ -19,10 +19,14 @@ import {
 import type { UpstreamConfig } from "../config/server.js";
 import { tryCurrentRun } from "../context/run.js";
 import { OnbehalfError } from "../errors.js";
+import { secondsSince } from "./metrics.js";
 import type { OboMinter } from "./obo.js";
 
 /** At least this long to connect (and, for stdio, start) an upstream. */
 const CONNECT_TIMEOUT_MS = 10_000;
+
+/** How an upstream tool call ended: answered, answered with an error result, out of time, or failed. */
+export type UpstreamOutcome = "ok" | "tool_error" | "timeout" | "failed";
 
 /** An upstream tool as the gateway exposes it. */
 export interface ExposedTool {
@@ -44,6 +48,8 @@ export class Upstream {
     readonly config: UpstreamConfig,
     private readonly obo: OboMinter,
     private readonly onToolsChanged: () => void,
+    /** Told of each tool call: this upstream's name, how it ended, how long it took in seconds (metrics). */
+    private readonly onCall: (upstream: string, outcome: UpstreamOutcome, seconds: number) => void = () => {},
   ) {}
 
   get name(): string {
@@ -75,7 +81,15 @@ export class Upstream {
 
   /** Call a tool; throws OnbehalfError with a message fit for the model when the upstream fails. */
   async call(original: string, args: Record<string, unknown>): Promise<CallToolResult> {
-    const client = await this.connect();
+    const started = process.hrtime.bigint();
+    const seconds = () => secondsSince(started);
+    let client: Client;
+    try {
+      client = await this.connect();
+    } catch (e) {
+      this.onCall(this.name, "failed", seconds());
+      throw e;
+    }
     try {
       const result = await client.callTool({ name: original, arguments: args }, undefined, {
         timeout: this.config.timeout_ms,
@@ -83,10 +97,13 @@ export class Upstream {
       });
       if (!Array.isArray((result as CallToolResult).content))
         throw new Error("the upstream's answer has no content list");
+      this.onCall(this.name, (result as CallToolResult).isError === true ? "tool_error" : "ok", seconds());
       return result as CallToolResult;
     } catch (e) {
       const message = (e as Error).message ?? String(e);
-      if (/timed? ?out/i.test(message)) {
+      const timedOut = /timed? ?out/i.test(message);
+      this.onCall(this.name, timedOut ? "timeout" : "failed", seconds());
+      if (timedOut) {
         throw new OnbehalfError(
           "ERR_UPSTREAM_FAILED",
           `upstream ${this.name} did not answer within ${this.config.timeout_ms} ms`,

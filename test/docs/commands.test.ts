@@ -25,6 +25,12 @@ import { commandsIn, type DocCommand } from "./extract.js";
 
 const ROOT = join(import.meta.dirname, "../..");
 
+/**
+ * The PATH the commands run with: this very Node first, so `npm start`, `npx onbehalf` and the build run on the
+ * Node the tests run on (.ci/node-lts runs them on another one), not whichever `node` the PATH finds.
+ */
+const NODE_FIRST = `${dirname(process.execPath)}:${process.env.PATH}`;
+
 /** Commands the test does not execute, and why. A doc that drops one of them fails the test (the list is stale). */
 const NOT_RUN: Record<string, string> = {
   "npm test": "runs the whole suite, this test included",
@@ -173,7 +179,7 @@ function session(dir: string, port: number, commands: DocCommand[]) {
     if (v !== undefined && !/^(npm_|URL$|TOKEN$|ADMIN$|ONBEHALF_)/i.test(k)) env[k] = v;
   }
   Object.assign(env, {
-    PATH: `${join(venv, "bin")}:${process.env.PATH}`,
+    PATH: `${join(venv, "bin")}:${NODE_FIRST}`,
     npm_config_offline: "true",
     npm_config_update_notifier: "false",
     PIP_NO_INDEX: "1",
@@ -245,7 +251,10 @@ beforeAll(() => {
     built = statSync(main).mtimeMs;
   } catch {}
   if (built < newestUnder(join(ROOT, "src")))
-    execFileSync("npm", ["run", "build", "--silent"], { cwd: ROOT });
+    execFileSync("bash", ["-c", "npm run build --silent"], {
+      cwd: ROOT,
+      env: { ...process.env, PATH: NODE_FIRST },
+    });
 }, 180_000);
 
 describe("the docs' shell commands", () => {

@@ -101,7 +101,12 @@ beforeAll(async () => {
   const file = join(dir, "onbehalf.json");
   writeFileSync(file, JSON.stringify(config));
   mkdirSync(join(dir, "keys"), { recursive: true });
-  server = await startServer({ config: file, warn: () => {}, approvalTtlSeconds: 4 });
+  server = await startServer({
+    config: file,
+    warn: () => {},
+    log: { level: "silent" },
+    approvalTtlSeconds: 4,
+  });
   const devKey = loadOrCreateSigningKey(join(dir, "keys", "dev-issuer.jwk")); // the key the server trusts
   for (const [sub, tenant, scopes] of USERS) {
     tokens[sub] = mintDevToken(devKey, {
@@ -123,6 +128,7 @@ beforeAll(async () => {
     port: 0,
     env: { ...process.env, ONBEHALF_ADMIN_TOKEN: ADMIN },
     warn: () => {},
+    log: { level: "silent" },
   });
   const devKey = loadOrCreateSigningKey(join(exampleDir, "keys", "dev-issuer.jwk"));
   exampleToken = mintDevToken(devKey, {

@@ -51,7 +51,13 @@ export async function startTestServer(
   overrides: Partial<ConfigInput> = {},
   options: Partial<ServerOptions> = {},
 ): Promise<OnbehalfServer> {
-  return startServer({ config: serverConfig(idp, overrides), warn: () => {}, ...options });
+  // Quiet unless a test asks for the request log.
+  return startServer({
+    config: serverConfig(idp, overrides),
+    warn: () => {},
+    log: { level: "silent" },
+    ...options,
+  });
 }
 
 /** A real access token from the provider for a human in a tenant. */

@@ -1,0 +1,105 @@
+/** One JSON log line per request: who, what, the decision and how long, and never a token or an argument. */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { OnbehalfServer } from "../../src/server/app.js";
+import { type OidcProviderHandle, startOidcProvider } from "../support/oidc.js";
+import { call, startTestServer, userToken } from "../support/server.js";
+
+const SECRET = "SECRET-MARKER-7f3a9c";
+
+let idp: OidcProviderHandle;
+let server: OnbehalfServer;
+let alice: string;
+const lines: string[] = [];
+
+beforeAll(async () => {
+  idp = await startOidcProvider();
+  server = await startTestServer(
+    idp,
+    {},
+    { log: { level: "info", stream: { write: (l) => void lines.push(l) } } },
+  );
+  alice = await userToken(idp, "alice");
+});
+afterAll(async () => {
+  await server?.close();
+  await idp?.close();
+});
+
+const logged = () => lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+
+describe("request logs", () => {
+  it("writes one line for a /v1/check with user, tenant, tool, decision, reason code, call id, route, status, latency", async () => {
+    const r = await call(server.url, "POST", "/v1/check", {
+      token: alice,
+      body: { tool: "get_customer", args: { id: "c-1" }, agent: { name: "support-bot" } },
+    });
+    expect(r.status).toBe(200);
+    const mine = logged().filter((l) => l["call_id"] === r.body.call_id);
+    expect(mine).toHaveLength(1);
+    expect(mine[0]).toMatchObject({
+      level: 30,
+      msg: "request",
+      sub: "alice",
+      user: "alice",
+      tenant: "acme",
+      tool: "get_customer",
+      agent: "support-bot",
+      decision: "allow",
+      reason_code: "ok",
+      route: "/v1/check",
+      method: "POST",
+      status: 200,
+    });
+    expect(typeof mine[0]!["latency_ms"]).toBe("number");
+    expect(mine[0]!["reqId"]).toBeDefined();
+  });
+
+  it("logs every request once, by route template, denials included", async () => {
+    const before = lines.length;
+    const r = await call(server.url, "POST", "/v1/calls/not-a-call/result", {
+      token: alice,
+      body: { status: "ok" },
+    });
+    expect(r.status).toBe(404);
+    const denied = await call(server.url, "POST", "/v1/check", {
+      body: { tool: "get_customer", args: {}, agent: { name: "support-bot" } },
+    });
+    expect(denied.status).toBe(401);
+    const mine = logged().slice(before);
+    expect(mine.map((l) => [l["route"], l["status"]])).toEqual([
+      ["/v1/calls/:id/result", 404],
+      ["/v1/check", 401],
+    ]);
+  });
+
+  it("never prints a bearer token, a cookie or a tool argument", async () => {
+    const before = lines.length;
+    const token = alice;
+    await fetch(`${server.url}/v1/check?x=${SECRET}`, {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${token}`,
+        cookie: `session=${SECRET}`,
+        "content-type": "application/json",
+      },
+      body: JSON.stringify({
+        tool: "get_customer",
+        args: { id: "c-9", note: SECRET, nested: { password: SECRET } },
+        agent: { name: "support-bot" },
+      }),
+    });
+    // malformed bodies and bad tokens too
+    await call(server.url, "POST", "/v1/check", {
+      token: `${SECRET}.${SECRET}.${SECRET}`,
+      body: { args: SECRET },
+    });
+    await call(server.url, "POST", "/v1/check", { token, raw: `{"args": "${SECRET}"` });
+    await call(server.url, "POST", "/v1/verify", { token: `${SECRET}` });
+    const text = lines.slice(before).join("");
+    expect(lines.length - before).toBe(4);
+    expect(text).not.toContain(SECRET);
+    expect(text).not.toContain(token);
+    expect(text).not.toContain(token.split(".")[2]!);
+    expect(text.toLowerCase()).not.toContain("authorization");
+  });
+});
