@@ -40,6 +40,12 @@ export const ServerConfig = z.strictObject({
   /** The resource identifier MCP clients' tokens must be issued for (RFC 8707). Default `<public_url>/mcp`. */
   mcp_resource: z.string().url().optional(),
   /**
+   * The browser origins (`scheme://host[:port]`) whose pages may call `/mcp`, besides `public_url`'s. Unset:
+   * loopback origins are accepted when the server binds a loopback host. A request with another `Origin` is
+   * refused with 403 (DNS rebinding); one without `Origin` (not from a browser) is not.
+   */
+  mcp_allowed_origins: z.array(z.string().url()).optional(),
+  /**
    * How long an MCP tool call the policy answers with `ask` is held open for an approver (below the MCP SDK
    * client's 60 s request timeout). Still undecided: the call returns an error naming the approval, and the
    * same call made again waits on the same approval.
