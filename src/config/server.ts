@@ -8,6 +8,7 @@ export const UpstreamConfig = z.strictObject({
   url: z.string().url().optional(),
   command: nonEmpty.optional(),
   args: z.array(z.string()).default([]),
+  /** What its exposed names start with (before `separator`); default its name; `""`: its tools' own names. */
   prefix: z.string().optional(),
   /** Between prefix and tool name. OpenAI function names allow no dots: use "_" or "__" for those clients. */
   separator: z.enum([".", "_", "__", "-"]).default("."),
@@ -29,6 +30,17 @@ export const UpstreamConfig = z.strictObject({
     .default({ type: "none" }),
 });
 export type UpstreamConfig = z.output<typeof UpstreamConfig>;
+
+/**
+ * What an upstream's exposed tool names start with: `<prefix or name><separator>` (`crm.`), or nothing when
+ * it says `prefix: ""` (its tools under the names it gives them).
+ *
+ * @example
+ * exposedPrefix({ name: "crm", prefix: undefined, separator: "." }); // "crm."
+ */
+export function exposedPrefix(config: Pick<UpstreamConfig, "name" | "prefix" | "separator">): string {
+  return config.prefix === "" ? "" : `${config.prefix ?? config.name}${config.separator}`;
+}
 
 export const ServerConfig = z.strictObject({
   host: nonEmpty.default("127.0.0.1"),

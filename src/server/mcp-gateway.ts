@@ -98,7 +98,11 @@ export async function mcpGateway(
       const tools = await upstream.tools().catch(() => [] as ExposedTool[]); // an upstream that is down lists nothing
       for (const t of tools) {
         const declared = declaredNames.has(t.name);
-        sighted(upstream, t, declared);
+        // An upstream exposed without a prefix that lists a name in another upstream's names (`crm.…`) could
+        // take that one's calls: hidden, whether the other lists it or not (it may be down right now).
+        const owner = upstream.exposedPrefix === "" ? ownerOf(t.name, upstreams) : undefined;
+        sighted(upstream, t, declared, owner);
+        if (owner !== undefined) continue;
         if (!declared && upstream.config.expose !== "all") continue;
         const other = offered.get(t.name);
         if (other !== undefined && other.upstream !== upstream) {
@@ -399,18 +403,26 @@ function declaredTools(ctx: ServerContext): Set<string> {
  */
 function sightings(ctx: ServerContext) {
   const seen = new Set<string>();
-  return (upstream: Upstream, tool: ExposedTool, declared: boolean) => {
+  return (upstream: Upstream, tool: ExposedTool, declared: boolean, owner: Upstream | undefined) => {
     const key = `${upstream.name}\u0000${tool.original}`;
     if (seen.has(key)) return;
     seen.add(key);
-    const offered = declared || upstream.config.expose === "all";
+    const offered = owner === undefined && (declared || upstream.config.expose === "all");
     ctx.gov.recordAdmin(
-      declared
-        ? `upstream ${upstream.name} lists ${tool.name}`
-        : offered
-          ? `upstream ${upstream.name} lists ${tool.name}, not declared: offered with its default scopes (expose: all)`
-          : `upstream ${upstream.name} lists ${tool.name}, not declared: hidden and refused until a tools entry declares it`,
-      { upstream: upstream.name, original: tool.original, declared, expose: upstream.config.expose },
+      owner !== undefined
+        ? `upstream ${upstream.name} lists ${tool.name}, a name of upstream ${owner.name} (${owner.exposedPrefix}…): hidden, so no call meant for ${owner.name} reaches ${upstream.name}`
+        : declared
+          ? `upstream ${upstream.name} lists ${tool.name}`
+          : offered
+            ? `upstream ${upstream.name} lists ${tool.name}, not declared: offered with its default scopes (expose: all)`
+            : `upstream ${upstream.name} lists ${tool.name}, not declared: hidden and refused until a tools entry declares it`,
+      {
+        upstream: upstream.name,
+        original: tool.original,
+        declared,
+        expose: upstream.config.expose,
+        ...(owner === undefined ? {} : { collides_with: owner.name }),
+      },
       {
         tool: tool.name,
         decision: offered ? "allow" : "deny",
@@ -418,6 +430,11 @@ function sightings(ctx: ServerContext) {
       },
     );
   };
+}
+
+/** The upstream whose exposed names (`crm.…`) include `name`, among those exposed with a prefix. */
+function ownerOf(name: string, upstreams: readonly Upstream[]): Upstream | undefined {
+  return upstreams.find((u) => u.exposedPrefix !== "" && name.startsWith(u.exposedPrefix));
 }
 
 /** The agent an MCP client says it is (`clientInfo.name`), when it is a name an audit can hold. */

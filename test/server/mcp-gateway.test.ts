@@ -223,9 +223,9 @@ describe("MCP gateway", () => {
     expect(res.headers.get("www-authenticate")).toBe(
       `Bearer error="insufficient_scope", scope="customers:read email.read", error_description="this tool needs more scopes than the token grants", resource_metadata="${GATEWAY}/.well-known/oauth-protected-resource"`,
     );
-    const body = await res.json();
+    const body = (await res.json()) as { result: { content: { text: string }[] } };
     expect(body).toMatchObject({ jsonrpc: "2.0", id: 41, result: { isError: true } });
-    expect(body.result.content[0].text).toMatch(/^denied \(missing_scope\): missing scope email\.read/);
+    expect(body.result.content[0]?.text).toMatch(/^denied \(missing_scope\): missing scope email\.read/);
     // the session goes on: an allowed call on it still answers 200
     expect((await client.callTool({ name: "crm.whoami", arguments: {} })).isError).toBeFalsy();
     await server.governor.flush();
