@@ -2,11 +2,15 @@
  * `/mcp` as the Streamable HTTP transport's security section asks (Origin and Host validated against DNS
  * rebinding), with the official MCP client and raw requests, in front of a real upstream.
  */
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { OnbehalfServer } from "../../src/server/app.js";
+import { main } from "../../src/cli/commands.js";
+import { type OnbehalfServer, startServer } from "../../src/server/app.js";
 import { transportGuard } from "../../src/server/mcp-transport-guard.js";
 import { type HttpUpstream, startHttpUpstream } from "../support/mcp-upstream.js";
 import { type OidcProviderHandle, startOidcProvider } from "../support/oidc.js";
@@ -166,5 +170,59 @@ describe("the Origin and Host defaults", () => {
     expect(everywhere({ host: "onbehalf.example.com", origin: "https://onbehalf.example.com" })).toBeNull();
     expect(everywhere({ host: "onbehalf.example.com", origin: "http://localhost:3000" })?.status).toBe(403);
     expect(everywhere({ host: "10.0.0.7:8787" })?.status).toBe(403);
+  });
+});
+
+describe("a development token for the gateway", () => {
+  it("dev-token --audience <public_url>/mcp mints a token /mcp accepts; the default audience is refused there", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "onbehalf-devmcp-"));
+    const config = join(dir, "onbehalf.yaml");
+    writeFileSync(
+      config,
+      [
+        "server: { port: 0, public_url: http://127.0.0.1:8787 }",
+        "dev_issuer: true",
+        "tools: [{ name: crm.whoami }]",
+        "tenants: [{ id: acme, policy: { defaults: { '*': { permission: allow } } } }]",
+        `upstreams: [{ name: crm, transport: streamable-http, url: "${crm.url}" }]`,
+        "audit: { store: 'sqlite:./audit.db' }",
+      ].join("\n"),
+    );
+    const mint = async (...extra: string[]) => {
+      const out: string[] = [];
+      const err: string[] = [];
+      const argv = ["dev-token", "--config", config, "--sub", "alice", "--tenant", "acme", ...extra];
+      expect(await main(argv, { out: (l) => out.push(l), err: (l) => err.push(l) })).toBe(0);
+      return { token: out.join(""), err: err.join("\n") };
+    };
+    const forMcp = await mint("--audience", "http://127.0.0.1:8787/mcp");
+    expect(forMcp.err).toBe("");
+    const claims = JSON.parse(Buffer.from(forMcp.token.split(".")[1]!, "base64url").toString());
+    expect(claims.aud).toBe("http://127.0.0.1:8787/mcp");
+    expect((await mint("--audience", "https://elsewhere.example")).err).toMatch(
+      /^note: this config's server accepts/,
+    );
+    const dev = await startServer({ config, warn: () => {} });
+    try {
+      const client = new Client({ name: "newcomer", version: "1.0.0" });
+      await client.connect(
+        new StreamableHTTPClientTransport(new URL(`${dev.url}/mcp`), {
+          requestInit: { headers: { authorization: `Bearer ${forMcp.token}` } },
+        }),
+      );
+      expect((await client.callTool({ name: "crm.whoami", arguments: {} })).isError).toBeFalsy();
+      await client.close();
+      const plain = await mint();
+      const refused = new Client({ name: "newcomer", version: "1.0.0" });
+      await expect(
+        refused.connect(
+          new StreamableHTTPClientTransport(new URL(`${dev.url}/mcp`), {
+            requestInit: { headers: { authorization: `Bearer ${plain.token}` } },
+          }),
+        ),
+      ).rejects.toMatchObject({ code: 401 });
+    } finally {
+      await dev.close();
+    }
   });
 });
