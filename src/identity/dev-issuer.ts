@@ -25,7 +25,7 @@ export const DEV_AUDIENCE = "urn:onbehalf:dev";
 export function devIssuerConfig(publicJwk: PublicJwk, audiences: readonly string[] = []): IssuerConfig {
   return IssuerConfig.parse({
     issuer: DEV_ISSUER,
-    audience: [...new Set([DEV_AUDIENCE, ...audiences])],
+    audience: audiences.length === 0 ? DEV_AUDIENCE : [...new Set([DEV_AUDIENCE, ...audiences])],
     preset: "generic",
     jwks: { keys: [{ ...publicJwk }] },
     algorithms: [publicJwk.alg],
