@@ -93,6 +93,27 @@ async function connect(
   return { client, transport };
 }
 
+/** A `tools/call` as raw HTTP on a session, for what the official client does not show (status, headers). */
+function rawToolCall(
+  bearer: string,
+  sessionId: string,
+  id: number,
+  name: string,
+  args: Record<string, unknown>,
+): Promise<Response> {
+  return fetch(`${server.url}/mcp`, {
+    method: "POST",
+    headers: {
+      authorization: `Bearer ${bearer}`,
+      "mcp-session-id": sessionId,
+      "mcp-protocol-version": "2025-06-18",
+      "content-type": "application/json",
+      accept: "application/json, text/event-stream",
+    },
+    body: JSON.stringify({ jsonrpc: "2.0", id, method: "tools/call", params: { name, arguments: args } }),
+  });
+}
+
 const text = (r: unknown) => ((r as CallToolResult).content[0] as { text: string }).text;
 
 describe("MCP gateway", () => {
@@ -203,21 +224,8 @@ describe("MCP gateway", () => {
     await expect(
       client.callTool({ name: "mail.read_email", arguments: { mailbox: "a@acme.test" } }),
     ).rejects.toMatchObject({ code: 403, message: expect.stringMatching(/missing scope email\.read/) });
-    const res = await fetch(`${server.url}/mcp`, {
-      method: "POST",
-      headers: {
-        authorization: `Bearer ${bobToken}`,
-        "mcp-session-id": transport.sessionId!,
-        "mcp-protocol-version": transport.protocolVersion ?? "2025-06-18",
-        "content-type": "application/json",
-        accept: "application/json, text/event-stream",
-      },
-      body: JSON.stringify({
-        jsonrpc: "2.0",
-        id: 41,
-        method: "tools/call",
-        params: { name: "mail.read_email", arguments: { mailbox: "a@acme.test" } },
-      }),
+    const res = await rawToolCall(bobToken, transport.sessionId!, 41, "mail.read_email", {
+      mailbox: "a@acme.test",
     });
     expect(res.status).toBe(403);
     expect(res.headers.get("www-authenticate")).toBe(
@@ -349,21 +357,8 @@ describe("MCP gateway", () => {
   it("binds a session to its user: another user's token on it is refused", async () => {
     const { transport } = await connect(await token("alice", "customers:read"));
     const sessionId = transport.sessionId!;
-    const res = await fetch(`${server.url}/mcp`, {
-      method: "POST",
-      headers: {
-        authorization: `Bearer ${await token("mallory", "customers:read")}`,
-        "mcp-session-id": sessionId,
-        "content-type": "application/json",
-        accept: "application/json, text/event-stream",
-      },
-      body: JSON.stringify({
-        jsonrpc: "2.0",
-        id: 9,
-        method: "tools/call",
-        params: { name: "crm.get_customer", arguments: { id: "c-1" } },
-      }),
-    });
+    const mallory = await token("mallory", "customers:read");
+    const res = await rawToolCall(mallory, sessionId, 9, "crm.get_customer", { id: "c-1" });
     expect(res.status).toBe(403);
   });
 
