@@ -3,9 +3,9 @@
  */
 
 import { OnbehalfError } from "../errors.js";
-import { devKeyPath, trustedIssuers } from "../govern/bootstrap.js";
+import { configuredMcpResource, devKeyPath, trustedIssuers } from "../govern/bootstrap.js";
 import { loadConfigFile } from "../govern/config.js";
-import { mintDevToken } from "../identity/dev-issuer.js";
+import { DEV_AUDIENCE, mintDevToken } from "../identity/dev-issuer.js";
 import { loadOrCreateSigningKey } from "../identity/keys.js";
 import { createIdentity } from "../identity/verify.js";
 import {
@@ -65,6 +65,13 @@ export const devToken: Command = {
     email: text("E", "the user's email"),
     roles: text('"r"', "the user's roles, space- or comma-separated"),
     ttl: text("SECONDS", "how long it is valid, 1 to 86400", { default: "3600" }),
+    audience: text(
+      "A",
+      `its aud: ${DEV_AUDIENCE} (the HTTP API) or the MCP gateway's resource, <public_url>/mcp`,
+      {
+        default: DEV_AUDIENCE,
+      },
+    ),
   },
   run: devTokenCommand,
 };
@@ -79,6 +86,12 @@ async function devTokenCommand({ values }: ParsedArgs, io: Io): Promise<number> 
   if (!Number.isInteger(ttl) || ttl <= 0 || ttl > 86_400)
     throw new UsageError("--ttl must be 1 to 86400 seconds");
   const key = loadOrCreateSigningKey(devKeyPath(loaded));
+  const accepted = [DEV_AUDIENCE, configuredMcpResource(loaded.config.server)];
+  if (!accepted.includes(String(values.audience))) {
+    io.err(
+      `note: this config's server accepts development tokens for ${accepted.join(" or ")}, not this audience`,
+    );
+  }
   io.out(
     mintDevToken(key, {
       sub: String(values.sub),
@@ -87,6 +100,7 @@ async function devTokenCommand({ values }: ParsedArgs, io: Io): Promise<number> 
       ...(typeof values.email === "string" ? { email: values.email } : {}),
       roles: list(values.roles),
       ttlSeconds: ttl,
+      audience: String(values.audience),
     }),
   );
   return EXIT_OK;

@@ -18,6 +18,7 @@ import {
   pathString,
 } from "./issues.js";
 import { Config } from "./schema.js";
+import { exposedPrefix } from "./server.js";
 
 /** A validated config, with what the caller's check made of it. */
 export interface ReadConfig<T> {
@@ -248,11 +249,22 @@ function* semanticIssues(config: Config, locate: Locate): Generator<ConfigIssue>
     for (const p of issuerProblems(iss)) yield issue(["issuers", i, p.field], p.message, p.fix);
   }
   // Two upstreams whose exposed names could meet (`mail_` and `mail_archive_`: the tool `archive_search` of the
-  // first is the second's `search`): one could serve the other's declared tool. Refused.
-  const exposed = config.upstreams.map((up) => `${up.prefix ?? up.name}${up.separator}`);
+  // first is the second's `search`): one could serve the other's declared tool. Refused. An upstream exposed
+  // without a prefix meets another one only at run time (a tool it lists under another's prefix is hidden
+  // then); two without a prefix share every name, and are refused.
+  const exposed = config.upstreams.map(exposedPrefix);
   for (const [i, mine] of exposed.entries()) {
     for (const [j, other] of exposed.entries()) {
-      if (j <= i || !(mine.startsWith(other) || other.startsWith(mine))) continue;
+      if (j <= i) continue;
+      if (mine === "" && other === "") {
+        yield issue(
+          ["upstreams", j, "prefix"],
+          `upstreams ${config.upstreams[i]!.name} and ${config.upstreams[j]!.name} are both exposed without a prefix (prefix: ""): a tool of one could take the name of a tool of the other`,
+          `keep prefix: "" on one of them and give the other a prefix (prefix: ${config.upstreams[j]!.name})`,
+        );
+        continue;
+      }
+      if (mine === "" || other === "" || !(mine.startsWith(other) || other.startsWith(mine))) continue;
       yield issue(
         ["upstreams", j],
         `upstreams ${config.upstreams[i]!.name} and ${config.upstreams[j]!.name} expose tools as ${mine}… and ${other}…: a tool of one could take the name of a tool of the other`,

@@ -8,6 +8,7 @@ export const UpstreamConfig = z.strictObject({
   url: z.string().url().optional(),
   command: nonEmpty.optional(),
   args: z.array(z.string()).default([]),
+  /** What its exposed names start with (before `separator`); default its name; `""`: its tools' own names. */
   prefix: z.string().optional(),
   /** Between prefix and tool name. OpenAI function names allow no dots: use "_" or "__" for those clients. */
   separator: z.enum([".", "_", "__", "-"]).default("."),
@@ -34,6 +35,17 @@ export type UpstreamConfig = z.output<typeof UpstreamConfig>;
 export const LogLevel = z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
 export type LogLevel = z.output<typeof LogLevel>;
 
+/**
+ * What an upstream's exposed tool names start with: `<prefix or name><separator>` (`crm.`), or nothing when
+ * it says `prefix: ""` (its tools under the names it gives them).
+ *
+ * @example
+ * exposedPrefix({ name: "crm", prefix: undefined, separator: "." }); // "crm."
+ */
+export function exposedPrefix(config: Pick<UpstreamConfig, "name" | "prefix" | "separator">): string {
+  return config.prefix === "" ? "" : `${config.prefix ?? config.name}${config.separator}`;
+}
+
 export const ServerConfig = z.strictObject({
   host: nonEmpty.default("127.0.0.1"),
   port: z.number().int().min(0).max(65535).default(8787),
@@ -43,6 +55,12 @@ export const ServerConfig = z.strictObject({
   max_body_bytes: z.number().int().positive().default(1_048_576),
   /** The resource identifier MCP clients' tokens must be issued for (RFC 8707). Default `<public_url>/mcp`. */
   mcp_resource: z.string().url().optional(),
+  /**
+   * The browser origins (`scheme://host[:port]`) whose pages may call `/mcp`, besides `public_url`'s. Unset:
+   * loopback origins are accepted when the server binds a loopback host. A request with another `Origin` is
+   * refused with 403 (DNS rebinding); one without `Origin` (not from a browser) is not.
+   */
+  mcp_allowed_origins: z.array(z.string().url()).optional(),
   /**
    * How long an MCP tool call the policy answers with `ask` is held open for an approver (below the MCP SDK
    * client's 60 s request timeout). Still undecided: the call returns an error naming the approval, and the

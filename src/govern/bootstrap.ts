@@ -216,12 +216,38 @@ export function devAdminToken(loaded: Pick<LoadedConfig, "baseDir">): string {
   return token;
 }
 
-/** The issuers a config trusts: its `issuers`, plus the development issuer when `dev_issuer: true`. */
+/**
+ * The issuers a config trusts: its `issuers`, plus the development issuer when `dev_issuer: true`. The
+ * development issuer accepts its own audience and the MCP gateway's resource, so `dev-token --audience
+ * <public_url>/mcp` reaches `/mcp`.
+ */
 export function trustedIssuers(loaded: Pick<LoadedConfig, "config" | "baseDir">): IssuerConfig[] {
   const issuers = [...loaded.config.issuers];
-  if (loaded.config.dev_issuer)
-    issuers.push(devIssuerConfig(loadOrCreateSigningKey(devKeyPath(loaded)).publicJwk));
+  if (loaded.config.dev_issuer) {
+    const key = loadOrCreateSigningKey(devKeyPath(loaded));
+    issuers.push(devIssuerConfig(key.publicJwk, [configuredMcpResource(loaded.config.server)]));
+  }
   return issuers;
+}
+
+/**
+ * The MCP gateway's resource (RFC 8707) as the config gives it: `server.mcp_resource`, else
+ * `<public_url>/mcp`, else `http://<host>:<port>/mcp` (what the server answers at without a `public_url`).
+ *
+ * @example
+ * configuredMcpResource({ public_url: "http://127.0.0.1:8787", host: "127.0.0.1", port: 8787 }); // "http://127.0.0.1:8787/mcp"
+ */
+export function configuredMcpResource(server: {
+  readonly mcp_resource?: string | undefined;
+  readonly public_url?: string | undefined;
+  readonly host: string;
+  readonly port: number;
+}): string {
+  if (server.mcp_resource !== undefined) return server.mcp_resource;
+  const base =
+    server.public_url ??
+    `http://${server.host.includes(":") ? `[${server.host}]` : server.host}:${server.port}`;
+  return `${base.replace(/\/$/, "")}/mcp`;
 }
 
 /** Open the audit store a config names (loading its driver only then, so the core import stays light). */

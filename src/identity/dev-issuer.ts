@@ -14,16 +14,18 @@ export const DEV_AUDIENCE = "urn:onbehalf:dev";
 
 /**
  * The issuer config that trusts development tokens signed by `publicJwk`: inline key, that key's algorithm
- * only, the generic preset (scopes from `scope`, roles from `roles`), tenant from the `tenant` claim.
+ * only, the generic preset (scopes from `scope`, roles from `roles`), tenant from the `tenant` claim. Its
+ * audience is {@link DEV_AUDIENCE} and any of `audiences` (the MCP gateway's resource, for
+ * `dev-token --audience <public_url>/mcp`).
  *
  * @example
  * const key = loadOrCreateSigningKey("./keys/dev-issuer.jwk");
- * const identity = createIdentity({ issuers: [devIssuerConfig(key.publicJwk)] });
+ * const identity = createIdentity({ issuers: [devIssuerConfig(key.publicJwk, ["http://127.0.0.1:8787/mcp"])] });
  */
-export function devIssuerConfig(publicJwk: PublicJwk): IssuerConfig {
+export function devIssuerConfig(publicJwk: PublicJwk, audiences: readonly string[] = []): IssuerConfig {
   return IssuerConfig.parse({
     issuer: DEV_ISSUER,
-    audience: DEV_AUDIENCE,
+    audience: audiences.length === 0 ? DEV_AUDIENCE : [...new Set([DEV_AUDIENCE, ...audiences])],
     preset: "generic",
     jwks: { keys: [{ ...publicJwk }] },
     algorithms: [publicJwk.alg],

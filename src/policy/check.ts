@@ -7,6 +7,7 @@
 import { closest, type Path, type PathIssue } from "../config/issues.js";
 import type { ConfigCheck } from "../config/load.js";
 import type { Config } from "../config/schema.js";
+import { exposedPrefix } from "../config/server.js";
 import { conditionCost } from "./cel.js";
 import { type CompiledPolicy, compilePolicy } from "./compile.js";
 
@@ -34,10 +35,12 @@ export const checkPolicy: ConfigCheck<CompiledPolicy> = (config) => {
 function references(config: Config): { undeclared: PathIssue[]; warnings: PathIssue[] } {
   const declared = config.tools.map((t) => t.name);
   const known = new Set(declared);
-  // An upstream with `expose: all` declares its tools itself, under its prefix (see config/server.ts).
+  // An upstream with `expose: all` declares its tools itself, under its prefix (see config/server.ts); one
+  // without a prefix could have any name, so its tools are declared here like any other.
   const exposedAll = config.upstreams
     .filter((u) => u.expose === "all")
-    .map((u) => `${u.prefix ?? u.name}${u.separator}`);
+    .map(exposedPrefix)
+    .filter((prefix) => prefix !== "");
   const undeclared: PathIssue[] = [];
   const out: PathIssue[] = [];
   const check = (name: string, path: Path) => {

@@ -238,6 +238,9 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
   const gateway = await mcpGateway(app, ctx, {
     resource: () => server.mcp_resource ?? `${publicUrl()}/mcp`,
     metadataUrl: () => `${publicUrl()}/.well-known/oauth-protected-resource`,
+    publicUrl,
+    boundHost: host,
+    allowedOrigins: server.mcp_allowed_origins,
     approvalWaitMs: server.mcp_approval_wait_seconds * 1000,
   });
   if (options.benchRoute === true) {

@@ -7,7 +7,7 @@
  * A session belongs to the user who opened it: another user's token on its session id is refused.
  */
 import { randomUUID } from "node:crypto";
-import type { IncomingMessage } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AuthInfo } from "@modelcontextprotocol/sdk/server/auth/types.js";
 import { Server } from "@modelcontextprotocol/sdk/server/index.js";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
@@ -29,6 +29,7 @@ import { McpOutput, mcpText } from "../policy/output.js";
 import { hasUnsafeText, unsafeTextMessage } from "../text.js";
 import type { ServerContext } from "./context.js";
 import { authenticate, type Caller, headerSafe, sendError } from "./http.js";
+import { transportGuard } from "./mcp-transport-guard.js";
 import { createOboMinter } from "./obo.js";
 import { type ExposedTool, Upstream } from "./upstreams.js";
 
@@ -52,6 +53,12 @@ export interface GatewayOptions {
   readonly resource: () => string;
   /** Where the protected resource metadata (RFC 9728) is served. */
   readonly metadataUrl: () => string;
+  /** The URL clients reach the server at: `public_url`, else where it listens. */
+  readonly publicUrl: () => string;
+  /** The address the server is bound to: loopback binds accept loopback `Origin`s by default. */
+  readonly boundHost: string;
+  /** `server.mcp_allowed_origins`. */
+  readonly allowedOrigins: readonly string[] | undefined;
   /** How long a call answered with `ask` waits for an approver before it returns an error naming the approval. */
   readonly approvalWaitMs: number;
 }
@@ -101,7 +108,11 @@ export async function mcpGateway(
       const tools = await upstream.tools().catch(() => [] as ExposedTool[]); // an upstream that is down lists nothing
       for (const t of tools) {
         const declared = declaredNames.has(t.name);
-        sighted(upstream, t, declared);
+        // An upstream exposed without a prefix that lists a name in another upstream's names (`crm.…`) could
+        // take that one's calls: hidden, whether the other lists it or not (it may be down right now).
+        const owner = upstream.exposedPrefix === "" ? ownerOf(t.name, upstreams) : undefined;
+        sighted(upstream, t, declared, owner);
+        if (owner !== undefined) continue;
         if (!declared && upstream.config.expose !== "all") continue;
         const other = offered.get(t.name);
         if (other !== undefined && other.upstream !== upstream) {
@@ -178,7 +189,10 @@ export async function mcpGateway(
       if (hasUnsafeText(req.params.name)) {
         throw new McpError(ErrorCode.InvalidParams, `the tool ${unsafeTextMessage("name")}`);
       }
-      return callTool(run, req.params.name, req.params.arguments ?? {});
+      const slot = extra.authInfo?.extra?.["stepUp"] as StepUp | undefined;
+      return callTool(run, req.params.name, req.params.arguments ?? {}, (scopes) => {
+        if (slot !== undefined) slot.scopes = scopes;
+      });
     });
     transport.onclose = () => {
       if (transport.sessionId !== undefined) sessions.delete(transport.sessionId);
@@ -190,6 +204,7 @@ export async function mcpGateway(
     run: RunContext,
     name: string,
     args: Record<string, unknown>,
+    insufficientScope: (scopes: readonly string[]) => void,
   ): Promise<CallToolResult> => {
     const tool = (await catalog()).get(name);
     let attempt = await ctx.gov.begin(run, name, args, { source: "mcp" });
@@ -199,7 +214,10 @@ export async function mcpGateway(
       attempt = held;
     }
     const d = attempt.decision;
-    if (d.decision !== "allow") return errorResult(`denied (${d.reason_code}): ${d.reason}`);
+    if (d.decision !== "allow") {
+      if (d.reason_code === "missing_scope") insufficientScope(stepUpScopes(ctx, run, name));
+      return errorResult(`denied (${d.reason_code}): ${d.reason}`);
+    }
     // Nothing reaches the upstream before its attempt record has committed (as /v1/check answers).
     try {
       await ctx.gov.auditLog.acknowledged(attempt.seq);
@@ -243,7 +261,15 @@ export async function mcpGateway(
   app.get("/.well-known/oauth-protected-resource", async () => metadata(ctx, options));
   app.get("/.well-known/oauth-protected-resource/mcp", async () => metadata(ctx, options));
 
+  const guard = transportGuard({
+    allowedOrigins: options.allowedOrigins,
+    boundHost: options.boundHost,
+    publicUrls: () => [options.publicUrl(), options.resource()],
+  });
   const handle = async (req: FastifyRequest, reply: FastifyReply) => {
+    // Before anything else: a page rebound to this host is refused before its request is authenticated.
+    const refused = guard({ host: req.headers.host, origin: req.headers.origin });
+    if (refused !== null) return reply.code(refused.status).send(refused.body);
     let caller: Caller;
     try {
       caller = await authenticate(ctx.gov, ctx.issuer, req);
@@ -254,11 +280,13 @@ export async function mcpGateway(
         );
       }
     } catch (e) {
-      // A URL written with non-ASCII characters goes out in its ASCII form (punycode, percent-encoding).
-      reply.header(
-        "www-authenticate",
-        `Bearer resource_metadata="${headerSafe(new URL(options.metadataUrl()).href)}"`,
-      );
+      // RFC 6750 §3.1: a request that sent no token gets no error code; a token that fails is invalid_token.
+      const sent = !(e instanceof OnbehalfError && e.code === "ERR_TOKEN_MISSING");
+      const invalid =
+        sent && e instanceof OnbehalfError && e.status === 401
+          ? { error: "invalid_token", error_description: e.message }
+          : {};
+      reply.header("www-authenticate", bearerChallenge(options, invalid));
       if (e instanceof OnbehalfError && e.status === 401) {
         reply.code(401);
         return reply.send(e.toJSON());
@@ -285,12 +313,14 @@ export async function mcpGateway(
         .send({ error: { code: "ERR_INVALID_ARGUMENT", message: "an MCP session id is required" } });
     }
     const raw = req.raw as IncomingMessage & { auth?: AuthInfo };
+    const stepUp: StepUp = {};
     raw.auth = {
       token: "(verified by onbehalf)",
       clientId: caller.principal.user,
       scopes: [...caller.principal.scopes],
-      extra: { caller },
+      extra: { caller, stepUp },
     };
+    if (isSingleToolCall(req.body)) answerStepUp(reply.raw, stepUp, options);
     reply.hijack();
     await session.transport.handleRequest(raw, reply.raw, req.body);
   };
@@ -306,6 +336,72 @@ export async function mcpGateway(
   };
 }
 
+/** Set by a `tools/call` refused for a missing scope: the scopes its 403 challenge asks for. */
+interface StepUp {
+  scopes?: readonly string[];
+}
+
+/**
+ * `WWW-Authenticate: Bearer …` with `resource_metadata` (RFC 9728) and the given parameters, each made fit
+ * for a quoted-string (a URL written with non-ASCII characters goes out in its ASCII form).
+ */
+function bearerChallenge(options: GatewayOptions, params: Record<string, string>): string {
+  const fields = { ...params, resource_metadata: new URL(options.metadataUrl()).href };
+  return `Bearer ${Object.entries(fields)
+    .map(([k, v]) => `${k}="${headerSafe(v, 1000)}"`)
+    .join(", ")}`;
+}
+
+/** A POST of one JSON-RPC `tools/call` request (not a batch): its refusal can be the HTTP answer. */
+function isSingleToolCall(body: unknown): boolean {
+  return (
+    typeof body === "object" &&
+    body !== null &&
+    !Array.isArray(body) &&
+    (body as { method?: unknown }).method === "tools/call" &&
+    (body as { id?: unknown }).id !== undefined
+  );
+}
+
+/**
+ * The MCP authorization spec's scope step-up: a `tools/call` refused for a missing scope is answered with
+ * HTTP 403 and `WWW-Authenticate: Bearer error="insufficient_scope", scope="…", resource_metadata="…"`, so a
+ * client can ask the user for those scopes and send the call again. The SDK's transport answers a request
+ * only once its handler returns and gives the handler no say over the status, so the status is changed as
+ * the answer (a JSON body, `enableJsonResponse`) goes out; the body is still the JSON-RPC answer, the tool
+ * error that names the missing scope, for a client that reads it.
+ */
+function answerStepUp(res: ServerResponse, stepUp: StepUp, options: GatewayOptions): void {
+  const writeHead = res.writeHead;
+  res.writeHead = function (this: ServerResponse, status: number, ...rest: unknown[]) {
+    if (stepUp.scopes !== undefined && status === 200) {
+      status = 403;
+      this.setHeader(
+        "www-authenticate",
+        bearerChallenge(options, {
+          error: "insufficient_scope",
+          scope: stepUp.scopes.join(" "),
+          error_description: "this tool needs more scopes than the token grants",
+        }),
+      );
+    }
+    return (writeHead as (...a: unknown[]) => ServerResponse).call(this, status, ...rest);
+  } as typeof res.writeHead;
+}
+
+/**
+ * The scopes a step-up asks for: the tool's required scopes and those the token already has that some tool
+ * of this gateway requires (the MCP spec's recommended approach: a client that asks for only the new scopes
+ * would lose the ones it had).
+ */
+function stepUpScopes(ctx: ServerContext, run: RunContext, name: string): string[] {
+  const required = new Set(ctx.gov.policy.tools.get(name)?.requiredScopes ?? []);
+  const used = new Set<string>();
+  for (const t of ctx.gov.policy.tools.values()) for (const s of t.requiredScopes) used.add(s);
+  for (const s of run.principal.scopes) if (used.has(s)) required.add(s);
+  return [...required].sort();
+}
+
 /** Tool names a `tools` entry declares (the config's, and those added through the admin API). */
 function declaredTools(ctx: ServerContext): Set<string> {
   return new Set(ctx.gov.config.tools.map((t) => t.name));
@@ -317,18 +413,26 @@ function declaredTools(ctx: ServerContext): Set<string> {
  */
 function sightings(ctx: ServerContext) {
   const seen = new Set<string>();
-  return (upstream: Upstream, tool: ExposedTool, declared: boolean) => {
+  return (upstream: Upstream, tool: ExposedTool, declared: boolean, owner: Upstream | undefined) => {
     const key = `${upstream.name}\u0000${tool.original}`;
     if (seen.has(key)) return;
     seen.add(key);
-    const offered = declared || upstream.config.expose === "all";
+    const offered = owner === undefined && (declared || upstream.config.expose === "all");
     ctx.gov.recordAdmin(
-      declared
-        ? `upstream ${upstream.name} lists ${tool.name}`
-        : offered
-          ? `upstream ${upstream.name} lists ${tool.name}, not declared: offered with its default scopes (expose: all)`
-          : `upstream ${upstream.name} lists ${tool.name}, not declared: hidden and refused until a tools entry declares it`,
-      { upstream: upstream.name, original: tool.original, declared, expose: upstream.config.expose },
+      owner !== undefined
+        ? `upstream ${upstream.name} lists ${tool.name}, a name of upstream ${owner.name} (${owner.exposedPrefix}…): hidden, so no call meant for ${owner.name} reaches ${upstream.name}`
+        : declared
+          ? `upstream ${upstream.name} lists ${tool.name}`
+          : offered
+            ? `upstream ${upstream.name} lists ${tool.name}, not declared: offered with its default scopes (expose: all)`
+            : `upstream ${upstream.name} lists ${tool.name}, not declared: hidden and refused until a tools entry declares it`,
+      {
+        upstream: upstream.name,
+        original: tool.original,
+        declared,
+        expose: upstream.config.expose,
+        ...(owner === undefined ? {} : { collides_with: owner.name }),
+      },
       {
         tool: tool.name,
         decision: offered ? "allow" : "deny",
@@ -336,6 +440,11 @@ function sightings(ctx: ServerContext) {
       },
     );
   };
+}
+
+/** The upstream whose exposed names (`crm.…`) include `name`, among those exposed with a prefix. */
+function ownerOf(name: string, upstreams: readonly Upstream[]): Upstream | undefined {
+  return upstreams.find((u) => u.exposedPrefix !== "" && name.startsWith(u.exposedPrefix));
 }
 
 /** The agent an MCP client says it is (`clientInfo.name`), when it is a name an audit can hold. */

@@ -16,7 +16,7 @@ import {
   type Tool,
   ToolListChangedNotificationSchema,
 } from "@modelcontextprotocol/sdk/types.js";
-import type { UpstreamConfig } from "../config/server.js";
+import { exposedPrefix, type UpstreamConfig } from "../config/server.js";
 import { tryCurrentRun } from "../context/run.js";
 import { OnbehalfError } from "../errors.js";
 import { secondsSince } from "./metrics.js";
@@ -30,7 +30,10 @@ export type UpstreamOutcome = "ok" | "tool_error" | "timeout" | "failed";
 
 /** An upstream tool as the gateway exposes it. */
 export interface ExposedTool {
-  /** The name clients see: `<prefix or upstream name><separator><tool>`, e.g. `crm.get_customer`. */
+  /**
+   * The name clients see: `<prefix or upstream name><separator><tool>`, e.g. `crm.get_customer`; the tool's own
+   * name with `prefix: ""`.
+   */
   readonly name: string;
   readonly upstream: Upstream;
   /** The upstream's own name for it. */
@@ -56,6 +59,11 @@ export class Upstream {
     return this.config.name;
   }
 
+  /** What its exposed names start with: `<prefix or name><separator>`, or nothing with `prefix: ""`. */
+  get exposedPrefix(): string {
+    return exposedPrefix(this.config);
+  }
+
   /** The upstream's tools under their exposed names; an upstream that cannot be reached lists none. */
   async tools(): Promise<ExposedTool[]> {
     if (this.listed !== undefined) return this.listed;
@@ -69,9 +77,8 @@ export class Upstream {
       tools.push(...page.tools);
       cursor = page.nextCursor;
     } while (cursor !== undefined && tools.length < 10_000);
-    const prefix = this.config.prefix ?? this.config.name;
     this.listed = tools.map((tool) => ({
-      name: `${prefix}${this.config.separator}${tool.name}`,
+      name: `${this.exposedPrefix}${tool.name}`,
       upstream: this,
       original: tool.name,
       tool,

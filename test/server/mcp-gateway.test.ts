@@ -93,6 +93,27 @@ async function connect(
   return { client, transport };
 }
 
+/** A `tools/call` as raw HTTP on a session, for what the official client does not show (status, headers). */
+function rawToolCall(
+  bearer: string,
+  sessionId: string,
+  id: number,
+  name: string,
+  args: Record<string, unknown>,
+): Promise<Response> {
+  return fetch(`${server.url}/mcp`, {
+    method: "POST",
+    headers: {
+      authorization: `Bearer ${bearer}`,
+      "mcp-session-id": sessionId,
+      "mcp-protocol-version": "2025-06-18",
+      "content-type": "application/json",
+      accept: "application/json, text/event-stream",
+    },
+    body: JSON.stringify({ jsonrpc: "2.0", id, method: "tools/call", params: { name, arguments: args } }),
+  });
+}
+
 const text = (r: unknown) => ((r as CallToolResult).content[0] as { text: string }).text;
 
 describe("MCP gateway", () => {
@@ -181,10 +202,40 @@ describe("MCP gateway", () => {
   });
 
   it("answers a denied call with isError and the reason, and audits it", async () => {
-    const { client } = await connect(await token("bob", "customers:read"));
-    const r = await client.callTool({ name: "mail.read_email", arguments: { mailbox: "a@acme.test" } });
-    expect(r.isError).toBe(true);
-    expect(text(r)).toMatch(/^denied \(missing_scope\): missing scope email\.read/);
+    const { client } = await connect(await token("dave", "customers:read"));
+    server.governor.patchTenantPolicy("acme", { users: { dave: { "*": { permission: "deny" } } } });
+    try {
+      const denied = await client.callTool({ name: "crm.whoami", arguments: {} });
+      expect(denied.isError).toBe(true);
+      expect(text(denied)).toMatch(/^denied \(permission_deny\)/);
+    } finally {
+      server.governor.patchTenantPolicy("acme", { users: { dave: null } });
+    }
+    await server.governor.flush();
+    const records = (await call(server.url, "GET", "/v1/audit?user=dave&decision=deny", { token: ADMIN }))
+      .body.records;
+    expect(records[0]).toMatchObject({ tool: "crm.whoami", reason_code: "permission_deny", source: "mcp" });
+  });
+
+  it("answers a call refused for a missing scope with 403 insufficient_scope naming the scopes (MCP step-up), and audits it", async () => {
+    const bobToken = await token("bob", "customers:read");
+    const { client, transport } = await connect(bobToken);
+    // The official client without an auth provider cannot step up: the call fails with the 403.
+    await expect(
+      client.callTool({ name: "mail.read_email", arguments: { mailbox: "a@acme.test" } }),
+    ).rejects.toMatchObject({ code: 403, message: expect.stringMatching(/missing scope email\.read/) });
+    const res = await rawToolCall(bobToken, transport.sessionId!, 41, "mail.read_email", {
+      mailbox: "a@acme.test",
+    });
+    expect(res.status).toBe(403);
+    expect(res.headers.get("www-authenticate")).toBe(
+      `Bearer error="insufficient_scope", scope="customers:read email.read", error_description="this tool needs more scopes than the token grants", resource_metadata="${GATEWAY}/.well-known/oauth-protected-resource"`,
+    );
+    const body = (await res.json()) as { result: { content: { text: string }[] } };
+    expect(body).toMatchObject({ jsonrpc: "2.0", id: 41, result: { isError: true } });
+    expect(body.result.content[0]?.text).toMatch(/^denied \(missing_scope\): missing scope email\.read/);
+    // the session goes on: an allowed call on it still answers 200
+    expect((await client.callTool({ name: "crm.whoami", arguments: {} })).isError).toBeFalsy();
     await server.governor.flush();
     const records = (await call(server.url, "GET", "/v1/audit?user=bob&decision=deny", { token: ADMIN })).body
       .records;
@@ -306,21 +357,8 @@ describe("MCP gateway", () => {
   it("binds a session to its user: another user's token on it is refused", async () => {
     const { transport } = await connect(await token("alice", "customers:read"));
     const sessionId = transport.sessionId!;
-    const res = await fetch(`${server.url}/mcp`, {
-      method: "POST",
-      headers: {
-        authorization: `Bearer ${await token("mallory", "customers:read")}`,
-        "mcp-session-id": sessionId,
-        "content-type": "application/json",
-        accept: "application/json, text/event-stream",
-      },
-      body: JSON.stringify({
-        jsonrpc: "2.0",
-        id: 9,
-        method: "tools/call",
-        params: { name: "crm.get_customer", arguments: { id: "c-1" } },
-      }),
-    });
+    const mallory = await token("mallory", "customers:read");
+    const res = await rawToolCall(mallory, sessionId, 9, "crm.get_customer", { id: "c-1" });
     expect(res.status).toBe(403);
   });
 
@@ -333,6 +371,29 @@ describe("MCP gateway", () => {
     expect(none.status).toBe(401);
     expect(none.headers.get("www-authenticate")).toBe(
       `Bearer resource_metadata="${GATEWAY}/.well-known/oauth-protected-resource"`,
+    );
+    const bad = await fetch(`${server.url}/mcp`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: "Bearer not-a-jwt" },
+      body: "{}",
+    });
+    expect(bad.status).toBe(401);
+    expect(bad.headers.get("www-authenticate")).toMatch(
+      new RegExp(
+        `^Bearer error="invalid_token", error_description="[^"]+", resource_metadata="${GATEWAY}/\\.well-known/oauth-protected-resource"$`,
+      ),
+    );
+    const wrongAudience = await fetch(`${server.url}/mcp`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        authorization: `Bearer ${await token("alice", "customers:read", DEFAULT_RESOURCE)}`,
+      },
+      body: "{}",
+    });
+    expect(wrongAudience.status).toBe(401);
+    expect(wrongAudience.headers.get("www-authenticate")).toMatch(
+      /^Bearer error="invalid_token", .*RFC 8707/,
     );
     const otherAudience = await token("alice", "customers:read", DEFAULT_RESOURCE);
     await expect(connect(otherAudience)).rejects.toThrow();
