@@ -1,4 +1,4 @@
-/** Committed audit records sent to a real OTLP/HTTP receiver; a receiver that is away loses nothing of the audit. */
+/** Committed audit records sent to an OTLP/HTTP receiver; a receiver that is away loses nothing of the audit. */
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -9,7 +9,11 @@ import { call, startTestServer, userToken } from "../support/server.js";
 type Attr = { key: string; value: { stringValue?: string; intValue?: string } };
 type LogRecord = { attributes: Attr[]; severityText: string; eventName: string };
 
-/** An OTLP/HTTP logs receiver: every log record posted to /v1/logs (OTLP/JSON), with the headers it came with. */
+/**
+ * An OTLP/HTTP logs receiver, a stand-in for an OpenTelemetry Collector (no collector can run on this machine):
+ * it takes what a collector's OTLP/HTTP JSON endpoint takes, every log record posted to /v1/logs, with the
+ * headers it came with, and refuses any other path or content type.
+ */
 async function startReceiver(): Promise<{
   url: string;
   records: LogRecord[];
