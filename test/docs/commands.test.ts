@@ -9,6 +9,7 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import {
   copyFileSync,
+  existsSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
@@ -19,7 +20,7 @@ import {
 } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { dirname, join, relative } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { commandsIn, type DocCommand } from "./extract.js";
 
@@ -91,15 +92,26 @@ async function freePort(): Promise<number> {
   return port;
 }
 
+/**
+ * The files of `dirs` a fresh checkout has: those git tracks; in a copy without .git (.ci/node-lts tests a copy
+ * of the checkout's files, nothing git ignores), every file there is.
+ */
+function checkoutFiles(dirs: string[]): string[] {
+  if (existsSync(join(ROOT, ".git"))) {
+    const tracked = execFileSync("git", ["ls-files", "-z", ...dirs], { cwd: ROOT, encoding: "utf8" });
+    return tracked.split("\0").filter((f) => f !== "");
+  }
+  return dirs
+    .flatMap((d) => readdirSync(join(ROOT, d), { recursive: true, withFileTypes: true }))
+    .filter((e) => e.isFile())
+    .map((e) => relative(ROOT, join(e.parentPath, e.name)));
+}
+
 /** A directory that looks like the repository root to a reader's commands, with a free port in its config. */
 function sandbox(port: number): string {
   const dir = mkdtempSync(join(tmpdir(), "onbehalf-doc-commands-"));
   // examples/ and clients/ as a fresh checkout has them: the files git tracks, nothing a run left behind
-  const tracked = execFileSync("git", ["ls-files", "-z", "examples", "clients"], {
-    cwd: ROOT,
-    encoding: "utf8",
-  });
-  for (const file of tracked.split("\0").filter((f) => f !== "")) {
+  for (const file of checkoutFiles(["examples", "clients"])) {
     mkdirSync(dirname(join(dir, file)), { recursive: true });
     copyFileSync(join(ROOT, file), join(dir, file));
   }
