@@ -132,7 +132,16 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
       return null;
     }
   };
-  const live = new LiveConfigShare(gov, state, baseOf(loaded.config), warn, () => gov.now(), fileBase);
+  // The deployment is its server signing key (its RFC 7638 thumbprint): shared by its instances, no one else's.
+  const live = new LiveConfigShare(
+    gov,
+    state,
+    key.kid,
+    baseOf(loaded.config),
+    warn,
+    () => gov.now(),
+    fileBase,
+  );
   let configSource: string;
   try {
     configSource = await live.adopt(

@@ -20,6 +20,14 @@ import type { OpenCall, StateStore } from "./state.js";
  * requester's arguments through cjson: large integers, empty arrays and key order would change, and with them
  * the argument digest the approval is bound to.)
  */
+/** KEYS[1] the shared config; ARGV[1] the record expected there ("" for none), ARGV[2] the next one. */
+const SAVE_CONFIG = `
+local current = redis.call("GET", KEYS[1])
+if (current or "") ~= ARGV[1] then return 0 end
+redis.call("SET", KEYS[1], ARGV[2])
+return 1
+`;
+
 const TRANSITION = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
@@ -186,10 +194,13 @@ export async function createRedisState(
         set.add(done);
       });
     },
-    saveConfig: (snapshot) =>
+    saveConfig: (next, previous) =>
       guard("share the config", async () => {
-        await redis.set(k.config, snapshot);
+        // Compare and set on the whole record: a change made meanwhile by another instance is never overwritten.
+        const saved = await redis.eval(SAVE_CONFIG, 1, k.config, previous ?? "", next);
+        if (saved !== 1) return false;
         await redis.publish(k.configChannel, `${instance}:${Date.now()}`);
+        return true;
       }),
     loadConfig: () => guard("read the shared config", () => redis.get(k.config)),
     onConfig(listener) {

@@ -33,7 +33,11 @@ export interface StateStore extends ApprovalStore {
   /** Remove and return a pending call: a result is accepted once. */
   takeCall(callId: string): Promise<OpenCall | null>;
   /** Share the live tenants and tools with the other instances. */
-  saveConfig(snapshot: string): Promise<void>;
+  /**
+   * Store the shared config record `next` if the stored one is still `previous` (null: none), and tell the other
+   * instances; false when another instance changed it meanwhile (nothing stored).
+   */
+  saveConfig(next: string, previous: string | null): Promise<boolean>;
   loadConfig(): Promise<string | null>;
   /** Called when another instance changed the live config. */
   onConfig(listener: (snapshot: string) => void): void;
@@ -86,8 +90,10 @@ export function createMemoryState(now: () => number = Date.now): StateStore {
       calls.delete(callId);
       return e?.call ?? null;
     },
-    async saveConfig(snapshot) {
-      config = snapshot;
+    async saveConfig(next, previous) {
+      if (config !== previous) return false;
+      config = next;
+      return true;
     },
     async loadConfig() {
       return config;

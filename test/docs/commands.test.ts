@@ -140,6 +140,8 @@ function sandbox(port: number): string {
 }
 
 const PRELUDE = `set -e -o pipefail
+# An HTTP error is a failed command, whatever its body says (the body is still printed, as curl -s shows it).
+curl() { command curl --fail-with-body "$@"; }
 __service() { # index, ready pattern (extended regex), command
   setsid bash -c "$3" > "$__out/service.$1" 2>&1 < /dev/null &
   echo $! >> "$__out/services"
@@ -181,7 +183,11 @@ function session(dir: string, port: number, commands: DocCommand[]) {
     lines.push(`echo ${i} > "$__out/at"`);
     const ready = SERVICES[c.text];
     if (ready !== undefined) lines.push(`__service ${i} '${ready.source}' ${JSON.stringify(c.text)}`);
-    else lines.push(`{ ${substitute(c.text, port)}\n} > "$__out/${i}.out" 2> "$__out/${i}.err" < /dev/null`);
+    // `|| exit`: set -e does not stop at a failing `a && b` list; the command's own status always does.
+    else
+      lines.push(
+        `{ ${substitute(c.text, port)}\n} > "$__out/${i}.out" 2> "$__out/${i}.err" < /dev/null || exit $?`,
+      );
   });
   lines.push(`echo ${run.length} > "$__out/at"`);
   const venv = join(dir, ".venv");
@@ -302,7 +308,13 @@ describe("the docs' shell commands", () => {
     expect([...Object.keys(NOT_RUN), ...Object.keys(RUN_IN_PART)].filter((c) => !shown.has(c))).toEqual([]);
     expect(Object.keys(FILES_NOT_RUN).filter((f) => !files.includes(f))).toEqual([]);
     expect(files).toEqual(
-      expect.arrayContaining(["README.md", "docs/server.md", "docs/cli.md", "docs/audit.md"]),
+      expect.arrayContaining([
+        "README.md",
+        "docs/server.md",
+        "docs/cli.md",
+        "docs/audit.md",
+        "docs/python.md",
+      ]),
     );
   });
 

@@ -28,8 +28,26 @@ afterAll(async () => {
   await idp?.close();
 });
 
-async function start(overrides: Partial<ConfigInput>): Promise<OnbehalfServer> {
-  const server = await startTestServer(idp, overrides);
+const keys = mkdtempSync(join(tmpdir(), "onbehalf-deployments-"));
+
+/** An instance of `deployment`: the instances of a deployment share its server signing key, as real ones do. */
+async function start(
+  overrides: Partial<ConfigInput>,
+  deployment = "one",
+  warn: (m: string) => void = () => {},
+): Promise<OnbehalfServer> {
+  const server = await startTestServer(
+    idp,
+    {
+      ...overrides,
+      server: {
+        ...serverConfig(idp).server,
+        signing_key: join(keys, `${deployment}.jwk`),
+        ...overrides.server,
+      },
+    },
+    { warn },
+  );
   open.push(server);
   return server;
 }
@@ -89,8 +107,7 @@ describe("the live config", () => {
       /the live config in the state store \(version 1.*was made from another version of the config.*server\.live_config to file .* or stored/,
     );
     // The operator chooses the file: it is in force, and the stored record is replaced.
-    const base = serverConfig(idp);
-    const fromFile = await start({ ...edited, server: { ...base.server, live_config: "file" } });
+    const fromFile = await start({ ...edited, server: { live_config: "file" } });
     expect(fromFile.configSource).toMatch(
       /is in force, as server\.live_config: file says; it replaced the live config/,
     );
@@ -110,22 +127,71 @@ describe("the live config", () => {
     expect(await readEmail(theirs)).toBe("deny");
     expect(await readEmail(mine)).toBe("allow"); // its own prefix: it never saw the change
 
-    // Two deployments made to share one prefix, from different files: the change is not adopted, and said so.
+    // Two deployments made to share one prefix, even with the very same tenants and tools: a change of one is
+    // never adopted by the other, and said so; a third deployment refuses to start on the other's config.
     const warnings: string[] = [];
-    const base = serverConfig(idp, { limits: { store: redis.url, redis_prefix: "shared:" } });
-    const one = await startTestServer(idp, base, { warn: (m) => warnings.push(m) });
-    open.push(one);
-    const other = await start({
-      limits: { store: redis.url, redis_prefix: "shared:" },
-      tenants: [{ id: "acme", policy: { defaults: { "*": { permission: "allow" } } } }],
-    });
+    const shared = { limits: { store: redis.url, redis_prefix: "shared:" } };
+    const one = await start(shared, "staging", (m) => warnings.push(m));
+    const other = await start(shared, "production");
     expect((await denyEmail(other)).status).toBe(200);
+    expect(await readEmail(other)).toBe("deny");
     const t0 = Date.now();
     while (warnings.length === 0 && Date.now() - t0 < 2_000) await new Promise((r) => setTimeout(r, 20));
     expect(warnings.join("\n")).toMatch(
-      /ignored a shared config change \(version 1, by admin:[0-9a-f]{8}\): it was made from another config file/,
+      /ignored a shared config change \(version 1, by admin:[0-9a-f]{8}\): it was written by another deployment \(server signing key \S+\) sharing limits\.redis_prefix/,
     );
     expect(await readEmail(one)).toBe("allow");
+    await expect(start(shared, "qa")).rejects.toThrow(
+      /was written by another deployment \(server signing key \S+, this one's is \S+\): give each deployment sharing a Redis its own limits\.redis_prefix/,
+    );
+    expect((await call(one.url, "GET", "/v1/admin/config", { token: ADMIN })).body).toMatchObject({
+      version: 0,
+    });
+  });
+
+  it("shares a change or undoes it: a change another instance overtook, or that Redis cannot take, is not in force anywhere", async () => {
+    const own = await startOwnRedis();
+    try {
+      const limits = { store: own.url, redis_prefix: "cas:" };
+      const a = await start({ limits }, "cas");
+      const b = await start({ limits }, "cas");
+      // Two admins at the same moment on two instances: both answered, one after the other, never one lost.
+      const [first, second] = await Promise.all([
+        denyEmail(a),
+        call(b.url, "PATCH", "/v1/admin/tenants/acme/policy", {
+          token: ADMIN,
+          body: { tools: { get_customer: { "*": { permission: "deny" } } } },
+        }),
+      ]);
+      const statuses = [first.status, second.status].sort();
+      expect(statuses[0]).toBe(200);
+      const live = (await call(a.url, "GET", "/v1/admin/config", { token: ADMIN })).body;
+      if (statuses[1] === 409) {
+        expect(live.version).toBe(1); // the other was refused, undone where it was made, and said so
+      } else {
+        expect(live.version).toBe(2); // or it came second, on top of the first
+        expect(live.config.tenants[0].policy.tools).toMatchObject({ read_email: {}, get_customer: {} });
+      }
+      // Redis goes away: the change is refused and undone, the audit says both.
+      await own.stop();
+      const refused = await call(a.url, "PATCH", "/v1/admin/tenants/acme/policy", {
+        token: ADMIN,
+        body: { tools: { issue_refund: { "*": { permission: "allow" } } } },
+      });
+      expect(refused.status).toBe(503);
+      expect(refused.body.error.message).toMatch(/^not changed: /);
+      const acme = a.governor.config.tenants.find((t) => t.id === "acme")!;
+      expect(acme.policy.tools["issue_refund"]).toBeUndefined();
+      await a.governor.flush();
+      const records = (await a.governor.queryAudit({ limit: 10 })).records.map((r) => r.reason);
+      expect(
+        records.some((r) =>
+          /^undone: patched the policy of tenant acme \(by admin:[0-9a-f]{8}\): not changed: /.test(r),
+        ),
+      ).toBe(true);
+    } finally {
+      await own.stop().catch(() => {});
+    }
   });
 
   it("follows a reload: every instance on the edited file adopts it, and a bad edit changes nothing", async () => {
@@ -165,7 +231,8 @@ describe("the live config", () => {
       changed_by: "file",
     });
 
-    // A bad edit: refused with why, nothing changes anywhere; a change to another section needs a restart.
+    // A bad edit: refused with why, nothing changes anywhere; an edit that touches another section too (or a
+    // file cut short that lost one) is refused whole: those take a restart.
     writeFileSync(file, readFileSync(file, "utf8").replace('"read_email":{"*"', '"read_emial":{"*"'));
     await expect(a.reload()).rejects.toMatchObject({ code: "ERR_CONFIG_INVALID" });
     expect(await readEmail(a)).toBe("deny");
@@ -174,6 +241,10 @@ describe("the live config", () => {
       tenants: [acme, config.tenants![1]!],
       server: { ...config.server, max_body_bytes: 4096 },
     });
-    expect(await a.reload()).toMatch(/version 2\); server changed too, and take effect on restart$/);
+    await expect(a.reload()).rejects.toThrow(/server changed, which takes effect only on restart/);
+    expect(await readEmail(a)).toBe("deny");
+    expect((await call(a.url, "GET", "/v1/admin/config", { token: ADMIN })).body).toMatchObject({
+      version: 1,
+    });
   });
 });

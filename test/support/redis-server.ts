@@ -51,7 +51,7 @@ export async function startOwnRedis(): Promise<OwnRedis> {
   };
   const stop = async () => {
     const c = child;
-    if (c === undefined || c.exitCode !== null) return;
+    if (c === undefined || c.exitCode !== null || c.signalCode !== null) return;
     await new Promise<void>((resolve) => {
       c.once("exit", () => resolve());
       c.kill("SIGKILL");
