@@ -1,0 +1,199 @@
+/**
+ * What an upstream sends back while a call runs (progress, log messages, sampling and elicitation requests) and
+ * cancellation, through the MCP gateway: two users in two sessions of the official MCP client, in front of a
+ * real upstream on the official SDK's McpServer, with tokens from a real oidc-provider.
+ */
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import {
+  type CallToolResult,
+  type ClientCapabilities,
+  CreateMessageRequestSchema,
+  ElicitRequestSchema,
+  LoggingMessageNotificationSchema,
+  type Progress,
+} from "@modelcontextprotocol/sdk/types.js";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import type { OnbehalfServer } from "../../src/server/app.js";
+import { type RelayUpstream, startRelayUpstream } from "../support/mcp-relay-upstream.js";
+import { DEFAULT_RESOURCE, type OidcProviderHandle, startOidcProvider } from "../support/oidc.js";
+import { ADMIN, call, serverConfig, startTestServer } from "../support/server.js";
+
+const GATEWAY = "https://gateway.onbehalf.test";
+let idp: OidcProviderHandle;
+let upstream: RelayUpstream;
+let server: OnbehalfServer;
+const clients: Client[] = [];
+
+beforeAll(async () => {
+  idp = await startOidcProvider();
+  upstream = await startRelayUpstream();
+  const base = serverConfig(idp);
+  server = await startTestServer(idp, {
+    server: { ...base.server, public_url: GATEWAY },
+    issuers: [{ issuer: idp.issuer, audience: [DEFAULT_RESOURCE, `${GATEWAY}/mcp`], preset: "generic" }],
+    tools: [{ name: "relay.converse" }, { name: "relay.wait" }, { name: "relay.stray" }],
+    tenants: [{ id: "acme", policy: { defaults: { "*": { permission: "allow" } }, rules: [] } }],
+    upstreams: [
+      {
+        name: "relay",
+        transport: "streamable-http",
+        url: upstream.url,
+        timeout_ms: 10_000,
+        auth: { type: "obo", audience: "https://relay.test" },
+      },
+    ],
+  });
+});
+afterAll(async () => {
+  await Promise.allSettled(clients.map((c) => c.close()));
+  await server?.close();
+  await upstream?.stop();
+  await idp?.close();
+});
+
+/** One user's session, with what reached it. */
+interface UserSession {
+  readonly client: Client;
+  readonly logs: string[];
+  readonly sampled: string[];
+  readonly elicited: string[];
+}
+
+async function session(
+  user: string,
+  capabilities: ClientCapabilities = { sampling: {}, elicitation: {} },
+): Promise<UserSession> {
+  const bearer = await idp.getToken({
+    resource: `${GATEWAY}/mcp`,
+    scope: "openid",
+    claims: { sub: user, tenant: "acme" },
+  });
+  const client = new Client({ name: `${user}-agent`, version: "1.0.0" }, { capabilities });
+  const s: UserSession = { client, logs: [], sampled: [], elicited: [] };
+  client.setNotificationHandler(LoggingMessageNotificationSchema, async (n) => {
+    s.logs.push(String(n.params.data));
+  });
+  if (capabilities.sampling !== undefined) {
+    client.setRequestHandler(CreateMessageRequestSchema, async (req) => {
+      const asked = (req.params.messages[0]?.content as { text?: string } | undefined)?.text ?? "";
+      s.sampled.push(asked);
+      return {
+        model: `${user}-model`,
+        role: "assistant",
+        content: { type: "text", text: `${user} on ${asked}` },
+      };
+    });
+  }
+  if (capabilities.elicitation !== undefined) {
+    client.setRequestHandler(ElicitRequestSchema, async (req) => {
+      s.elicited.push(req.params.message);
+      return { action: "accept", content: { name: user } };
+    });
+  }
+  await client.connect(
+    new StreamableHTTPClientTransport(new URL(`${server.url}/mcp`), {
+      requestInit: { headers: { authorization: `Bearer ${bearer}` } },
+    }),
+  );
+  clients.push(client);
+  return s;
+}
+
+const text = (r: unknown) => ((r as CallToolResult).content[0] as { text: string }).text;
+
+/** A `converse` call with a progress token; resolves to its result and the progress it was told of. */
+async function converse(s: UserSession, tag: string, meet = false) {
+  const progress: Progress[] = [];
+  const result = await s.client.callTool({ name: "relay.converse", arguments: { tag, meet } }, undefined, {
+    onprogress: (p) => progress.push(p),
+  });
+  return { text: text(result), progress: progress.map((p) => p.message) };
+}
+
+describe("MCP gateway relay", () => {
+  it("relays each user's progress, logs, sampling and elicitation to their own session only, with calls running at once", async () => {
+    const alice = await session("alice");
+    const bob = await session("bob");
+    upstream.meet(2); // neither call goes on until both are running at the upstream
+    const [a, b] = await Promise.all([converse(alice, "alice-call", true), converse(bob, "bob-call", true)]);
+
+    expect(a.text).toBe('sampled alice-model: alice on alice-call\nelicited accept: {"name":"alice"}');
+    expect(b.text).toBe('sampled bob-model: bob on bob-call\nelicited accept: {"name":"bob"}');
+    expect(a.progress).toEqual(["alice-call half", "alice-call done"]);
+    expect(b.progress).toEqual(["bob-call half", "bob-call done"]);
+    expect(alice.sampled).toEqual(["alice-call"]);
+    expect(bob.sampled).toEqual(["bob-call"]);
+    expect(alice.elicited).toEqual(["who runs alice-call?"]);
+    expect(bob.elicited).toEqual(["who runs bob-call?"]);
+    await vi.waitFor(() => expect(alice.logs).toContain("alice-call error"));
+    await vi.waitFor(() => expect(bob.logs).toContain("bob-call error"));
+    expect(alice.logs.every((l) => l.startsWith("alice-call"))).toBe(true);
+    expect(bob.logs.every((l) => l.startsWith("bob-call"))).toBe(true);
+
+    // The upstream saw tokens of the gateway's own, never a caller's.
+    const seen = [upstream.progressTokens.get("alice-call"), upstream.progressTokens.get("bob-call")];
+    expect(seen.every((t) => t !== undefined)).toBe(true);
+  });
+
+  it("sends a session only the log messages at or above the level it set with logging/setLevel", async () => {
+    const alice = await session("alice");
+    const bob = await session("bob");
+    await alice.client.setLoggingLevel("warning");
+    await converse(alice, "quiet");
+    await converse(bob, "loud");
+    await vi.waitFor(() => expect(bob.logs).toEqual(["loud info", "loud error"]));
+    await vi.waitFor(() => expect(alice.logs).toEqual(["quiet error"]));
+  });
+
+  it("audits a sampling request naming the upstream that asked and an elicitation answer as the user's", async () => {
+    const carol = await session("carol");
+    await converse(carol, "audited");
+    await server.governor.flush();
+    const records = (await call(server.url, "GET", "/v1/audit?user=carol&limit=50", { token: ADMIN })).body
+      .records as { kind: string; reason: string; args: Record<string, unknown>; tool: string }[];
+    const relayed = records.filter((r) => r.kind === "admin");
+    const sampling = relayed.find((r) => r.args["method"] === "sampling/createMessage");
+    const elicitation = relayed.find((r) => r.args["method"] === "elicitation/create");
+    expect(sampling).toMatchObject({
+      tool: "relay.converse",
+      reason: "upstream relay asked carol's client for sampling: answered",
+      args: { upstream: "relay", model: "carol-model" },
+    });
+    expect(typeof sampling?.args["session"]).toBe("string");
+    expect(elicitation).toMatchObject({
+      reason: "upstream relay asked carol's client for elicitation: the user answered accept",
+      args: { upstream: "relay", action: "accept", fields: ["name"] },
+    });
+  });
+
+  it("fails an upstream's sampling and elicitation cleanly when the user's client declared neither", async () => {
+    const dave = await session("dave", {});
+    const { text: said } = await converse(dave, "plain");
+    expect(said).toMatch(/^sampling failed: .*declared no sampling capability/m);
+    expect(said).toMatch(/^elicitation failed: .*declared no elicitation capability/m);
+  });
+
+  it("refuses a sampling request no user's call caused, sending it to no session", async () => {
+    const erin = await session("erin");
+    const result = await erin.client.callTool({ name: "relay.stray", arguments: {} });
+    expect(text(result)).toMatch(/^stray sampling failed: .*none is running that caused it/);
+    expect(erin.sampled).toEqual([]);
+  });
+
+  it("cancels the upstream request when the client cancels its call", async () => {
+    const alice = await session("alice");
+    const controller = new AbortController();
+    const pending = alice.client.callTool(
+      { name: "relay.wait", arguments: { tag: "to-cancel" } },
+      undefined,
+      {
+        signal: controller.signal,
+      },
+    );
+    await vi.waitFor(() => expect(upstream.waiting).toContain("to-cancel"), { timeout: 5_000 });
+    controller.abort("the user changed their mind");
+    await expect(pending).rejects.toThrow();
+    await vi.waitFor(() => expect(upstream.cancelled).toContain("to-cancel"), { timeout: 5_000 });
+  });
+});
