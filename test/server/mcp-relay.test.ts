@@ -12,6 +12,7 @@ import {
   ElicitRequestSchema,
   LoggingMessageNotificationSchema,
   type Progress,
+  ProgressNotificationSchema,
 } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { OnbehalfServer } from "../../src/server/app.js";
@@ -134,6 +135,24 @@ describe("MCP gateway relay", () => {
     // The upstream saw tokens of the gateway's own, never a caller's.
     const seen = [upstream.progressTokens.get("alice-call"), upstream.progressTokens.get("bob-call")];
     expect(seen.every((t) => t !== undefined)).toBe(true);
+  });
+
+  it("forwards a progress token of the gateway's own and answers the caller with the caller's", async () => {
+    const alice = await session("alice");
+    const told: unknown[] = [];
+    // The caller's own token, which the SDK would otherwise choose: its progress is read off the wire.
+    alice.client.setNotificationHandler(ProgressNotificationSchema, async (n) => {
+      told.push(n.params.progressToken);
+    });
+    await alice.client.callTool({
+      name: "relay.converse",
+      arguments: { tag: "own-token" },
+      _meta: { progressToken: "alice-own-token" },
+    });
+    await vi.waitFor(() => expect(told).toEqual(["alice-own-token", "alice-own-token"]));
+    const forwarded = upstream.progressTokens.get("own-token");
+    expect(forwarded).toBeDefined();
+    expect(forwarded).not.toBe("alice-own-token");
   });
 
   it("sends a session only the log messages at or above the level it set with logging/setLevel", async () => {
