@@ -33,7 +33,12 @@ beforeAll(async () => {
   server = await startTestServer(idp, {
     server: { ...base.server, public_url: GATEWAY },
     issuers: [{ issuer: idp.issuer, audience: [DEFAULT_RESOURCE, `${GATEWAY}/mcp`], preset: "generic" }],
-    tools: [{ name: "relay.converse" }, { name: "relay.wait" }, { name: "relay.stray" }],
+    tools: [
+      { name: "relay.converse" },
+      { name: "relay.wait" },
+      { name: "relay.stray" },
+      { name: "relay.withdraw" },
+    ],
     tenants: [{ id: "acme", policy: { defaults: { "*": { permission: "allow" } }, rules: [] } }],
     upstreams: [
       {
@@ -59,6 +64,8 @@ interface UserSession {
   readonly logs: string[];
   readonly sampled: string[];
   readonly elicited: string[];
+  /** Sampling requests the upstream cancelled while the client held them. */
+  readonly withdrawn: string[];
 }
 
 async function session(
@@ -71,14 +78,18 @@ async function session(
     claims: { sub: user, tenant: "acme" },
   });
   const client = new Client({ name: `${user}-agent`, version: "1.0.0" }, { capabilities });
-  const s: UserSession = { client, logs: [], sampled: [], elicited: [] };
+  const s: UserSession = { client, logs: [], sampled: [], elicited: [], withdrawn: [] };
   client.setNotificationHandler(LoggingMessageNotificationSchema, async (n) => {
     s.logs.push(String(n.params.data));
   });
   if (capabilities.sampling !== undefined) {
-    client.setRequestHandler(CreateMessageRequestSchema, async (req) => {
+    client.setRequestHandler(CreateMessageRequestSchema, async (req, extra) => {
       const asked = (req.params.messages[0]?.content as { text?: string } | undefined)?.text ?? "";
       s.sampled.push(asked);
+      if (asked === "hang") {
+        await new Promise((resolve) => extra.signal.addEventListener("abort", resolve));
+        s.withdrawn.push(asked);
+      }
       return {
         model: `${user}-model`,
         role: "assistant",
@@ -198,6 +209,24 @@ describe("MCP gateway relay", () => {
     const result = await erin.client.callTool({ name: "relay.stray", arguments: {} });
     expect(text(result)).toMatch(/^stray sampling failed: .*none is running that caused it/);
     expect(erin.sampled).toEqual([]);
+    await server.governor.flush();
+    const denied = (await call(server.url, "GET", "/v1/audit?decision=deny&limit=200", { token: ADMIN })).body
+      .records as { kind: string; reason: string; args: Record<string, unknown> }[];
+    expect(denied).toContainEqual(
+      expect.objectContaining({
+        reason:
+          "upstream relay sent sampling/createMessage while no call of a user was running: refused, sent to no session",
+        args: { upstream: "relay", method: "sampling/createMessage" },
+      }),
+    );
+  });
+
+  it("cancels a sampling request at the client when the upstream cancels it", async () => {
+    const frank = await session("frank");
+    const result = await frank.client.callTool({ name: "relay.withdraw", arguments: {} });
+    expect(text(result)).toBe("withdrawn");
+    await vi.waitFor(() => expect(frank.withdrawn).toEqual(["hang"]), { timeout: 5_000 });
+    expect(frank.sampled).toEqual(["first", "hang"]);
   });
 
   it("cancels the upstream request when the client cancels its call", async () => {

@@ -1,7 +1,7 @@
 /**
  * A real MCP server over Streamable HTTP (official SDK) that talks back while a call runs, for the relay tests:
  * `converse` reports progress, logs at two levels, asks for sampling and for elicitation, each tagged with the
- * call's `tag`; `wait` runs until it is cancelled; `stray` asks for sampling on its standalone stream (a request
+ * call's `tag`; `wait` runs until it is cancelled; `withdraw` asks for sampling and cancels its request; `stray` asks for sampling on its standalone stream (a request
  * no call caused, as far as the wire says).
  */
 import { randomUUID } from "node:crypto";
@@ -122,6 +122,37 @@ export async function startRelayUpstream(): Promise<RelayUpstream> {
           });
         });
         return { content: [{ type: "text", text: `${tag} ended` }] };
+      },
+    );
+    server.registerTool(
+      "withdraw",
+      { description: "Ask for sampling, then cancel the request" },
+      async (extra) => {
+        // A first request answered as usual: the SDK (1.32) ignores a cancellation of request id 0 (`!requestId`),
+        // so the one to cancel must not be the first on either connection.
+        await extra.sendRequest(
+          {
+            method: "sampling/createMessage",
+            params: { messages: [{ role: "user", content: { type: "text", text: "first" } }], maxTokens: 5 },
+          },
+          CreateMessageResultSchema,
+        );
+        const asking = new AbortController();
+        const asked = extra.sendRequest(
+          {
+            method: "sampling/createMessage",
+            params: { messages: [{ role: "user", content: { type: "text", text: "hang" } }], maxTokens: 5 },
+          },
+          CreateMessageResultSchema,
+          { signal: asking.signal },
+        );
+        setTimeout(() => asking.abort("not needed any more"), 500);
+        try {
+          await asked;
+          return { content: [{ type: "text", text: "answered" }] };
+        } catch {
+          return { content: [{ type: "text", text: "withdrawn" }] };
+        }
       },
     );
     server.registerTool("stray", { description: "Ask for sampling off the call's stream" }, async () => {
