@@ -38,6 +38,7 @@ beforeAll(async () => {
       { name: "relay.wait" },
       { name: "relay.stray" },
       { name: "relay.withdraw" },
+      { name: "pipe.converse" },
     ],
     tenants: [{ id: "acme", policy: { defaults: { "*": { permission: "allow" } }, rules: [] } }],
     upstreams: [
@@ -47,6 +48,13 @@ beforeAll(async () => {
         url: upstream.url,
         timeout_ms: 10_000,
         auth: { type: "obo", audience: "https://relay.test" },
+      },
+      {
+        name: "pipe",
+        transport: "stdio",
+        command: process.execPath,
+        args: ["--import", "tsx", "test/fixtures/stdio-relay-upstream.ts"],
+        timeout_ms: 10_000,
       },
     ],
   });
@@ -219,6 +227,23 @@ describe("MCP gateway relay", () => {
         args: { upstream: "relay", method: "sampling/createMessage" },
       }),
     );
+  });
+
+  it("relays a stdio upstream's progress (matched by token) but not its logs or requests: a pipe does not say which call they belong to", async () => {
+    const grace = await session("grace");
+    const progress: Progress[] = [];
+    const result = await grace.client.callTool(
+      { name: "pipe.converse", arguments: { tag: "piped" } },
+      undefined,
+      {
+        onprogress: (p) => progress.push(p),
+      },
+    );
+    expect(progress.map((p) => p.message)).toEqual(["piped piped"]);
+    expect(text(result)).toMatch(/^sampling failed: .*none is running that caused it/);
+    await new Promise((resolve) => setTimeout(resolve, 200)); // a relayed log would have arrived by now
+    expect(grace.sampled).toEqual([]);
+    expect(grace.logs).toEqual([]);
   });
 
   it("cancels a sampling request at the client when the upstream cancels it", async () => {

@@ -128,8 +128,8 @@ export async function startRelayUpstream(): Promise<RelayUpstream> {
       "withdraw",
       { description: "Ask for sampling, then cancel the request" },
       async (extra) => {
-        // A first request answered as usual: the SDK (1.32) ignores a cancellation of request id 0 (`!requestId`),
-        // so the one to cancel must not be the first on either connection.
+        // A first request answered as usual: SDK 1.32 ignores a cancellation of request id 0 (`!requestId`,
+        // typescript-sdk issue 2283), so the one to cancel must not be the first on either connection.
         await extra.sendRequest(
           {
             method: "sampling/createMessage",
