@@ -23,7 +23,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { type RunContext, runContextOf, withContext } from "../context/run.js";
 import { newTraceId, traceIdOf } from "../context/trace.js";
 import { OnbehalfError } from "../errors.js";
-import { type CallAttempt, callInput } from "../govern/pipeline.js";
+import { type CallAttempt, callInput, outputPolicyOf } from "../govern/pipeline.js";
 import { listable } from "../policy/decide.js";
 import { McpOutput, mcpText } from "../policy/output.js";
 import { hasUnsafeText, unsafeTextMessage } from "../text.js";
@@ -210,12 +210,12 @@ export async function mcpGateway(
         (scopes) => {
           if (slot !== undefined) slot.scopes = scopes;
         },
-        (tool, callId) => ({
+        (tool, attempt) => ({
           signal: extra.signal,
           relay: sessionRelay(
             ctx.gov,
             { server, sessionId: () => transport.sessionId, streams: session.streams },
-            { run, tool, callId, progressToken },
+            { run, tool, callId: attempt.callId, progressToken, output: outputPolicyOf(attempt) },
           ),
         }),
       );
@@ -232,7 +232,7 @@ export async function mcpGateway(
     args: Record<string, unknown>,
     insufficientScope: (scopes: readonly string[]) => void,
     /** The caller's cancellation and the relay of the upstream's traffic back to the calling session. */
-    upstreamOptions: (tool: string, callId: string) => UpstreamCallOptions = () => ({}),
+    upstreamOptions: (tool: string, attempt: CallAttempt) => UpstreamCallOptions = () => ({}),
   ): Promise<CallToolResult> => {
     const tool = (await catalog()).get(name);
     let attempt = await ctx.gov.begin(run, name, args, { source: "mcp" });
@@ -260,7 +260,7 @@ export async function mcpGateway(
     let result: CallToolResult;
     try {
       result = await withContext(run, () =>
-        tool.upstream.call(tool.original, args, upstreamOptions(name, attempt.callId)),
+        tool.upstream.call(tool.original, args, upstreamOptions(name, attempt)),
       );
     } catch (e) {
       ctx.gov.finish(attempt, { status: "error", error: (e as Error).message });

@@ -40,6 +40,7 @@ import {
 import { newCallId } from "../audit/call-id.js";
 import type { RunContext } from "../context/run.js";
 import type { Governor } from "../govern/governor.js";
+import { type OutputRedaction, redactOutput } from "../policy/output.js";
 
 /** What the gateway's upstream clients declare: they accept sampling and (form) elicitation, to relay them. */
 export const UPSTREAM_CLIENT_CAPABILITIES: ClientCapabilities = { sampling: {}, elicitation: { form: {} } };
@@ -169,6 +170,8 @@ export interface RelayedCall {
   readonly callId: string;
   /** The caller's `_meta.progressToken`, if it sent one. */
   readonly progressToken: ProgressToken | undefined;
+  /** What policy does to the call's output (`outputPolicyOf`): it applies to what is relayed too. */
+  readonly output: OutputRedaction | "block" | null;
 }
 
 /**
@@ -177,12 +180,21 @@ export interface RelayedCall {
  * elicitation's answer is recorded as the user's (its action and the names of the fields answered, not their
  * values).
  *
+ * What the upstream sends is output of the call, so the call's output policy applies to it: under `block`
+ * progress goes without its message and logs are dropped; under redaction a progress message and a log's
+ * `data` are redacted (what the paths cannot reach is withheld); under either, sampling and elicitation
+ * requests are refused, as their text cannot be checked.
+ *
  * @example
  * const relay = sessionRelay(ctx.gov, session, { run, tool: name, callId, progressToken });
  */
 export function sessionRelay(gov: Governor, session: RelaySession, call: RelayedCall): CallRelay {
   const { server } = session;
   const token = call.progressToken;
+  const output = call.output;
+  /** A relayed value under the call's output policy; undefined when it is not to be sent at all. */
+  const screened = (value: unknown): unknown =>
+    output === null ? value : output === "block" ? undefined : redactOutput(value, output);
   const audit = (
     upstream: string,
     method: string,
@@ -214,14 +226,24 @@ export function sessionRelay(gov: Governor, session: RelaySession, call: Relayed
     ...(token === undefined
       ? {}
       : {
-          progress: (p: Progress) => {
+          progress: ({ message, ...p }: Progress) => {
+            const shown = message === undefined ? undefined : screened(message);
             void server
-              .notification({ method: "notifications/progress", params: { ...p, progressToken: token } })
+              .notification({
+                method: "notifications/progress",
+                params: {
+                  ...p,
+                  ...(typeof shown === "string" ? { message: shown } : {}),
+                  progressToken: token,
+                },
+              })
               .catch(() => {});
           },
         }),
     log(params) {
-      void server.sendLoggingMessage(params, session.sessionId()).catch(() => {});
+      const data = screened(params.data);
+      if (data === undefined) return;
+      void server.sendLoggingMessage({ ...params, data }, session.sessionId()).catch(() => {});
     },
     async ask(upstream, request, signal) {
       const who = `${call.run.principal.user}'s client`;
@@ -230,6 +252,20 @@ export function sessionRelay(gov: Governor, session: RelaySession, call: Relayed
         audit(upstream, request.method, false, `upstream ${upstream} asked ${who} for ${what}: ${why}`, {});
         throw new McpError(ErrorCode.InvalidRequest, `the user's MCP client ${why}`);
       };
+      if (output !== null) {
+        const how = output === "block" ? "blocks" : "redacts";
+        audit(
+          upstream,
+          request.method,
+          false,
+          `upstream ${upstream} asked ${who} for ${what}: refused, as policy ${how} the output of ${call.tool}`,
+          {},
+        );
+        throw new McpError(
+          ErrorCode.InvalidRequest,
+          `onbehalf does not relay ${what} requests of ${call.tool}: policy ${how} its output, and cannot check what a request says`,
+        );
+      }
       if (!accepts(server.getClientCapabilities(), request)) refuse(`declared no ${what} capability`);
       if (!(await session.streams.ready(STREAM_WAIT_MS)))
         refuse("has no open stream (GET /mcp) to receive server requests");

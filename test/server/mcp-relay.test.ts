@@ -40,7 +40,24 @@ beforeAll(async () => {
       { name: "relay.withdraw" },
       { name: "pipe.converse" },
     ],
-    tenants: [{ id: "acme", policy: { defaults: { "*": { permission: "allow" } }, rules: [] } }],
+    tenants: [
+      {
+        id: "acme",
+        policy: {
+          defaults: { "*": { permission: "allow" } },
+          rules: [
+            {
+              id: "secret-calls",
+              tools: ["relay.converse"],
+              when: "args.tag.startsWith('secret')",
+              effect: "redact",
+              redact: ["ssn"],
+              reason: "secret calls are redacted",
+            },
+          ],
+        },
+      },
+    ],
     upstreams: [
       {
         name: "relay",
@@ -203,6 +220,25 @@ describe("MCP gateway relay", () => {
       reason: "upstream relay asked carol's client for elicitation: the user answered accept",
       args: { upstream: "relay", action: "accept", fields: ["name"] },
     });
+  });
+
+  it("applies the call's output redaction to what is relayed: messages withheld, requests refused", async () => {
+    const heidi = await session("heidi");
+    const { progress } = await converse(heidi, "secret-1"); // its result, prose, is withheld too
+    expect(heidi.sampled).toEqual([]);
+    expect(heidi.elicited).toEqual([]);
+    await server.governor.flush();
+    const records = (await call(server.url, "GET", "/v1/audit?user=heidi&decision=deny", { token: ADMIN }))
+      .body.records as { reason: string }[];
+    expect(records.map((r) => r.reason).sort()).toEqual([
+      "upstream relay asked heidi's client for elicitation: refused, as policy redacts the output of relay.converse",
+      "upstream relay asked heidi's client for sampling: refused, as policy redacts the output of relay.converse",
+    ]);
+    expect(progress.every((m) => m?.startsWith("[withheld by onbehalf:"))).toBe(true);
+    await vi.waitFor(() => expect(heidi.logs).toHaveLength(2));
+    expect(heidi.logs.every((l) => l.startsWith("[withheld by onbehalf:") && !l.includes("secret-1"))).toBe(
+      true,
+    );
   });
 
   it("fails an upstream's sampling and elicitation cleanly when the user's client declared neither", async () => {
