@@ -98,21 +98,30 @@ export function relayHandlers(
   client.setNotificationHandler(LoggingMessageNotificationSchema, async (n) => {
     scope.getStore()?.log(n.params);
   });
-  const ask = (method: "sampling/createMessage" | "elicitation/create") => {
-    return async (req: { params: Record<string, unknown> }, extra: { signal: AbortSignal }) => {
-      const relay = scope.getStore();
-      if (relay === undefined) {
-        refused(method);
-        throw new McpError(
-          ErrorCode.InvalidRequest,
-          `onbehalf relays ${method} only during a user's tools/call of this server; none is running that caused it`,
-        );
-      }
-      return relay.ask(upstream, { method, params: req.params }, extra.signal);
-    };
+  const ask = (
+    method: "sampling/createMessage" | "elicitation/create",
+    params: Record<string, unknown>,
+    signal: AbortSignal,
+  ) => {
+    const relay = scope.getStore();
+    if (relay === undefined) {
+      refused(method);
+      throw new McpError(
+        ErrorCode.InvalidRequest,
+        `onbehalf relays ${method} only during a user's tools/call of this server; none is running that caused it`,
+      );
+    }
+    return relay.ask(upstream, { method, params }, signal);
   };
-  client.setRequestHandler(CreateMessageRequestSchema, ask("sampling/createMessage") as never);
-  client.setRequestHandler(ElicitRequestSchema, ask("elicitation/create") as never);
+  client.setRequestHandler(
+    CreateMessageRequestSchema,
+    async (req, extra) =>
+      (await ask("sampling/createMessage", req.params, extra.signal)) as CreateMessageResult,
+  );
+  client.setRequestHandler(
+    ElicitRequestSchema,
+    async (req, extra) => (await ask("elicitation/create", req.params, extra.signal)) as ElicitResult,
+  );
 }
 
 /**
