@@ -248,6 +248,52 @@ describe("MCP gateway relay", () => {
     expect(said).toMatch(/^elicitation failed: .*declared no elicitation capability/m);
   });
 
+  it("fails an upstream's sampling cleanly when the user's client has no stream open to receive it", async () => {
+    const bearer = await idp.getToken({
+      resource: `${GATEWAY}/mcp`,
+      scope: "openid",
+      claims: { sub: "ivan", tenant: "acme" },
+    });
+    // A client that declares sampling and elicitation but never opens GET /mcp.
+    const post = (body: unknown, session?: string) =>
+      fetch(`${server.url}/mcp`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${bearer}`,
+          "content-type": "application/json",
+          accept: "application/json, text/event-stream",
+          "mcp-protocol-version": "2025-06-18",
+          ...(session === undefined ? {} : { "mcp-session-id": session }),
+        },
+        body: JSON.stringify(body),
+      });
+    const init = await post({
+      jsonrpc: "2.0",
+      id: 1,
+      method: "initialize",
+      params: {
+        protocolVersion: "2025-06-18",
+        capabilities: { sampling: {}, elicitation: {} },
+        clientInfo: { name: "no-stream", version: "1.0.0" },
+      },
+    });
+    const sid = init.headers.get("mcp-session-id") ?? "";
+    await init.text();
+    await (await post({ jsonrpc: "2.0", method: "notifications/initialized" }, sid)).text();
+    const answer = await post(
+      {
+        jsonrpc: "2.0",
+        id: 2,
+        method: "tools/call",
+        params: { name: "relay.converse", arguments: { tag: "blind" } },
+      },
+      sid,
+    );
+    const said = text(((await answer.json()) as { result: unknown }).result);
+    expect(said).toMatch(/^sampling failed: .*has no open stream/m);
+    expect(said).toMatch(/^elicitation failed: .*has no open stream/m);
+  });
+
   it("refuses a sampling request no user's call caused, sending it to no session", async () => {
     const erin = await session("erin");
     const result = await erin.client.callTool({ name: "relay.stray", arguments: {} });
