@@ -251,6 +251,21 @@ export function finishCall(deps: PipelineDeps, attempt: CallAttempt, result: Cal
   );
 }
 
+/**
+ * What policy does to a call's output, for what reaches the model beside the result (an MCP upstream's log
+ * messages and requests while the call runs): `null` when nothing is redacted, `"block"` when the output is
+ * blocked, else the redaction to apply.
+ *
+ * @example
+ * const screen = outputPolicyOf(attempt); // { tool: "crm.get_customer", paths: [...], unparsed: "withhold" }
+ */
+export function outputPolicyOf(attempt: CallAttempt): OutputRedaction | "block" | null {
+  const d = attempt.decision;
+  if (d.post_transform === "block") return "block";
+  const paths = d.post_transform === "redact" ? redactionPaths(attempt.tool, d.redact) : NO_PATHS;
+  return paths.length === 0 ? null : redactionOf({ fields: attempt.fields, tool: attempt.tool }, paths);
+}
+
 /** What finishing a call needs to know about its attempt (in-process, or reported later to the server). */
 export interface ReportedCall {
   readonly fields: AuditFields;
@@ -429,7 +444,10 @@ function denyWith(decision: Decision, reason_code: ReasonCode, reason: string): 
   };
 }
 
-function redactionOf(call: ReportedCall, paths: readonly RedactPath[]): OutputRedaction {
+function redactionOf(
+  call: Pick<ReportedCall, "fields" | "tool">,
+  paths: readonly RedactPath[],
+): OutputRedaction {
   return {
     tool: call.fields.tool ?? call.tool?.name ?? "the tool",
     paths,

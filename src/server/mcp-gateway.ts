@@ -23,15 +23,16 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { type RunContext, runContextOf, withContext } from "../context/run.js";
 import { newTraceId, traceIdOf } from "../context/trace.js";
 import { OnbehalfError } from "../errors.js";
-import { type CallAttempt, callInput } from "../govern/pipeline.js";
+import { type CallAttempt, callInput, outputPolicyOf } from "../govern/pipeline.js";
 import { listable } from "../policy/decide.js";
 import { McpOutput, mcpText } from "../policy/output.js";
 import { hasUnsafeText, unsafeTextMessage } from "../text.js";
 import type { ServerContext } from "./context.js";
 import { authenticate, type Caller, headerSafe, sendError } from "./http.js";
+import { ClientStreams, sessionRelay } from "./mcp-relay.js";
 import { transportGuard } from "./mcp-transport-guard.js";
 import { createOboMinter } from "./obo.js";
-import { type ExposedTool, Upstream } from "./upstreams.js";
+import { type ExposedTool, Upstream, type UpstreamCallOptions } from "./upstreams.js";
 
 /** Largest tool result handed back to a client; longer text is cut with a note. */
 const MAX_RESULT_BYTES = 1_048_576;
@@ -46,6 +47,8 @@ interface Session {
    * A request with a `traceparent` of its own is recorded under that one.
    */
   readonly traceId: string;
+  /** The client's standalone GET streams: where relayed upstream traffic goes (mcp-relay.ts). */
+  readonly streams: ClientStreams;
 }
 
 export interface GatewayOptions {
@@ -90,6 +93,12 @@ export async function mcpGateway(
           for (const s of sessions.values()) void s.server.sendToolListChanged().catch(() => {});
         },
         (upstream, outcome, seconds) => upstreamSeconds({ upstream, outcome }, seconds),
+        (upstream, method) =>
+          ctx.gov.recordAdmin(
+            `upstream ${upstream} sent ${method} while no call of a user was running: refused, sent to no session`,
+            { upstream, method },
+            { decision: "deny", reason_code: "error" },
+          ),
       ),
   );
 
@@ -139,12 +148,14 @@ export async function mcpGateway(
   const newSession = (caller: Caller, traceparent: string | string[] | undefined): Session => {
     const server = new Server(
       { name: "onbehalf-gateway", version: "0.1.0" },
-      { capabilities: { tools: { listChanged: true } } },
+      // logging: upstream log messages are relayed to the session (mcp-relay.ts), at its `logging/setLevel`.
+      { capabilities: { tools: { listChanged: true }, logging: {} } },
     );
     const transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
-      // A call's answer as one JSON body, not an SSE stream per request: the gateway sends no progress
-      // events while a call runs, and a plain body costs much less (clients must accept both).
+      // A call's answer as one JSON body, not an SSE stream per request: a plain body costs much less (clients
+      // must accept both), and lets a scope step-up answer 403. What an upstream sends during a call (progress,
+      // logs, sampling, elicitation) goes on the session's GET stream instead (mcp-relay.ts).
       enableJsonResponse: true,
       onsessioninitialized: (id) => {
         sessions.set(id, session);
@@ -159,6 +170,7 @@ export async function mcpGateway(
       user: caller.principal.user,
       tenant: caller.principal.tenant,
       traceId: caller.delegation?.traceId ?? traceIdOf(traceparent) ?? newTraceId(),
+      streams: new ClientStreams(),
     };
     const requestRun = (extra: {
       authInfo?: { extra?: Record<string, unknown> };
@@ -190,9 +202,23 @@ export async function mcpGateway(
         throw new McpError(ErrorCode.InvalidParams, `the tool ${unsafeTextMessage("name")}`);
       }
       const slot = extra.authInfo?.extra?.["stepUp"] as StepUp | undefined;
-      return callTool(run, req.params.name, req.params.arguments ?? {}, (scopes) => {
-        if (slot !== undefined) slot.scopes = scopes;
-      });
+      const progressToken = req.params._meta?.progressToken;
+      return callTool(
+        run,
+        req.params.name,
+        req.params.arguments ?? {},
+        (scopes) => {
+          if (slot !== undefined) slot.scopes = scopes;
+        },
+        (tool, attempt) => ({
+          signal: extra.signal,
+          relay: sessionRelay(
+            ctx.gov,
+            { server, sessionId: () => transport.sessionId, streams: session.streams },
+            { run, tool, callId: attempt.callId, progressToken, output: outputPolicyOf(attempt) },
+          ),
+        }),
+      );
     });
     transport.onclose = () => {
       if (transport.sessionId !== undefined) sessions.delete(transport.sessionId);
@@ -205,6 +231,8 @@ export async function mcpGateway(
     name: string,
     args: Record<string, unknown>,
     insufficientScope: (scopes: readonly string[]) => void,
+    /** The caller's cancellation and the relay of the upstream's traffic back to the calling session. */
+    upstreamOptions: (tool: string, attempt: CallAttempt) => UpstreamCallOptions = () => ({}),
   ): Promise<CallToolResult> => {
     const tool = (await catalog()).get(name);
     let attempt = await ctx.gov.begin(run, name, args, { source: "mcp" });
@@ -231,7 +259,9 @@ export async function mcpGateway(
     }
     let result: CallToolResult;
     try {
-      result = await withContext(run, () => tool.upstream.call(tool.original, args));
+      result = await withContext(run, () =>
+        tool.upstream.call(tool.original, args, upstreamOptions(name, attempt)),
+      );
     } catch (e) {
       ctx.gov.finish(attempt, { status: "error", error: (e as Error).message });
       return errorResult((e as Error).message);
@@ -321,6 +351,7 @@ export async function mcpGateway(
       extra: { caller, stepUp },
     };
     if (isSingleToolCall(req.body)) answerStepUp(reply.raw, stepUp, options);
+    if (req.method === "GET") session.streams.watch(reply.raw);
     reply.hijack();
     await session.transport.handleRequest(raw, reply.raw, req.body);
   };

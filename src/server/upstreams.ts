@@ -19,6 +19,13 @@ import {
 import { exposedPrefix, type UpstreamConfig } from "../config/server.js";
 import { tryCurrentRun } from "../context/run.js";
 import { OnbehalfError } from "../errors.js";
+import {
+  type CallRelay,
+  outsideCalls,
+  relayHandlers,
+  relaying,
+  UPSTREAM_CLIENT_CAPABILITIES,
+} from "./mcp-relay.js";
 import { secondsSince } from "./metrics.js";
 import type { OboMinter } from "./obo.js";
 
@@ -41,6 +48,14 @@ export interface ExposedTool {
   readonly tool: Tool;
 }
 
+/** What a gateway call adds to an upstream call: the caller's cancellation, and where server traffic goes. */
+export interface UpstreamCallOptions {
+  /** Aborted when the client cancels its call: the upstream request is cancelled too. */
+  readonly signal?: AbortSignal;
+  /** The calling session's relay (mcp-relay.ts): the upstream's progress, logs and requests for this call. */
+  readonly relay?: CallRelay;
+}
+
 export class Upstream {
   private client: Client | undefined;
   private connecting: Promise<Client> | undefined;
@@ -53,6 +68,8 @@ export class Upstream {
     private readonly onToolsChanged: () => void,
     /** Told of each tool call: this upstream's name, how it ended, how long it took in seconds (metrics). */
     private readonly onCall: (upstream: string, outcome: UpstreamOutcome, seconds: number) => void = () => {},
+    /** Told of a sampling or elicitation request this upstream sent while none of its calls was running. */
+    private readonly onUnrelatedRequest: (upstream: string, method: string) => void = () => {},
   ) {}
 
   get name(): string {
@@ -87,7 +104,11 @@ export class Upstream {
   }
 
   /** Call a tool; throws OnbehalfError with a message fit for the model when the upstream fails. */
-  async call(original: string, args: Record<string, unknown>): Promise<CallToolResult> {
+  async call(
+    original: string,
+    args: Record<string, unknown>,
+    options: UpstreamCallOptions = {},
+  ): Promise<CallToolResult> {
     const started = process.hrtime.bigint();
     const seconds = () => secondsSince(started);
     let client: Client;
@@ -98,10 +119,17 @@ export class Upstream {
       throw e;
     }
     try {
-      const result = await client.callTool({ name: original, arguments: args }, undefined, {
-        timeout: this.config.timeout_ms,
-        maxTotalTimeout: this.config.timeout_ms,
-      });
+      const { signal, relay } = options;
+      const progress = relay?.progress;
+      const result = await relaying(relay, () =>
+        client.callTool({ name: original, arguments: args }, undefined, {
+          timeout: this.config.timeout_ms,
+          maxTotalTimeout: this.config.timeout_ms,
+          ...(signal === undefined ? {} : { signal }),
+          // The SDK sends a progress token of its own (this request's id on this connection), never the caller's.
+          ...(progress === undefined ? {} : { onprogress: progress, resetTimeoutOnProgress: true }),
+        }),
+      );
       if (!Array.isArray((result as CallToolResult).content))
         throw new Error("the upstream's answer has no content list");
       this.onCall(this.name, (result as CallToolResult).isError === true ? "tool_error" : "ok", seconds());
@@ -136,8 +164,13 @@ export class Upstream {
         new OnbehalfError("ERR_UPSTREAM_FAILED", `upstream ${this.name} is unreachable; retrying shortly`),
       );
     }
-    this.connecting ??= (async () => {
-      const client = new Client({ name: "onbehalf-gateway", version: "0.1.0" }, { capabilities: {} });
+    // Opened outside any call's relay scope: what arrives on the connection's own streams belongs to no call.
+    this.connecting ??= outsideCalls(async () => {
+      const client = new Client(
+        { name: "onbehalf-gateway", version: "0.1.0" },
+        { capabilities: UPSTREAM_CLIENT_CAPABILITIES },
+      );
+      relayHandlers(client, this.name, (method) => this.onUnrelatedRequest(this.name, method));
       const transport = this.transport();
       // Only this connection's own end drops it: a dead process's transport may report its close after a new
       // connection replaced it, and must not take the new one down with it.
@@ -162,7 +195,7 @@ export class Upstream {
       }
       this.client = client;
       return client;
-    })().finally(() => {
+    }).finally(() => {
       this.connecting = undefined;
     });
     return this.connecting;
