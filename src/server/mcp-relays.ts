@@ -1,0 +1,53 @@
+/**
+ * What the gateway relays besides tools, in one place for mcp-gateway.ts: resources (mcp-resources.ts) and
+ * prompts (mcp-prompts.ts), each advertised to a new session when any upstream offers it.
+ */
+import type { Server } from "@modelcontextprotocol/sdk/server/index.js";
+import type { ServerCapabilities } from "@modelcontextprotocol/sdk/types.js";
+import type { RunContext } from "../context/run.js";
+import { Listings, type RelayDeps, type RequestExtra } from "./mcp-listings.js";
+import { PromptRelay } from "./mcp-prompts.js";
+import { ResourceRelay } from "./mcp-resources.js";
+
+/** The relays of one gateway. */
+export interface Relays {
+  /** What to advertise to a session opened now: `resources` and `prompts` when an upstream offers them. */
+  capabilities(): Promise<ServerCapabilities>;
+  /** Register `capabilities` on a session's server (before it connects) and answer their methods. */
+  attach(server: Server, runOf: (extra: RequestExtra) => RunContext, capabilities: ServerCapabilities): void;
+}
+
+/**
+ * The resources and prompts relays; `sessions` are told when an upstream's list changes.
+ *
+ * @example
+ * const relays = mcpRelays(deps, () => [...sessions.values()].map((s) => s.server));
+ * relays.attach(server, requestRun, await relays.capabilities());
+ */
+export function mcpRelays(deps: RelayDeps, sessions: () => Iterable<Server>): Relays {
+  const listings = new Listings(deps.upstreams, (kind) => {
+    for (const server of sessions()) {
+      // A session opened before the upstream offered this kind did not advertise it: the SDK refuses the send.
+      try {
+        const sent = kind === "resources" ? server.sendResourceListChanged() : server.sendPromptListChanged();
+        void sent.catch(() => {});
+      } catch {}
+    }
+  });
+  const resources = new ResourceRelay(deps, listings);
+  const prompts = new PromptRelay(deps, listings);
+  return {
+    async capabilities() {
+      const all = await Promise.all(deps.upstreams.map((u) => listings.capabilities(u)));
+      return {
+        ...(all.some((c) => c?.resources !== undefined) ? { resources: { listChanged: true } } : {}),
+        ...(all.some((c) => c?.prompts !== undefined) ? { prompts: { listChanged: true } } : {}),
+      };
+    },
+    attach(server, runOf, capabilities) {
+      server.registerCapabilities(capabilities);
+      if (capabilities.resources !== undefined) resources.register(server, runOf);
+      if (capabilities.prompts !== undefined) prompts.register(server, runOf);
+    },
+  };
+}
