@@ -1,0 +1,189 @@
+/**
+ * Resources and prompts through the MCP gateway, governed like tools: the official MCP client in front of a
+ * real upstream (the SDK's McpServer) that offers resources, a template and prompts, with tokens from a real
+ * oidc-provider.
+ */
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { OnbehalfServer } from "../../src/server/app.js";
+import { type ResourceUpstream, startResourceUpstream } from "../support/mcp-resource-upstream.js";
+import { DEFAULT_RESOURCE, type OidcProviderHandle, startOidcProvider } from "../support/oidc.js";
+import { ADMIN, call, serverConfig, startTestServer } from "../support/server.js";
+
+const GATEWAY = "https://gateway.onbehalf.test";
+let idp: OidcProviderHandle;
+let crm: ResourceUpstream;
+let server: OnbehalfServer;
+const clients: Client[] = [];
+
+beforeAll(async () => {
+  idp = await startOidcProvider();
+  crm = await startResourceUpstream();
+  const base = serverConfig(idp);
+  server = await startTestServer(idp, {
+    server: { ...base.server, public_url: GATEWAY },
+    issuers: [{ issuer: idp.issuer, audience: [DEFAULT_RESOURCE, `${GATEWAY}/mcp`], preset: "generic" }],
+    tools: [],
+    resources: [
+      { uri: "crm://customers/*", required_scopes: ["customers:read"], redact: ["ssn"] },
+      { uri: "crm://orders/*", required_scopes: ["orders:write"] },
+    ],
+    prompts: [
+      { name: "crm.summarize", required_scopes: ["customers:read"], redact: ["ssn"] },
+      { name: "crm.draft_order", required_scopes: ["orders:write"] },
+    ],
+    tenants: [
+      {
+        id: "acme",
+        policy: {
+          defaults: { "*": { permission: "allow", post_transform: "redact" } },
+          rules: [
+            {
+              id: "no-vip-summaries",
+              tools: ["prompt:crm.summarize"],
+              when: "args.arguments.customer.startsWith('vip-')",
+              effect: "deny",
+              reason: "VIP customers are summarized by people",
+            },
+          ],
+        },
+      },
+    ],
+    upstreams: [{ name: "crm", transport: "streamable-http", url: crm.url, timeout_ms: 2_000 }],
+  });
+});
+afterAll(async () => {
+  await Promise.allSettled(clients.map((c) => c.close()));
+  await server?.close();
+  await crm?.stop();
+  await idp?.close();
+});
+
+async function connect(sub: string, scope: string): Promise<Client> {
+  const bearer = await idp.getToken({ resource: `${GATEWAY}/mcp`, scope, claims: { sub, tenant: "acme" } });
+  const client = new Client({ name: "support-bot", version: "1.0.0" });
+  await client.connect(
+    new StreamableHTTPClientTransport(new URL(`${server.url}/mcp`), {
+      requestInit: { headers: { authorization: `Bearer ${bearer}` } },
+    }),
+  );
+  clients.push(client);
+  return client;
+}
+
+async function audit(query: string) {
+  await server.governor.flush();
+  return (await call(server.url, "GET", `/v1/audit?${query}`, { token: ADMIN })).body.records as Record<
+    string,
+    unknown
+  >[];
+}
+
+const textOf = (contents: unknown[]) => (contents[0] as { text: string }).text;
+
+describe("MCP gateway: resources", () => {
+  it("advertises resources and prompts, and lists to each user only what they may read", async () => {
+    const alice = await connect("alice", "customers:read");
+    const carol = await connect("carol", "orders:write");
+    expect(alice.getServerCapabilities()).toMatchObject({ resources: {}, prompts: {}, tools: {} });
+    const uris = async (c: Client) => (await c.listResources()).resources.map((r) => r.uri).sort();
+    // crm://secret/keys is listed by the upstream but declared by no resources: entry (expose: declared)
+    expect(await uris(alice)).toEqual(["crm://customers/42", "crm://customers/7", "crm://customers/photo"]);
+    expect(await uris(carol)).toEqual(["crm://orders/1"]);
+    const templates = async (c: Client) =>
+      (await c.listResourceTemplates()).resourceTemplates.map((t) => t.uriTemplate);
+    expect(await templates(alice)).toEqual([]);
+    expect(await templates(carol)).toEqual(["crm://orders/{id}"]);
+  });
+
+  it("redacts a resource's JSON contents with its redact paths, and audits the read", async () => {
+    const alice = await connect("alice", "customers:read");
+    const read = await alice.readResource({ uri: "crm://customers/42" });
+    const customer = JSON.parse(textOf(read.contents));
+    expect(customer.name).toBe("Ada");
+    expect(customer.ssn).not.toBe("078-05-1120");
+    expect(JSON.stringify(read)).not.toContain("078-05-1120");
+    const records = await audit(`user=alice&tool=${encodeURIComponent("resource:crm://customers/*")}`);
+    expect(records[0]).toMatchObject({ source: "mcp", decision: "allow", outcome: "ok" });
+  });
+
+  it("withholds binary contents that redaction paths cannot reach (fails closed)", async () => {
+    const alice = await connect("alice", "customers:read");
+    const read = await alice.readResource({ uri: "crm://customers/photo" });
+    expect(read.contents[0]).not.toHaveProperty("blob");
+    expect(textOf(read.contents)).toMatch(/^\[withheld by onbehalf: a binary resource \(image\/png\)/);
+  });
+
+  it("refuses a read the user may not make with an MCP error, and audits it with source mcp", async () => {
+    const carol = await connect("carol", "orders:write");
+    const before = crm.reads.length;
+    await expect(carol.readResource({ uri: "crm://customers/42" })).rejects.toThrow(
+      /denied \(missing_scope\)/,
+    );
+    expect(crm.reads.length).toBe(before);
+    const records = await audit("user=carol&decision=deny");
+    expect(records[0]).toMatchObject({
+      tool: "resource:crm://customers/*",
+      reason_code: "missing_scope",
+      source: "mcp",
+    });
+  });
+
+  it("neither lists nor reads a resource no entry declares (expose: declared), and audits the attempt", async () => {
+    const alice = await connect("alice", "customers:read orders:write");
+    await expect(alice.readResource({ uri: "crm://secret/keys" })).rejects.toThrow(
+      /denied \(permission_deny\)/,
+    );
+    expect(crm.reads).not.toContain("crm://secret/keys");
+    const records = await audit(`tool=${encodeURIComponent("resource:crm://secret/keys")}`);
+    expect(records[0]).toMatchObject({ user: "alice", decision: "deny", source: "mcp" });
+  });
+
+  it("reads through a template the upstream listed, and refuses a URI no upstream listed (no routing by guess)", async () => {
+    const carol = await connect("carol", "orders:write");
+    const order = await carol.readResource({ uri: "crm://orders/9" });
+    expect(JSON.parse(textOf(order.contents))).toEqual({ order: "9" });
+    const alice = await connect("alice", "customers:read");
+    // declared (crm://customers/*) and permitted, but no upstream lists it or a template of it
+    await expect(alice.readResource({ uri: "crm://customers/99" })).rejects.toThrow(/resource not found/);
+    expect(crm.reads).not.toContain("crm://customers/99");
+    const records = await audit(
+      `user=alice&tool=${encodeURIComponent("resource:crm://customers/*")}&limit=50`,
+    );
+    expect(records.some((r) => r["outcome"] === "error")).toBe(true);
+  });
+});
+
+describe("MCP gateway: prompts", () => {
+  it("lists each user only the prompts they may get, under the upstream's prefix", async () => {
+    const names = async (c: Client) => (await c.listPrompts()).prompts.map((p) => p.name).sort();
+    expect(await names(await connect("alice", "customers:read"))).toEqual(["crm.summarize"]);
+    expect(await names(await connect("carol", "orders:write"))).toEqual(["crm.draft_order"]);
+    // crm.internal is not declared: hidden from everyone
+    expect(await names(await connect("erin", "customers:read orders:write"))).toEqual([
+      "crm.draft_order",
+      "crm.summarize",
+    ]);
+  });
+
+  it("decides a get with its arguments visible to rules, redacts its messages, and audits it", async () => {
+    const alice = await connect("alice", "customers:read");
+    const got = await alice.getPrompt({ name: "crm.summarize", arguments: { customer: "c-1" } });
+    const message = JSON.parse((got.messages[0]?.content as { text: string }).text);
+    expect(message).toMatchObject({ task: "summarize", customer: "c-1" });
+    expect(message.ssn).not.toBe("078-05-1120");
+    await expect(
+      alice.getPrompt({ name: "crm.summarize", arguments: { customer: "vip-9" } }),
+    ).rejects.toThrow(/denied \(rule_deny\): VIP customers/);
+    const records = await audit(
+      `user=alice&tool=${encodeURIComponent("prompt:crm.summarize")}&decision=deny`,
+    );
+    expect(records[0]).toMatchObject({ rule: "no-vip-summaries", source: "mcp" });
+  });
+
+  it("refuses an undeclared prompt", async () => {
+    const erin = await connect("erin", "customers:read orders:write");
+    await expect(erin.getPrompt({ name: "crm.internal" })).rejects.toThrow(/denied \(permission_deny\)/);
+  });
+});
