@@ -170,7 +170,7 @@ describe("MCP gateway: prompts", () => {
   it("decides a get with its arguments visible to rules, redacts its messages, and audits it", async () => {
     const alice = await connect("alice", "customers:read");
     const got = await alice.getPrompt({ name: "crm.summarize", arguments: { customer: "c-1" } });
-    const message = JSON.parse((got.messages[0]?.content as { text: string }).text);
+    const message = JSON.parse((got.messages[0]?.content as { text: string } | undefined)?.text ?? "null");
     expect(message).toMatchObject({ task: "summarize", customer: "c-1" });
     expect(message.ssn).not.toBe("078-05-1120");
     await expect(
