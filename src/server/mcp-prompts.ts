@@ -127,6 +127,23 @@ export class PromptRelay {
   }
 
   /**
+   * Where `completion/complete` for a prompt's argument goes: the upstream offering the prompt and its own name
+   * for it, when this user may see the prompt; undefined otherwise.
+   */
+  async completionTarget(
+    run: RunContext,
+    name: string,
+  ): Promise<{ upstream: Upstream; name: string } | undefined> {
+    const { ctx } = this.deps;
+    if (hasUnsafeText(name)) return undefined;
+    const p = (await this.catalog()).get(name);
+    if (p === undefined) return undefined;
+    if (!listable(ctx.gov.policy, callInput(run, promptPolicyName(name), {}, 0, ctx.gov.now())))
+      return undefined;
+    return { upstream: p.upstream, name: p.original };
+  }
+
+  /**
    * The prompts offered, by exposed name: declared ones, and with `expose: all` undeclared ones (declared here
    * with the upstream's `default_scopes`). A name two upstreams offer is offered by neither.
    */

@@ -1,13 +1,21 @@
 /**
- * What the gateway relays besides tools, in one place for mcp-gateway.ts: resources (mcp-resources.ts) and
- * prompts (mcp-prompts.ts), each advertised to a new session when any upstream offers it.
+ * What the gateway relays besides tools, in one place for mcp-gateway.ts: resources (mcp-resources.ts),
+ * prompts (mcp-prompts.ts) and completion, each advertised to a new session when any upstream offers it.
  */
 import type { Server } from "@modelcontextprotocol/sdk/server/index.js";
-import type { ServerCapabilities } from "@modelcontextprotocol/sdk/types.js";
-import type { RunContext } from "../context/run.js";
+import {
+  type CompleteRequest,
+  CompleteRequestSchema,
+  type CompleteResult,
+  ErrorCode,
+  McpError,
+  type ServerCapabilities,
+} from "@modelcontextprotocol/sdk/types.js";
+import { type RunContext, withContext } from "../context/run.js";
 import { Listings, type RelayDeps, type RequestExtra } from "./mcp-listings.js";
 import { PromptRelay } from "./mcp-prompts.js";
 import { ResourceRelay } from "./mcp-resources.js";
+import type { Upstream } from "./upstreams.js";
 
 /** The relays of one gateway. */
 export interface Relays {
@@ -36,18 +44,53 @@ export function mcpRelays(deps: RelayDeps, sessions: () => Iterable<Server>): Re
   });
   const resources = new ResourceRelay(deps, listings);
   const prompts = new PromptRelay(deps, listings);
+  /**
+   * `completion/complete`, passed through for a prompt or a resource template this user may see, to the
+   * upstream offering it (not audited: it reads nothing the user could not list). Anything else is refused.
+   */
+  const complete = async (run: RunContext, params: CompleteRequest["params"]): Promise<CompleteResult> => {
+    const ref = params.ref;
+    let upstream: Upstream | undefined;
+    let upstreamRef: CompleteRequest["params"]["ref"] = ref;
+    if (ref.type === "ref/prompt") {
+      const target = await prompts.completionTarget(run, ref.name);
+      upstream = target?.upstream;
+      if (target !== undefined) upstreamRef = { ...ref, name: target.name };
+    } else {
+      upstream = await resources.completionTarget(run, ref.uri);
+    }
+    if (upstream === undefined) {
+      throw new McpError(
+        ErrorCode.InvalidParams,
+        "no prompt or resource template of that name is offered to you",
+      );
+    }
+    const ask = upstream;
+    if ((await ask.capabilities())?.completions === undefined) return { completion: { values: [] } };
+    return withContext(run, () =>
+      ask.request("completion/complete", (client, options) =>
+        client.complete({ ...params, ref: upstreamRef }, options),
+      ),
+    );
+  };
   return {
     async capabilities() {
       const all = await Promise.all(deps.upstreams.map((u) => listings.capabilities(u)));
       return {
         ...(all.some((c) => c?.resources !== undefined) ? { resources: { listChanged: true } } : {}),
         ...(all.some((c) => c?.prompts !== undefined) ? { prompts: { listChanged: true } } : {}),
+        ...(all.some((c) => c?.completions !== undefined) ? { completions: {} } : {}),
       };
     },
     attach(server, runOf, capabilities) {
       server.registerCapabilities(capabilities);
       if (capabilities.resources !== undefined) resources.register(server, runOf);
       if (capabilities.prompts !== undefined) prompts.register(server, runOf);
+      if (capabilities.completions !== undefined) {
+        server.setRequestHandler(CompleteRequestSchema, async (req, extra) =>
+          complete(runOf(extra), req.params),
+        );
+      }
     },
   };
 }

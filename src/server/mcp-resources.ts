@@ -155,6 +155,19 @@ export class ResourceRelay {
     return ResourceOutput.resultOf(done.output, result);
   }
 
+  /**
+   * Where `completion/complete` for a template's variable goes: the one upstream that listed that template,
+   * when this user may see it; undefined otherwise.
+   */
+  async completionTarget(run: RunContext, uriTemplate: string): Promise<Upstream | undefined> {
+    const owners = (await this.catalog()).templates.filter((t) => t.template.uriTemplate === uriTemplate);
+    const upstreams = new Set(owners.map((t) => t.upstream));
+    const [upstream] = upstreams;
+    if (upstreams.size !== 1 || upstream === undefined) return undefined;
+    const name = this.policyName(templateSample(uriTemplate), upstream);
+    return name !== undefined && this.visible(run, name) ? upstream : undefined;
+  }
+
   /** Whether this user could read under `name` (permission layers and scopes; rules need the URI). */
   private visible(run: RunContext, name: string): boolean {
     const { ctx } = this.deps;

@@ -187,3 +187,21 @@ describe("MCP gateway: prompts", () => {
     await expect(erin.getPrompt({ name: "crm.internal" })).rejects.toThrow(/denied \(permission_deny\)/);
   });
 });
+
+describe("MCP gateway: completion", () => {
+  it("passes completion through for a prompt or template the user may see, and refuses it otherwise", async () => {
+    const alice = await connect("alice", "customers:read");
+    const carol = await connect("carol", "orders:write");
+    expect(alice.getServerCapabilities()?.completions).toBeDefined();
+    const prompt = { type: "ref/prompt" as const, name: "crm.summarize" };
+    const argument = { name: "customer", value: "c-" };
+    expect((await alice.complete({ ref: prompt, argument })).completion.values).toEqual(["c-1", "c-2"]);
+    await expect(carol.complete({ ref: prompt, argument })).rejects.toThrow(
+      /not offered to you|offered to you/,
+    );
+    const template = { type: "ref/resource" as const, uri: "crm://orders/{id}" };
+    const id = { name: "id", value: "1" };
+    expect((await carol.complete({ ref: template, argument: id })).completion.values).toEqual(["10", "11"]);
+    await expect(alice.complete({ ref: template, argument: id })).rejects.toThrow(/offered to you/);
+  });
+});

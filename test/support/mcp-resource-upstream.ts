@@ -4,6 +4,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { createServer, type Server } from "node:http";
+import { completable } from "@modelcontextprotocol/sdk/server/completable.js";
 import { McpServer, ResourceTemplate } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import { z } from "zod";
@@ -49,7 +50,10 @@ function buildServer(reads: string[]): McpServer {
   });
   server.registerResource(
     "order",
-    new ResourceTemplate("crm://orders/{id}", { list: undefined }),
+    new ResourceTemplate("crm://orders/{id}", {
+      list: undefined,
+      complete: { id: (value) => ["9", "10", "11"].filter((id) => id.startsWith(value)) },
+    }),
     { mimeType: "application/json" },
     async (uri, { id }) => {
       reads.push(uri.href);
@@ -63,7 +67,14 @@ function buildServer(reads: string[]): McpServer {
   });
   server.registerPrompt(
     "summarize",
-    { description: "Summarize a customer", argsSchema: { customer: z.string() } },
+    {
+      description: "Summarize a customer",
+      argsSchema: {
+        customer: completable(z.string(), (value) =>
+          ["c-1", "c-2", "vip-9"].filter((c) => c.startsWith(value)),
+        ),
+      },
+    },
     ({ customer }) => ({
       messages: [
         {
