@@ -13,6 +13,7 @@ import {
   type Resource,
   ResourceListChangedNotificationSchema,
   type ResourceTemplate,
+  ResourceUpdatedNotificationSchema,
   type ServerCapabilities,
 } from "@modelcontextprotocol/sdk/types.js";
 import type { RunContext } from "../context/run.js";
@@ -51,13 +52,21 @@ type Lists = Map<"resources" | "templates" | "prompts", Promise<unknown[]>>;
 export class Listings {
   private readonly lists = new WeakMap<Client, Lists>();
 
-  constructor(upstreams: readonly Upstream[], changed: (kind: "resources" | "prompts") => void) {
+  constructor(
+    upstreams: readonly Upstream[],
+    changed: (kind: "resources" | "prompts") => void,
+    /** Told of each `notifications/resources/updated` (see mcp-subscriptions.ts). */
+    updated: (upstream: Upstream, uri: string) => void = () => {},
+  ) {
     for (const upstream of upstreams) {
       upstream.onConnect((client) => {
         client.setNotificationHandler(ResourceListChangedNotificationSchema, async () => {
           this.lists.get(client)?.delete("resources");
           this.lists.get(client)?.delete("templates");
           changed("resources");
+        });
+        client.setNotificationHandler(ResourceUpdatedNotificationSchema, async (n) => {
+          updated(upstream, n.params.uri);
         });
         client.setNotificationHandler(PromptListChangedNotificationSchema, async () => {
           this.lists.get(client)?.delete("prompts");

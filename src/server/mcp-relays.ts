@@ -15,6 +15,7 @@ import { type RunContext, withContext } from "../context/run.js";
 import { Listings, type RelayDeps, type RequestExtra } from "./mcp-listings.js";
 import { PromptRelay } from "./mcp-prompts.js";
 import { ResourceRelay } from "./mcp-resources.js";
+import { Subscriptions } from "./mcp-subscriptions.js";
 import type { Upstream } from "./upstreams.js";
 
 /** The relays of one gateway. */
@@ -33,16 +34,23 @@ export interface Relays {
  * relays.attach(server, requestRun, await relays.capabilities());
  */
 export function mcpRelays(deps: RelayDeps, sessions: () => Iterable<Server>): Relays {
-  const listings = new Listings(deps.upstreams, (kind) => {
-    for (const server of sessions()) {
-      // A session opened before the upstream offered this kind did not advertise it: the SDK refuses the send.
-      try {
-        const sent = kind === "resources" ? server.sendResourceListChanged() : server.sendPromptListChanged();
-        void sent.catch(() => {});
-      } catch {}
-    }
-  });
+  let subscriptions: Subscriptions | undefined;
+  const listings = new Listings(
+    deps.upstreams,
+    (kind) => {
+      for (const server of sessions()) {
+        // A session opened before the upstream offered this kind did not advertise it: the SDK refuses the send.
+        try {
+          const sent =
+            kind === "resources" ? server.sendResourceListChanged() : server.sendPromptListChanged();
+          void sent.catch(() => {});
+        } catch {}
+      }
+    },
+    (upstream, uri) => subscriptions?.updated(upstream, uri),
+  );
   const resources = new ResourceRelay(deps, listings);
+  subscriptions = new Subscriptions(resources);
   const prompts = new PromptRelay(deps, listings);
   /**
    * `completion/complete`, passed through for a prompt or a resource template this user may see, to the
@@ -77,7 +85,14 @@ export function mcpRelays(deps: RelayDeps, sessions: () => Iterable<Server>): Re
     async capabilities() {
       const all = await Promise.all(deps.upstreams.map((u) => listings.capabilities(u)));
       return {
-        ...(all.some((c) => c?.resources !== undefined) ? { resources: { listChanged: true } } : {}),
+        ...(all.some((c) => c?.resources !== undefined)
+          ? {
+              resources: {
+                listChanged: true,
+                ...(all.some((c) => c?.resources?.subscribe === true) ? { subscribe: true } : {}),
+              },
+            }
+          : {}),
         ...(all.some((c) => c?.prompts !== undefined) ? { prompts: { listChanged: true } } : {}),
         ...(all.some((c) => c?.completions !== undefined) ? { completions: {} } : {}),
       };
@@ -85,6 +100,7 @@ export function mcpRelays(deps: RelayDeps, sessions: () => Iterable<Server>): Re
     attach(server, runOf, capabilities) {
       server.registerCapabilities(capabilities);
       if (capabilities.resources !== undefined) resources.register(server, runOf);
+      if (capabilities.resources?.subscribe === true) subscriptions?.register(server, runOf);
       if (capabilities.prompts !== undefined) prompts.register(server, runOf);
       if (capabilities.completions !== undefined) {
         server.setRequestHandler(CompleteRequestSchema, async (req, extra) =>

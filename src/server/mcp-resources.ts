@@ -168,6 +168,26 @@ export class ResourceRelay {
     return name !== undefined && this.visible(run, name) ? upstream : undefined;
   }
 
+  /**
+   * What a subscription to `uri` needs: the upstream that offers it and the name it is decided under, when
+   * this user may read it (as far as a list shows: scopes, membership, permission layers); else undefined.
+   */
+  async subscribable(
+    run: RunContext,
+    uri: string,
+  ): Promise<{ upstream: Upstream; name: string } | undefined> {
+    if (uri.length > MAX_URI || hasUnsafeText(uri)) return undefined;
+    const upstream = route(await this.catalog(), uri);
+    if (upstream === undefined) return undefined;
+    const name = this.policyName(uri, upstream);
+    return name !== undefined && this.visible(run, name) ? { upstream, name } : undefined;
+  }
+
+  /** Whether this user may still see what is decided under `name` (a subscription's updates). */
+  stillVisible(run: RunContext, name: string): boolean {
+    return this.visible(run, name);
+  }
+
   /** Whether this user could read under `name` (permission layers and scopes; rules need the URI). */
   private visible(run: RunContext, name: string): boolean {
     const { ctx } = this.deps;

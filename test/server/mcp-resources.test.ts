@@ -5,6 +5,7 @@
  */
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { ResourceUpdatedNotificationSchema } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { OnbehalfServer } from "../../src/server/app.js";
 import { type ResourceUpstream, startResourceUpstream } from "../support/mcp-resource-upstream.js";
@@ -203,5 +204,43 @@ describe("MCP gateway: completion", () => {
     const id = { name: "id", value: "1" };
     expect((await carol.complete({ ref: template, argument: id })).completion.values).toEqual(["10", "11"]);
     await expect(alice.complete({ ref: template, argument: id })).rejects.toThrow(/offered to you/);
+  });
+});
+
+describe("MCP gateway: subscriptions", () => {
+  it("relays an update only to the sessions subscribed whose user may read it, and ends with the session or the permission", async () => {
+    const updates = (client: Client) => {
+      const seen: string[] = [];
+      client.setNotificationHandler(ResourceUpdatedNotificationSchema, async (n) => {
+        seen.push(n.params.uri);
+      });
+      return seen;
+    };
+    const alice = await connect("alice", "customers:read");
+    const bob = await connect("bob", "customers:read");
+    const carol = await connect("carol", "orders:write");
+    expect(alice.getServerCapabilities()?.resources?.subscribe).toBe(true);
+    const [aliceSaw, bobSaw, carolSaw] = [updates(alice), updates(bob), updates(carol)];
+    const uri = "crm://customers/42";
+    await alice.subscribeResource({ uri });
+    await bob.subscribeResource({ uri });
+    await expect(carol.subscribeResource({ uri })).rejects.toThrow(/offered to you/);
+    expect(crm.subscriptions.filter((s) => s === `subscribe ${uri}`)).toHaveLength(1); // once upstream
+    await crm.touch(uri);
+    await expect.poll(() => aliceSaw).toEqual([uri]);
+    await expect.poll(() => bobSaw).toEqual([uri]);
+    // bob's permission is revoked: his subscription ends at the next update
+    server.governor.patchTenantPolicy("acme", { users: { bob: { "*": { permission: "deny" } } } });
+    try {
+      await crm.touch(uri);
+      await expect.poll(() => aliceSaw).toEqual([uri, uri]);
+      expect(bobSaw).toEqual([uri]);
+    } finally {
+      server.governor.patchTenantPolicy("acme", { users: { bob: null } });
+    }
+    expect(carolSaw).toEqual([]);
+    // alice's session ends: the last subscription to the URI ends upstream
+    await (alice.transport as StreamableHTTPClientTransport).terminateSession();
+    await expect.poll(() => crm.subscriptions.at(-1)).toBe(`unsubscribe ${uri}`);
   });
 });

@@ -7,12 +7,17 @@ import { createServer, type Server } from "node:http";
 import { completable } from "@modelcontextprotocol/sdk/server/completable.js";
 import { McpServer, ResourceTemplate } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import { SubscribeRequestSchema, UnsubscribeRequestSchema } from "@modelcontextprotocol/sdk/types.js";
 import { z } from "zod";
 
 export interface ResourceUpstream {
   readonly url: string;
   /** URIs read, in order. */
   readonly reads: string[];
+  /** `subscribe <uri>` and `unsubscribe <uri>`, in order. */
+  readonly subscriptions: string[];
+  /** Send `notifications/resources/updated` for `uri` on every session. */
+  touch(uri: string): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -20,8 +25,19 @@ const json = (uri: string, value: unknown) => ({
   contents: [{ uri, mimeType: "application/json", text: JSON.stringify(value) }],
 });
 
-function buildServer(reads: string[]): McpServer {
-  const server = new McpServer({ name: "crm-resources", version: "1.0.0" });
+function buildServer(reads: string[], subscriptions: string[]): McpServer {
+  const server = new McpServer(
+    { name: "crm-resources", version: "1.0.0" },
+    { capabilities: { resources: { subscribe: true } } },
+  );
+  server.server.setRequestHandler(SubscribeRequestSchema, async (req) => {
+    subscriptions.push(`subscribe ${req.params.uri}`);
+    return {};
+  });
+  server.server.setRequestHandler(UnsubscribeRequestSchema, async (req) => {
+    subscriptions.push(`unsubscribe ${req.params.uri}`);
+    return {};
+  });
   for (const id of ["42", "7"]) {
     server.registerResource(
       `customer-${id}`,
@@ -98,6 +114,8 @@ function buildServer(reads: string[]): McpServer {
 
 export async function startResourceUpstream(): Promise<ResourceUpstream> {
   const reads: string[] = [];
+  const subscriptions: string[] = [];
+  const servers: McpServer[] = [];
   const transports = new Map<string, StreamableHTTPServerTransport>();
   const http: Server = createServer(async (req, res) => {
     const chunks: Buffer[] = [];
@@ -115,7 +133,9 @@ export async function startResourceUpstream(): Promise<ResourceUpstream> {
         onsessioninitialized: (sid) => void transports.set(sid, t),
       });
       transport = t;
-      await buildServer(reads).connect(t);
+      const built = buildServer(reads, subscriptions);
+      servers.push(built);
+      await built.connect(t);
     }
     await transport.handleRequest(req, res, body);
   });
@@ -125,6 +145,10 @@ export async function startResourceUpstream(): Promise<ResourceUpstream> {
   return {
     url: `http://127.0.0.1:${port}/mcp`,
     reads,
+    subscriptions,
+    async touch(uri) {
+      await Promise.allSettled(servers.map((s) => s.server.sendResourceUpdated({ uri })));
+    },
     stop: () =>
       new Promise<void>((resolve) => {
         transports.clear();
