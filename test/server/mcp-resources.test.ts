@@ -15,12 +15,14 @@ import { ADMIN, call, serverConfig, startTestServer } from "../support/server.js
 const GATEWAY = "https://gateway.onbehalf.test";
 let idp: OidcProviderHandle;
 let crm: ResourceUpstream;
+let kb: ResourceUpstream;
 let server: OnbehalfServer;
 const clients: Client[] = [];
 
 beforeAll(async () => {
   idp = await startOidcProvider();
   crm = await startResourceUpstream();
+  kb = await startResourceUpstream("kb");
   const base = serverConfig(idp);
   server = await startTestServer(idp, {
     server: { ...base.server, public_url: GATEWAY },
@@ -39,6 +41,8 @@ beforeAll(async () => {
         id: "acme",
         policy: {
           defaults: { "*": { permission: "allow", post_transform: "redact" } },
+          // the name every undeclared resource of kb (expose: all) is decided under
+          tools: { "resource:kb": { "*": { rate_limit_per_minute: 1000 } } },
           rules: [
             {
               id: "no-vip-summaries",
@@ -51,13 +55,25 @@ beforeAll(async () => {
         },
       },
     ],
-    upstreams: [{ name: "crm", transport: "streamable-http", url: crm.url, timeout_ms: 2_000 }],
+    upstreams: [
+      { name: "crm", transport: "streamable-http", url: crm.url, timeout_ms: 2_000 },
+      // everything it lists is offered, undeclared items requiring email.read
+      {
+        name: "kb",
+        transport: "streamable-http",
+        url: kb.url,
+        timeout_ms: 2_000,
+        expose: "all",
+        default_scopes: ["email.read"],
+      },
+    ],
   });
 });
 afterAll(async () => {
   await Promise.allSettled(clients.map((c) => c.close()));
   await server?.close();
   await crm?.stop();
+  await kb?.stop();
   await idp?.close();
 });
 
@@ -153,6 +169,31 @@ describe("MCP gateway: resources", () => {
       `user=alice&tool=${encodeURIComponent("resource:crm://customers/*")}&limit=50`,
     );
     expect(records.some((r) => r["outcome"] === "error")).toBe(true);
+  });
+});
+
+describe("MCP gateway: expose: all", () => {
+  it("offers an upstream's undeclared resources and prompts with its default scopes, decided as resource:<upstream>", async () => {
+    const dan = await connect("dan", "email.read");
+    expect((await dan.listResources()).resources.map((r) => r.uri).sort()).toEqual([
+      "kb://customers/42",
+      "kb://customers/7",
+      "kb://customers/photo",
+      "kb://orders/1",
+      "kb://secret/keys",
+    ]);
+    expect((await dan.listPrompts()).prompts.map((p) => p.name).sort()).toEqual([
+      "kb.draft_order",
+      "kb.internal",
+      "kb.summarize",
+    ]);
+    const read = await dan.readResource({ uri: "kb://customers/7" });
+    expect(JSON.parse(textOf(read.contents))).toMatchObject({ id: "7", ssn: "078-05-1120" }); // no redact paths
+    const records = await audit("user=dan&tool=resource%3Akb");
+    expect(records[0]).toMatchObject({ decision: "allow", outcome: "ok", source: "mcp" });
+    const alice = await connect("alice", "customers:read");
+    expect((await alice.listResources()).resources.some((r) => r.uri.startsWith("kb://"))).toBe(false);
+    await expect(alice.readResource({ uri: "kb://customers/7" })).rejects.toThrow(/denied \(missing_scope\)/);
   });
 });
 

@@ -25,7 +25,7 @@ const json = (uri: string, value: unknown) => ({
   contents: [{ uri, mimeType: "application/json", text: JSON.stringify(value) }],
 });
 
-function buildServer(reads: string[], subscriptions: string[]): McpServer {
+function buildServer(reads: string[], subscriptions: string[], scheme: string): McpServer {
   const server = new McpServer(
     { name: "crm-resources", version: "1.0.0" },
     { capabilities: { resources: { subscribe: true } } },
@@ -41,7 +41,7 @@ function buildServer(reads: string[], subscriptions: string[]): McpServer {
   for (const id of ["42", "7"]) {
     server.registerResource(
       `customer-${id}`,
-      `crm://customers/${id}`,
+      `${scheme}://customers/${id}`,
       { mimeType: "application/json" },
       async (uri) => {
         reads.push(uri.href);
@@ -51,7 +51,7 @@ function buildServer(reads: string[], subscriptions: string[]): McpServer {
   }
   server.registerResource(
     "customer-photo",
-    "crm://customers/photo",
+    `${scheme}://customers/photo`,
     { mimeType: "image/png" },
     async (uri) => {
       reads.push(uri.href);
@@ -60,13 +60,18 @@ function buildServer(reads: string[], subscriptions: string[]): McpServer {
       };
     },
   );
-  server.registerResource("order-1", "crm://orders/1", { mimeType: "application/json" }, async (uri) => {
-    reads.push(uri.href);
-    return json(uri.href, { order: 1 });
-  });
+  server.registerResource(
+    "order-1",
+    `${scheme}://orders/1`,
+    { mimeType: "application/json" },
+    async (uri) => {
+      reads.push(uri.href);
+      return json(uri.href, { order: 1 });
+    },
+  );
   server.registerResource(
     "order",
-    new ResourceTemplate("crm://orders/{id}", {
+    new ResourceTemplate(`${scheme}://orders/{id}`, {
       list: undefined,
       complete: { id: (value) => ["9", "10", "11"].filter((id) => id.startsWith(value)) },
     }),
@@ -77,7 +82,7 @@ function buildServer(reads: string[], subscriptions: string[]): McpServer {
     },
   );
   // What an upstream adds one day without telling anyone: nobody declared it, so nobody may read it.
-  server.registerResource("keys", "crm://secret/keys", { mimeType: "text/plain" }, async (uri) => {
+  server.registerResource("keys", `${scheme}://secret/keys`, { mimeType: "text/plain" }, async (uri) => {
     reads.push(uri.href);
     return { contents: [{ uri: uri.href, text: "sk-live-123" }] };
   });
@@ -112,7 +117,8 @@ function buildServer(reads: string[], subscriptions: string[]): McpServer {
   return server;
 }
 
-export async function startResourceUpstream(): Promise<ResourceUpstream> {
+/** Its resources are `<scheme>://customers/42` and so on (default `crm`). */
+export async function startResourceUpstream(scheme = "crm"): Promise<ResourceUpstream> {
   const reads: string[] = [];
   const subscriptions: string[] = [];
   const servers: McpServer[] = [];
@@ -133,7 +139,7 @@ export async function startResourceUpstream(): Promise<ResourceUpstream> {
         onsessioninitialized: (sid) => void transports.set(sid, t),
       });
       transport = t;
-      const built = buildServer(reads, subscriptions);
+      const built = buildServer(reads, subscriptions, scheme);
       servers.push(built);
       await built.connect(t);
     }
