@@ -164,3 +164,30 @@ export interface RequestExtra {
   authInfo?: { extra?: Record<string, unknown> };
   requestInfo?: { headers: Record<string, string | string[] | undefined> };
 }
+
+/**
+ * Audits the first sight (per instance) of each resource and prompt an upstream lists, as the gateway does for
+ * tools: an `admin` record saying whether it is offered (declared, or `expose: all`) or hidden, so operators
+ * learn when an upstream grows one.
+ *
+ * @example
+ * const sighted = sightings(ctx);
+ * sighted(upstream, "resource", "crm://secret/keys", "resource:crm://secret/keys", false);
+ */
+export function sightings(ctx: ServerContext) {
+  const seen = new Set<string>();
+  return (upstream: Upstream, kind: "resource" | "prompt", item: string, name: string, offered: boolean) => {
+    const key = `${upstream.name}\u0000${kind}\u0000${item}`;
+    if (seen.has(key)) return;
+    if (seen.size > 100_000) seen.clear();
+    seen.add(key);
+    const entry = kind === "resource" ? "resources" : "prompts";
+    ctx.gov.recordAdmin(
+      offered
+        ? `upstream ${upstream.name} lists ${kind} ${item}: offered as ${name}`
+        : `upstream ${upstream.name} lists ${kind} ${item}, not declared: hidden and refused until a ${entry} entry declares it`,
+      { upstream: upstream.name, [kind]: item, expose: upstream.config.expose },
+      { tool: name, decision: offered ? "allow" : "deny", reason_code: offered ? "ok" : "permission_deny" },
+    );
+  };
+}

@@ -23,7 +23,14 @@ import { callInput } from "../govern/pipeline.js";
 import { listable } from "../policy/decide.js";
 import { McpOutput } from "../policy/output.js";
 import { hasUnsafeText, unsafeTextMessage } from "../text.js";
-import { deniedError, type Listings, NOT_FOUND, type RelayDeps, type RequestExtra } from "./mcp-listings.js";
+import {
+  deniedError,
+  type Listings,
+  NOT_FOUND,
+  type RelayDeps,
+  type RequestExtra,
+  sightings,
+} from "./mcp-listings.js";
 import type { Upstream } from "./upstreams.js";
 
 interface ExposedPrompt {
@@ -41,10 +48,14 @@ interface ExposedPrompt {
  * prompts.register(server, requestRun); // in each session
  */
 export class PromptRelay {
+  private readonly sighted: ReturnType<typeof sightings>;
+
   constructor(
     private readonly deps: RelayDeps,
     private readonly listings: Listings,
-  ) {}
+  ) {
+    this.sighted = sightings(deps.ctx);
+  }
 
   /** Answer the prompts methods on a session's server (its `prompts` capability registered first). */
   register(server: Server, runOf: (extra: RequestExtra) => RunContext): void {
@@ -160,6 +171,13 @@ export class PromptRelay {
         if (typeof prompt.name !== "string" || hasUnsafeText(prompt.name)) continue;
         const name = `${upstream.exposedPrefix}${prompt.name}`;
         const isDeclared = declared.has(name);
+        this.sighted(
+          upstream,
+          "prompt",
+          name,
+          promptPolicyName(name),
+          isDeclared || upstream.config.expose === "all",
+        );
         if (!isDeclared && upstream.config.expose !== "all") continue;
         const other = offered.get(name);
         if (other !== undefined && other.upstream !== upstream) {

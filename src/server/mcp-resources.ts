@@ -31,7 +31,14 @@ import { listable } from "../policy/decide.js";
 import { type OutputRedaction, redactOutput, ShapedOutput, withheldNotice } from "../policy/output.js";
 import { redact } from "../policy/redact.js";
 import { hasUnsafeText, unsafeTextMessage } from "../text.js";
-import { deniedError, type Listings, NOT_FOUND, type RelayDeps, type RequestExtra } from "./mcp-listings.js";
+import {
+  deniedError,
+  type Listings,
+  NOT_FOUND,
+  type RelayDeps,
+  type RequestExtra,
+  sightings,
+} from "./mcp-listings.js";
 import type { Upstream } from "./upstreams.js";
 
 /** Longest URI a client may ask for (it is recorded as the call's name). */
@@ -59,10 +66,14 @@ interface Catalog {
  * resources.register(server, requestRun); // in each session
  */
 export class ResourceRelay {
+  private readonly sighted: ReturnType<typeof sightings>;
+
   constructor(
     private readonly deps: RelayDeps,
     private readonly listings: Listings,
-  ) {}
+  ) {
+    this.sighted = sightings(deps.ctx);
+  }
 
   /** Answer the resources methods on a session's server (its `resources` capability registered first). */
   register(server: Server, runOf: (extra: RequestExtra) => RunContext): void {
@@ -233,6 +244,14 @@ export class ResourceRelay {
       for (const { upstream, resources, tmpl } of all) {
         for (const resource of resources) {
           if (typeof resource.uri !== "string" || hasUnsafeText(resource.uri)) continue;
+          const declared = this.declaredName(resource.uri);
+          this.sighted(
+            upstream,
+            "resource",
+            resource.uri,
+            declared ?? resourcePolicyName(upstream.config.expose === "all" ? upstream.name : resource.uri),
+            declared !== undefined || upstream.config.expose === "all",
+          );
           const other = listed.get(resource.uri);
           if (other !== undefined && other.upstream !== upstream) {
             // Two upstreams list one URI: neither is offered, rather than the wrong one getting the read.

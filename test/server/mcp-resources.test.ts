@@ -155,6 +155,10 @@ describe("MCP gateway: resources", () => {
     expect(crm.reads).not.toContain("crm://secret/keys");
     const records = await audit(`tool=${encodeURIComponent("resource:crm://secret/keys")}`);
     expect(records[0]).toMatchObject({ user: "alice", decision: "deny", source: "mcp" });
+    // its first sight told the operators it is hidden
+    expect(records.find((r) => r["kind"] === "admin")?.["reason"]).toBe(
+      "upstream crm lists resource crm://secret/keys, not declared: hidden and refused until a resources entry declares it",
+    );
   });
 
   it("reads through a template the upstream listed, and refuses a URI no upstream listed (no routing by guess)", async () => {
