@@ -21,6 +21,9 @@ import type { CallAttempt } from "../govern/pipeline.js";
 import type { ServerContext } from "./context.js";
 import type { Upstream } from "./upstreams.js";
 
+/** How long a session opening waits for an upstream to say what it can do. */
+const CAPABILITIES_WAIT_MS = 3_000;
+
 /** Most items taken from one upstream list (its pages followed until then). */
 const MAX_ITEMS = 10_000;
 
@@ -76,9 +79,24 @@ export class Listings {
     }
   }
 
-  /** What the upstream said it can do; undefined when it cannot be reached. */
-  async capabilities(upstream: Upstream): Promise<ServerCapabilities | undefined> {
-    return upstream.capabilities().catch(() => undefined);
+  /**
+   * What the upstream said it can do; undefined when it cannot be reached within `waitMs` (a session opening
+   * does not wait on an upstream that hangs; the next one will know).
+   */
+  async capabilities(
+    upstream: Upstream,
+    waitMs = CAPABILITIES_WAIT_MS,
+  ): Promise<ServerCapabilities | undefined> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), waitMs);
+      timer.unref();
+    });
+    try {
+      return await Promise.race([upstream.capabilities().catch(() => undefined), late]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** The upstream's resources; none when it offers none or cannot be reached. */

@@ -43,6 +43,8 @@ import type { Upstream } from "./upstreams.js";
 
 /** Longest URI a client may ask for (it is recorded as the call's name). */
 const MAX_URI = 2000;
+/** Largest read handed back to a client (as for tool results); contents past it are dropped with a note. */
+const MAX_CONTENTS_BYTES = 1_048_576;
 
 interface Template {
   readonly upstream: Upstream;
@@ -163,7 +165,7 @@ export class ResourceRelay {
         `the contents of ${uri} are withheld: ${(e as Error).message}`,
       );
     }
-    return ResourceOutput.resultOf(done.output, result);
+    return cut(ResourceOutput.resultOf(done.output, result));
   }
 
   /**
@@ -361,4 +363,37 @@ export class ResourceOutput extends ShapedOutput {
     if (contents.every((c, i) => c === before[i]) && meta === this.result._meta) return this;
     return new ResourceOutput({ contents, ...(meta === undefined ? {} : { _meta: meta }) });
   }
+}
+
+/**
+ * A read over {@link MAX_CONTENTS_BYTES}: the contents that fit are kept whole (a JSON text cut in half would
+ * not parse), the rest replaced by one text content saying how much was dropped.
+ */
+function cut(result: ReadResourceResult): ReadResourceResult {
+  let budget = MAX_CONTENTS_BYTES;
+  let dropped = 0;
+  const kept: ReadResourceResult["contents"] = [];
+  for (const c of result.contents) {
+    const size = Buffer.byteLength("text" in c ? c.text : c.blob);
+    if (size <= budget) {
+      budget -= size;
+      kept.push(c);
+    } else {
+      dropped += size;
+      budget = 0;
+    }
+  }
+  if (dropped === 0) return result;
+  const uri = result.contents[0]?.uri ?? "";
+  return {
+    ...result,
+    contents: [
+      ...kept,
+      {
+        uri,
+        mimeType: "text/plain",
+        text: `[onbehalf: contents cut, ${dropped} bytes over the ${MAX_CONTENTS_BYTES}-byte limit]`,
+      },
+    ],
+  };
 }

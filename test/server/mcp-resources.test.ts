@@ -184,6 +184,7 @@ describe("MCP gateway: expose: all", () => {
       "kb://customers/7",
       "kb://customers/photo",
       "kb://orders/1",
+      "kb://reports/huge",
       "kb://secret/keys",
     ]);
     expect((await dan.listPrompts()).prompts.map((p) => p.name).sort()).toEqual([
@@ -195,6 +196,12 @@ describe("MCP gateway: expose: all", () => {
     expect(JSON.parse(textOf(read.contents))).toMatchObject({ id: "7", ssn: "078-05-1120" }); // no redact paths
     const records = await audit("user=dan&tool=resource%3Akb");
     expect(records[0]).toMatchObject({ decision: "allow", outcome: "ok", source: "mcp" });
+    // contents past the size limit are dropped whole, with a note
+    const huge = await dan.readResource({ uri: "kb://reports/huge" });
+    expect(huge.contents.map((c) => (c as { text: string }).text)).toEqual([
+      "summary",
+      "[onbehalf: contents cut, 1200000 bytes over the 1048576-byte limit]",
+    ]);
     const alice = await connect("alice", "customers:read");
     expect((await alice.listResources()).resources.some((r) => r.uri.startsWith("kb://"))).toBe(false);
     await expect(alice.readResource({ uri: "kb://customers/7" })).rejects.toThrow(/denied \(missing_scope\)/);

@@ -81,6 +81,12 @@ function buildServer(reads: string[], subscriptions: string[], scheme: string): 
       return json(uri.href, { order: id });
     },
   );
+  server.registerResource("huge", `${scheme}://reports/huge`, { mimeType: "text/plain" }, async (uri) => ({
+    contents: [
+      { uri: uri.href, text: "summary" },
+      { uri: uri.href, text: "x".repeat(1_200_000) },
+    ],
+  }));
   // What an upstream adds one day without telling anyone: nobody declared it, so nobody may read it.
   server.registerResource("keys", `${scheme}://secret/keys`, { mimeType: "text/plain" }, async (uri) => {
     reads.push(uri.href);
