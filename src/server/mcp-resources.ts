@@ -28,8 +28,7 @@ import { governingResource, resourcePolicyName } from "../config/resources.js";
 import { type RunContext, withContext } from "../context/run.js";
 import { callInput } from "../govern/pipeline.js";
 import { listable } from "../policy/decide.js";
-import { type OutputRedaction, redactOutput, ShapedOutput, withheldNotice } from "../policy/output.js";
-import { redact } from "../policy/redact.js";
+import { cutContents, ResourceOutput } from "../policy/resource-output.js";
 import { hasUnsafeText, unsafeTextMessage } from "../text.js";
 import {
   deniedError,
@@ -39,12 +38,11 @@ import {
   type RequestExtra,
   sightings,
 } from "./mcp-listings.js";
+import { templatePattern, templateSample } from "./mcp-uri-templates.js";
 import type { Upstream } from "./upstreams.js";
 
 /** Longest URI a client may ask for (it is recorded as the call's name). */
 const MAX_URI = 2000;
-/** Largest read handed back to a client (as for tool results); contents past it are dropped with a note. */
-const MAX_CONTENTS_BYTES = 1_048_576;
 
 interface Template {
   readonly upstream: Upstream;
@@ -165,7 +163,7 @@ export class ResourceRelay {
         `the contents of ${uri} are withheld: ${(e as Error).message}`,
       );
     }
-    return cut(ResourceOutput.resultOf(done.output, result));
+    return cutContents(ResourceOutput.resultOf(done.output, result));
   }
 
   /**
@@ -282,118 +280,4 @@ function route(catalog: Catalog, uri: string): Upstream | undefined {
   if (listed !== undefined) return listed.upstream;
   const owners = new Set(catalog.templates.filter((t) => t.pattern.test(uri)).map((t) => t.upstream));
   return owners.size === 1 ? [...owners][0] : undefined;
-}
-
-/**
- * What URIs an RFC 6570 template expands to, as a regular expression: a simple `{var}` stays within a path
- * segment; `{+var}` and `{#var}` may span segments; `{/var}`, `{.var}`, `{;var}`, `{?var}` and `{&var}` add
- * their own separators. Undefined for a template that is not one.
- */
-export function templatePattern(template: string): RegExp | undefined {
-  if (template.length > MAX_URI || hasUnsafeText(template)) return undefined;
-  const parts = template.split(/(\{[^{}]*\})/);
-  if (parts.some((p) => !p.startsWith("{") && /[{}]/.test(p))) return undefined;
-  const source = parts
-    .map((p) => {
-      if (!p.startsWith("{")) return p.replace(/[\\^$.*|?+()[\]{}]/g, "\\$&");
-      switch (p[1]) {
-        case "+":
-        case "#":
-          return ".*";
-        case "/":
-          return "(?:/[^/?#]*)*";
-        case ".":
-          return "(?:\\.[^/?#.]*)*";
-        case ";":
-          return "(?:;[^/?#]*)*";
-        case "?":
-        case "&":
-          return "(?:[?&][^#]*)?";
-        default:
-          return "[^/?#&]*";
-      }
-    })
-    .join("");
-  return new RegExp(`^${source}$`, "s");
-}
-
-/**
- * A template as a URI pattern of config/resources.ts, to find the `resources:` entry that governs it: a simple
- * expression is one segment (`*`), any other may span several (`**`).
- *
- * @example
- * templateSample("crm://customers/{id}"); // "crm://customers/*"
- */
-export function templateSample(template: string): string {
-  return template.replace(/\{([^{}]*)\}/g, (_m, expr: string) => (/^[A-Za-z0-9_%]/.test(expr) ? "*" : "**"));
-}
-
-/**
- * A `resources/read` result as the model sees it: each content's JSON text redacted by path; text that is not
- * JSON and binary contents withheld (or passed, with `unparsed_output: pass`), as for tool output.
- */
-export class ResourceOutput extends ShapedOutput {
-  constructor(readonly result: ReadResourceResult) {
-    super();
-  }
-
-  /** The result a (possibly redacted) output stands for; `fallback` when it is not a `ResourceOutput`. */
-  static resultOf(output: unknown, fallback: ReadResourceResult): ReadResourceResult {
-    return output instanceof ResourceOutput ? output.result : fallback;
-  }
-
-  redacted(redaction: OutputRedaction): ResourceOutput {
-    if (redaction.paths.length === 0) return this;
-    const before = this.result.contents;
-    const contents = before.map((c): ReadResourceResult["contents"][number] => {
-      const meta = c._meta === undefined ? undefined : redact(c._meta, redaction.paths);
-      const withMeta = <T extends object>(x: T) => (meta === c._meta ? x : { ...x, _meta: meta });
-      if ("text" in c && typeof c.text === "string") {
-        const text = redactOutput(c.text, redaction) as string;
-        if (text === c.text) return withMeta(c);
-        const withheld = text.startsWith("[withheld by onbehalf:");
-        return withMeta({ ...c, text, ...(withheld ? { mimeType: "text/plain" } : {}) });
-      }
-      if (redaction.unparsed === "pass") return withMeta(c);
-      redaction.withheld?.push(`a binary resource (${c.mimeType ?? "no type"})`);
-      const text = withheldNotice(redaction.tool, `a binary resource (${c.mimeType ?? "no type"})`);
-      return { uri: c.uri, mimeType: "text/plain", text };
-    });
-    const meta = this.result._meta === undefined ? undefined : redact(this.result._meta, redaction.paths);
-    if (contents.every((c, i) => c === before[i]) && meta === this.result._meta) return this;
-    return new ResourceOutput({ contents, ...(meta === undefined ? {} : { _meta: meta }) });
-  }
-}
-
-/**
- * A read over {@link MAX_CONTENTS_BYTES}: the contents that fit are kept whole (a JSON text cut in half would
- * not parse), the rest replaced by one text content saying how much was dropped.
- */
-function cut(result: ReadResourceResult): ReadResourceResult {
-  let budget = MAX_CONTENTS_BYTES;
-  let dropped = 0;
-  const kept: ReadResourceResult["contents"] = [];
-  for (const c of result.contents) {
-    const size = Buffer.byteLength("text" in c ? c.text : c.blob);
-    if (size <= budget) {
-      budget -= size;
-      kept.push(c);
-    } else {
-      dropped += size;
-      budget = 0;
-    }
-  }
-  if (dropped === 0) return result;
-  const uri = result.contents[0]?.uri ?? "";
-  return {
-    ...result,
-    contents: [
-      ...kept,
-      {
-        uri,
-        mimeType: "text/plain",
-        text: `[onbehalf: contents cut, ${dropped} bytes over the ${MAX_CONTENTS_BYTES}-byte limit]`,
-      },
-    ],
-  };
 }

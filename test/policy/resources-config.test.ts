@@ -4,7 +4,7 @@ import type { ConfigIssue } from "../../src/config/issues.js";
 import { governingResource, uriMatches } from "../../src/config/resources.js";
 import { OnbehalfError } from "../../src/errors.js";
 import { loadConfigText } from "../../src/govern/config.js";
-import { templatePattern, templateSample } from "../../src/server/mcp-resources.js";
+import { templatePattern, templateSample } from "../../src/server/mcp-uri-templates.js";
 
 function issuesOf(text: string): ConfigIssue[] {
   try {
