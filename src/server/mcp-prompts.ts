@@ -120,7 +120,7 @@ export class PromptRelay {
     const asResult = new McpOutput({ content: result.messages.map((m) => m.content) });
     const done = ctx.gov.finish(attempt, { status: "ok", output: asResult });
     if (done.action === "block")
-      throw deniedError("blocked", `the messages of ${name} are withheld by policy`);
+      throw new McpError(ErrorCode.InvalidRequest, `the messages of ${name} are withheld by policy`);
     try {
       await ctx.gov.auditLog.acknowledged(done.seq);
     } catch (e) {

@@ -154,7 +154,7 @@ export class ResourceRelay {
     }
     const done = ctx.gov.finish(attempt, { status: "ok", output: new ResourceOutput(result) });
     if (done.action === "block")
-      throw deniedError("blocked", `the contents of ${uri} are withheld by policy`);
+      throw new McpError(ErrorCode.InvalidRequest, `the contents of ${uri} are withheld by policy`);
     try {
       await ctx.gov.auditLog.acknowledged(done.seq); // the contents go back once the outcome is on record
     } catch (e) {

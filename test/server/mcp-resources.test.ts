@@ -42,7 +42,10 @@ beforeAll(async () => {
         policy: {
           defaults: { "*": { permission: "allow", post_transform: "redact" } },
           // the name every undeclared resource of kb (expose: all) is decided under
-          tools: { "resource:kb": { "*": { rate_limit_per_minute: 1000 } } },
+          tools: {
+            "resource:kb": { "*": { rate_limit_per_minute: 1000 } },
+            "prompt:crm.draft_order": { "*": { post_transform: "block" } },
+          },
           rules: [
             {
               id: "no-vip-summaries",
@@ -233,6 +236,13 @@ describe("MCP gateway: prompts", () => {
       `user=alice&tool=${encodeURIComponent("prompt:crm.summarize")}&decision=deny`,
     );
     expect(records[0]).toMatchObject({ rule: "no-vip-summaries", source: "mcp" });
+  });
+
+  it("withholds a prompt whose output the policy blocks, and audits it", async () => {
+    const carol = await connect("carol", "orders:write");
+    await expect(carol.getPrompt({ name: "crm.draft_order" })).rejects.toThrow(/withheld by policy/);
+    const records = await audit(`user=carol&tool=${encodeURIComponent("prompt:crm.draft_order")}`);
+    expect(records[0]).toMatchObject({ outcome: "blocked", source: "mcp" });
   });
 
   it("refuses an undeclared prompt", async () => {
