@@ -50,7 +50,7 @@ export function mcpRelays(deps: RelayDeps, sessions: () => Iterable<Server>): Re
     (upstream, uri) => subscriptions?.updated(upstream, uri),
   );
   const resources = new ResourceRelay(deps, listings);
-  subscriptions = new Subscriptions(resources);
+  subscriptions = new Subscriptions(resources, deps.upstreams);
   const prompts = new PromptRelay(deps, listings);
   /**
    * `completion/complete`, passed through for a prompt or a resource template this user may see, to the

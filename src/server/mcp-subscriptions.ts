@@ -4,7 +4,7 @@
  * sessions asked, and relays each `notifications/resources/updated` only to the sessions subscribed to that
  * URI of that upstream whose user may still read it. A subscription ends when its session ends, when its user
  * unsubscribes, or when an update finds the user no longer permitted (their permission was revoked); the
- * upstream subscription ends with the last one. Reads stay decided one by one: an update carries only the URI.
+ * upstream subscription ends with the last one, and is made again when the upstream's connection is reopened. Reads stay decided one by one: an update carries only the URI.
  */
 import type { Server } from "@modelcontextprotocol/sdk/server/index.js";
 import {
@@ -34,7 +34,7 @@ interface Subscription {
  * The subscriptions of one gateway.
  *
  * @example
- * const subscriptions = new Subscriptions(resources);
+ * const subscriptions = new Subscriptions(resources, upstreams);
  * subscriptions.register(server, requestRun); // in each session that advertises resources.subscribe
  */
 export class Subscriptions {
@@ -42,7 +42,20 @@ export class Subscriptions {
   /** Per upstream, how many sessions are subscribed to each URI. */
   private readonly upstreamCounts = new Map<Upstream, Map<string, number>>();
 
-  constructor(private readonly resources: ResourceRelay) {}
+  constructor(
+    private readonly resources: ResourceRelay,
+    upstreams: readonly Upstream[],
+  ) {
+    for (const upstream of upstreams) {
+      let opened = 0;
+      upstream.onConnect(() => {
+        opened += 1;
+        // A reopened connection (a restarted upstream, a lost HTTP session) holds none of the subscriptions
+        // made on the one before: once it is open, they are made again.
+        if (opened > 1) void Promise.resolve().then(() => this.resubscribe(upstream));
+      });
+    }
+  }
 
   /** Answer subscribe and unsubscribe on a session's server, and end its subscriptions when it closes. */
   register(server: Server, runOf: (extra: RequestExtra) => RunContext): void {
@@ -127,6 +140,14 @@ export class Subscriptions {
     if (subs === undefined) return;
     await Promise.allSettled([...subs.keys()].map((uri) => this.unsubscribe(server, uri)));
     this.bySession.delete(server);
+  }
+
+  private async resubscribe(upstream: Upstream): Promise<void> {
+    for (const uri of [...this.countsOf(upstream).keys()]) {
+      await upstream
+        .request("resources/subscribe", (client, options) => client.subscribeResource({ uri }, options))
+        .catch(() => {}); // not reachable after all: the next connection tries again
+    }
   }
 
   private countsOf(upstream: Upstream): Map<string, number> {

@@ -305,4 +305,21 @@ describe("MCP gateway: subscriptions", () => {
     await (alice.transport as StreamableHTTPClientTransport).terminateSession();
     await expect.poll(() => crm.subscriptions.at(-1)).toBe(`unsubscribe ${uri}`);
   });
+
+  it("subscribes again upstream when the upstream restarts", async () => {
+    const alice = await connect("alice", "customers:read");
+    const seen: string[] = [];
+    alice.setNotificationHandler(ResourceUpdatedNotificationSchema, async (n) => {
+      seen.push(n.params.uri);
+    });
+    const uri = "crm://customers/7";
+    await alice.subscribeResource({ uri });
+    await crm.restart();
+    // the first read after the restart finds the upstream session gone; the gateway opens a new one
+    await alice.readResource({ uri }).catch(() => {});
+    await alice.readResource({ uri });
+    await expect.poll(() => crm.subscriptions.filter((s) => s === `subscribe ${uri}`).length).toBe(2);
+    await crm.touch(uri);
+    await expect.poll(() => seen).toEqual([uri]);
+  });
 });

@@ -19,6 +19,8 @@ export interface ResourceUpstream {
   /** Send `notifications/resources/updated` for `uri` on every session. */
   touch(uri: string): Promise<void>;
   stop(): Promise<void>;
+  /** Stop and start again on the same port, forgetting every session (as a restarted server does). */
+  restart(): Promise<void>;
 }
 
 const json = (uri: string, value: unknown) => ({
@@ -154,6 +156,12 @@ export async function startResourceUpstream(scheme = "crm"): Promise<ResourceUps
   await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve));
   const address = http.address();
   const port = typeof address === "object" && address !== null ? address.port : 0;
+  const stop = () =>
+    new Promise<void>((resolve) => {
+      transports.clear();
+      http.closeAllConnections();
+      http.close(() => resolve());
+    });
   return {
     url: `http://127.0.0.1:${port}/mcp`,
     reads,
@@ -161,11 +169,10 @@ export async function startResourceUpstream(scheme = "crm"): Promise<ResourceUps
     async touch(uri) {
       await Promise.allSettled(servers.map((s) => s.server.sendResourceUpdated({ uri })));
     },
-    stop: () =>
-      new Promise<void>((resolve) => {
-        transports.clear();
-        http.closeAllConnections();
-        http.close(() => resolve());
-      }),
+    stop,
+    async restart() {
+      await stop();
+      await new Promise<void>((resolve) => http.listen(port, "127.0.0.1", resolve));
+    },
   };
 }
