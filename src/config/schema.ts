@@ -7,6 +7,7 @@ import { AuditConfig } from "./audit.js";
 import { IssuerConfig } from "./issuer.js";
 import { LimitsConfig } from "./limits.js";
 import { TenantConfig, ToolConfig } from "./policy.js";
+import { PromptConfig, ResourceConfig } from "./resources.js";
 import { ServerConfig, UpstreamConfig } from "./server.js";
 
 export const Config = z.strictObject({
@@ -14,6 +15,10 @@ export const Config = z.strictObject({
   dev_issuer: z.boolean().default(false),
   issuers: z.array(IssuerConfig).default([]),
   tools: z.array(ToolConfig).default([]),
+  /** The MCP gateway's resources, decided as `resource:<uri>` (config/resources.ts). */
+  resources: z.array(ResourceConfig).default([]),
+  /** The MCP gateway's prompts, decided as `prompt:<name>` (config/resources.ts). */
+  prompts: z.array(PromptConfig).default([]),
   /**
    * Tool names the policy uses must be declared under `tools` (a misspelt one would make a deny apply to
    * nothing). `true` allows names declared only in code (`gov.governed`, the adapters): they are then warnings.

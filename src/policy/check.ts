@@ -6,6 +6,7 @@
 
 import { closest, type Path, type PathIssue } from "../config/issues.js";
 import type { ConfigCheck } from "../config/load.js";
+import { promptPolicyName, resourcePolicyName } from "../config/resources.js";
 import type { Config } from "../config/schema.js";
 import { exposedPrefix } from "../config/server.js";
 import { conditionCost } from "./cel.js";
@@ -33,14 +34,21 @@ export const checkPolicy: ConfigCheck<CompiledPolicy> = (config) => {
  * square of the input (`warnings`).
  */
 function references(config: Config): { undeclared: PathIssue[]; warnings: PathIssue[] } {
-  const declared = config.tools.map((t) => t.name);
+  const declared = [
+    ...config.tools.map((t) => t.name),
+    ...config.resources.map((r) => resourcePolicyName(r.uri)),
+    ...config.prompts.map((p) => promptPolicyName(p.name)),
+  ];
   const known = new Set(declared);
   // An upstream with `expose: all` declares its tools itself, under its prefix (see config/server.ts); one
   // without a prefix could have any name, so its tools are declared here like any other.
   const exposedAll = config.upstreams
     .filter((u) => u.expose === "all")
     .map(exposedPrefix)
-    .filter((prefix) => prefix !== "");
+    .filter((prefix) => prefix !== "")
+    .flatMap((prefix) => [prefix, promptPolicyName(prefix)]);
+  // Its undeclared resources are decided as `resource:<upstream>` (config/resources.ts).
+  for (const u of config.upstreams) if (u.expose === "all") known.add(resourcePolicyName(u.name));
   const undeclared: PathIssue[] = [];
   const out: PathIssue[] = [];
   const check = (name: string, path: Path) => {
@@ -48,7 +56,7 @@ function references(config: Config): { undeclared: PathIssue[]; warnings: PathIs
     const guess = closest(name, declared);
     undeclared.push({
       path,
-      message: `tool "${name}" is not declared under tools:, so this entry would apply to no call`,
+      message: `tool "${name}" is not declared under ${section(name)}:, so this entry would apply to no call`,
       fix:
         guess === undefined
           ? "declare it under tools: (a name alone will do), or set allow_undeclared_tools: true if your tools are declared in code"
@@ -80,4 +88,9 @@ function references(config: Config): { undeclared: PathIssue[]; warnings: PathIs
     });
   });
   return { undeclared, warnings: out };
+}
+
+/** Where a policy name is declared: `resources:` for `resource:…`, `prompts:` for `prompt:…`, else `tools:`. */
+function section(name: string): string {
+  return name.startsWith("resource:") ? "resources" : name.startsWith("prompt:") ? "prompts" : "tools";
 }

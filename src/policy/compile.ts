@@ -16,6 +16,7 @@ import type {
   ToolConfig,
 } from "../config/policy.js";
 import { TIERS } from "../config/policy.js";
+import { promptPolicyName, resourcePolicyName } from "../config/resources.js";
 import type { Config } from "../config/schema.js";
 import { DEV_ISSUER } from "../identity/dev-issuer.js";
 import {
@@ -84,7 +85,8 @@ export interface CompileIssue {
  * if (!r.ok) throw new Error(r.issues.map((i) => i.message).join("\n"));
  */
 export function compilePolicy(
-  config: Pick<Config, "tools" | "tenants" | "limits" | "issuers" | "dev_issuer">,
+  config: Pick<Config, "tools" | "tenants" | "limits" | "issuers" | "dev_issuer"> &
+    Partial<Pick<Config, "resources" | "prompts">>,
 ): { ok: true; policy: CompiledPolicy } | { ok: false; issues: CompileIssue[] } {
   const issues: CompileIssue[] = [];
   const tools = new Map<string, CompiledTool>();
@@ -93,6 +95,16 @@ export function compilePolicy(
       issues.push({ path: ["tools", i, "name"], message: `duplicate tool "${tool.name}"` });
     tools.set(tool.name, compileTool(tool, ["tools", i], issues));
   });
+  // Resources and prompts are decided as tools under their policy names (config/resources.ts).
+  for (const [i, item] of pseudoTools(config)) {
+    const at = [item.name.startsWith("resource:") ? "resources" : "prompts", i];
+    if (tools.has(item.name))
+      issues.push({
+        path: [...at, item.name.startsWith("resource:") ? "uri" : "name"],
+        message: `duplicate "${item.name}"`,
+      });
+    tools.set(item.name, compileTool(item, at, issues));
+  }
   const tenants = new Map<string, CompiledTenant>();
   const limits: RuleLimits = {
     maxReads: config.limits.max_rule_reads,
@@ -153,6 +165,31 @@ function issuerBindings(config: Pick<Config, "issuers" | "dev_issuer">) {
     });
     return null;
   };
+}
+
+/** The `resources:` and `prompts:` entries as the tools they are decided as, with their index. */
+function pseudoTools(config: Partial<Pick<Config, "resources" | "prompts">>): [number, ToolConfig][] {
+  const out: [number, ToolConfig][] = [];
+  const common = (e: {
+    description?: string | undefined;
+    required_scopes: string[];
+    sensitivity: ToolConfig["sensitivity"];
+    redact: string[];
+    unparsed_output: ToolConfig["unparsed_output"];
+  }) => ({
+    ...(e.description === undefined ? {} : { description: e.description }),
+    required_scopes: e.required_scopes,
+    sensitivity: e.sensitivity,
+    redact: e.redact,
+    unparsed_output: e.unparsed_output,
+  });
+  (config.resources ?? []).forEach((r, i) => {
+    out.push([i, { name: resourcePolicyName(r.uri), ...common(r) }]);
+  });
+  (config.prompts ?? []).forEach((p, i) => {
+    out.push([i, { name: promptPolicyName(p.name), ...common(p) }]);
+  });
+  return out;
 }
 
 /** Compile one tool definition (config entry or `governed()` definition). */

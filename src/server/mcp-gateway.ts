@@ -17,6 +17,7 @@ import {
   ErrorCode,
   ListToolsRequestSchema,
   McpError,
+  type ServerCapabilities,
   type Tool,
 } from "@modelcontextprotocol/sdk/types.js";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
@@ -30,6 +31,7 @@ import { hasUnsafeText, unsafeTextMessage } from "../text.js";
 import type { ServerContext } from "./context.js";
 import { authenticate, type Caller, headerSafe, sendError } from "./http.js";
 import { ClientStreams, sessionRelay } from "./mcp-relay.js";
+import { mcpRelays } from "./mcp-relays.js";
 import { transportGuard } from "./mcp-transport-guard.js";
 import { createOboMinter } from "./obo.js";
 import { type ExposedTool, Upstream, type UpstreamCallOptions } from "./upstreams.js";
@@ -102,6 +104,17 @@ export async function mcpGateway(
       ),
   );
 
+  // Resources and prompts (mcp-relays.ts): decided, audited and redacted as tool calls are.
+  const relays = mcpRelays(
+    {
+      ctx,
+      upstreams,
+      hold: (attempt, run, name, args) =>
+        holdForApproval(ctx, attempt, run, name, args, options.approvalWaitMs),
+    },
+    () => [...sessions.values()].map((s) => s.server),
+  );
+
   const sighted = sightings(ctx);
   /**
    * The upstream tools the gateway offers. With `expose: declared` (the default) only tools a `tools` entry
@@ -145,7 +158,11 @@ export async function mcpGateway(
     return offered;
   };
 
-  const newSession = (caller: Caller, traceparent: string | string[] | undefined): Session => {
+  const newSession = (
+    caller: Caller,
+    traceparent: string | string[] | undefined,
+    relayed: ServerCapabilities,
+  ): Session => {
     const server = new Server(
       { name: "onbehalf-gateway", version: "0.1.0" },
       // logging: upstream log messages are relayed to the session (mcp-relay.ts), at its `logging/setLevel`.
@@ -187,6 +204,7 @@ export async function mcpGateway(
         traceId: traceIdOf(extra.requestInfo?.headers["traceparent"]) ?? session.traceId,
       });
     };
+    relays.attach(server, requestRun, relayed);
     server.setRequestHandler(ListToolsRequestSchema, async (_req, extra) => {
       const run = requestRun(extra);
       const tools: Tool[] = [];
@@ -335,7 +353,7 @@ export async function mcpGateway(
         });
       }
     } else if (req.method === "POST") {
-      session = newSession(caller, req.headers.traceparent);
+      session = newSession(caller, req.headers.traceparent, await relays.capabilities());
       await session.server.connect(session.transport);
     } else {
       return reply

@@ -10,9 +10,11 @@
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import type { RequestOptions } from "@modelcontextprotocol/sdk/shared/protocol.js";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import {
   type CallToolResult,
+  type ServerCapabilities,
   type Tool,
   ToolListChangedNotificationSchema,
 } from "@modelcontextprotocol/sdk/types.js";
@@ -61,6 +63,8 @@ export class Upstream {
   private connecting: Promise<Client> | undefined;
   private listed: ExposedTool[] | undefined;
   private retryAt = 0;
+  /** Run on each new connection, before it opens (resources and prompts: see mcp-resources.ts). */
+  private readonly connectHooks: ((client: Client) => void)[] = [];
 
   constructor(
     readonly config: UpstreamConfig,
@@ -151,6 +155,41 @@ export class Upstream {
     }
   }
 
+  // -- hooks for what is relayed besides tools (mcp-resources.ts) ------------------------------------------
+
+  /** Run `hook` on each connection this upstream opens from now on (to set notification handlers). */
+  onConnect(hook: (client: Client) => void): void {
+    this.connectHooks.push(hook);
+  }
+
+  /** What the upstream said it can do when it connected; undefined when it cannot be reached. */
+  async capabilities(): Promise<ServerCapabilities | undefined> {
+    return (await this.connect()).getServerCapabilities();
+  }
+
+  /**
+   * One request other than a tool call (`resources/read`, `prompts/get`, a list), within the upstream's
+   * timeout; throws OnbehalfError with a message fit for the model when the upstream fails.
+   */
+  async request<T>(what: string, f: (client: Client, options: RequestOptions) => Promise<T>): Promise<T> {
+    const client = await this.connect();
+    try {
+      return await f(client, { timeout: this.config.timeout_ms, maxTotalTimeout: this.config.timeout_ms });
+    } catch (e) {
+      const message = (e as Error).message ?? String(e);
+      if (/timed? ?out/i.test(message)) {
+        throw new OnbehalfError(
+          "ERR_UPSTREAM_FAILED",
+          `upstream ${this.name} did not answer ${what} within ${this.config.timeout_ms} ms`,
+        );
+      }
+      if (isConnectionError(e)) this.drop();
+      throw new OnbehalfError("ERR_UPSTREAM_FAILED", `upstream ${this.name} failed ${what}: ${message}`, {
+        cause: e,
+      });
+    }
+  }
+
   async close(): Promise<void> {
     const client = this.client;
     this.client = undefined;
@@ -181,6 +220,7 @@ export class Upstream {
         this.listed = undefined;
         this.onToolsChanged();
       });
+      for (const hook of this.connectHooks) hook(client);
       try {
         // Starting a server (a stdio process, a cold HTTP one) may take longer than answering a call does.
         await client.connect(transport, { timeout: Math.max(this.config.timeout_ms, CONNECT_TIMEOUT_MS) });
