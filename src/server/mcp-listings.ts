@@ -167,6 +167,35 @@ export class Listings {
   }
 }
 
+/**
+ * Decide a read or get as the call `name` with `args`, hold an `ask` for an approver, and commit its attempt
+ * before anything reaches an upstream (as tools/call does). Throws the JSON-RPC error the refusal is answered
+ * with; returns the allowed attempt.
+ */
+export async function decidedRead(
+  deps: RelayDeps,
+  run: RunContext,
+  name: string,
+  args: Record<string, unknown>,
+): Promise<CallAttempt> {
+  const { gov } = deps.ctx;
+  let attempt = await gov.begin(run, name, args, { source: "mcp" });
+  if (attempt.decision.decision === "ask") {
+    const held = await deps.hold(attempt, run, name, args);
+    if (typeof held === "string") throw deniedError("approval_required", held);
+    attempt = held;
+  }
+  const d = attempt.decision;
+  if (d.decision !== "allow") throw deniedError(d.reason_code, d.reason);
+  try {
+    await gov.auditLog.acknowledged(attempt.seq);
+  } catch (e) {
+    gov.finish(attempt, { status: "error", error: `not run: ${(e as Error).message}` });
+    throw deniedError("fail_closed", (e as Error).message);
+  }
+  return attempt;
+}
+
 /** The JSON-RPC error a refused read or get is answered with; `data.reason_code` says why. */
 export function deniedError(reasonCode: string, reason: string): McpError {
   return new McpError(ErrorCode.InvalidRequest, `denied (${reasonCode}): ${reason}`, {

@@ -24,7 +24,7 @@ import { listable } from "../policy/decide.js";
 import { McpOutput } from "../policy/output.js";
 import { hasUnsafeText, unsafeTextMessage } from "../text.js";
 import {
-  deniedError,
+  decidedRead,
   type Listings,
   NOT_FOUND,
   type RelayDeps,
@@ -86,21 +86,7 @@ export class PromptRelay {
       throw new McpError(ErrorCode.InvalidParams, `the prompt ${unsafeTextMessage("name")}`);
     const prompt = (await this.catalog()).get(name);
     const policyName = promptPolicyName(name);
-    const args = { arguments: promptArgs };
-    let attempt = await ctx.gov.begin(run, policyName, args, { source: "mcp" });
-    if (attempt.decision.decision === "ask") {
-      const held = await this.deps.hold(attempt, run, policyName, args);
-      if (typeof held === "string") throw deniedError("approval_required", held);
-      attempt = held;
-    }
-    const d = attempt.decision;
-    if (d.decision !== "allow") throw deniedError(d.reason_code, d.reason);
-    try {
-      await ctx.gov.auditLog.acknowledged(attempt.seq);
-    } catch (e) {
-      ctx.gov.finish(attempt, { status: "error", error: `not run: ${(e as Error).message}` });
-      throw deniedError("fail_closed", (e as Error).message);
-    }
+    const attempt = await decidedRead(this.deps, run, policyName, { arguments: promptArgs });
     if (prompt === undefined) {
       ctx.gov.finish(attempt, { status: "error", error: "no upstream offers this prompt" });
       throw new McpError(NOT_FOUND, `no upstream offers a prompt named ${name}`);

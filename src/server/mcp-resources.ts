@@ -31,7 +31,7 @@ import { listable } from "../policy/decide.js";
 import { cutContents, ResourceOutput } from "../policy/resource-output.js";
 import { hasUnsafeText, unsafeTextMessage } from "../text.js";
 import {
-  deniedError,
+  decidedRead,
   type Listings,
   NOT_FOUND,
   type RelayDeps,
@@ -123,22 +123,7 @@ export class ResourceRelay {
     const name =
       (upstream === undefined ? this.declaredName(uri) : this.policyName(uri, upstream)) ??
       resourcePolicyName(uri);
-    const args = { uri };
-    let attempt = await ctx.gov.begin(run, name, args, { source: "mcp" });
-    if (attempt.decision.decision === "ask") {
-      const held = await this.deps.hold(attempt, run, name, args);
-      if (typeof held === "string") throw deniedError("approval_required", held);
-      attempt = held;
-    }
-    const d = attempt.decision;
-    if (d.decision !== "allow") throw deniedError(d.reason_code, d.reason);
-    // Nothing reaches the upstream before its attempt record has committed (as tools/call does).
-    try {
-      await ctx.gov.auditLog.acknowledged(attempt.seq);
-    } catch (e) {
-      ctx.gov.finish(attempt, { status: "error", error: `not run: ${(e as Error).message}` });
-      throw deniedError("fail_closed", (e as Error).message);
-    }
+    const attempt = await decidedRead(this.deps, run, name, { uri });
     if (upstream === undefined) {
       ctx.gov.finish(attempt, { status: "error", error: "no upstream lists this resource" });
       throw new McpError(NOT_FOUND, `resource not found: no upstream lists ${uri} or a template of it`);

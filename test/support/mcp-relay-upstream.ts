@@ -4,16 +4,16 @@
  * call's `tag`; `wait` runs until it is cancelled; `withdraw` asks for sampling and cancels its request; `stray` asks for sampling on its standalone stream (a request
  * no call caused, as far as the wire says).
  */
-import { randomUUID } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
-import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import type { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import {
   type CallToolResult,
   CreateMessageResultSchema,
   ElicitResultSchema,
 } from "@modelcontextprotocol/sdk/types.js";
 import { z } from "zod";
+import { mcpHandler } from "./mcp-upstream.js";
 
 export interface RelayUpstream {
   readonly url: string;
@@ -171,26 +171,7 @@ export async function startRelayUpstream(): Promise<RelayUpstream> {
   };
 
   const transports = new Map<string, StreamableHTTPServerTransport>();
-  const http: Server = createServer(async (req, res) => {
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    const body = chunks.length > 0 ? JSON.parse(Buffer.concat(chunks).toString()) : undefined;
-    const id = req.headers["mcp-session-id"];
-    let transport = typeof id === "string" ? transports.get(id) : undefined;
-    if (transport === undefined) {
-      if (typeof id === "string") {
-        res.writeHead(404).end();
-        return;
-      }
-      const t = new StreamableHTTPServerTransport({
-        sessionIdGenerator: () => randomUUID(),
-        onsessioninitialized: (sid) => void transports.set(sid, t),
-      });
-      transport = t;
-      await build().connect(t);
-    }
-    await transport.handleRequest(req, res, body);
-  });
+  const http: Server = createServer(mcpHandler(transports, build));
   await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve));
   const address = http.address();
   const port = typeof address === "object" && address !== null ? address.port : 0;

@@ -2,13 +2,13 @@
  * A real MCP server over Streamable HTTP (official SDK's McpServer) offering resources, a resource template
  * and prompts, for the gateway's resources and prompts tests. It records every URI it is asked to read.
  */
-import { randomUUID } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import { completable } from "@modelcontextprotocol/sdk/server/completable.js";
 import { McpServer, ResourceTemplate } from "@modelcontextprotocol/sdk/server/mcp.js";
-import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import type { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import { SubscribeRequestSchema, UnsubscribeRequestSchema } from "@modelcontextprotocol/sdk/types.js";
 import { z } from "zod";
+import { mcpHandler } from "./mcp-upstream.js";
 
 export interface ResourceUpstream {
   readonly url: string;
@@ -131,28 +131,13 @@ export async function startResourceUpstream(scheme = "crm"): Promise<ResourceUps
   const subscriptions: string[] = [];
   const servers: McpServer[] = [];
   const transports = new Map<string, StreamableHTTPServerTransport>();
-  const http: Server = createServer(async (req, res) => {
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    const body = chunks.length > 0 ? JSON.parse(Buffer.concat(chunks).toString()) : undefined;
-    const id = req.headers["mcp-session-id"];
-    let transport = typeof id === "string" ? transports.get(id) : undefined;
-    if (transport === undefined) {
-      if (typeof id === "string") {
-        res.writeHead(404).end();
-        return;
-      }
-      const t = new StreamableHTTPServerTransport({
-        sessionIdGenerator: () => randomUUID(),
-        onsessioninitialized: (sid) => void transports.set(sid, t),
-      });
-      transport = t;
+  const http: Server = createServer(
+    mcpHandler(transports, () => {
       const built = buildServer(reads, subscriptions, scheme);
       servers.push(built);
-      await built.connect(t);
-    }
-    await transport.handleRequest(req, res, body);
-  });
+      return built;
+    }),
+  );
   await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve));
   const address = http.address();
   const port = typeof address === "object" && address !== null ? address.port : 0;

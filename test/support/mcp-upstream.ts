@@ -1,6 +1,6 @@
 /** A real MCP server over Streamable HTTP (official SDK) that records what each request carried. */
 import { randomUUID } from "node:crypto";
-import { createServer, type Server } from "node:http";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import { z } from "zod";
@@ -43,6 +43,36 @@ function buildServer(seen: string[]): McpServer {
   return server;
 }
 
+/**
+ * The request handler of an MCP server over Streamable HTTP, as a real one serves it: a session per client,
+ * each with a server `build` makes, kept in `transports`.
+ */
+export function mcpHandler(
+  transports: Map<string, StreamableHTTPServerTransport>,
+  build: () => { connect(t: StreamableHTTPServerTransport): Promise<void> },
+): (req: IncomingMessage, res: ServerResponse) => Promise<void> {
+  return async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const body = chunks.length > 0 ? JSON.parse(Buffer.concat(chunks).toString()) : undefined;
+    const id = req.headers["mcp-session-id"];
+    let transport = typeof id === "string" ? transports.get(id) : undefined;
+    if (transport === undefined) {
+      if (typeof id === "string") {
+        res.writeHead(404).end();
+        return;
+      }
+      const t = new StreamableHTTPServerTransport({
+        sessionIdGenerator: () => randomUUID(),
+        onsessioninitialized: (sid) => void transports.set(sid, t),
+      });
+      transport = t;
+      await build().connect(t);
+    }
+    await transport.handleRequest(req, res, body);
+  };
+}
+
 export async function startHttpUpstream(): Promise<HttpUpstream> {
   const authorizations: string[] = [];
   const transports = new Map<string, StreamableHTTPServerTransport>();
@@ -50,26 +80,10 @@ export async function startHttpUpstream(): Promise<HttpUpstream> {
   let port = 0;
   const start = () =>
     new Promise<void>((resolve) => {
-      http = createServer(async (req, res) => {
+      const handle = mcpHandler(transports, () => buildServer(authorizations));
+      http = createServer((req, res) => {
         authorizations.push(String(req.headers.authorization ?? ""));
-        const chunks: Buffer[] = [];
-        for await (const c of req) chunks.push(c as Buffer);
-        const body = chunks.length > 0 ? JSON.parse(Buffer.concat(chunks).toString()) : undefined;
-        const id = req.headers["mcp-session-id"];
-        let transport = typeof id === "string" ? transports.get(id) : undefined;
-        if (transport === undefined) {
-          if (typeof id === "string") {
-            res.writeHead(404).end();
-            return;
-          }
-          const t = new StreamableHTTPServerTransport({
-            sessionIdGenerator: () => randomUUID(),
-            onsessioninitialized: (sid) => void transports.set(sid, t),
-          });
-          transport = t;
-          await buildServer(authorizations).connect(t);
-        }
-        await transport.handleRequest(req, res, body);
+        return handle(req, res);
       });
       http.listen(port, "127.0.0.1", () => {
         const a = http!.address();
