@@ -2,7 +2,10 @@
 import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
-import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import {
+  StreamableHTTPServerTransport,
+  type StreamableHTTPServerTransportOptions,
+} from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import { z } from "zod";
 
 export interface HttpUpstream {
@@ -45,11 +48,12 @@ function buildServer(seen: string[]): McpServer {
 
 /**
  * The request handler of an MCP server over Streamable HTTP, as a real one serves it: a session per client,
- * each with a server `build` makes, kept in `transports`.
+ * each with a server `build` makes, kept in `transports` (`options` adds to the transport's, e.g. an event store).
  */
 export function mcpHandler(
   transports: Map<string, StreamableHTTPServerTransport>,
   build: () => { connect(t: StreamableHTTPServerTransport): Promise<void> },
+  options: Partial<StreamableHTTPServerTransportOptions> = {},
 ): (req: IncomingMessage, res: ServerResponse) => Promise<void> {
   return async (req, res) => {
     const chunks: Buffer[] = [];
@@ -63,6 +67,7 @@ export function mcpHandler(
         return;
       }
       const t = new StreamableHTTPServerTransport({
+        ...options,
         sessionIdGenerator: () => randomUUID(),
         onsessioninitialized: (sid) => void transports.set(sid, t),
       });
