@@ -104,16 +104,33 @@ export async function mcpGateway(
       ),
   );
 
+  /** Each request's step-up slot, by the run made for it (a refusal for a missing scope fills it in). */
+  const stepUps = new WeakMap<RunContext, StepUp>();
+  const insufficientScope = (run: RunContext, name: string) => {
+    const slot = stepUps.get(run);
+    if (slot === undefined) return;
+    slot.scopes = stepUpScopes(ctx, run, name);
+    slot.what = name.startsWith("resource:") ? "resource" : name.startsWith("prompt:") ? "prompt" : "tool";
+  };
+
   // Resources and prompts (mcp-relays.ts): decided, audited and redacted as tool calls are.
   const relays = mcpRelays(
     {
       ctx,
       upstreams,
+      insufficientScope,
       hold: (attempt, run, name, args) =>
         holdForApproval(ctx, attempt, run, name, args, options.approvalWaitMs),
     },
     () => [...sessions.values()].map((s) => s.server),
   );
+
+  // What a session may list follows the policy: when it changes, every session is told to list again.
+  const stopWatching = ctx.gov.onPolicyChange(() => {
+    for (const s of sessions.values()) void s.server.sendToolListChanged().catch(() => {});
+    relays.listsChanged("resources");
+    relays.listsChanged("prompts");
+  });
 
   const sighted = sightings(ctx);
   /**
@@ -158,6 +175,12 @@ export async function mcpGateway(
     return offered;
   };
 
+  /** A session ended (DELETE, or closed): forget it and end its own connections to the upstreams. */
+  const ended = (id: string) => {
+    sessions.delete(id);
+    for (const u of upstreams) void u.endSession(id);
+  };
+
   const newSession = (
     caller: Caller,
     traceparent: string | string[] | undefined,
@@ -178,7 +201,7 @@ export async function mcpGateway(
         sessions.set(id, session);
       },
       onsessionclosed: (id) => {
-        sessions.delete(id);
+        ended(id);
       },
     });
     const session: Session = {
@@ -196,13 +219,16 @@ export async function mcpGateway(
       const c = extra.authInfo?.extra?.["caller"] as Caller | undefined;
       if (c === undefined) throw new OnbehalfError("ERR_NO_IDENTITY", "no identity on this MCP request");
       const d = c.delegation;
-      return runContextOf(c.principal, {
+      const run = runContextOf(c.principal, {
         chain: d?.chain ?? [clientName(server.getClientVersion()?.name)],
         tier: d?.tier ?? "interactive",
         ...(d === null ? {} : { tiers: d.tiers }),
         scopes: c.principal.scopes,
         traceId: traceIdOf(extra.requestInfo?.headers["traceparent"]) ?? session.traceId,
       });
+      const slot = extra.authInfo?.extra?.["stepUp"] as StepUp | undefined;
+      if (slot !== undefined) stepUps.set(run, slot);
+      return run;
     };
     relays.attach(server, requestRun, relayed);
     server.setRequestHandler(ListToolsRequestSchema, async (_req, extra) => {
@@ -219,27 +245,19 @@ export async function mcpGateway(
       if (hasUnsafeText(req.params.name)) {
         throw new McpError(ErrorCode.InvalidParams, `the tool ${unsafeTextMessage("name")}`);
       }
-      const slot = extra.authInfo?.extra?.["stepUp"] as StepUp | undefined;
       const progressToken = req.params._meta?.progressToken;
-      return callTool(
-        run,
-        req.params.name,
-        req.params.arguments ?? {},
-        (scopes) => {
-          if (slot !== undefined) slot.scopes = scopes;
-        },
-        (tool, attempt) => ({
-          signal: extra.signal,
-          relay: sessionRelay(
-            ctx.gov,
-            { server, sessionId: () => transport.sessionId, streams: session.streams },
-            { run, tool, callId: attempt.callId, progressToken, output: outputPolicyOf(attempt) },
-          ),
-        }),
-      );
+      return callTool(run, req.params.name, req.params.arguments ?? {}, (tool, attempt) => ({
+        signal: extra.signal,
+        ...(transport.sessionId === undefined ? {} : { session: transport.sessionId }),
+        relay: sessionRelay(
+          ctx.gov,
+          { server, sessionId: () => transport.sessionId, streams: session.streams },
+          { run, tool, callId: attempt.callId, progressToken, output: outputPolicyOf(attempt) },
+        ),
+      }));
     });
     transport.onclose = () => {
-      if (transport.sessionId !== undefined) sessions.delete(transport.sessionId);
+      if (transport.sessionId !== undefined) ended(transport.sessionId);
     };
     return session;
   };
@@ -248,7 +266,6 @@ export async function mcpGateway(
     run: RunContext,
     name: string,
     args: Record<string, unknown>,
-    insufficientScope: (scopes: readonly string[]) => void,
     /** The caller's cancellation and the relay of the upstream's traffic back to the calling session. */
     upstreamOptions: (tool: string, attempt: CallAttempt) => UpstreamCallOptions = () => ({}),
   ): Promise<CallToolResult> => {
@@ -261,7 +278,7 @@ export async function mcpGateway(
     }
     const d = attempt.decision;
     if (d.decision !== "allow") {
-      if (d.reason_code === "missing_scope") insufficientScope(stepUpScopes(ctx, run, name));
+      if (d.reason_code === "missing_scope") insufficientScope(run, name);
       return errorResult(`denied (${d.reason_code}): ${d.reason}`);
     }
     // Nothing reaches the upstream before its attempt record has committed (as /v1/check answers).
@@ -368,7 +385,7 @@ export async function mcpGateway(
       scopes: [...caller.principal.scopes],
       extra: { caller, stepUp },
     };
-    if (isSingleToolCall(req.body)) answerStepUp(reply.raw, stepUp, options);
+    if (isSingleDecidedRequest(req.body)) answerStepUp(reply.raw, stepUp, options);
     if (req.method === "GET") session.streams.watch(reply.raw);
     reply.hijack();
     await session.transport.handleRequest(raw, reply.raw, req.body);
@@ -379,6 +396,7 @@ export async function mcpGateway(
 
   return {
     async close() {
+      stopWatching();
       await Promise.allSettled([...sessions.values()].map((s) => s.transport.close()));
       await Promise.allSettled(upstreams.map((u) => u.close()));
     },
@@ -388,6 +406,8 @@ export async function mcpGateway(
 /** Set by a `tools/call` refused for a missing scope: the scopes its 403 challenge asks for. */
 interface StepUp {
   scopes?: readonly string[];
+  /** What needs them: a tool, a resource or a prompt. */
+  what?: "tool" | "resource" | "prompt";
 }
 
 /**
@@ -401,21 +421,24 @@ function bearerChallenge(options: GatewayOptions, params: Record<string, string>
     .join(", ")}`;
 }
 
-/** A POST of one JSON-RPC `tools/call` request (not a batch): its refusal can be the HTTP answer. */
-function isSingleToolCall(body: unknown): boolean {
+/** The requests a missing scope refuses, which a scope step-up can answer (each decided as a call). */
+const STEP_UP_METHODS: ReadonlySet<unknown> = new Set(["tools/call", "resources/read", "prompts/get"]);
+
+/** A POST of one JSON-RPC request that a step-up can answer (not a batch): its refusal can be the HTTP answer. */
+function isSingleDecidedRequest(body: unknown): boolean {
   return (
     typeof body === "object" &&
     body !== null &&
     !Array.isArray(body) &&
-    (body as { method?: unknown }).method === "tools/call" &&
+    STEP_UP_METHODS.has((body as { method?: unknown }).method) &&
     (body as { id?: unknown }).id !== undefined
   );
 }
 
 /**
- * The MCP authorization spec's scope step-up: a `tools/call` refused for a missing scope is answered with
- * HTTP 403 and `WWW-Authenticate: Bearer error="insufficient_scope", scope="…", resource_metadata="…"`, so a
- * client can ask the user for those scopes and send the call again. The SDK's transport answers a request
+ * The MCP authorization spec's scope step-up: a `tools/call`, `resources/read` or `prompts/get` refused for a
+ * missing scope is answered with HTTP 403 and `WWW-Authenticate: Bearer error="insufficient_scope",
+ * scope="…", resource_metadata="…"`, so a client can ask the user for those scopes and send the request again. The SDK's transport answers a request
  * only once its handler returns and gives the handler no say over the status, so the status is changed as
  * the answer (a JSON body, `enableJsonResponse`) goes out; the body is still the JSON-RPC answer, the tool
  * error that names the missing scope, for a client that reads it.
@@ -430,7 +453,7 @@ function answerStepUp(res: ServerResponse, stepUp: StepUp, options: GatewayOptio
         bearerChallenge(options, {
           error: "insufficient_scope",
           scope: stepUp.scopes.join(" "),
-          error_description: "this tool needs more scopes than the token grants",
+          error_description: `this ${stepUp.what ?? "tool"} needs more scopes than the token grants`,
         }),
       );
     }

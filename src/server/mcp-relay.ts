@@ -7,8 +7,11 @@
  * call's answer stream (Streamable HTTP: the SSE body of the call's POST) in the async context the call was
  * sent from, so a message the upstream sends on it reaches the client's handlers inside that call's scope.
  * The upstream connection itself (its standalone GET stream, a stdio process's pipe) is opened outside any
- * scope: what arrives there belongs to no call, and a request arriving there is refused, never handed to some
- * session. Progress is matched by token instead: the SDK gives each upstream call a token of its own (its
+ * scope: what arrives on the shared connection's own streams belongs to no call, and a request arriving there
+ * is refused, never handed to some session. A session's own connection to an HTTP upstream (upstreams.ts) is
+ * that session's: what its GET stream brings while exactly one of the session's calls runs on it is that
+ * call's (an upstream that sends a request without relating it to the call's request, as the SDK's
+ * `server.createMessage()` does by default), and is refused otherwise. Progress is matched by token instead: the SDK gives each upstream call a token of its own (its
  * request id on that connection), and the relay answers the caller with the caller's token.
  *
  * How it reaches the client: the gateway answers calls with a JSON body (`enableJsonResponse`), which cannot
@@ -37,10 +40,10 @@ import {
   type Progress,
   type ProgressToken,
 } from "@modelcontextprotocol/sdk/types.js";
-import { newCallId } from "../audit/call-id.js";
 import type { RunContext } from "../context/run.js";
 import type { Governor } from "../govern/governor.js";
 import { type OutputRedaction, redactOutput } from "../policy/output.js";
+import { recordSessionEvent } from "./mcp-audit.js";
 
 /** What the gateway's upstream clients declare: they accept sampling and (form) elicitation, to relay them. */
 export const UPSTREAM_CLIENT_CAPABILITIES: ClientCapabilities = { sampling: {}, elicitation: { form: {} } };
@@ -94,16 +97,22 @@ export function relayHandlers(
   client: Client,
   upstream: string,
   refused: (method: string) => void = () => {},
+  /**
+   * The call a message that arrived outside every call's scope belongs to, if that can be known: on a
+   * session's own connection (upstreams.ts), the one call of that session running on it.
+   */
+  unscoped: () => CallRelay | undefined = () => undefined,
 ): void {
+  const current = () => scope.getStore() ?? unscoped();
   client.setNotificationHandler(LoggingMessageNotificationSchema, async (n) => {
-    scope.getStore()?.log(n.params);
+    current()?.log(n.params);
   });
   const ask = (
     method: "sampling/createMessage" | "elicitation/create",
     params: Record<string, unknown>,
     signal: AbortSignal,
   ) => {
-    const relay = scope.getStore();
+    const relay = current();
     if (relay === undefined) {
       refused(method);
       throw new McpError(
@@ -211,25 +220,11 @@ export function sessionRelay(gov: Governor, session: RelaySession, call: Relayed
     reason: string,
     more: Record<string, unknown>,
   ) =>
-    gov.recordEvent({
-      kind: "admin",
-      source: "mcp",
-      tenant: call.run.principal.tenant,
-      user: call.run.principal.user,
-      email: call.run.principal.email,
-      agent: call.run.agent,
-      tier: call.run.tier,
-      chain: call.run.chain,
+    recordSessionEvent(gov, call.run, {
       tool: call.tool,
-      args_digest: null,
       args: { upstream, method, session: session.sessionId() ?? null, call: call.callId, ...more },
-      decision: ok ? "allow" : "deny",
-      reason_code: ok ? "ok" : "error",
+      ok,
       reason,
-      rule: null,
-      outcome: ok ? "ok" : "error",
-      trace_id: call.run.traceId,
-      call_id: newCallId(gov.now()),
     });
   return {
     ...(token === undefined

@@ -1,7 +1,14 @@
 /**
- * The MCP servers behind the gateway: one client connection per upstream (streamable HTTP or stdio), its
- * tools listed once and refreshed when it says they changed, calls with a per-upstream timeout, and a
+ * The MCP servers behind the gateway: one shared client connection per upstream (streamable HTTP or stdio),
+ * its tools listed once and refreshed when it says they changed, calls with a per-upstream timeout, and a
  * connection that died (a crashed stdio process, a closed HTTP session) reopened on the next use.
+ *
+ * A gateway session's tool calls to an HTTP upstream go on a connection of that session's own, opened on its
+ * first call there and closed (its upstream session ended) when the gateway session ends: the upstream sees one
+ * session per user session, every request on it (its GET stream included) carries that user's on-behalf-of
+ * token, and whatever it sends on the connection's own streams (log messages, sampling and elicitation
+ * requests not tied to the call's request) can only be that session's (mcp-relay.ts). A stdio upstream is one
+ * process, shared.
  *
  * Each HTTP request to an upstream carries the authorization its `auth` config asks for: an on-behalf-of
  * token minted for the human of the call being made (read from the run context the call runs in), a static
@@ -19,7 +26,7 @@ import {
   ToolListChangedNotificationSchema,
 } from "@modelcontextprotocol/sdk/types.js";
 import { exposedPrefix, type UpstreamConfig } from "../config/server.js";
-import { tryCurrentRun } from "../context/run.js";
+import { type RunContext, tryCurrentRun } from "../context/run.js";
 import { OnbehalfError } from "../errors.js";
 import {
   type CallRelay,
@@ -56,6 +63,19 @@ export interface UpstreamCallOptions {
   readonly signal?: AbortSignal;
   /** The calling session's relay (mcp-relay.ts): the upstream's progress, logs and requests for this call. */
   readonly relay?: CallRelay;
+  /** The calling gateway session: an HTTP upstream is called on that session's own connection. */
+  readonly session?: string;
+}
+
+/** A gateway session's own connection to an HTTP upstream. */
+interface SessionLink {
+  client: Client | undefined;
+  transport: StreamableHTTPClientTransport | undefined;
+  connecting: Promise<Client> | undefined;
+  /** The user the connection is for: the on-behalf-of token of requests sent outside a call (its GET stream). */
+  run: RunContext | undefined;
+  /** The session's calls running on it now, with their relays. */
+  readonly calls: Set<CallRelay>;
 }
 
 export class Upstream {
@@ -63,6 +83,8 @@ export class Upstream {
   private connecting: Promise<Client> | undefined;
   private listed: ExposedTool[] | undefined;
   private retryAt = 0;
+  /** Gateway sessions' own connections, by session id (HTTP upstreams). */
+  private readonly links = new Map<string, SessionLink>();
   /** Run on each new connection, before it opens (resources and prompts: see mcp-resources.ts). */
   private readonly connectHooks: ((client: Client) => void)[] = [];
 
@@ -115,15 +137,17 @@ export class Upstream {
   ): Promise<CallToolResult> {
     const started = process.hrtime.bigint();
     const seconds = () => secondsSince(started);
+    const { signal, relay, session } = options;
+    const link = session !== undefined && this.config.transport !== "stdio" ? this.link(session) : undefined;
     let client: Client;
     try {
-      client = await this.connect();
+      client = link === undefined ? await this.connect() : await this.connectLink(link);
     } catch (e) {
       this.onCall(this.name, "failed", seconds());
       throw e;
     }
+    if (relay !== undefined) link?.calls.add(relay);
     try {
-      const { signal, relay } = options;
       const progress = relay?.progress;
       const result = await relaying(relay, () =>
         client.callTool({ name: original, arguments: args }, undefined, {
@@ -148,11 +172,25 @@ export class Upstream {
           `upstream ${this.name} did not answer within ${this.config.timeout_ms} ms`,
         );
       }
-      if (isConnectionError(e)) this.drop();
+      if (isConnectionError(e)) {
+        if (link === undefined) this.drop();
+        else dropLink(link);
+      }
       throw new OnbehalfError("ERR_UPSTREAM_FAILED", `upstream ${this.name} failed: ${message}`, {
         cause: e,
       });
+    } finally {
+      if (relay !== undefined) link?.calls.delete(relay);
     }
+  }
+
+  /** End a gateway session's own connection (and its upstream session): the gateway session ended. */
+  async endSession(session: string): Promise<void> {
+    const link = this.links.get(session);
+    if (link === undefined) return;
+    this.links.delete(session);
+    await link.connecting?.catch(() => {});
+    await closeLink(link);
   }
 
   // -- hooks for what is relayed besides tools (mcp-resources.ts) ------------------------------------------
@@ -193,7 +231,61 @@ export class Upstream {
   async close(): Promise<void> {
     const client = this.client;
     this.client = undefined;
-    await client?.close().catch(() => {});
+    await Promise.allSettled([client?.close(), ...[...this.links.keys()].map((s) => this.endSession(s))]);
+  }
+
+  private link(session: string): SessionLink {
+    let link = this.links.get(session);
+    if (link === undefined) {
+      link = {
+        client: undefined,
+        transport: undefined,
+        connecting: undefined,
+        run: undefined,
+        calls: new Set(),
+      };
+      this.links.set(session, link);
+    }
+    return link;
+  }
+
+  /** A session's own connection, opened on its first call (outside any call's relay scope, as the shared one). */
+  private connectLink(link: SessionLink): Promise<Client> {
+    if (link.client !== undefined) return Promise.resolve(link.client);
+    link.run ??= tryCurrentRun();
+    link.connecting ??= outsideCalls(async () => {
+      const client = new Client(
+        { name: "onbehalf-gateway", version: "0.1.0" },
+        { capabilities: UPSTREAM_CLIENT_CAPABILITIES },
+      );
+      // What arrives outside every call's scope is the session's one running call's, else nobody's.
+      relayHandlers(
+        client,
+        this.name,
+        (method) => this.onUnrelatedRequest(this.name, method),
+        () => (link.calls.size === 1 ? link.calls.values().next().value : undefined),
+      );
+      const transport = this.httpTransport(() => link.run);
+      transport.onclose = () => {
+        if (link.client === client) dropLink(link);
+      };
+      try {
+        await client.connect(transport, { timeout: Math.max(this.config.timeout_ms, CONNECT_TIMEOUT_MS) });
+      } catch (e) {
+        await client.close().catch(() => {});
+        throw new OnbehalfError(
+          "ERR_UPSTREAM_FAILED",
+          `upstream ${this.name} is unreachable: ${(e as Error).message}`,
+          { cause: e },
+        );
+      }
+      link.client = client;
+      link.transport = transport;
+      return client;
+    }).finally(() => {
+      link.connecting = undefined;
+    });
+    return link.connecting;
   }
 
   private connect(): Promise<Client> {
@@ -254,13 +346,18 @@ export class Upstream {
     if (c.transport === "stdio") {
       return new StdioClientTransport({ command: c.command ?? "", args: c.args, stderr: "ignore" });
     }
-    return new StreamableHTTPClientTransport(new URL(c.url ?? ""), {
+    return this.httpTransport(() => undefined);
+  }
+
+  /** A Streamable HTTP connection; `owner` is the run whose user it is for when no call is running (a link's). */
+  private httpTransport(owner: () => RunContext | undefined): StreamableHTTPClientTransport {
+    return new StreamableHTTPClientTransport(new URL(this.config.url ?? ""), {
       fetch: (url, init) => {
         const headers = new Headers(init?.headers);
         headers.delete("authorization");
         const auth = this.config.auth;
         if (auth.type === "obo") {
-          const run = tryCurrentRun();
+          const run = tryCurrentRun() ?? owner();
           const token =
             run === undefined ? this.obo.forGateway(auth.audience) : this.obo.forRun(run, auth.audience);
           headers.set("authorization", `Bearer ${token}`);
@@ -271,6 +368,23 @@ export class Upstream {
       },
     });
   }
+}
+
+/** Forget a session's dead connection; its next call opens a new one. */
+function dropLink(link: SessionLink): void {
+  const client = link.client;
+  link.client = undefined;
+  link.transport = undefined;
+  void client?.close().catch(() => {});
+}
+
+/** Close a session's connection, ending its upstream session first (an HTTP DELETE) when it has one. */
+async function closeLink(link: SessionLink): Promise<void> {
+  const { client, transport } = link;
+  link.client = undefined;
+  link.transport = undefined;
+  await transport?.terminateSession().catch(() => {});
+  await client?.close().catch(() => {});
 }
 
 /** The requests in flight under each shared signal; one listener per shared signal aborts them all. */

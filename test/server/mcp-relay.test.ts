@@ -294,11 +294,39 @@ describe("MCP gateway relay", () => {
     expect(said).toMatch(/^elicitation failed: .*has no open stream/m);
   });
 
-  it("refuses a sampling request no user's call caused, sending it to no session", async () => {
+  it("relays what an upstream sends off the call's stream to the session whose one call is running, each user's to their own", async () => {
     const erin = await session("erin");
-    const result = await erin.client.callTool({ name: "relay.stray", arguments: {} });
-    expect(text(result)).toMatch(/^stray sampling failed: .*none is running that caused it/);
-    expect(erin.sampled).toEqual([]);
+    const hank = await session("hank");
+    upstream.meet(2); // both calls run at the upstream at once
+    const [e, h] = await Promise.all([
+      erin.client.callTool({ name: "relay.stray", arguments: { tag: "erin-stray", meet: true } }),
+      hank.client.callTool({ name: "relay.stray", arguments: { tag: "hank-stray", meet: true } }),
+    ]);
+    expect(text(e)).toBe("stray sampling answered by erin-model");
+    expect(text(h)).toBe("stray sampling answered by hank-model");
+    expect(erin.sampled).toEqual(["erin-stray"]);
+    expect(hank.sampled).toEqual(["hank-stray"]);
+    await vi.waitFor(() => expect(erin.logs).toEqual(["erin-stray stray log"]));
+    await vi.waitFor(() => expect(hank.logs).toEqual(["hank-stray stray log"]));
+
+    // Each user session has an upstream session of its own, every request on it (its GET stream too) carrying
+    // that user's on-behalf-of token only.
+    const bySubject = [...upstream.subjects.values()].map((subs) => [...subs].join(","));
+    expect(bySubject).toContain("erin");
+    expect(bySubject).toContain("hank");
+    expect(bySubject.every((subs) => !subs.includes(","))).toBe(true);
+  });
+
+  it("refuses a sampling request no user's call caused, sending it to no session", async () => {
+    const ivan = await session("ivan");
+    const result = await ivan.client.callTool({
+      name: "relay.stray",
+      arguments: { tag: "late", later: true },
+    });
+    expect(text(result)).toBe("late will ask later");
+    await vi.waitFor(() => expect(upstream.strays).toHaveLength(1));
+    expect(upstream.strays[0]).toMatch(/^late failed: .*none is running that caused it/);
+    expect(ivan.sampled).toEqual([]);
     await server.governor.flush();
     const denied = (await call(server.url, "GET", "/v1/audit?decision=deny&limit=200", { token: ADMIN })).body
       .records as { kind: string; reason: string; args: Record<string, unknown> }[];
@@ -309,6 +337,28 @@ describe("MCP gateway relay", () => {
         args: { upstream: "relay", method: "sampling/createMessage" },
       }),
     );
+  });
+
+  it("ends a user's upstream session when their gateway session ends", async () => {
+    const judy = await session("judy");
+    await judy.client.callTool({ name: "relay.stray", arguments: { tag: "judy-stray" } });
+    const before = [...upstream.subjects].filter(([, subs]) => subs.has("judy")).map(([id]) => id);
+    expect(before).toHaveLength(1);
+    const ping = () =>
+      fetch(upstream.url, {
+        method: "POST",
+        headers: {
+          "content-type": "application/json",
+          accept: "application/json, text/event-stream",
+          "mcp-protocol-version": "2025-06-18",
+          "mcp-session-id": before[0] as string,
+        },
+        body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "ping" }),
+      }).then((res) => res.status);
+    expect(await ping()).toBe(200);
+    await (judy.client.transport as StreamableHTTPClientTransport).terminateSession();
+    // the upstream forgot the session: a request on it is answered 404
+    await vi.waitFor(async () => expect(await ping()).toBe(404));
   });
 
   it("relays a stdio upstream's progress (matched by token) but not its logs or requests: a pipe does not say which call they belong to", async () => {

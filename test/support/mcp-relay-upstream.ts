@@ -1,8 +1,10 @@
 /**
  * A real MCP server over Streamable HTTP (official SDK) that talks back while a call runs, for the relay tests:
  * `converse` reports progress, logs at two levels, asks for sampling and for elicitation, each tagged with the
- * call's `tag`; `wait` runs until it is cancelled; `withdraw` asks for sampling and cancels its request; `stray` asks for sampling on its standalone stream (a request
- * no call caused, as far as the wire says).
+ * call's `tag`; `wait` runs until it is cancelled; `withdraw` asks for sampling and cancels its request; `stray`
+ * logs and asks for sampling on its session's standalone stream, not related to the call's request (as the SDK's
+ * `server.createMessage()` does by default), during the call or, with `later`, after it answered. It records
+ * the subject of the bearer token of every request, by upstream session.
  */
 import { createServer, type Server } from "node:http";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
@@ -22,7 +24,11 @@ export interface RelayUpstream {
   /** Tags of `wait` calls that started, and of those whose cancellation arrived. */
   readonly waiting: string[];
   readonly cancelled: string[];
-  /** Lets `converse` calls with `meet: true` go on once this many of them are running at once. */
+  /** What `stray` calls with `later` learnt of their sampling request, once it ended. */
+  readonly strays: string[];
+  /** By upstream session id: the `sub` of each bearer token its requests carried. */
+  readonly subjects: Map<string, Set<string>>;
+  /** Lets `converse` and `stray` calls with `meet: true` go on once this many of them are running at once. */
   meet(count: number): void;
   stop(): Promise<void>;
 }
@@ -31,6 +37,8 @@ export async function startRelayUpstream(): Promise<RelayUpstream> {
   const progressTokens = new Map<string, unknown>();
   const waiting: string[] = [];
   const cancelled: string[] = [];
+  const strays: string[] = [];
+  const subjects = new Map<string, Set<string>>();
   let expected = 0;
   let arrived = 0;
   let release = () => {};
@@ -155,23 +163,58 @@ export async function startRelayUpstream(): Promise<RelayUpstream> {
         }
       },
     );
-    server.registerTool("stray", { description: "Ask for sampling off the call's stream" }, async () => {
-      try {
-        // No relatedRequestId: the request goes out on this session's standalone stream.
-        await server.server.createMessage({
-          messages: [{ role: "user", content: { type: "text", text: "stray" } }],
-          maxTokens: 5,
-        });
-        return { content: [{ type: "text", text: "stray sampling answered" }] };
-      } catch (e) {
-        return { content: [{ type: "text", text: `stray sampling failed: ${(e as Error).message}` }] };
-      }
-    });
+    server.registerTool(
+      "stray",
+      {
+        description: "Log and ask for sampling off the call's stream",
+        inputSchema: { tag: z.string(), meet: z.boolean().optional(), later: z.boolean().optional() },
+      },
+      async ({ tag, meet, later }) => {
+        const ask = () =>
+          // No relatedRequestId: the request goes out on this session's standalone stream.
+          server.server.createMessage({
+            messages: [{ role: "user", content: { type: "text", text: tag } }],
+            maxTokens: 5,
+          });
+        if (later === true) {
+          setTimeout(() => {
+            ask().then(
+              (r) => strays.push(`${tag} answered by ${r.model}`),
+              (e: Error) => strays.push(`${tag} failed: ${e.message}`),
+            );
+          }, 50);
+          return { content: [{ type: "text", text: `${tag} will ask later` }] };
+        }
+        if (meet === true) {
+          arrived++;
+          if (arrived >= expected) release();
+          await met;
+        }
+        await server.server.sendLoggingMessage({ level: "info", data: `${tag} stray log` });
+        try {
+          const r = await ask();
+          return { content: [{ type: "text", text: `stray sampling answered by ${r.model}` }] };
+        } catch (e) {
+          return { content: [{ type: "text", text: `stray sampling failed: ${(e as Error).message}` }] };
+        }
+      },
+    );
     return server;
   };
 
   const transports = new Map<string, StreamableHTTPServerTransport>();
-  const http: Server = createServer(mcpHandler(transports, build));
+  const handle = mcpHandler(transports, build);
+  const http: Server = createServer((req, res) => {
+    const session = req.headers["mcp-session-id"];
+    const bearer = String(req.headers.authorization ?? "").replace(/^Bearer /, "");
+    if (typeof session === "string" && bearer !== "") {
+      const claims = JSON.parse(Buffer.from(bearer.split(".")[1] ?? "", "base64url").toString());
+      const seen = subjects.get(session) ?? new Set<string>();
+      seen.add(String(claims.sub));
+      subjects.set(session, seen);
+    }
+    return handle(req, res);
+  });
   await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve));
   const address = http.address();
   const port = typeof address === "object" && address !== null ? address.port : 0;
@@ -180,6 +223,8 @@ export async function startRelayUpstream(): Promise<RelayUpstream> {
     progressTokens,
     waiting,
     cancelled,
+    strays,
+    subjects,
     meet(count) {
       expected = count;
       arrived = 0;
