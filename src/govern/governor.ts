@@ -136,6 +136,17 @@ export class Governor {
     return this.live.policy;
   }
 
+  /**
+   * Call `listener` after each change of the policy in force (admin API, a change shared by another instance,
+   * a reload, a tool declared in code); returns what stops it.
+   *
+   * @example
+   * const stop = gov.onPolicyChange(() => console.log("policy changed"));
+   */
+  onPolicyChange(listener: () => void): () => void {
+    return this.live.onChange(listener);
+  }
+
   /** The audit store (queries, checkpoints, proofs). */
   get auditStore(): AuditStore {
     return this.store;

@@ -14,6 +14,7 @@ export class LiveConfig {
   private loaded: LoadedConfig;
   private compiled: CompiledPolicy;
   private readonly tools: ToolRegistry;
+  private readonly listeners = new Set<() => void>();
 
   constructor(loaded: LoadedConfig, warn: (message: string) => void) {
     this.loaded = loaded;
@@ -30,9 +31,16 @@ export class LiveConfig {
     return this.compiled;
   }
 
+  /** Call `listener` after each change of the policy in force; returns what stops it. */
+  onChange(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => void this.listeners.delete(listener);
+  }
+
   /** Declare a tool in code (see tools.ts). */
   declare(definition: ToolDeclaration): void {
     this.compiled = this.tools.declare(definition, this.loaded.policy, this.config);
+    this.changed();
   }
 
   /** The tenants and tools in force, as JSON, for sharing admin changes between instances. */
@@ -78,6 +86,17 @@ export class LiveConfig {
     const compiled = this.tools.merged(loaded.policy, loaded.config);
     this.loaded = loaded;
     this.compiled = compiled;
+    this.changed();
+  }
+
+  private changed(): void {
+    for (const listener of this.listeners) {
+      try {
+        listener();
+      } catch {
+        // a listener's failure is its own: the change has applied
+      }
+    }
   }
 }
 

@@ -38,6 +38,8 @@ export interface RelayDeps {
     name: string,
     args: Record<string, unknown>,
   ) => Promise<CallAttempt | string>;
+  /** A read or get refused for a missing scope: the HTTP answer becomes the scope step-up's 403. */
+  readonly insufficientScope?: (run: RunContext, name: string) => void;
 }
 
 /** One connection's lists, by kind. */
@@ -186,7 +188,10 @@ export async function decidedRead(
     attempt = held;
   }
   const d = attempt.decision;
-  if (d.decision !== "allow") throw deniedError(d.reason_code, d.reason);
+  if (d.decision !== "allow") {
+    if (d.reason_code === "missing_scope") deps.insufficientScope?.(run, name);
+    throw deniedError(d.reason_code, d.reason);
+  }
   try {
     await gov.auditLog.acknowledged(attempt.seq);
   } catch (e) {

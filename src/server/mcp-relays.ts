@@ -24,6 +24,8 @@ export interface Relays {
   capabilities(): Promise<ServerCapabilities>;
   /** Register `capabilities` on a session's server (before it connects) and answer their methods. */
   attach(server: Server, runOf: (extra: RequestExtra) => RunContext, capabilities: ServerCapabilities): void;
+  /** Tell every session its resources and prompts lists may have changed (an upstream's, or the policy). */
+  listsChanged(kind: "resources" | "prompts"): void;
 }
 
 /**
@@ -35,22 +37,20 @@ export interface Relays {
  */
 export function mcpRelays(deps: RelayDeps, sessions: () => Iterable<Server>): Relays {
   let subscriptions: Subscriptions | undefined;
-  const listings = new Listings(
-    deps.upstreams,
-    (kind) => {
-      for (const server of sessions()) {
-        // A session opened before the upstream offered this kind did not advertise it: the SDK refuses the send.
-        try {
-          const sent =
-            kind === "resources" ? server.sendResourceListChanged() : server.sendPromptListChanged();
-          void sent.catch(() => {});
-        } catch {}
-      }
-    },
-    (upstream, uri) => subscriptions?.updated(upstream, uri),
+  const listsChanged = (kind: "resources" | "prompts") => {
+    for (const server of sessions()) {
+      // A session opened before the upstream offered this kind did not advertise it: the SDK refuses the send.
+      try {
+        const sent = kind === "resources" ? server.sendResourceListChanged() : server.sendPromptListChanged();
+        void sent.catch(() => {});
+      } catch {}
+    }
+  };
+  const listings = new Listings(deps.upstreams, listsChanged, (upstream, uri) =>
+    subscriptions?.updated(upstream, uri),
   );
   const resources = new ResourceRelay(deps, listings);
-  subscriptions = new Subscriptions(resources, deps.upstreams);
+  subscriptions = new Subscriptions(deps.ctx.gov, resources, deps.upstreams);
   const prompts = new PromptRelay(deps, listings);
   /**
    * `completion/complete`, passed through for a prompt or a resource template this user may see, to the
@@ -82,6 +82,7 @@ export function mcpRelays(deps: RelayDeps, sessions: () => Iterable<Server>): Re
     );
   };
   return {
+    listsChanged,
     async capabilities() {
       const all = await Promise.all(deps.upstreams.map((u) => listings.capabilities(u)));
       return {

@@ -4,7 +4,9 @@
  * sessions asked, and relays each `notifications/resources/updated` only to the sessions subscribed to that
  * URI of that upstream whose user may still read it. A subscription ends when its session ends, when its user
  * unsubscribes, or when an update finds the user no longer permitted (their permission was revoked); the
- * upstream subscription ends with the last one, and is made again when the upstream's connection is reopened. Reads stay decided one by one: an update carries only the URI.
+ * upstream subscription ends with the last one, and is made again when the upstream's connection is reopened.
+ * Reads stay decided one by one: an update carries only the URI. Each subscription's start, refusal and end
+ * (and why it ended) is audited as the user's (mcp-audit.ts).
  */
 import type { Server } from "@modelcontextprotocol/sdk/server/index.js";
 import {
@@ -15,9 +17,18 @@ import {
 } from "@modelcontextprotocol/sdk/types.js";
 import type { RunContext } from "../context/run.js";
 import { withContext } from "../context/run.js";
+import type { Governor } from "../govern/governor.js";
+import { recordSessionEvent } from "./mcp-audit.js";
 import type { RequestExtra } from "./mcp-listings.js";
 import type { ResourceRelay } from "./mcp-resources.js";
 import type { Upstream } from "./upstreams.js";
+
+/** Why a subscription ended, as the audit says it. */
+const ENDED = {
+  unsubscribed: "they unsubscribed",
+  revoked: "they may no longer read it",
+  session_ended: "their session ended",
+} as const;
 
 /** Most subscriptions one session may hold. */
 const MAX_PER_SESSION = 1000;
@@ -43,6 +54,7 @@ export class Subscriptions {
   private readonly upstreamCounts = new Map<Upstream, Map<string, number>>();
 
   constructor(
+    private readonly gov: Governor,
     private readonly resources: ResourceRelay,
     upstreams: readonly Upstream[],
   ) {
@@ -65,7 +77,7 @@ export class Subscriptions {
     });
     server.setRequestHandler(UnsubscribeRequestSchema, async (req, extra) => {
       runOf(extra);
-      await this.unsubscribe(server, req.params.uri);
+      await this.unsubscribe(server, req.params.uri, "unsubscribed");
       return {};
     });
     const previous = server.onclose;
@@ -81,7 +93,7 @@ export class Subscriptions {
       const sub = subs.get(uri);
       if (sub === undefined || sub.upstream !== upstream) continue;
       if (!this.resources.stillVisible(sub.run, sub.name)) {
-        void this.unsubscribe(server, uri); // revoked: the subscription ends
+        void this.unsubscribe(server, uri, "revoked"); // the subscription ends
         continue;
       }
       void server.sendResourceUpdated({ uri }).catch(() => {});
@@ -90,7 +102,15 @@ export class Subscriptions {
 
   private async subscribe(server: Server, run: RunContext, uri: string): Promise<void> {
     const target = await this.resources.subscribable(run, uri);
+    const who = run.principal.user;
     if (target === undefined) {
+      recordSessionEvent(this.gov, run, {
+        tool: `resource:${uri}`,
+        args: { uri, method: "resources/subscribe" },
+        ok: false,
+        refusedAs: "permission_deny",
+        reason: `${who} may not subscribe to ${uri}: it is not offered to them`,
+      });
       throw new McpError(ErrorCode.InvalidParams, `no resource ${uri} is offered to you`);
     }
     let subs = this.bySession.get(server);
@@ -109,24 +129,40 @@ export class Subscriptions {
     const counts = this.countsOf(target.upstream);
     const n = counts.get(uri) ?? 0;
     counts.set(uri, n + 1);
-    if (n > 0) return;
-    try {
-      await withContext(run, () =>
-        target.upstream.request("resources/subscribe", (client, options) =>
-          client.subscribeResource({ uri }, options),
-        ),
-      );
-    } catch (e) {
-      subs.delete(uri);
-      this.release(target.upstream, uri);
-      throw new McpError(ErrorCode.InternalError, (e as Error).message);
+    const audit = (ok: boolean, reason: string) =>
+      recordSessionEvent(this.gov, run, {
+        tool: target.name,
+        args: { uri, method: "resources/subscribe", upstream: target.upstream.name },
+        ok,
+        reason,
+      });
+    if (n === 0) {
+      try {
+        await withContext(run, () =>
+          target.upstream.request("resources/subscribe", (client, options) =>
+            client.subscribeResource({ uri }, options),
+          ),
+        );
+      } catch (e) {
+        subs.delete(uri);
+        this.release(target.upstream, uri);
+        audit(false, `${who} could not subscribe to ${uri}: ${(e as Error).message}`);
+        throw new McpError(ErrorCode.InternalError, (e as Error).message);
+      }
     }
+    audit(true, `${who} subscribed to ${uri}`);
   }
 
-  private async unsubscribe(server: Server, uri: string): Promise<void> {
+  private async unsubscribe(server: Server, uri: string, why: keyof typeof ENDED): Promise<void> {
     const sub = this.bySession.get(server)?.get(uri);
     if (sub === undefined) return;
     this.bySession.get(server)?.delete(uri);
+    recordSessionEvent(this.gov, sub.run, {
+      tool: sub.name,
+      args: { uri, method: "resources/unsubscribe", upstream: sub.upstream.name, ended: why },
+      ok: true,
+      reason: `${sub.run.principal.user}'s subscription to ${uri} ended: ${ENDED[why]}`,
+    });
     if (this.release(sub.upstream, uri)) {
       await sub.upstream
         .request("resources/unsubscribe", (client, options) => client.unsubscribeResource({ uri }, options))
@@ -138,7 +174,7 @@ export class Subscriptions {
   private async end(server: Server): Promise<void> {
     const subs = this.bySession.get(server);
     if (subs === undefined) return;
-    await Promise.allSettled([...subs.keys()].map((uri) => this.unsubscribe(server, uri)));
+    await Promise.allSettled([...subs.keys()].map((uri) => this.unsubscribe(server, uri, "session_ended")));
     this.bySession.delete(server);
   }
 

@@ -5,7 +5,12 @@
  */
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { ResourceUpdatedNotificationSchema } from "@modelcontextprotocol/sdk/types.js";
+import {
+  PromptListChangedNotificationSchema,
+  ResourceListChangedNotificationSchema,
+  ResourceUpdatedNotificationSchema,
+  ToolListChangedNotificationSchema,
+} from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { OnbehalfServer } from "../../src/server/app.js";
 import { type ResourceUpstream, startResourceUpstream } from "../support/mcp-resource-upstream.js";
@@ -135,12 +140,41 @@ describe("MCP gateway: resources", () => {
     expect(textOf(read.contents)).toMatch(/^\[withheld by onbehalf: a binary resource \(image\/png\)/);
   });
 
-  it("refuses a read the user may not make with an MCP error, and audits it with source mcp", async () => {
+  it("refuses a read for a missing scope with 403 insufficient_scope (MCP step-up), and audits it with source mcp", async () => {
     const carol = await connect("carol", "orders:write");
     const before = crm.reads.length;
-    await expect(carol.readResource({ uri: "crm://customers/42" })).rejects.toThrow(
-      /denied \(missing_scope\)/,
+    // The official client without an auth provider cannot step up: the read fails with the 403.
+    await expect(carol.readResource({ uri: "crm://customers/42" })).rejects.toMatchObject({ code: 403 });
+    // On the wire: the challenge names the scopes to ask for; the body is still the JSON-RPC refusal.
+    const bearer = await idp.getToken({
+      resource: `${GATEWAY}/mcp`,
+      scope: "orders:write",
+      claims: { sub: "carol", tenant: "acme" },
+    });
+    const res = await fetch(`${server.url}/mcp`, {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${bearer}`,
+        "content-type": "application/json",
+        accept: "application/json, text/event-stream",
+        "mcp-protocol-version": "2025-06-18",
+        "mcp-session-id": (carol.transport as StreamableHTTPClientTransport).sessionId as string,
+      },
+      body: JSON.stringify({
+        jsonrpc: "2.0",
+        id: 7,
+        method: "resources/read",
+        params: { uri: "crm://customers/7" },
+      }),
+    });
+    expect(res.status).toBe(403);
+    expect(res.headers.get("www-authenticate")).toBe(
+      `Bearer error="insufficient_scope", scope="customers:read orders:write", error_description="this resource needs more scopes than the token grants", resource_metadata="${GATEWAY}/.well-known/oauth-protected-resource"`,
     );
+    expect(await res.json()).toMatchObject({
+      id: 7,
+      error: { message: expect.stringMatching(/denied \(missing_scope\): missing scope customers:read/) },
+    });
     expect(crm.reads.length).toBe(before);
     const records = await audit("user=carol&decision=deny");
     expect(records[0]).toMatchObject({
@@ -269,6 +303,30 @@ describe("MCP gateway: completion", () => {
   });
 });
 
+describe("MCP gateway: lists follow the policy", () => {
+  it("tells each session to list tools, resources and prompts again when the policy changes", async () => {
+    const dana = await connect("dana", "customers:read");
+    const told: string[] = [];
+    for (const [schema, kind] of [
+      [ToolListChangedNotificationSchema, "tools"],
+      [ResourceListChangedNotificationSchema, "resources"],
+      [PromptListChangedNotificationSchema, "prompts"],
+    ] as const) {
+      dana.setNotificationHandler(schema, async () => void told.push(kind));
+    }
+    const before = (await dana.listResources()).resources.map((r) => r.uri);
+    expect(before).toContain("crm://customers/42");
+    server.governor.patchTenantPolicy("acme", { users: { dana: { "*": { permission: "deny" } } } });
+    try {
+      await expect.poll(() => [...told].sort()).toEqual(["prompts", "resources", "tools"]);
+      // what the list now says is the new policy's
+      expect((await dana.listResources()).resources).toEqual([]);
+    } finally {
+      server.governor.patchTenantPolicy("acme", { users: { dana: null } });
+    }
+  });
+});
+
 describe("MCP gateway: subscriptions", () => {
   it("relays an update only to the sessions subscribed whose user may read it, and ends with the session or the permission", async () => {
     const updates = (client: Client) => {
@@ -304,6 +362,23 @@ describe("MCP gateway: subscriptions", () => {
     // alice's session ends: the last subscription to the URI ends upstream
     await (alice.transport as StreamableHTTPClientTransport).terminateSession();
     await expect.poll(() => crm.subscriptions.at(-1)).toBe(`unsubscribe ${uri}`);
+
+    // Each subscription's start, refusal and end is on record as its user's, with why it ended.
+    const said = async () =>
+      (await audit("limit=1000"))
+        .filter((r) => r["kind"] === "admin" && (r["args"] as { uri?: string } | null)?.uri === uri)
+        .map((r) => `${r["user"]} ${r["decision"]} ${r["tool"]}: ${r["reason"]}`);
+    await expect
+      .poll(said)
+      .toEqual(
+        expect.arrayContaining([
+          `alice allow resource:crm://customers/*: alice subscribed to ${uri}`,
+          `bob allow resource:crm://customers/*: bob subscribed to ${uri}`,
+          `carol deny resource:${uri}: carol may not subscribe to ${uri}: it is not offered to them`,
+          `bob allow resource:crm://customers/*: bob's subscription to ${uri} ended: they may no longer read it`,
+          `alice allow resource:crm://customers/*: alice's subscription to ${uri} ended: their session ended`,
+        ]),
+      );
   });
 
   it("subscribes again upstream when the upstream restarts", async () => {
