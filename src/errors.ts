@@ -42,8 +42,16 @@ export type ErrorCode =
   | "ERR_UPSTREAM_FAILED"
   | "ERR_CLOSED";
 
-/** OAuth 2.0 / RFC 6750 wire errors the server edge maps codes onto. */
-export type OAuthError = "invalid_token" | "insufficient_scope" | "invalid_request" | "invalid_grant";
+/** OAuth 2.0 (RFC 6749 §5.2, RFC 6750, RFC 8693, RFC 8707) wire errors the server edge maps codes onto. */
+export type OAuthError =
+  | "invalid_token"
+  | "insufficient_scope"
+  | "invalid_request"
+  | "invalid_grant"
+  | "invalid_client"
+  | "unsupported_grant_type"
+  | "invalid_scope"
+  | "invalid_target";
 
 const STATUS: Record<ErrorCode, number> = {
   ERR_TOKEN_MISSING: 401,

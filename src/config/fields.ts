@@ -26,3 +26,8 @@ export const ToolArgs = z.record(z.string(), z.unknown(), {
 
 /** An identifier in the config: a tenant id, a user id, a rule id. */
 export const Identifier = safeText(500);
+
+/** The four tiers a call can run in. */
+export const TIERS = ["interactive", "subagent", "background", "api"] as const;
+export type Tier = (typeof TIERS)[number];
+export const Tier = z.enum(TIERS);

@@ -7,6 +7,7 @@ import { readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { type Document, isMap, isScalar, LineCounter, parseDocument, visit } from "yaml";
 import { OnbehalfError } from "../errors.js";
+import { clientProblems } from "./clients.js";
 import { issuerProblems } from "./issuer.js";
 import {
   type ConfigIssue,
@@ -281,6 +282,30 @@ function* semanticIssues(config: Config, locate: Locate): Generator<ConfigIssue>
         ["upstreams", i],
         "a stdio upstream needs command",
         "add command: node and args: [server.js]",
+      );
+    }
+  }
+  // Registered clients: each entry whole, each client id in one tenant only (the id says which tenant it is).
+  const clientTenant = new Map<string, string>();
+  for (const [t, tenant] of config.tenants.entries()) {
+    for (const [c, client] of tenant.clients.entries()) {
+      for (const p of clientProblems(client))
+        yield issue(["tenants", t, "clients", c, ...p.field], p.message, p.fix);
+      const other = clientTenant.get(client.client_id);
+      if (other !== undefined) {
+        yield issue(
+          ["tenants", t, "clients", c, "client_id"],
+          `client_id ${client.client_id} is registered in tenants ${other} and ${tenant.id}`,
+          "give each tenant's agent runtime a client_id of its own",
+        );
+      }
+      clientTenant.set(client.client_id, tenant.id);
+    }
+    if (tenant.require_client_auth && tenant.clients.length === 0) {
+      yield issue(
+        ["tenants", t, "require_client_auth"],
+        `tenant ${tenant.id} requires client authentication but registers no clients: every delegation would be refused`,
+        "register the tenant's agent runtimes under clients:, or remove require_client_auth",
       );
     }
   }

@@ -5,12 +5,10 @@
  * misspelt policy key that is silently ignored is a policy that silently allows.
  */
 import { z } from "zod";
-import { Identifier, nonEmpty } from "./fields.js";
+import { AgentClientConfig } from "./clients.js";
+import { Identifier, nonEmpty, Tier } from "./fields.js";
 
-/** The four tiers a call can run in. */
-export const TIERS = ["interactive", "subagent", "background", "api"] as const;
-export type Tier = (typeof TIERS)[number];
-export const Tier = z.enum(TIERS);
+export { TIERS, Tier } from "./fields.js";
 
 export const SENSITIVITIES = ["public", "user_data", "user_action", "admin"] as const;
 export const ToolConfig = z.strictObject({
@@ -96,6 +94,10 @@ export const TenantConfig = z.strictObject({
   issuers: z.array(nonEmpty).min(1).optional(),
   require_membership: z.boolean().default(false),
   users: z.array(DirectoryUser).default([]),
+  /** Agent runtimes registered as OAuth clients of `/v1/token` (config/clients.ts). */
+  clients: z.array(AgentClientConfig).default([]),
+  /** Delegations in this tenant come from registered clients that authenticated, and from nobody else. */
+  require_client_auth: z.boolean().default(false),
   policy: PolicyConfig.default(PolicyConfig.parse({})),
 });
 export type TenantConfig = z.output<typeof TenantConfig>;

@@ -24,6 +24,8 @@ export interface DelegationSubject {
   readonly scopes: ReadonlySet<string>;
   /** The run's trace id, kept by the delegation. */
   readonly traceId: string;
+  /** The registered client that vouched for each agent of `chain` (null: none did); default none. */
+  readonly clients?: readonly (string | null)[];
 }
 
 /** What a delegation token says of its run: the chain, each hop's tier (the last one the caller's), the trace. */
@@ -33,6 +35,8 @@ export interface DelegationClaims {
   readonly tiers: Tier[];
   /** Null for a token minted before tokens carried one. */
   readonly traceId: string | null;
+  /** Per agent of `chain`: the registered client that authenticated when it was delegated to, else null. */
+  readonly clients: (string | null)[];
 }
 
 /** Lifetime of a delegation token unless asked for less. */
@@ -40,9 +44,10 @@ export const DELEGATION_TTL_SECONDS = 600;
 /** The most hops a chain may have; a longer one is refused (a loop, most likely). */
 export const MAX_CHAIN = 32;
 
-/** RFC 8693 actor claim, nested: the current actor outermost. */
+/** RFC 8693 actor claim, nested: the current actor outermost; `client_id` when a registered client vouched. */
 export interface ActClaim {
   readonly sub: string;
+  readonly client_id?: string;
   readonly act?: ActClaim;
 }
 
@@ -52,6 +57,7 @@ export interface MintedDelegation {
   readonly scopes: readonly string[];
   readonly chain: readonly string[];
   readonly tiers: readonly Tier[];
+  readonly clients: readonly (string | null)[];
 }
 
 /**
@@ -77,7 +83,8 @@ export function delegationIssuerConfig(issuer: string, publicJwk: PublicJwk): Is
 
 /**
  * Mint a delegation token for `subject` extended by `actor`, asking for `requested` scopes (granted:
- * requested ∩ the subject's, never wider; `undefined` keeps the subject's).
+ * requested ∩ the subject's, never wider; `undefined` keeps the subject's). `actorClient`: the registered
+ * client that authenticated asking for it, signed into the new hop's `act` as `client_id`.
  *
  * @example
  * const d = mintDelegation(key, "https://onbehalf.example", subject, "billing-agent", ["refunds:write"], "subagent", nowMs);
@@ -91,9 +98,11 @@ export function mintDelegation(
   tier: Tier,
   nowMs: number,
   ttlSeconds = DELEGATION_TTL_SECONDS,
+  actorClient: string | null = null,
 ): MintedDelegation {
   const chain = [...subject.chain, actor];
   const tiers = [...subject.tiers, tier];
+  const clients = [...(subject.clients ?? subject.chain.map(() => null)), actorClient];
   if (tiers.length !== chain.length) {
     throw new OnbehalfError("ERR_INVALID_ARGUMENT", "a delegation names one tier per agent of its chain");
   }
@@ -126,7 +135,7 @@ export function mintDelegation(
       // every hop's tier, signed: a call is decided under each, so no hop can move the run to a looser one
       tiers,
       trace_id: subject.traceId,
-      act: actClaim(chain),
+      act: actClaim(chain, clients),
       ...(p.email === null ? {} : { email: p.email }),
       ...(p.roles.length === 0 ? {} : { roles: p.roles }),
       // where the human was first verified
@@ -134,23 +143,27 @@ export function mintDelegation(
     },
     { typ: "at+jwt" },
   );
-  return { token, expiresIn: exp - now, scopes, chain, tiers };
+  return { token, expiresIn: exp - now, scopes, chain, tiers, clients };
 }
 
 /** The chain in a delegation token's claims (outermost agent first), each hop's tier, and its trace. */
 export function delegationOf(principal: Principal): DelegationClaims {
   const chain: string[] = [];
+  const clients: (string | null)[] = [];
   let act = principal.claims["act"];
   while (act !== undefined) {
+    const client = (act as ActClaim | null)?.client_id;
     if (
       act === null ||
       typeof act !== "object" ||
       typeof (act as ActClaim).sub !== "string" ||
+      (client !== undefined && typeof client !== "string") ||
       chain.length >= MAX_CHAIN
     ) {
       throw new OnbehalfError("ERR_TOKEN_CLAIM_INVALID", "the delegation token's act claim is malformed");
     }
     chain.unshift((act as ActClaim).sub);
+    clients.unshift(client ?? null);
     act = (act as ActClaim).act;
   }
   const { tier, tiers: signed, trace_id: traceId } = principal.claims;
@@ -168,16 +181,26 @@ export function delegationOf(principal: Principal): DelegationClaims {
   ) {
     throw new OnbehalfError("ERR_TOKEN_CLAIM_INVALID", "the delegation token's tiers or trace are malformed");
   }
-  return { chain, tier, tiers, traceId: traceId ?? null };
+  return { chain, tier, tiers, traceId: traceId ?? null, clients };
 }
 
 function isTier(value: unknown): value is Tier {
   return typeof value === "string" && (TIERS as readonly string[]).includes(value);
 }
 
-/** Nest a chain into `act` claims, the last (current) agent outermost. */
-export function actClaim(chain: readonly string[]): ActClaim | undefined {
+/** Nest a chain into `act` claims, the last (current) agent outermost, each with its vouching client if any. */
+export function actClaim(
+  chain: readonly string[],
+  clients: readonly (string | null)[] = [],
+): ActClaim | undefined {
   let act: ActClaim | undefined;
-  for (const agent of chain) act = act === undefined ? { sub: agent } : { sub: agent, act };
+  for (const [i, agent] of chain.entries()) {
+    const client = clients[i];
+    act = {
+      sub: agent,
+      ...(client === null || client === undefined ? {} : { client_id: client }),
+      ...(act === undefined ? {} : { act }),
+    };
+  }
   return act;
 }

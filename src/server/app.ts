@@ -24,6 +24,7 @@ import { adminCheck, sendError } from "./http.js";
 import { baseOf, LiveConfigShare } from "./live-config.js";
 import { mcpGateway } from "./mcp-gateway.js";
 import { Metrics, statusClass } from "./metrics.js";
+import { oauthMetadataRoutes } from "./oauth-metadata.js";
 import { logRequest } from "./request-log.js";
 import { spoolRoutes } from "./spool.js";
 import { createMemoryState, type StateStore } from "./state.js";
@@ -235,15 +236,16 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
     pendingTtlMs: 15 * 60_000,
     live,
   };
+  // Without a configured public URL, the server's own address is known only once it listens.
+  let listening = "";
+  const publicUrl = () => (server.public_url ?? listening).replace(/\/$/, "");
   checkRoutes(app, ctx);
-  tokenRoutes(app, ctx);
+  tokenRoutes(app, ctx, () => `${publicUrl()}/v1/token`);
+  oauthMetadataRoutes(app, ctx, publicUrl);
   approvalRoutes(app, ctx);
   adminRoutes(app, ctx);
   auditRoutes(app, ctx);
   spoolRoutes(app, ctx);
-  // Without a configured public URL, the gateway's own address is known only once it listens.
-  let listening = "";
-  const publicUrl = () => (server.public_url ?? listening).replace(/\/$/, "");
   const gateway = await mcpGateway(app, ctx, {
     resource: () => server.mcp_resource ?? `${publicUrl()}/mcp`,
     metadataUrl: () => `${publicUrl()}/.well-known/oauth-protected-resource`,

@@ -529,7 +529,11 @@ function metadata(ctx: ServerContext, options: GatewayOptions) {
   for (const t of ctx.gov.policy.tools.values()) for (const s of t.requiredScopes) scopes.add(s);
   return {
     resource: options.resource(),
-    authorization_servers: ctx.gov.config.issuers.map((i) => i.issuer),
+    // the IdPs that issue users' tokens, and onbehalf itself, which issues delegation tokens (RFC 8414 metadata)
+    authorization_servers: [
+      ...ctx.gov.config.issuers.map((i) => i.issuer),
+      ...(/^https?:\/\//.test(ctx.issuer) ? [ctx.issuer] : []),
+    ],
     bearer_methods_supported: ["header"],
     scopes_supported: [...scopes].sort(),
     resource_name: "onbehalf MCP gateway",

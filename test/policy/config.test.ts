@@ -165,6 +165,35 @@ describe("config validation", () => {
     ]);
   });
 
+  it("checks registered OAuth clients: the secret or keys their method needs, no private keys, one tenant each", () => {
+    const hash = "a".repeat(64);
+    const issues = issuesOf(
+      [
+        "tenants:",
+        "  - id: a",
+        "    clients:",
+        `      - { client_id: basic, auth: client_secret_basic, agents: [bot] }`,
+        `      - { client_id: jwt, auth: private_key_jwt, secret_sha256: "${hash}", agents: [bot] }`,
+        `      - { client_id: priv, auth: private_key_jwt, jwks: { keys: [{ kty: EC, crv: P-256, x: x, y: y, d: d }] }, agents: [bot] }`,
+        "  - id: b",
+        "    require_client_auth: true",
+        "    clients:",
+        `      - { client_id: basic, auth: client_secret_post, secret_sha256: "${hash}", agents: [bot] }`,
+        "  - id: c",
+        "    require_client_auth: true",
+      ].join("\n"),
+    );
+    expect(issues.map((i) => `${i.line} ${i.path}: ${i.message}`)).toEqual([
+      "4 tenants[0].clients[0].secret_sha256: client basic authenticates with client_secret_basic but has no secret_sha256",
+      "5 tenants[0].clients[1].jwks: client jwt authenticates with private_key_jwt but has no jwks",
+      "5 tenants[0].clients[1].secret_sha256: client jwt authenticates with private_key_jwt: a secret would never be checked",
+      "6 tenants[0].clients[2].jwks.keys[0]: client priv's key 0 holds private or symmetric key material",
+      "10 tenants[1].clients[0].client_id: client_id basic is registered in tenants a and b",
+      "12 tenants[2].require_client_auth: tenant c requires client authentication but registers no clients: every delegation would be refused",
+    ]);
+    expect(issues.every((i) => i.fix !== undefined && i.fix.length > 0)).toBe(true);
+  });
+
   it("refuses a policy entry or rule for a tool no tools entry declares, naming the likely one", () => {
     const text =
       "tools: [{ name: get_customer }]\ntenants:\n  - id: a\n    policy:\n      tools:\n        get_custmer: { '*': { permission: deny } }\n      rules:\n        - { id: r, tools: [exprot_all], when: 'true', effect: deny }\n";

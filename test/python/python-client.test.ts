@@ -9,7 +9,9 @@
  * PYTHONPATH — those include examples/autogen/team.py, run against a second control plane that uses the example's
  * own config (examples/autogen/onbehalf.yaml).
  */
+
 import { spawn } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -22,6 +24,8 @@ import { findShared } from "../support/testdata.js";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 const ADMIN = "admin-token-for-python-tests-0123456789";
+/** The secret of acme's registered client py-runtime (test_client.py ClientAuthenticationTests). */
+const CLIENT_SECRET = randomBytes(32).toString("base64url");
 const ALLOW_REDACT = { "*": { permission: "allow" as const, post_transform: "redact" as const } };
 
 /** Humans the Python tests act for: [sub, tenant, scopes]. */
@@ -74,6 +78,15 @@ beforeAll(async () => {
     tenants: [
       {
         id: "acme",
+        // test_client.py ClientAuthenticationTests: an agent runtime registered as an OAuth client
+        clients: [
+          {
+            client_id: "py-runtime",
+            auth: "client_secret_basic",
+            secret_sha256: createHash("sha256").update(CLIENT_SECRET).digest("hex"),
+            agents: ["planner", "researcher"],
+          },
+        ],
         policy: {
           fail_mode: "fail_closed",
           defaults: ALLOW_REDACT,
@@ -176,6 +189,7 @@ function pythonEnv(pythonPath: string, extra: NodeJS.ProcessEnv = {}): NodeJS.Pr
     ONBEHALF_TEST_URL: server.url,
     ONBEHALF_TEST_ADMIN: ADMIN,
     ONBEHALF_TEST_TOKENS: JSON.stringify(tokens),
+    ONBEHALF_TEST_CLIENT_SECRET: CLIENT_SECRET,
     ONBEHALF_TEST_APPROVAL_TTL: "4",
     ONBEHALF_TEST_EXAMPLE_URL: example.url,
     ONBEHALF_TEST_EXAMPLE_TOKEN: exampleToken,

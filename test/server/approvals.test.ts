@@ -284,6 +284,7 @@ describe("who may approve", () => {
         body: {
           grant_type: "urn:ietf:params:oauth:grant-type:token-exchange",
           subject_token: manager,
+          subject_token_type: "urn:ietf:params:oauth:token-type:access_token",
           actor: "inbox-agent",
         },
       });

@@ -91,12 +91,15 @@ describe("tenants bound to their issuers", () => {
         body: {
           grant_type: "urn:ietf:params:oauth:grant-type:token-exchange",
           subject_token: subject,
+          subject_token_type: "urn:ietf:params:oauth:token-type:access_token",
           actor: "researcher",
         },
       });
     const refused = await exchange(await tokenOf(b, "mallory", "acme"));
-    expect(refused.status).toBe(403);
-    expect(refused.body.error.message).toMatch(/^tenant_mismatch: tenant "acme" takes its users from/);
+    // an unacceptable subject token is an OAuth invalid_request (RFC 8693 §2.2.2)
+    expect(refused.status).toBe(400);
+    expect(refused.body.error).toBe("invalid_request");
+    expect(refused.body.error_description).toMatch(/^tenant_mismatch: tenant 'acme' takes its users from/);
     const delegated = await exchange(await tokenOf(a, "alice", "acme"));
     expect(delegated.status).toBe(200);
     expect((await check(delegated.body.access_token)).body).toMatchObject({
@@ -108,7 +111,10 @@ describe("tenants bound to their issuers", () => {
       scope: "customers:read",
       claims: { sub: "mallory", tenant: "acme", obo_issuer: a.issuer },
     });
-    expect((await exchange(forging)).status).toBe(403);
+    expect((await exchange(forging)).body).toMatchObject({
+      error: "invalid_request",
+      error_description: expect.stringMatching(/^tenant_mismatch/),
+    });
   });
 
   it("shows the cross-issuer claim no tool on the MCP gateway and refuses its calls", async () => {

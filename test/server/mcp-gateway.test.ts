@@ -400,7 +400,8 @@ describe("MCP gateway", () => {
     const meta = (await call(server.url, "GET", "/.well-known/oauth-protected-resource")).body;
     expect(meta).toMatchObject({
       resource: `${GATEWAY}/mcp`,
-      authorization_servers: [idp.issuer],
+      // the users' IdP, and onbehalf, which issues delegation tokens (its RFC 8414 metadata is at its issuer)
+      authorization_servers: [idp.issuer, GATEWAY],
       bearer_methods_supported: ["header"],
     });
     expect(meta.scopes_supported).toEqual(["customers:read", "email.read", "orders:write"]);
@@ -450,6 +451,7 @@ describe("MCP gateway", () => {
           body: {
             grant_type: "urn:ietf:params:oauth:grant-type:token-exchange",
             subject_token: subject,
+            subject_token_type: "urn:ietf:params:oauth:token-type:access_token",
             actor,
             tier,
           },

@@ -138,6 +138,7 @@ describe("two instances on one PostgreSQL and one Redis", () => {
       body: {
         grant_type: "urn:ietf:params:oauth:grant-type:token-exchange",
         subject_token: dana,
+        subject_token_type: "urn:ietf:params:oauth:token-type:access_token",
         actor: "planner",
       },
     });

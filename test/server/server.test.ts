@@ -265,18 +265,22 @@ describe("identities and names no audit store can hold", () => {
         body: {
           grant_type: "urn:ietf:params:oauth:grant-type:token-exchange",
           subject_token: alice,
+          subject_token_type: "urn:ietf:params:oauth:token-type:access_token",
           actor: "bot",
           ...extra,
         },
       });
     const surrogate = await exchange({ actor: "bot\ud800" });
     expect(surrogate.status).toBe(400);
-    expect(surrogate.body.error.message).toMatch(
+    expect(surrogate.body.error_description).toMatch(
       /actor: an agent name has no spaces, control characters or unpaired surrogates/,
     );
     const scope = await exchange({ scope: "customers:read\u0000admin" });
     expect(scope.status).toBe(400);
-    expect(scope.body.error.message).toMatch(/scope: scope is space-separated scope tokens/);
+    expect(scope.body).toMatchObject({
+      error: "invalid_scope",
+      error_description: expect.stringMatching(/^scope is space-separated scope tokens/),
+    });
     expect((await exchange({ scope: "customers:read" })).status).toBe(200);
   });
 });

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { newCallId } from "../../src/audit/call-id.js";
 import { type AuditRecord, digestArgs } from "../../src/audit/record.js";
 import type { OnbehalfServer } from "../../src/server/app.js";
-import { TOKEN_EXCHANGE } from "../../src/server/token-exchange.js";
+import { ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE } from "../../src/server/token-exchange.js";
 import { type OidcProviderHandle, startOidcProvider } from "../support/oidc.js";
 import { startOwnRedis } from "../support/redis-server.js";
 import { ACME_POLICY, call, SERVER_TOOLS, startTestServer, userToken } from "../support/server.js";
@@ -108,7 +108,12 @@ async function metric(name: string): Promise<number> {
 
 const exchange = async (subject: string, actor: string): Promise<string> => {
   const r = await call(server.url, "POST", "/v1/token", {
-    body: { grant_type: TOKEN_EXCHANGE, subject_token: subject, actor },
+    body: {
+      grant_type: TOKEN_EXCHANGE,
+      subject_token: subject,
+      subject_token_type: ACCESS_TOKEN_TYPE,
+      actor,
+    },
   });
   expect(r.status).toBe(200);
   return r.body.access_token as string;

@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { OnbehalfServer } from "../../src/server/app.js";
-import { TOKEN_EXCHANGE } from "../../src/server/token-exchange.js";
+import { ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE } from "../../src/server/token-exchange.js";
 import { type OidcProviderHandle, startOidcProvider } from "../support/oidc.js";
 import { ADMIN, call, startTestServer, userToken } from "../support/server.js";
 
@@ -37,7 +37,14 @@ afterAll(async () => {
 
 async function delegate(subject: string, actor: string, tier: string, extra: Record<string, string> = {}) {
   const r = await call(server.url, "POST", "/v1/token", {
-    body: { grant_type: TOKEN_EXCHANGE, subject_token: subject, actor, tier, ...extra },
+    body: {
+      grant_type: TOKEN_EXCHANGE,
+      subject_token: subject,
+      subject_token_type: ACCESS_TOKEN_TYPE,
+      actor,
+      tier,
+      ...extra,
+    },
   });
   expect(r.status, JSON.stringify(r.body)).toBe(200);
   return r.body as { access_token: string; trace_id: string };
@@ -158,7 +165,12 @@ describe("tiers along a chain", () => {
         "content-type": "application/json",
         traceparent: "00-11111111111111111111111111111111-2222222222222222-01",
       },
-      body: JSON.stringify({ grant_type: TOKEN_EXCHANGE, subject_token: alice, actor: "w" }),
+      body: JSON.stringify({
+        grant_type: TOKEN_EXCHANGE,
+        subject_token: alice,
+        subject_token_type: ACCESS_TOKEN_TYPE,
+        actor: "w",
+      }),
     }).then((x) => x.json() as Promise<Json>);
     expect((await check(r.access_token, "get_customer", { id: "c-3" })).body.trace_id).toBe(
       "11111111111111111111111111111111",
@@ -186,6 +198,7 @@ describe("the first hop from a human's own token", () => {
       body: {
         grant_type: TOKEN_EXCHANGE,
         subject_token: alice,
+        subject_token_type: ACCESS_TOKEN_TYPE,
         subject_actor: "triage",
         subject_tier: "interactive",
         actor: "worker",
@@ -199,12 +212,13 @@ describe("the first hop from a human's own token", () => {
       body: {
         grant_type: TOKEN_EXCHANGE,
         subject_token: r.body.access_token,
+        subject_token_type: ACCESS_TOKEN_TYPE,
         subject_tier: "interactive",
         actor: "x",
       },
     });
     expect(again.status).toBe(400);
-    expect(again.body.error.message).toMatch(/subject_tier are only for a user's own token/);
+    expect(again.body.error_description).toMatch(/subject_tier are only for a user's own token/);
   });
 });
 

@@ -2,7 +2,7 @@
 import { createPublicKey, verify } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { OnbehalfServer } from "../../src/server/app.js";
-import { TOKEN_EXCHANGE } from "../../src/server/token-exchange.js";
+import { ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE } from "../../src/server/token-exchange.js";
 import { generateTestKey, type OidcProviderHandle, signToken, startOidcProvider } from "../support/oidc.js";
 import { ADMIN, call, startTestServer, userToken } from "../support/server.js";
 
@@ -35,6 +35,7 @@ describe("POST /v1/token", () => {
       {
         grant_type: TOKEN_EXCHANGE,
         subject_token: alice,
+        subject_token_type: ACCESS_TOKEN_TYPE,
         actor: "planner",
         scope: "customers:read orders:write",
       },
@@ -70,12 +71,19 @@ describe("POST /v1/token", () => {
   });
 
   it("keeps the chain in order over three hops, each only narrowing", async () => {
-    const hop1 = (await exchange({ grant_type: TOKEN_EXCHANGE, subject_token: alice, actor: "planner" }))
-      .body;
+    const hop1 = (
+      await exchange({
+        grant_type: TOKEN_EXCHANGE,
+        subject_token: alice,
+        subject_token_type: ACCESS_TOKEN_TYPE,
+        actor: "planner",
+      })
+    ).body;
     const hop2 = (
       await exchange({
         grant_type: TOKEN_EXCHANGE,
         subject_token: hop1.access_token,
+        subject_token_type: ACCESS_TOKEN_TYPE,
         actor: "researcher",
         scope: "customers:read orders:write",
       })
@@ -84,6 +92,7 @@ describe("POST /v1/token", () => {
       await exchange({
         grant_type: TOKEN_EXCHANGE,
         subject_token: hop2.access_token,
+        subject_token_type: ACCESS_TOKEN_TYPE,
         actor: "mailer",
         scope: "customers:read",
       })
@@ -124,6 +133,7 @@ describe("POST /v1/token", () => {
       {
         grant_type: TOKEN_EXCHANGE,
         subject_token: alice,
+        subject_token_type: ACCESS_TOKEN_TYPE,
         subject_actor: "planner",
         actor: "researcher-sa",
         scope: "customers:read",
@@ -155,6 +165,7 @@ describe("POST /v1/token", () => {
     const same = await exchange({
       grant_type: TOKEN_EXCHANGE,
       subject_token: alice,
+      subject_token_type: ACCESS_TOKEN_TYPE,
       subject_actor: "planner",
       actor: "planner",
     });
@@ -162,18 +173,34 @@ describe("POST /v1/token", () => {
   });
 
   it("refuses subject_actor with a delegation subject, and an invalid subject_actor", async () => {
-    const hop = (await exchange({ grant_type: TOKEN_EXCHANGE, subject_token: alice, actor: "planner" })).body;
+    const hop = (
+      await exchange({
+        grant_type: TOKEN_EXCHANGE,
+        subject_token: alice,
+        subject_token_type: ACCESS_TOKEN_TYPE,
+        actor: "planner",
+      })
+    ).body;
     const r = await exchange({
       grant_type: TOKEN_EXCHANGE,
       subject_token: hop.access_token,
+      subject_token_type: ACCESS_TOKEN_TYPE,
       subject_actor: "impostor",
       actor: "researcher",
     });
     expect(r.status).toBe(400);
-    expect(r.body.error.message).toMatch(/subject_actor and subject_tier are only for a user's own token/);
+    expect(r.body.error_description).toMatch(
+      /subject_actor and subject_tier are only for a user's own token/,
+    );
     for (const bad of ["bad name", "", "x".repeat(201), "tab\there"]) {
       const invalid = await exchange(
-        { grant_type: TOKEN_EXCHANGE, subject_token: alice, subject_actor: bad, actor: "researcher" },
+        {
+          grant_type: TOKEN_EXCHANGE,
+          subject_token: alice,
+          subject_token_type: ACCESS_TOKEN_TYPE,
+          subject_actor: bad,
+          actor: "researcher",
+        },
         true,
       );
       expect(invalid.status, JSON.stringify(bad)).toBe(400);
@@ -185,6 +212,7 @@ describe("POST /v1/token", () => {
       await exchange({
         grant_type: TOKEN_EXCHANGE,
         subject_token: alice,
+        subject_token_type: ACCESS_TOKEN_TYPE,
         actor: "nightly",
         tier: "background",
       })
@@ -199,6 +227,7 @@ describe("POST /v1/token", () => {
       await exchange({
         grant_type: TOKEN_EXCHANGE,
         subject_token: first.access_token,
+        subject_token_type: ACCESS_TOKEN_TYPE,
         actor: "helper",
         tier: "interactive",
       })
@@ -210,7 +239,12 @@ describe("POST /v1/token", () => {
       trace_id: first.trace_id,
     });
     const plain = (
-      await exchange({ grant_type: TOKEN_EXCHANGE, subject_token: first.access_token, actor: "helper" })
+      await exchange({
+        grant_type: TOKEN_EXCHANGE,
+        subject_token: first.access_token,
+        subject_token_type: ACCESS_TOKEN_TYPE,
+        actor: "helper",
+      })
     ).body;
     expect(claims(plain.access_token).tiers).toEqual(["background", "subagent"]);
   });
@@ -220,6 +254,7 @@ describe("POST /v1/token", () => {
       await exchange({
         grant_type: TOKEN_EXCHANGE,
         subject_token: alice,
+        subject_token_type: ACCESS_TOKEN_TYPE,
         actor: "a",
         scope: "customers:read",
       })
@@ -227,6 +262,7 @@ describe("POST /v1/token", () => {
     const wide = await exchange({
       grant_type: TOKEN_EXCHANGE,
       subject_token: narrow.access_token,
+      subject_token_type: ACCESS_TOKEN_TYPE,
       actor: "b",
       scope: "customers:read orders:write admin",
     });
@@ -240,6 +276,10 @@ describe("POST /v1/token", () => {
       requested: ["customers:read", "orders:write", "admin"],
       granted: ["customers:read"],
       dropped: ["orders:write", "admin"],
+      // nobody authenticated as a client: no hop is vouched for
+      client_id: null,
+      client_authenticated: false,
+      clients: [null, null],
     });
     expect(record.reason).toContain("not granted");
   });
@@ -249,7 +289,14 @@ describe("POST /v1/token", () => {
       scope: "customers:read",
       claims: { sub: "alice", tenant: "acme", exp: Math.floor(Date.now() / 1000) + 60 },
     });
-    const r = (await exchange({ grant_type: TOKEN_EXCHANGE, subject_token: shortLived, actor: "a" })).body;
+    const r = (
+      await exchange({
+        grant_type: TOKEN_EXCHANGE,
+        subject_token: shortLived,
+        subject_token_type: ACCESS_TOKEN_TYPE,
+        actor: "a",
+      })
+    ).body;
     expect(r.expires_in).toBeLessThanOrEqual(60);
     expect(claims(r.access_token).exp).toBe(claims(shortLived).exp);
   });
@@ -286,21 +333,78 @@ describe("POST /v1/token", () => {
         })
       ).status,
     ).toBe(401);
-    expect((await exchange({ grant_type: TOKEN_EXCHANGE, subject_token: forged, actor: "y" })).status).toBe(
-      401,
-    );
+    expect(
+      (
+        await exchange({
+          grant_type: TOKEN_EXCHANGE,
+          subject_token: forged,
+          subject_token_type: ACCESS_TOKEN_TYPE,
+          actor: "y",
+        })
+      ).body,
+    ).toMatchObject({
+      error: "invalid_request",
+      error_description: expect.stringMatching(/^the subject_token is not acceptable/),
+    });
   });
 
-  it("refuses bad requests clearly", async () => {
-    expect(
-      (await exchange({ grant_type: "password", subject_token: alice, actor: "a" })).body.error.message,
-    ).toMatch(/unsupported grant_type/);
-    expect((await exchange({ grant_type: TOKEN_EXCHANGE, subject_token: alice })).body.error.message).toMatch(
-      /give actor/,
-    );
-    expect(
-      (await exchange({ grant_type: TOKEN_EXCHANGE, subject_token: alice, actor: "bad name" })).status,
-    ).toBe(400);
-    expect((await exchange({ grant_type: TOKEN_EXCHANGE, actor: "a" })).status).toBe(401);
+  it("refuses bad requests clearly, as RFC 6749 errors", async () => {
+    const refusal = async (params: Record<string, string>) => {
+      const r = await exchange(params, true);
+      expect(r.headers.get("cache-control")).toBe("no-store");
+      return { status: r.status, ...r.body };
+    };
+    const base = { grant_type: TOKEN_EXCHANGE, subject_token: alice, subject_token_type: ACCESS_TOKEN_TYPE };
+    expect(await refusal({ ...base, grant_type: "password", actor: "a" })).toMatchObject({
+      status: 400,
+      error: "unsupported_grant_type",
+      error_description: expect.stringMatching(/unsupported grant_type password/),
+    });
+    expect(await refusal(base)).toMatchObject({ status: 400, error: "invalid_request" });
+    expect((await refusal(base)).error_description).toMatch(/give actor/);
+    expect(await refusal({ ...base, actor: "bad name" })).toMatchObject({
+      status: 400,
+      error: "invalid_request",
+      error_description: expect.stringMatching(/^invalid request: actor: an agent name has no spaces/),
+    });
+    // RFC 8693: subject_token_type is required with subject_token, and actor_token_type with actor_token
+    const { subject_token_type: _t, ...untyped } = base;
+    expect(await refusal({ ...untyped, actor: "a" })).toMatchObject({
+      status: 400,
+      error: "invalid_request",
+      error_description: expect.stringMatching(/subject_token_type is required/),
+    });
+    expect(await refusal({ ...base, subject_token_type: "urn:x:saml", actor: "a" })).toMatchObject({
+      error: "invalid_request",
+      error_description: expect.stringMatching(/subject_token_type urn:x:saml is not supported/),
+    });
+    expect(await refusal({ ...base, actor_token: alice })).toMatchObject({
+      error: "invalid_request",
+      error_description: expect.stringMatching(/actor_token_type is required/),
+    });
+    // an invalid subject token is a bad parameter (RFC 8693 §2.2.2), not a 401
+    expect(await refusal({ ...base, subject_token: "garbage", actor: "a" })).toMatchObject({
+      status: 400,
+      error: "invalid_request",
+      error_description: expect.stringMatching(/^the subject_token is not acceptable/),
+    });
+    expect(await refusal({ grant_type: TOKEN_EXCHANGE, actor: "a" })).toMatchObject({
+      status: 400,
+      error: "invalid_request",
+      error_description: "subject_token is required: the token being exchanged",
+    });
+    expect(await refusal({ ...base, actor: "a", scope: 'a"b' })).toMatchObject({
+      status: 400,
+      error: "invalid_scope",
+    });
+    expect(await refusal({ ...base, actor: "a", resource: "https://elsewhere.example" })).toMatchObject({
+      status: 400,
+      error: "invalid_target",
+    });
+    expect(await refusal({ ...base, actor: "a", colour: "blue" })).toMatchObject({
+      status: 400,
+      error: "invalid_request",
+      error_description: "invalid request: body: unknown field 'colour'",
+    });
   });
 });

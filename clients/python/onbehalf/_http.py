@@ -31,18 +31,27 @@ class Response:
 
     @property
     def error_message(self) -> str:
-        """The message of an ``{"error": {"code", "message"}}`` body, or a short description."""
+        """The message of an ``{"error": {"code", "message"}}`` body, of an OAuth error (``/v1/token``:
+        ``{"error", "error_description"}``, as ``"<error>: <description>"``), or a short description."""
         if isinstance(self.body, dict):
             err = self.body.get("error")
             if isinstance(err, dict):
                 return str(err.get("message") or err.get("code") or f"HTTP {self.status}")
+            if isinstance(err, str):
+                description = self.body.get("error_description")
+                return f"{err}: {description}" if description else err
         return f"HTTP {self.status}"
 
     @property
     def error_code(self) -> str | None:
-        if isinstance(self.body, dict) and isinstance(self.body.get("error"), dict):
-            code = self.body["error"].get("code")
-            return str(code) if code is not None else None
+        """The API's error code (``ERR_…``), or an OAuth error (``invalid_client``…) at ``/v1/token``."""
+        if isinstance(self.body, dict):
+            err = self.body.get("error")
+            if isinstance(err, dict):
+                code = err.get("code")
+                return str(code) if code is not None else None
+            if isinstance(err, str):
+                return err
         return None
 
 
@@ -59,14 +68,18 @@ def request(
     url: str,
     *,
     token: str | None = None,
+    authorization: str | None = None,
     json_body: Any = None,
     timeout: float,
 ) -> Response:
-    """Send one request; return the answer (any status), or raise :class:`Unreachable`."""
+    """Send one request; return the answer (any status), or raise :class:`Unreachable`. ``authorization``: a
+    whole ``Authorization`` header (client authentication), instead of a bearer ``token``."""
     headers = {"accept": "application/json", "user-agent": USER_AGENT}
     data: bytes | None = None
     if token is not None:
         headers["authorization"] = token if token[:7].lower() == "bearer " else f"Bearer {token}"
+    elif authorization is not None:
+        headers["authorization"] = authorization
     if json_body is not None:
         data = json.dumps(json_body, allow_nan=False, separators=(",", ":")).encode("utf-8")
         headers["content-type"] = "application/json"

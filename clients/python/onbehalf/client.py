@@ -57,6 +57,10 @@ class Client(_Bindings, _Decisions, _Approvals, _Delegations, _FailModes, _Trans
         replay_interval: at most one automatic spool replay per this many seconds.
         auto_replay: replay the spool in a background thread whenever the control plane answers (default);
             ``False``: only on :meth:`flush`.
+        client_id: this agent runtime's OAuth client id, sent with every delegation exchange (``POST
+            /v1/token``); with ``client_secret``, it authenticates as that registered client
+            (``client_secret_basic``). A tenant with ``require_client_auth`` takes delegations only so.
+        client_secret: the registered client's secret.
 
     Example::
 
@@ -78,6 +82,8 @@ class Client(_Bindings, _Decisions, _Approvals, _Delegations, _FailModes, _Trans
         stale_after: float = 900.0,
         replay_interval: float = 5.0,
         auto_replay: bool = True,
+        client_id: str | None = None,
+        client_secret: str | None = None,
     ) -> None:
         parts = urllib.parse.urlsplit(str(base_url))
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -88,6 +94,10 @@ class Client(_Bindings, _Decisions, _Approvals, _Delegations, _FailModes, _Trans
             raise ConfigurationError(f"fail_mode must be None, 'fail_closed' or 'fail_open'; got {fail_mode!r}")
         if timeout <= 0:
             raise ConfigurationError("timeout must be positive")
+        if client_secret is not None and client_id is None:
+            raise ConfigurationError("client_secret needs client_id: the registered client it authenticates")
+        self.client_id = client_id
+        self.client_secret = client_secret
         self.base_url = str(base_url).rstrip("/")
         self.timeout = float(timeout)
         self.approval_timeout = float(approval_timeout)

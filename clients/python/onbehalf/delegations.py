@@ -10,8 +10,10 @@ Uses, from the other parts of :class:`~onbehalf.Client`: ``_send`` (``transport.
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
+import urllib.parse
 from typing import Any, Sequence
 
 from .context import RunContext, refused_context, signed_delegation
@@ -21,10 +23,17 @@ from .transport import _Outage
 log = logging.getLogger("onbehalf")
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 
 
 class _Delegations:
-    """Part of :class:`~onbehalf.Client`: the run context of a delegation, and the token of any run context."""
+    """Part of :class:`~onbehalf.Client`: the run context of a delegation, and the token of any run context.
+
+    With ``client_id`` (and ``client_secret``) the exchanges authenticate the agent runtime as a registered OAuth
+    client (``client_secret_basic``; a ``client_id`` alone names a public client)."""
+
+    client_id: str | None
+    client_secret: str | None
 
     def _delegate_context(
         self, parent: RunContext, agent: str, scopes: tuple[str, ...] | None, tier: str | None
@@ -70,9 +79,15 @@ class _Delegations:
             body: dict[str, Any] = {
                 "grant_type": TOKEN_EXCHANGE,
                 "subject_token": subject,
+                "subject_token_type": ACCESS_TOKEN_TYPE,
                 "actor": context.agent,
                 "tier": context.tier,
             }
+            authorization = None
+            if self.client_id is not None and self.client_secret is not None:
+                authorization = client_basic(self.client_id, self.client_secret)
+            elif self.client_id is not None:
+                body["client_id"] = self.client_id
             if context.trace_id is not None:
                 body["trace_id"] = context.trace_id
             # The control plane cannot know which agent holds a human's own token: name it, so the signed chain
@@ -83,7 +98,7 @@ class _Delegations:
                 body["subject_tier"] = parent.tier  # signed too: its calls' successors are decided under it
             if context.requested_scopes is not None:
                 body["scope"] = " ".join(context.requested_scopes)
-            res = self._send("POST", "/v1/token", json_body=body)
+            res = self._send("POST", "/v1/token", authorization=authorization, json_body=body)
             b = res.body
             if res.status == 200 and isinstance(b, dict) and isinstance(b.get("access_token"), str):
                 context.token = b["access_token"]
@@ -98,7 +113,13 @@ class _Delegations:
                             " ".join(dropped),
                         )
                 return context.token
-            if res.status == 401:
+            if res.error_code == "invalid_client":  # this runtime failed to authenticate, not the human
+                raise Denied(
+                    "error",
+                    f"the control plane refused this client for the delegation to {context.agent}: {res.error_message}",
+                    chain=context.chain,
+                )
+            if res.status == 401 or (res.error_code == "invalid_request" and _subject_refused(res.body)):
                 raise Unauthenticated(
                     f"the delegation to {context.agent} was refused: {res.error_message}", chain=context.chain
                 )
@@ -119,3 +140,15 @@ def _scopes(scopes: Sequence[str] | str | None) -> tuple[str, ...] | None:
     if not all(isinstance(s, str) and s and not any(c.isspace() for c in s) for s in out):
         raise ValueError(f"scopes are non-empty strings without spaces; got {scopes!r}")
     return out
+
+
+def client_basic(client_id: str, client_secret: str) -> str:
+    """RFC 6749 §2.3.1 ``client_secret_basic``: both parts form-urlencoded, then base64."""
+    pair = f"{urllib.parse.quote_plus(client_id)}:{urllib.parse.quote_plus(client_secret)}"
+    return "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
+
+
+def _subject_refused(body: Any) -> bool:
+    """Whether ``/v1/token`` refused the subject token itself (expired, not verifiable): the human must sign in."""
+    description = body.get("error_description") if isinstance(body, dict) else None
+    return isinstance(description, str) and description.startswith("the subject_token is not acceptable")

@@ -36,6 +36,7 @@ class _Transport:
         path: str,
         *,
         token: str | None = None,
+        authorization: str | None = None,
         json_body: Any = None,
         timeout: float | None = None,
         contact: bool = True,
@@ -43,7 +44,12 @@ class _Transport:
         """One request; raises :class:`_Outage` when there is no answer or a 5xx one."""
         try:
             res = _http.request(
-                method, self.base_url + path, token=token, json_body=json_body, timeout=timeout or self.timeout
+                method,
+                self.base_url + path,
+                token=token,
+                authorization=authorization,
+                json_body=json_body,
+                timeout=timeout or self.timeout,
             )
         except _http.Unreachable as e:
             raise _Outage(str(e)) from None

@@ -307,6 +307,53 @@ class DelegationTests(unittest.TestCase):
 
 
 @needs_server
+@needs_server
+class ClientAuthenticationTests(unittest.TestCase):
+    """An agent runtime registered as an OAuth client of /v1/token (acme's ``py-runtime``, which may act as
+    ``planner`` and ``researcher``) authenticates with its secret; the delegation says so in its token and audit."""
+
+    def setUp(self) -> None:
+        self.tmp = TempDir()
+        secret = os.environ["ONBEHALF_TEST_CLIENT_SECRET"]
+        self.client = Client(URL, spool_path=self.tmp.join("spool.jsonl"), client_id="py-runtime", client_secret=secret)
+
+    def tearDown(self) -> None:
+        self.tmp.cleanup()
+
+    def test_a_registered_client_vouches_for_the_agents_it_delegates_to(self) -> None:
+        with self.client.acting_as(token("alice"), agent="planner"):
+            with self.client.delegate("researcher") as frame:
+                act = json.loads(base64.urlsafe_b64decode(frame.token.split(".")[1] + "==="))["act"]
+                self.assertEqual(act["sub"], "researcher")
+                self.assertEqual(act["client_id"], "py-runtime")
+                self.assertEqual(act["act"], {"sub": "planner", "client_id": "py-runtime"})
+                trace = frame.trace_id
+
+        def mine(records: list) -> list:
+            return [r for r in records if r["kind"] == "delegation" and r["trace_id"] == trace]
+
+        [record] = mine(audit_until(mine, user="alice"))
+        self.assertEqual(record["args"]["client_id"], "py-runtime")
+        self.assertIs(record["args"]["client_authenticated"], True)
+        self.assertEqual(record["args"]["clients"], ["py-runtime", "py-runtime"])
+
+    def test_a_registered_client_may_not_act_as_an_agent_it_is_not_registered_for(self) -> None:
+        with self.client.acting_as(token("alice"), agent="planner"):
+            with self.assertRaises(Denied) as caught:
+                with self.client.delegate("intruder"):
+                    pass
+        self.assertIn("may not act as agent intruder", str(caught.exception))
+
+    def test_a_wrong_secret_is_refused_as_the_client_not_the_human(self) -> None:
+        wrong = Client(URL, spool_path=self.tmp.join("other.jsonl"), client_id="py-runtime", client_secret="not-it")
+        with wrong.acting_as(token("alice"), agent="planner"):
+            with self.assertRaises(Denied) as caught:
+                with wrong.delegate("researcher"):
+                    pass
+        self.assertNotIsInstance(caught.exception, Unauthenticated)
+        self.assertIn("invalid_client", str(caught.exception))
+
+
 class TraceTests(unittest.TestCase):
     """One run, one trace id: generated when the caller gives none, kept by delegations, on every record."""
 
