@@ -43,7 +43,13 @@ export type ErrorCode =
   | "ERR_CLOSED";
 
 /** OAuth 2.0 / RFC 6750 wire errors the server edge maps codes onto. */
-export type OAuthError = "invalid_token" | "insufficient_scope" | "invalid_request" | "invalid_grant";
+export type OAuthError =
+  | "invalid_token"
+  | "insufficient_scope"
+  | "invalid_request"
+  | "invalid_grant"
+  /** RFC 9396: an `authorization_details` entry of an unknown type, or one that does not validate. */
+  | "invalid_authorization_details";
 
 const STATUS: Record<ErrorCode, number> = {
   ERR_TOKEN_MISSING: 401,

@@ -8,6 +8,7 @@ import { newCallId } from "../audit/call-id.js";
 import type { AuditLog } from "../audit/log.js";
 import { type AuditFields, type AuditRecord, type Source, timestamp } from "../audit/record.js";
 import type { AuditPage, AuditQuery, AuditStore } from "../audit/store.js";
+import { type CapabilitySetInput, capabilityLayer } from "../config/capabilities.js";
 import type { Config } from "../config/schema.js";
 import {
   type DelegateOptions,
@@ -22,6 +23,7 @@ import { OnbehalfError } from "../errors.js";
 import type { Principal } from "../identity/principal.js";
 import type { Identity } from "../identity/verify.js";
 import type { RateLimiter } from "../limits/window.js";
+import { capabilityErrors } from "../policy/capabilities.js";
 import type { CompiledPolicy } from "../policy/compile.js";
 import {
   type ApprovalGrant,
@@ -165,12 +167,17 @@ export class Governor {
   }
 
   /**
-   * Run `fn` acting for `principal` through an agent; every governed call inside sees them.
+   * Run `fn` acting for `principal` through an agent; every governed call inside sees them. With
+   * `capabilities`, the run may call only the tools they grant, with arguments their conditions accept, on top
+   * of the tenant's policy (docs/capabilities.md); a condition that does not compile throws
+   * `ERR_INVALID_ARGUMENT` here, not on every call.
    *
    * @example
    * await gov.runAs(principal, { agent: "support-bot", tier: "interactive" }, () => getCustomer({ id: "c-1" }));
+   * await gov.runAs(principal, { agent: "bank-bot", capabilities: { tools: ["get_balance"] } }, () => agent.run());
    */
   runAs<T>(principal: Principal, options: RunOptions, fn: () => T): T {
+    checkConditions(options.agent, options.capabilities);
     return runAs(principal, options, fn);
   }
 
@@ -181,6 +188,7 @@ export class Governor {
    * await gov.delegate("specialist", { scopes: ["email.read"], tier: "subagent" }, () => readEmail(args));
    */
   delegate<T>(agent: string, options: DelegateOptions, fn: () => T): T {
+    checkConditions(agent, options.capabilities);
     return delegate(agent, options, fn);
   }
 
@@ -439,3 +447,13 @@ export class Governor {
 }
 
 export type { AuditRecord };
+
+/** Refuse capabilities whose conditions do not compile (the shape is checked where the layer is made). */
+function checkConditions(agent: string, capabilities: CapabilitySetInput | undefined): void {
+  if (capabilities === undefined) return;
+  const layer = capabilityLayer(agent, capabilities);
+  const bad = "error" in layer ? null : capabilityErrors([layer]);
+  if (bad !== null) {
+    throw new OnbehalfError("ERR_INVALID_ARGUMENT", `the capabilities of ${agent} are invalid: ${bad}`);
+  }
+}

@@ -4,15 +4,28 @@
  * over-reaching request is attenuated, not refused, so a later over-reaching call is denied with the whole
  * chain in the audit; the answer's `scope` and the audit record say what was dropped. With a user's own token,
  * `subject_actor` names the agent holding it, so the chain starts with that agent.
+ *
+ * `authorization_details` (RFC 9396, of the type `urn:onbehalf:capabilities`) states the new hop's task
+ * capabilities: they are signed into the token on top of the subject token's own, never in their place, so a call
+ * under the new token must pass both (docs/capabilities.md).
  */
 import type { FastifyInstance } from "fastify";
 import { z } from "zod";
 import { newCallId } from "../audit/call-id.js";
+import { digestCapabilities } from "../audit/record.js";
+import {
+  CAPABILITIES_TYPE,
+  CAPABILITY_LIMITS,
+  CapabilityDetail,
+  type CapabilityLayer,
+  capabilityLayer,
+} from "../config/capabilities.js";
 import { safeText } from "../config/fields.js";
 import { Tier } from "../config/policy.js";
 import { delegationOf, mintDelegation } from "../context/delegation.js";
 import { newTraceId, traceIdOf } from "../context/trace.js";
 import { OnbehalfError } from "../errors.js";
+import { capabilityErrors } from "../policy/capabilities.js";
 import { directoryCap, issuerRefusal } from "../policy/decide.js";
 import type { ServerContext } from "./context.js";
 import { parseBody } from "./http.js";
@@ -48,6 +61,10 @@ const TokenBody = z.strictObject({
   /** The run's trace id (else the `traceparent` header's, the subject delegation token's, or a new one). */
   trace_id: safeText(200).optional(),
   requested_token_type: z.string().optional(),
+  /** RFC 9396: a JSON array (a JSON string of one in a form body) of capability sets for the new hop. */
+  authorization_details: z
+    .union([z.string().max(65_536), z.array(z.unknown()).max(CAPABILITY_LIMITS.layers)])
+    .optional(),
   audience: safeText(2000).optional(),
   resource: safeText(2000).optional(),
 });
@@ -118,10 +135,13 @@ export function tokenRoutes(app: FastifyInstance, ctx: ServerContext): void {
     const tier = body.tier ?? "subagent";
     const subjectTiers = delegation?.tiers ?? subjectChain.map(() => body.subject_tier ?? tier);
     const subjectScopes = new Set(directoryCap(ctx.gov.policy, principal, new Set(principal.scopes)));
+    // The subject's signed capabilities stay; the new hop's only add layers (a call must pass every one).
+    const added = requestedCapabilities(actor, body.authorization_details);
+    const capabilities = [...(delegation?.capabilities ?? []), ...added];
     const minted = mintDelegation(
       ctx.key,
       ctx.issuer,
-      { principal, chain: subjectChain, tiers: subjectTiers, scopes: subjectScopes, traceId },
+      { principal, chain: subjectChain, tiers: subjectTiers, scopes: subjectScopes, traceId, capabilities },
       actor,
       requested,
       tier,
@@ -138,7 +158,12 @@ export function tokenRoutes(app: FastifyInstance, ctx: ServerContext): void {
       chain: minted.chain,
       tool: null,
       args_digest: null,
-      args: { requested: requested ?? null, granted: minted.scopes, dropped },
+      args: {
+        requested: requested ?? null,
+        granted: minted.scopes,
+        dropped,
+        ...(added.length === 0 ? {} : { capabilities_added: added }),
+      },
       decision: "allow",
       reason_code: "ok",
       reason:
@@ -150,6 +175,7 @@ export function tokenRoutes(app: FastifyInstance, ctx: ServerContext): void {
       outcome: "none",
       trace_id: traceId,
       call_id: newCallId(),
+      ...(capabilities.length === 0 ? {} : { capabilities: digestCapabilities(capabilities) }),
     });
     await ctx.gov.auditLog.acknowledged(recorded); // no token leaves before its record is on disk
     reply.header("cache-control", "no-store");
@@ -160,8 +186,55 @@ export function tokenRoutes(app: FastifyInstance, ctx: ServerContext): void {
       expires_in: minted.expiresIn,
       scope: minted.scopes.join(" "),
       trace_id: traceId,
+      // RFC 9396 §7: what the token carries (every layer, the subject's included)
+      ...(capabilities.length === 0
+        ? {}
+        : { authorization_details: minted.capabilities.map((l) => ({ type: CAPABILITIES_TYPE, ...l })) }),
     };
   });
+}
+
+/**
+ * The capability layers a request's `authorization_details` add for `actor`. Refused (400,
+ * `invalid_authorization_details`): a string that is not a JSON array, an entry of another type, an entry that
+ * does not validate, a condition that does not compile.
+ */
+function requestedCapabilities(actor: string, details: string | unknown[] | undefined): CapabilityLayer[] {
+  if (details === undefined) return [];
+  const refuse = (why: string) =>
+    new OnbehalfError("ERR_INVALID_ARGUMENT", `invalid authorization_details: ${why}`, {
+      oauth: "invalid_authorization_details",
+    });
+  let entries: unknown = details;
+  if (typeof details === "string") {
+    try {
+      entries = JSON.parse(details);
+    } catch {
+      throw refuse("not JSON");
+    }
+  }
+  if (!Array.isArray(entries) || entries.length > CAPABILITY_LIMITS.layers) {
+    throw refuse(`a JSON array of at most ${CAPABILITY_LIMITS.layers} entries`);
+  }
+  const layers: CapabilityLayer[] = [];
+  for (const entry of entries) {
+    const parsed = CapabilityDetail.safeParse(entry);
+    if (!parsed.success) {
+      const type = (entry as { type?: unknown } | null)?.type;
+      throw refuse(
+        type === CAPABILITIES_TYPE
+          ? parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")
+          : `unknown type ${JSON.stringify(type ?? null)}: this server knows ${CAPABILITIES_TYPE}`,
+      );
+    }
+    const { type: _type, ...set } = parsed.data;
+    const layer = capabilityLayer(actor, set);
+    if ("error" in layer) throw refuse(layer.error);
+    layers.push(layer);
+  }
+  const bad = capabilityErrors(layers);
+  if (bad !== null) throw refuse(bad);
+  return layers;
 }
 
 /** The agent an actor token names: its verified subject (an agent's own client credential, say). */
