@@ -87,7 +87,7 @@ export function capabilityRefusal(
     const where = `the capabilities of ${layer.agent}${layers.length > 1 ? ` (layer ${i + 1} of ${layers.length})` : ""}`;
     const grants = layer.tools.filter((g) => g.tool === tool);
     if (grants.length === 0) {
-      trace?.push({ step: `capability ${layer.agent}`, outcome: "tool not granted" });
+      trace?.push({ step: "capabilities", outcome: `${layer.agent}: tool not granted` });
       return { reason_code: "capability_deny", reason: `${tool} is not among ${where}` };
     }
     if (listing) continue;
@@ -108,8 +108,8 @@ export function capabilityRefusal(
       if (result !== false) errors.push(`${grant.when}: ${result.error}`);
     }
     trace?.push({
-      step: `capability ${layer.agent}`,
-      outcome: held ? "granted" : errors.length === 0 ? "condition false" : "condition error",
+      step: "capabilities",
+      outcome: `${layer.agent}: ${held ? "granted" : errors.length === 0 ? "condition false" : "condition error"}`,
       detail: { conditions: grants.map((g) => g.when ?? "true") },
     });
     if (held) continue;

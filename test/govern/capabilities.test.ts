@@ -206,8 +206,8 @@ describe("audit and explain", () => {
     const e = explain(gov.policy, input);
     expect(e.decision.reason_code).toBe("capability_deny");
     expect(e.steps.map((s) => [s.step, s.outcome])).toContainEqual([
-      "capability refund-bot",
-      "condition false",
+      "capabilities",
+      "refund-bot: condition false",
     ]);
     expect(formatExplanation(input, e)).toMatch(
       /result: deny \(capability_deny\).*outside the capabilities of refund-bot/,
