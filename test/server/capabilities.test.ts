@@ -153,6 +153,39 @@ describe("POST /v1/check under a delegation token's capabilities", () => {
     expect(p).toBeDefined();
   });
 
+  it("decides before the tenant's rules: outside them, no approval is opened; an approved call is decided again under them at its report", async () => {
+    // the grant holds for three seconds: long enough to ask, approve and run; over by the report
+    const until = new Date(Date.now() + 3_000).toISOString();
+    const caps = {
+      type: TYPE,
+      tools: [{ tool: "issue_refund", when: `args.amount <= 1000 && now < timestamp('${until}')` }],
+    };
+    const token = await delegated(alice, "refund-bot", [caps]);
+    const outside = await check(token, "issue_refund", { order: "o-1", amount: 2000 });
+    expect(outside.body).toMatchObject({ decision: "deny", reason_code: "capability_deny" });
+    expect(outside.body.approval).toBeUndefined();
+    const asked = await check(token, "issue_refund", { order: "o-1", amount: 900 });
+    expect(asked.body).toMatchObject({ decision: "ask", rule: "big-refunds" });
+    const id = asked.body.approval.id as string;
+    const approved = await call(server.url, "POST", `/v1/approvals/${id}`, {
+      token: ADMIN,
+      body: { decision: "approve" },
+    });
+    expect(approved.status).toBe(200);
+    const again = await call(server.url, "POST", "/v1/check", {
+      token,
+      body: { tool: "issue_refund", args: { order: "o-1", amount: 900 }, agent: { name: "x" }, approval: id },
+    });
+    expect(again.body).toMatchObject({ decision: "allow", capabilities: expect.stringMatching(/^sha256:/) });
+    await new Promise((r) => setTimeout(r, Math.max(0, Date.parse(until) - Date.now() + 200)));
+    const reported = await call(server.url, "POST", `/v1/calls/${again.body.call_id}/result`, {
+      token,
+      body: { status: "ok", output: { refunded: 900 } },
+    });
+    expect(reported.status).toBe(403);
+    expect(reported.body.error.message).toMatch(/capability_deny|outside the capabilities/);
+  });
+
   it("the check body cannot carry capabilities of its own", async () => {
     const token = await delegated(alice, "refund-bot", [REFUNDS]);
     const r = await call(server.url, "POST", "/v1/check", {
