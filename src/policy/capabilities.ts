@@ -67,21 +67,23 @@ export function capabilityErrors(layers: readonly CapabilityLayer[]): string | n
 }
 
 /**
- * Whether `layers` let a call to `activation.tool` with `activation.args` through: null when every layer does,
- * else why not. `listing`: the tool name alone (before there are arguments, as for MCP `tools/list`).
+ * Whether `layers` let a call to `tool` through: null when every layer does, else why not. `activation` makes
+ * what conditions read (the call's arguments and variables), only once a condition needs it. `listing`: the tool
+ * name alone (before there are arguments, as for MCP `tools/list`).
  *
  * @example
- * const refusal = capabilityRefusal(run.capabilities, activation, Date.now(), argsBytes, false);
+ * const refusal = capabilityRefusal(run.capabilities, "issue_refund", () => activation, Date.now(), bytes, false);
  */
 export function capabilityRefusal(
   layers: readonly CapabilityLayer[],
-  activation: CelActivation,
+  tool: string,
+  activation: () => CelActivation,
   nowMs: number,
   argsBytes: number,
   listing: boolean,
   trace?: CapabilityStep[],
 ): CapabilityRefusal | null {
-  const tool = activation.tool;
+  let base: CelActivation | undefined;
   for (let i = 0; i < layers.length; i++) {
     const layer = layers[i]!;
     const where = `the capabilities of ${layer.agent}${layers.length > 1 ? ` (layer ${i + 1} of ${layers.length})` : ""}`;
@@ -93,12 +95,14 @@ export function capabilityRefusal(
     if (listing) continue;
     const errors: string[] = [];
     let held = false;
-    const input = { ...activation, task: layer.data };
+    let input: CelActivation | undefined;
     for (const grant of grants) {
       if (grant.when === undefined) {
         held = true;
         break;
       }
+      base ??= activation();
+      input ??= { ...base, task: layer.data };
       const c = capabilityCondition(grant.when);
       const result = c.ok ? c.condition(input, nowMs, argsBytes) : { error: c.error };
       if (result === true) {

@@ -158,7 +158,8 @@ export function decide(policy: CompiledPolicy, input: DecisionInput, trace?: Tra
   if (caps !== undefined && caps.length > 0) {
     const refused = capabilityRefusal(
       caps,
-      activationOf(input, tenantId, effective),
+      tool.name,
+      () => activationOf(input, tenantId, effective),
       input.now,
       input.argsBytes,
       input.listing === true,
