@@ -7,13 +7,13 @@ import { dirname, resolve } from "node:path";
 import { parse as parseYaml, YAMLError } from "yaml";
 import { z } from "zod";
 import { digestArgs } from "../audit/record.js";
-import { CAPABILITIES_TYPE, type CapabilityLayer, capabilityLayer } from "../config/capabilities.js";
+import { CAPABILITIES_TYPE, type CapabilityLayer, type CapabilitySetInput } from "../config/capabilities.js";
 import { formatIssue } from "../config/issues.js";
 import { Tier } from "../config/policy.js";
 import { REASON_CODES } from "../decision.js";
 import { type LoadedConfig, loadConfigFile } from "../govern/config.js";
 import type { Principal } from "../identity/principal.js";
-import { capabilityErrors } from "../policy/capabilities.js";
+import { checkedLayer } from "../policy/capabilities.js";
 import type { CompiledPolicy } from "../policy/compile.js";
 import { type DecisionInput, decide } from "../policy/decide.js";
 import { explain, formatExplanation } from "../policy/explain.js";
@@ -245,7 +245,7 @@ function inputOf(spec: CallSpec, policy: CompiledPolicy): DecisionInput {
 function capabilitiesOf(value: unknown, chain: readonly string[]): CapabilityLayer[] {
   if (value === undefined) return [];
   const sets = Array.isArray(value) ? value : [value];
-  const layers = sets.map((set, i) => {
+  return sets.map((set, i) => {
     const agent = chain[Math.max(0, chain.length - sets.length + i)] ?? "agent";
     const { type, agent: _signed, ...rest } = (set ?? {}) as Record<string, unknown>;
     if (type !== undefined && type !== CAPABILITIES_TYPE) {
@@ -253,13 +253,8 @@ function capabilitiesOf(value: unknown, chain: readonly string[]): CapabilityLay
         `--capabilities: an entry of type ${JSON.stringify(type)} is not ${CAPABILITIES_TYPE}`,
       );
     }
-    const layer = capabilityLayer(agent, rest);
-    if ("error" in layer) throw new UsageError(`--capabilities: ${layer.error}`);
-    return layer;
+    return checkedLayer(agent, rest as CapabilitySetInput);
   });
-  const bad = capabilityErrors(layers);
-  if (bad !== null) throw new UsageError(`--capabilities: ${bad}`);
-  return layers;
 }
 
 /** A chain element: `agent`, or `agent:tier` for a hop in another tier than `--tier`. */

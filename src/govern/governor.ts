@@ -8,7 +8,6 @@ import { newCallId } from "../audit/call-id.js";
 import type { AuditLog } from "../audit/log.js";
 import { type AuditFields, type AuditRecord, type Source, timestamp } from "../audit/record.js";
 import type { AuditPage, AuditQuery, AuditStore } from "../audit/store.js";
-import { type CapabilitySetInput, capabilityLayer } from "../config/capabilities.js";
 import type { Config } from "../config/schema.js";
 import {
   type DelegateOptions,
@@ -23,7 +22,7 @@ import { OnbehalfError } from "../errors.js";
 import type { Principal } from "../identity/principal.js";
 import type { Identity } from "../identity/verify.js";
 import type { RateLimiter } from "../limits/window.js";
-import { capabilityErrors } from "../policy/capabilities.js";
+import { checkedLayer } from "../policy/capabilities.js";
 import type { CompiledPolicy } from "../policy/compile.js";
 import {
   type ApprovalGrant,
@@ -177,7 +176,7 @@ export class Governor {
    * await gov.runAs(principal, { agent: "bank-bot", capabilities: { tools: ["get_balance"] } }, () => agent.run());
    */
   runAs<T>(principal: Principal, options: RunOptions, fn: () => T): T {
-    checkConditions(options.agent, options.capabilities);
+    if (options.capabilities !== undefined) checkedLayer(options.agent, options.capabilities);
     return runAs(principal, options, fn);
   }
 
@@ -188,7 +187,7 @@ export class Governor {
    * await gov.delegate("specialist", { scopes: ["email.read"], tier: "subagent" }, () => readEmail(args));
    */
   delegate<T>(agent: string, options: DelegateOptions, fn: () => T): T {
-    checkConditions(agent, options.capabilities);
+    if (options.capabilities !== undefined) checkedLayer(agent, options.capabilities);
     return delegate(agent, options, fn);
   }
 
@@ -447,13 +446,3 @@ export class Governor {
 }
 
 export type { AuditRecord };
-
-/** Refuse capabilities whose conditions do not compile (the shape is checked where the layer is made). */
-function checkConditions(agent: string, capabilities: CapabilitySetInput | undefined): void {
-  if (capabilities === undefined) return;
-  const layer = capabilityLayer(agent, capabilities);
-  const bad = "error" in layer ? null : capabilityErrors([layer]);
-  if (bad !== null) {
-    throw new OnbehalfError("ERR_INVALID_ARGUMENT", `the capabilities of ${agent} are invalid: ${bad}`);
-  }
-}

@@ -5,8 +5,9 @@
  * Fail closed: a condition that does not compile, errors or runs over its budget is no grant, and a call no grant
  * lets through for that reason is denied with `capability_error`.
  */
-import type { CapabilityLayer } from "../config/capabilities.js";
+import { type CapabilityLayer, type CapabilitySetInput, capabilityLayer } from "../config/capabilities.js";
 import type { ReasonCode } from "../decision.js";
+import { OnbehalfError } from "../errors.js";
 import {
   CAPABILITY_VARIABLES,
   type CelActivation,
@@ -64,6 +65,22 @@ export function capabilityErrors(layers: readonly CapabilityLayer[]): string | n
     }
   }
   return null;
+}
+
+/**
+ * The layer of `agent` from an application's set, checked whole: its shape, and every condition compiled.
+ * Throws `ERR_INVALID_ARGUMENT` naming what is wrong, so a typo fails where the run starts.
+ *
+ * @example
+ * const layer = checkedLayer("refund-bot", { tools: [{ tool: "issue_refund", when: "args.amount <= 50" }] });
+ */
+export function checkedLayer(agent: string, input: CapabilitySetInput): CapabilityLayer {
+  const layer = capabilityLayer(agent, input);
+  const bad = "error" in layer ? layer.error : capabilityErrors([layer]);
+  if (bad !== null) {
+    throw new OnbehalfError("ERR_INVALID_ARGUMENT", `the capabilities of ${agent} are invalid: ${bad}`);
+  }
+  return layer as CapabilityLayer;
 }
 
 /**

@@ -1,7 +1,8 @@
 /** Task-scoped capabilities in process: `gov.runAs(p, { agent, capabilities })`, delegation, audit, explain. */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runFor } from "../../src/adapters/common.js";
 import { digestCapabilities } from "../../src/audit/record.js";
-import { runContextOf } from "../../src/context/run.js";
+import { runContextOf, withContext } from "../../src/context/run.js";
 import type { Governor } from "../../src/govern/governor.js";
 import { callInput } from "../../src/govern/pipeline.js";
 import { explain, formatExplanation } from "../../src/policy/explain.js";
@@ -114,6 +115,20 @@ describe("capabilities on a run", () => {
     await gov.runAs(alice, { agent: "bot", capabilities: { tools: [] } }, async () => {
       expect(await outcome(t.get({ id: "c-1" }))).toBe("capability_deny");
     });
+  });
+});
+
+describe("capabilities in a framework's own context", () => {
+  it("runFor carries them: a run handed to a framework is limited like gov.runAs's", async () => {
+    const t = tools();
+    const run = runFor(alice, { agent: "framework-bot", capabilities: { tools: ["get_customer"] } });
+    await withContext(run, async () => {
+      expect(await outcome(t.get({ id: "c-1" }))).toBe("ok");
+      expect(await outcome(t.mail({}))).toBe("capability_deny");
+    });
+    expect(() =>
+      runFor(alice, { agent: "x", capabilities: { tools: [{ tool: "a", when: "nope(" }] } }),
+    ).toThrow(/capabilities of x are invalid/);
   });
 });
 
