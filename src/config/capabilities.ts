@@ -129,12 +129,15 @@ function layerOf(
   input: z.output<typeof CapabilitySetInput>,
 ): CapabilityLayer | { error: string } {
   const data = input.data ?? {};
-  let bytes: number;
+  let json: string;
   try {
-    bytes = Buffer.byteLength(JSON.stringify(data));
+    json = JSON.stringify(data);
   } catch (e) {
     return { error: `the capability data cannot be encoded as JSON: ${(e as Error).message}` };
   }
+  // CEL would read an object with this key as a protobuf message, not as the data it is (as for arguments)
+  if (json.includes('"$typeName"')) return { error: 'the capability data uses the reserved key "$typeName"' };
+  const bytes = Buffer.byteLength(json);
   if (bytes > CAPABILITY_LIMITS.dataBytes) {
     return {
       error: `the capability data is ${bytes} bytes, over the limit of ${CAPABILITY_LIMITS.dataBytes}`,

@@ -108,6 +108,8 @@ describe("capabilities on a run", () => {
     expect(() =>
       gov.runAs(alice, { agent: "bot", capabilities: { tools: [{ name: "x" }] } as never }, () => 1),
     ).toThrow(/capabilities of bot are invalid/);
+    const message = { tools: ["get_customer"], data: { x: { $typeName: "google.protobuf.Value" } } };
+    expect(() => gov.runAs(alice, { agent: "bot", capabilities: message }, () => 1)).toThrow(/\$typeName/);
   });
 
   it("an empty set allows nothing", async () => {
