@@ -5,6 +5,7 @@
  */
 import { cpus } from "node:os";
 import { benchAdapters } from "./adapters.js";
+import { benchAgentDojo } from "./agentdojo.js";
 import { benchAudit } from "./audit.js";
 import { benchGateway } from "./gateway.js";
 import { benchGovern, benchMemory } from "./govern.js";
@@ -23,6 +24,7 @@ const suites: Record<string, { title: string; run: () => Promise<Finding[]> }> =
   server: { title: "Control plane under load (HTTP)", run: benchServer },
   gateway: { title: "MCP gateway (tools/call vs the upstream direct)", run: benchGateway },
   adapters: { title: "Framework adapters (overhead over gov.governed)", run: benchAdapters },
+  agentdojo: { title: "AgentDojo replay under task-scoped capabilities", run: benchAgentDojo },
 };
 
 const wanted = process.argv.slice(2);

@@ -15,6 +15,8 @@ export const REASON_CODES = [
   "permission_deny",
   "rule_deny",
   "rule_over_budget",
+  "capability_deny",
+  "capability_error",
   "rate_limited",
   "approval_required",
   "approval_denied",

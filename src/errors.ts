@@ -51,7 +51,9 @@ export type OAuthError =
   | "invalid_client"
   | "unsupported_grant_type"
   | "invalid_scope"
-  | "invalid_target";
+  | "invalid_target"
+  /** RFC 9396: an `authorization_details` entry of an unknown type, or one that does not validate. */
+  | "invalid_authorization_details";
 
 const STATUS: Record<ErrorCode, number> = {
   ERR_TOKEN_MISSING: 401,

@@ -19,6 +19,7 @@ import { isOnbehalfError, OnbehalfError } from "../errors.js";
 import type { GovernedToolDefinition, Governor } from "../govern/governor.js";
 import { type CallAttempt, refusal } from "../govern/pipeline.js";
 import type { Principal } from "../identity/principal.js";
+import { checkedLayer } from "../policy/capabilities.js";
 
 /**
  * What a refused call gives the model: a tool error it reads (`error-result`, the default) or a throw.
@@ -58,11 +59,14 @@ export const CONTEXT_KEY = "onbehalf";
  * await run(agent, "hi", { context: { onbehalf: runFor(principal, { agent: "support-bot" }) } });
  */
 export function runFor(principal: Principal, options: RunOptions): RunContext {
+  const capabilities =
+    options.capabilities === undefined ? [] : [checkedLayer(options.agent, options.capabilities)];
   return runContextOf(principal, {
     chain: [options.agent],
     tier: options.tier ?? "interactive",
     ...(options.traceId === undefined ? {} : { traceId: options.traceId }),
     ...(options.tenant === undefined ? {} : { tenant: options.tenant }),
+    capabilities,
   });
 }
 

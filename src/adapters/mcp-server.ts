@@ -134,8 +134,14 @@ function runInAuth(
   try {
     const delegated = principal.claims["act"] !== undefined && principal.claims["tier"] !== undefined;
     if (delegated) {
-      const { chain, tier, tiers, traceId } = delegationOf(principal);
-      return runContextOf(principal, { chain, tier, tiers, ...(traceId === null ? {} : { traceId }) });
+      const { chain, tier, tiers, traceId, capabilities } = delegationOf(principal);
+      return runContextOf(principal, {
+        chain,
+        tier,
+        tiers,
+        capabilities,
+        ...(traceId === null ? {} : { traceId }),
+      });
     }
     const chain = [options.agent ?? auth?.clientId ?? "mcp-client"];
     return runContextOf(principal, { chain, tier: options.tier ?? "interactive" });

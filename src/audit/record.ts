@@ -48,6 +48,11 @@ export interface AuditFields {
   /** The verdict shadow mode did not enforce, if any. */
   readonly shadow: ShadowVerdict | null;
   /**
+   * `sha256:<hex>` of the canonical JSON of the run's capability layers (docs/capabilities.md), when the run
+   * had any; absent otherwise (records of runs without capabilities are as they always were).
+   */
+  readonly capabilities?: string;
+  /**
    * The canonical JSON of `args`, computed when the call was decided: what the record seals. A tool that
    * changes its arguments object afterwards (or makes it cyclic) changes neither the record nor its digest.
    * Not a record field of its own; without it, `args` is serialized when the record is sealed.
@@ -178,7 +183,8 @@ export function recordOf(sealed: SealedRecord): AuditRecord {
 function canonicalRecord(f: AuditFields, log: string, seq: number, prevHash: string): string {
   return (
     `{"agent":${str(f.agent)},"args":${f.argsCanonical ?? canonicalJson(f.args)},"args_digest":${str(f.args_digest)}` +
-    `,"call_id":${str(f.call_id)},"chain":${canonicalJson(f.chain)},"decision":${str(f.decision)}` +
+    `,"call_id":${str(f.call_id)}${f.capabilities === undefined ? "" : `,"capabilities":${str(f.capabilities)}`}` +
+    `,"chain":${canonicalJson(f.chain)},"decision":${str(f.decision)}` +
     `,"email":${str(f.email)},"kind":${str(f.kind)},"latency_us":${num(f.latency_us)},"log":${str(log)}` +
     `,"outcome":${str(f.outcome)},"prev_hash":${str(prevHash)},"reason":${str(f.reason)}` +
     `,"reason_code":${str(f.reason_code)},"rule":${str(f.rule)},"seq":${num(seq)}` +
@@ -199,6 +205,16 @@ function num(value: number): string {
 /** RFC 6962 leaf hash of canonical record bytes, hex. */
 export function leafHash(canonical: string): string {
   return hash("sha256", `\u0000${canonical}`, "hex");
+}
+
+/**
+ * `sha256:<hex>` of the canonical JSON of a run's capability layers, as audit records carry it.
+ *
+ * @example
+ * digestCapabilities(run.capabilities); // "sha256:…"
+ */
+export function digestCapabilities(layers: unknown): string {
+  return `sha256:${hash("sha256", canonicalJson(layers), "hex")}`;
 }
 
 /** `sha256:<hex>` of the canonical JSON of `args`, and that JSON's length (for the size limit). */

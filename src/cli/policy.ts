@@ -7,11 +7,13 @@ import { dirname, resolve } from "node:path";
 import { parse as parseYaml, YAMLError } from "yaml";
 import { z } from "zod";
 import { digestArgs } from "../audit/record.js";
+import { CAPABILITIES_TYPE, type CapabilityLayer, type CapabilitySetInput } from "../config/capabilities.js";
 import { formatIssue } from "../config/issues.js";
 import { Tier } from "../config/policy.js";
 import { REASON_CODES } from "../decision.js";
 import { type LoadedConfig, loadConfigFile } from "../govern/config.js";
 import type { Principal } from "../identity/principal.js";
+import { checkedLayer } from "../policy/capabilities.js";
 import type { CompiledPolicy } from "../policy/compile.js";
 import { type DecisionInput, decide } from "../policy/decide.js";
 import { explain, formatExplanation } from "../policy/explain.js";
@@ -146,10 +148,15 @@ export const policyExplain: Command = {
     args: text("JSON", "the call's arguments"),
     chain: text('"a,b:subagent"', "the agents the call went through, outermost first"),
     issuer: text("ISS", "the token's issuer (default: one the tenant trusts)"),
+    capabilities: text(
+      "JSON",
+      "the run's task capabilities: a set {tools, data}, or a list of them (one per hop, outermost first)",
+    ),
     json: { type: "boolean", default: false, help: "print the explanation as JSON" },
   },
   notes:
-    "A chain element AGENT:TIER names that hop's tier (default: --tier); the call is decided under each.",
+    "A chain element AGENT:TIER names that hop's tier (default: --tier); the call is decided under each. " +
+    "Capability sets go to the chain's hops from the innermost outwards (docs/capabilities.md).",
   run: explainCommand,
 };
 
@@ -158,7 +165,7 @@ function explainCommand({ values }: ParsedArgs, io: Io): number {
   const tier = Tier.safeParse(values.tier);
   if (!tier.success) throw new UsageError(`--tier must be one of ${Tier.options.join(", ")}`);
   const chain = list(values.chain);
-  const input = inputOf(
+  let input = inputOf(
     {
       user: String(values.user),
       tenant: typeof values.tenant === "string" ? values.tenant : (loaded.config.tenants[0]?.id ?? null),
@@ -174,6 +181,8 @@ function explainCommand({ values }: ParsedArgs, io: Io): number {
     },
     loaded.policy,
   );
+  const capabilities = capabilitiesOf(json(values.capabilities, "capabilities"), input.chain);
+  if (capabilities.length > 0) input = { ...input, capabilities };
   const explanation = explain(loaded.policy, input);
   if (values.json) io.out(JSON.stringify(explanation, (k, v) => (k === "buckets" ? undefined : v), 2));
   else io.out(formatExplanation(input, explanation));
@@ -227,6 +236,25 @@ function inputOf(spec: CallSpec, policy: CompiledPolicy): DecisionInput {
     argsBytes: digestArgs(spec.args).bytes,
     now: Date.now(),
   };
+}
+
+/**
+ * The layers of `--capabilities`: one set, or a list of sets (an `authorization_details` array's entries of
+ * ours included); the last set is the innermost hop's, the ones before it belong to the hops before.
+ */
+function capabilitiesOf(value: unknown, chain: readonly string[]): CapabilityLayer[] {
+  if (value === undefined) return [];
+  const sets = Array.isArray(value) ? value : [value];
+  return sets.map((set, i) => {
+    const agent = chain[Math.max(0, chain.length - sets.length + i)] ?? "agent";
+    const { type, agent: _signed, ...rest } = (set ?? {}) as Record<string, unknown>;
+    if (type !== undefined && type !== CAPABILITIES_TYPE) {
+      throw new UsageError(
+        `--capabilities: an entry of type ${JSON.stringify(type)} is not ${CAPABILITIES_TYPE}`,
+      );
+    }
+    return checkedLayer(agent, rest as CapabilitySetInput);
+  });
 }
 
 /** A chain element: `agent`, or `agent:tier` for a hop in another tier than `--tier`. */

@@ -7,6 +7,7 @@
  * request body. It is verified like any other token, by the identity verifier, against onbehalf's own key.
  */
 import { randomUUID } from "node:crypto";
+import { type CapabilityLayer, detailsOf, layersOfClaim } from "../config/capabilities.js";
 import { type IssuerConfig, IssuerConfig as IssuerSchema } from "../config/issuer.js";
 import { TIERS, type Tier } from "../config/policy.js";
 import { OnbehalfError } from "../errors.js";
@@ -26,6 +27,11 @@ export interface DelegationSubject {
   readonly traceId: string;
   /** The registered client that vouched for each agent of `chain` (null: none did); default none. */
   readonly clients?: readonly (string | null)[];
+  /**
+   * The task capabilities the new token carries (RFC 9396 `authorization_details`): the subject's layers, plus
+   * the delegation's own if it states some. Layers are only ever added, so a delegation only narrows.
+   */
+  readonly capabilities?: readonly CapabilityLayer[];
 }
 
 /** What a delegation token says of its run: the chain, each hop's tier (the last one the caller's), the trace. */
@@ -37,6 +43,8 @@ export interface DelegationClaims {
   readonly traceId: string | null;
   /** Per agent of `chain`: the registered client that authenticated when it was delegated to, else null. */
   readonly clients: (string | null)[];
+  /** The task capabilities signed into the token, outermost first (none: empty). */
+  readonly capabilities: readonly CapabilityLayer[];
 }
 
 /** Lifetime of a delegation token unless asked for less. */
@@ -58,6 +66,7 @@ export interface MintedDelegation {
   readonly chain: readonly string[];
   readonly tiers: readonly Tier[];
   readonly clients: readonly (string | null)[];
+  readonly capabilities: readonly CapabilityLayer[];
 }
 
 /**
@@ -120,6 +129,7 @@ export function mintDelegation(
   );
   if (exp <= now) throw new OnbehalfError("ERR_TOKEN_EXPIRED", "the subject token has expired");
   const p = subject.principal;
+  const capabilities = subject.capabilities ?? [];
   const token = signJwt(
     key,
     {
@@ -140,10 +150,12 @@ export function mintDelegation(
       ...(p.roles.length === 0 ? {} : { roles: p.roles }),
       // where the human was first verified
       obo_issuer: p.origin ?? p.issuer,
+      // RFC 9396: the task's capabilities, every layer of every hop, signed (docs/capabilities.md)
+      ...(capabilities.length === 0 ? {} : { authorization_details: detailsOf(capabilities) }),
     },
     { typ: "at+jwt" },
   );
-  return { token, expiresIn: exp - now, scopes, chain, tiers, clients };
+  return { token, expiresIn: exp - now, scopes, chain, tiers, clients, capabilities };
 }
 
 /** The chain in a delegation token's claims (outermost agent first), each hop's tier, and its trace. */
@@ -181,7 +193,14 @@ export function delegationOf(principal: Principal): DelegationClaims {
   ) {
     throw new OnbehalfError("ERR_TOKEN_CLAIM_INVALID", "the delegation token's tiers or trace are malformed");
   }
-  return { chain, tier, tiers, traceId: traceId ?? null, clients };
+  const capabilities = layersOfClaim(principal.claims["authorization_details"]);
+  if ("error" in capabilities) {
+    throw new OnbehalfError(
+      "ERR_TOKEN_CLAIM_INVALID",
+      `the delegation token's authorization_details are malformed: ${capabilities.error}`,
+    );
+  }
+  return { chain, tier, tiers, traceId: traceId ?? null, clients, capabilities };
 }
 
 function isTier(value: unknown): value is Tier {

@@ -7,6 +7,7 @@
  * runs never see each other's context.
  */
 import { AsyncLocalStorage } from "node:async_hooks";
+import { type CapabilityLayer, type CapabilitySetInput, capabilityLayer } from "../config/capabilities.js";
 import { TIERS, type Tier } from "../config/policy.js";
 import { OnbehalfError } from "../errors.js";
 import type { Principal } from "../identity/principal.js";
@@ -37,6 +38,11 @@ export interface RunContext {
   readonly traceId: string;
   /** The tenant the caller says it acts in; checked against the token's tenant when deciding. */
   readonly tenant: string | undefined;
+  /**
+   * The task's capabilities, one layer per hop that stated some, outermost first: a call must pass every
+   * layer (docs/capabilities.md). Empty: the run is limited by policy and scopes alone.
+   */
+  readonly capabilities: readonly CapabilityLayer[];
 }
 
 /** Options of {@link runAs}. */
@@ -46,6 +52,8 @@ export interface RunOptions {
   /** Default: the active OpenTelemetry span's trace id, else a new one. */
   traceId?: string;
   tenant?: string;
+  /** What the run's task may do: the tools it needs, with conditions over their arguments. */
+  capabilities?: CapabilitySetInput;
 }
 
 /** Options of {@link delegate}. */
@@ -57,6 +65,8 @@ export interface DelegateOptions {
    * chain before it, the strictest outcome winning: another tier can only narrow what the delegate may do.
    */
   tier?: Tier;
+  /** The delegate's capabilities: added to the parent's, so a call must pass both (they only narrow). */
+  capabilities?: CapabilitySetInput;
 }
 
 const storage = new AsyncLocalStorage<RunContext>();
@@ -80,6 +90,7 @@ export function runAs<T>(principal: Principal, options: RunOptions, fn: () => T)
     scopes: new Set(principal.scopes),
     traceId: options.traceId ?? newTraceId(),
     tenant: options.tenant,
+    capabilities: options.capabilities === undefined ? [] : [checkLayer(agent, options.capabilities)],
   };
   return storage.run(context, fn);
 }
@@ -112,6 +123,10 @@ export function childContext(parent: RunContext, agent: string, options: Delegat
     scopes,
     traceId: parent.traceId,
     tenant: parent.tenant,
+    capabilities:
+      options.capabilities === undefined
+        ? parent.capabilities
+        : [...parent.capabilities, checkLayer(name, options.capabilities)],
   };
 }
 
@@ -155,6 +170,8 @@ export function runContextOf(
     scopes?: Iterable<string>;
     tenant?: string;
     traceId?: string;
+    /** The run's capability layers (a delegation token's, verified). */
+    capabilities?: readonly CapabilityLayer[];
   },
 ): RunContext {
   const chain = options.chain.map(checkAgent);
@@ -179,6 +196,7 @@ export function runContextOf(
     scopes: new Set(narrowScopes(new Set(principal.scopes), options.scopes)),
     traceId: options.traceId ?? newTraceId(),
     tenant: options.tenant,
+    capabilities: options.capabilities ?? [],
   };
 }
 
@@ -192,6 +210,17 @@ function checkTier(tier: string): Tier {
     throw new OnbehalfError("ERR_INVALID_ARGUMENT", `unknown tier "${tier}": use one of ${TIERS.join(", ")}`);
   }
   return tier as Tier;
+}
+
+function checkLayer(agent: string, input: CapabilitySetInput): CapabilityLayer {
+  const layer = capabilityLayer(agent, input);
+  if ("error" in layer) {
+    throw new OnbehalfError(
+      "ERR_INVALID_ARGUMENT",
+      `the capabilities of ${agent} are invalid: ${layer.error}`,
+    );
+  }
+  return layer;
 }
 
 function checkAgent(agent: string): string {

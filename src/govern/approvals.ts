@@ -18,6 +18,7 @@ import { createHash } from "node:crypto";
 import { EventEmitter } from "node:events";
 import type { AuditFields } from "../audit/record.js";
 import { digestArgs } from "../audit/record.js";
+import type { CapabilityLayer } from "../config/capabilities.js";
 import type { Tier } from "../config/policy.js";
 import { type RunContext, runContextOf } from "../context/run.js";
 import { type Decision, denial, type ReasonCode } from "../decision.js";
@@ -67,6 +68,8 @@ export interface ApprovalRequest {
   readonly tiers?: readonly Tier[];
   readonly scopes: readonly string[];
   readonly args: unknown;
+  /** The run's task capabilities (absent: none, or an approval stored before runs carried them). */
+  readonly capabilities?: readonly CapabilityLayer[];
 }
 
 /** A change of status, with the fields that go with it; a field set to `undefined` is removed. */
@@ -260,6 +263,7 @@ export class Approvals {
         tiers: run.tiers,
         scopes: [...run.scopes],
         args,
+        ...(run.capabilities.length === 0 ? {} : { capabilities: run.capabilities }),
       },
     };
     // Kept a day past expiry so the requester can still read why it ended.
@@ -442,6 +446,7 @@ export class Approvals {
         tier: r.tier,
         ...(r.tiers === undefined ? {} : { tiers: r.tiers }),
         scopes: r.scopes,
+        ...(r.capabilities === undefined ? {} : { capabilities: r.capabilities }),
       });
     } catch (e) {
       return denial("error", `the request cannot be decided again: ${(e as Error).message}`);

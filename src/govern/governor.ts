@@ -22,6 +22,7 @@ import { OnbehalfError } from "../errors.js";
 import type { Principal } from "../identity/principal.js";
 import type { Identity } from "../identity/verify.js";
 import type { RateLimiter } from "../limits/window.js";
+import { checkedLayer } from "../policy/capabilities.js";
 import type { CompiledPolicy } from "../policy/compile.js";
 import {
   type ApprovalGrant,
@@ -176,12 +177,17 @@ export class Governor {
   }
 
   /**
-   * Run `fn` acting for `principal` through an agent; every governed call inside sees them.
+   * Run `fn` acting for `principal` through an agent; every governed call inside sees them. With
+   * `capabilities`, the run may call only the tools they grant, with arguments their conditions accept, on top
+   * of the tenant's policy (docs/capabilities.md); a condition that does not compile throws
+   * `ERR_INVALID_ARGUMENT` here, not on every call.
    *
    * @example
    * await gov.runAs(principal, { agent: "support-bot", tier: "interactive" }, () => getCustomer({ id: "c-1" }));
+   * await gov.runAs(principal, { agent: "bank-bot", capabilities: { tools: ["get_balance"] } }, () => agent.run());
    */
   runAs<T>(principal: Principal, options: RunOptions, fn: () => T): T {
+    if (options.capabilities !== undefined) checkedLayer(options.agent, options.capabilities);
     return runAs(principal, options, fn);
   }
 
@@ -192,6 +198,7 @@ export class Governor {
    * await gov.delegate("specialist", { scopes: ["email.read"], tier: "subagent" }, () => readEmail(args));
    */
   delegate<T>(agent: string, options: DelegateOptions, fn: () => T): T {
+    if (options.capabilities !== undefined) checkedLayer(agent, options.capabilities);
     return delegate(agent, options, fn);
   }
 

@@ -15,7 +15,15 @@ import type { Span } from "@opentelemetry/api";
 import { newCallId } from "../audit/call-id.js";
 import { canonicalJson } from "../audit/canonical.js";
 import type { AuditLog } from "../audit/log.js";
-import { type AuditFields, digestArgs, type Outcome, type Source, timestamp } from "../audit/record.js";
+import {
+  type AuditFields,
+  digestArgs,
+  digestCapabilities,
+  type Outcome,
+  type Source,
+  timestamp,
+} from "../audit/record.js";
+import type { CapabilityLayer } from "../config/capabilities.js";
 import type { PostTransform } from "../config/policy.js";
 import type { RunContext } from "../context/run.js";
 import { type Bucket, type Decision, denial, type ReasonCode } from "../decision.js";
@@ -233,7 +241,27 @@ export function callInput(
     args,
     argsBytes,
     now,
+    capabilities: run.capabilities,
   };
+}
+
+const digests = new WeakMap<readonly CapabilityLayer[], string>();
+
+/**
+ * The digest of a run's capabilities as the audit records it; undefined for a run without any.
+ *
+ * @example
+ * capabilityDigestOf(run); // "sha256:…" or undefined
+ */
+export function capabilityDigestOf(run: RunContext | undefined): string | undefined {
+  const layers = run?.capabilities;
+  if (layers === undefined || layers.length === 0) return undefined;
+  let digest = digests.get(layers);
+  if (digest === undefined) {
+    digest = digestCapabilities(layers);
+    digests.set(layers, digest);
+  }
+  return digest;
 }
 
 /** Apply the post-transform to what the tool returned and audit the outcome. */
@@ -338,6 +366,7 @@ export function finishReported(deps: PipelineDeps, call: ReportedCall, result: C
     latency_us: call.latencyUs,
     source: f.source,
     shadow: f.shadow,
+    ...(f.capabilities === undefined ? {} : { capabilities: f.capabilities }),
   });
   return { action, output, seq };
 }
@@ -398,6 +427,7 @@ function recordAttempt(p: Deciding, decision: Decision): CallAttempt | Promise<C
     latency_us: elapsedMicros(p.startedAt),
     source: opts.source,
     shadow: decision.shadow,
+    ...capabilityField(run),
   };
   endDecisionSpan(p.span, fields, p.tool !== undefined);
   p.deps.onDecided?.(opts.source, decision.decision, fields.latency_us / 1e6);
@@ -414,6 +444,11 @@ function recordAttempt(p: Deciding, decision: Decision): CallAttempt | Promise<C
     return p.deps.audit.appendDurable(fields).then(attempt);
   }
   return attempt(p.deps.audit.append(fields));
+}
+
+function capabilityField(run: RunContext | undefined): { capabilities?: string } {
+  const digest = capabilityDigestOf(run);
+  return digest === undefined ? {} : { capabilities: digest };
 }
 
 function afterLimit(decision: Decision, full: Bucket | null): Decision {

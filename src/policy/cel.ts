@@ -17,8 +17,11 @@ import { RE2JS } from "@bufbuild/re2";
 /** The variables a condition may use. */
 export const CEL_VARIABLES = ["user", "agent", "tier", "chain", "tool", "args", "now", "tenant"] as const;
 
+/** The variables of a capability's condition (docs/capabilities.md): a rule's, and the task's data. */
+export const CAPABILITY_VARIABLES = [...CEL_VARIABLES, "task"] as const;
+
 /** The variables whose size the caller controls: what a comprehension can iterate over. */
-const INPUTS: ReadonlySet<string> = new Set(["args", "user", "chain"]);
+const INPUTS: ReadonlySet<string> = new Set(["args", "user", "chain", "task"]);
 
 /** What a condition is evaluated against. `now` is filled in lazily. */
 export interface CelActivation {
@@ -38,6 +41,8 @@ export interface CelActivation {
   tool: string;
   args: unknown;
   tenant: string;
+  /** A capability's task data (capability conditions only). */
+  task?: unknown;
 }
 
 /** Why a condition gave no answer. `overBudget`: it went past a limit of {@link RuleLimits}. */
@@ -123,6 +128,7 @@ const ALWAYS: Condition = () => true;
 export function compileCondition(
   expression: string,
   limits: RuleLimits = DEFAULT_RULE_LIMITS,
+  variables: readonly string[] = CEL_VARIABLES,
 ): CompileResult {
   if (expression.trim() === "true") return { ok: true, condition: ALWAYS };
   let parsed: ReturnType<typeof parse>;
@@ -131,11 +137,11 @@ export function compileCondition(
   } catch (e) {
     return { ok: false, error: `CEL syntax error: ${messageOf(e).replace(/^<input>:/, "at ")}` };
   }
-  const unknown = unknownIdentifiers(parsed.expr);
+  const unknown = unknownIdentifiers(parsed.expr, variables);
   if (unknown.length > 0) {
     return {
       ok: false,
-      error: `unknown variable ${unknown.map((u) => `"${u}"`).join(", ")}: conditions may use ${CEL_VARIABLES.join(", ")}`,
+      error: `unknown variable ${unknown.map((u) => `"${u}"`).join(", ")}: conditions may use ${variables.join(", ")}`,
     };
   }
   let evaluate: ReturnType<typeof plan>;
@@ -367,7 +373,7 @@ class CountingMap implements ReadonlyMap<string, CelInput> {
 }
 
 /** Identifiers the expression reads that are neither condition variables nor comprehension variables. */
-function unknownIdentifiers(root: unknown): string[] {
+function unknownIdentifiers(root: unknown, variables: readonly string[]): string[] {
   const idents = new Set<string>();
   const bound = new Set<string>();
   const stack: unknown[] = [root];
@@ -389,7 +395,7 @@ function unknownIdentifiers(root: unknown): string[] {
     }
     for (const value of Object.values(record)) if (typeof value === "object") stack.push(value);
   }
-  const known = new Set<string>(CEL_VARIABLES);
+  const known = new Set<string>(variables);
   return [...idents].filter((i) => !known.has(i) && !bound.has(i));
 }
 

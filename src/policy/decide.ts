@@ -8,16 +8,19 @@
  *     for it                                                                     → tenant_mismatch / permission_deny
  *  3. membership: listed (when required) and not disabled                     → not_a_member
  *  4. required scopes ⊆ effective scopes (token ∩ every hop ∩ directory cap)  → missing_scope
+ *  4b. the run's task capabilities: every layer grants the tool, one of its grants holds → capability_deny / _error
  *  5. layered permission                                                      → permission_deny / ask
  *  6. rules: a matching deny always wins; then ask; redact adds paths  → rule_deny / ask / error / rule_over_budget
- * Checks 1–4 are the guarantees and hold in shadow mode too; 5–6 are the tenant's policy, which shadow mode
+ * Checks 1–4b are the guarantees and hold in shadow mode too; 5–6 are the tenant's policy, which shadow mode
  * evaluates and reports without enforcing. Rate limits are charged by the caller from `buckets`.
  */
 
+import type { CapabilityLayer } from "../config/capabilities.js";
 import type { PostTransform, Tier } from "../config/policy.js";
 import type { Bucket, Decision, ReasonCode, ShadowVerdict, Verdict } from "../decision.js";
 import type { Principal } from "../identity/principal.js";
 import { narrowScopes } from "../identity/scopes.js";
+import { capabilityRefusal } from "./capabilities.js";
 import type { CelActivation } from "./cel.js";
 import type { CompiledPolicy, CompiledRule, CompiledTenant, CompiledTool } from "./compile.js";
 import { type LayerResolution, resolveLayers } from "./layers.js";
@@ -46,6 +49,8 @@ export interface DecisionInput {
   readonly now: number;
   /** Decide only as far as the permission layers (no rules): for listing tools, before there are arguments. */
   readonly listing?: boolean;
+  /** The run's task capabilities (layers, outermost first); a call must pass each. Absent or empty: none. */
+  readonly capabilities?: readonly CapabilityLayer[];
 }
 
 /**
@@ -147,6 +152,21 @@ export function decide(policy: CompiledPolicy, input: DecisionInput, trace?: Tra
     return deny("missing_scope", `missing scope ${missing.join(", ")} for tool "${tool.name}"`, effective);
   }
   trace?.push({ step: "scopes", outcome: "ok", detail: { effective } });
+
+  // 4b. the task's capabilities: on top of the tenant's policy, never instead of it
+  const caps = input.capabilities;
+  if (caps !== undefined && caps.length > 0) {
+    const refused = capabilityRefusal(
+      caps,
+      tool.name,
+      () => activationOf(input, tenantId, effective),
+      input.now,
+      input.argsBytes,
+      input.listing === true,
+      trace,
+    );
+    if (refused !== null) return deny(refused.reason_code, refused.reason, effective);
+  }
 
   // 5 and 6: the tenant's policy, under the caller's tier and every other tier of its chain
   const others = otherTiers(input);

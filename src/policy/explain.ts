@@ -35,6 +35,11 @@ export function formatExplanation(input: DecisionInput, { decision, steps }: Exp
   const lines = [
     `call: ${input.principal.user} (tenant ${input.principal.tenant ?? "none"}) → ${input.tool}, tier ${input.tier}, chain ${chain}`,
   ];
+  for (const layer of input.capabilities ?? []) {
+    const grants = layer.tools.map((g) => (g.when === undefined ? g.tool : `${g.tool} if ${g.when}`));
+    const data = Object.keys(layer.data).length === 0 ? "" : `, task ${JSON.stringify(layer.data)}`;
+    lines.push(`  capabilities of ${layer.agent}: ${grants.join("; ") || "none"}${data}`);
+  }
   for (const step of steps) {
     if (step.step === "result") continue;
     lines.push(`  ${step.step.padEnd(12)} ${step.outcome}${detailOf(step)}`);
@@ -69,6 +74,7 @@ function detailOf(step: TraceStep): string {
     return ` (decided by ${String(d["decided_by"])}; matched: ${matched})`;
   }
   if (step.step === "verdict") return `: ${String(d["reason"])}`;
+  if (step.step === "capabilities") return ` (${(d["conditions"] as string[]).join(" | ")})`;
   if (step.step === "scopes") return ` (effective: ${(d["effective"] as string[]).join(" ") || "none"})`;
   if (step.step === "tool")
     return ` (requires: ${(d["required_scopes"] as string[]).join(" ") || "nothing"})`;

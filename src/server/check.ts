@@ -81,6 +81,8 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
     const run = runContextOf(caller.principal, {
       ...chainOf(body, delegation),
       scopes: caller.principal.scopes,
+      // a delegation token's signed capabilities: the body cannot name, widen or drop them
+      ...(delegation === null ? {} : { capabilities: delegation.capabilities }),
       ...(body.tenant === undefined ? {} : { tenant: body.tenant }),
       ...(traceId === undefined ? {} : { traceId }),
     });
@@ -222,6 +224,7 @@ function answer(attempt: CallAttempt, approval: Approval | null) {
     fail_mode: d.fail_mode,
     post_transform: d.post_transform,
     shadow: d.shadow,
+    ...(attempt.fields.capabilities === undefined ? {} : { capabilities: attempt.fields.capabilities }),
     ...(approval === null
       ? {}
       : {
@@ -260,7 +263,14 @@ async function rememberCall(
   await ctx.state.putCall(
     approvedArgs === undefined
       ? pending
-      : { ...pending, args: approvedArgs, scopes: attempt.run === undefined ? [] : [...attempt.run.scopes] },
+      : {
+          ...pending,
+          args: approvedArgs,
+          scopes: attempt.run === undefined ? [] : [...attempt.run.scopes],
+          ...(attempt.run === undefined || attempt.run.capabilities.length === 0
+            ? {}
+            : { capabilities: attempt.run.capabilities }),
+        },
     approval === null ? ctx.pendingTtlMs : ctx.approvalTtlMs + ctx.pendingTtlMs,
   );
 }
@@ -344,6 +354,7 @@ function requestOf(pending: OpenCall) {
     tier: (pending.fields.tier ?? "interactive") as Tier,
     scopes: pending.scopes ?? [],
     args: pending.args,
+    ...(pending.capabilities === undefined ? {} : { capabilities: pending.capabilities }),
   };
 }
 

@@ -33,7 +33,8 @@ export function tokenErrorOf(e: unknown, basic = false): TokenError {
     code === "unsupported_grant_type" ||
     code === "invalid_scope" ||
     code === "invalid_target" ||
-    code === "invalid_grant"
+    code === "invalid_grant" ||
+    code === "invalid_authorization_details"
       ? code
       : "invalid_request";
   return { status: 400, error: wire, description: e.message };

@@ -3,7 +3,9 @@
  * live policy (admin changes). In memory for one instance; in Redis when several instances must share it
  * (`limits.store: redis://…`), so a result or an approval may arrive at any instance.
  */
+
 import type { AuditFields } from "../audit/record.js";
+import type { CapabilityLayer } from "../config/capabilities.js";
 import type { PostTransform } from "../config/policy.js";
 import { type ApprovalStore, createMemoryApprovalStore } from "../govern/approvals.js";
 
@@ -25,6 +27,8 @@ export interface OpenCall {
   /** For an approved call: the full arguments and the run's scopes, to decide it again at its report. */
   readonly args?: unknown;
   readonly scopes?: readonly string[];
+  /** For an approved call: the run's task capabilities, to decide it again with them. */
+  readonly capabilities?: readonly CapabilityLayer[];
 }
 
 export interface StateStore extends ApprovalStore {

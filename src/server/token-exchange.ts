@@ -9,16 +9,29 @@
  * authentication (oauth-clients.ts), errors as RFC 6749 §5.2 objects (oauth-errors.ts), `Cache-Control:
  * no-store` on every answer. A registered client that authenticated vouches for the agents it names (signed
  * into their `act` claims as `client_id`); a tenant with `require_client_auth` takes no other delegation.
+ *
+ * `authorization_details` (RFC 9396, of the type `urn:onbehalf:capabilities`) states the new hop's task
+ * capabilities: they are signed into the token on top of the subject token's own, never in their place, so a call
+ * under the new token must pass both (docs/capabilities.md).
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { z } from "zod";
 import { newCallId } from "../audit/call-id.js";
+import { digestCapabilities } from "../audit/record.js";
+import {
+  CAPABILITIES_TYPE,
+  CAPABILITY_LIMITS,
+  CapabilityDetail,
+  type CapabilityLayer,
+  capabilityLayer,
+} from "../config/capabilities.js";
 import { AgentName } from "../config/clients.js";
 import { safeText } from "../config/fields.js";
 import { type TenantConfig, Tier } from "../config/policy.js";
 import { delegationOf, mintDelegation } from "../context/delegation.js";
 import { newTraceId, traceIdOf } from "../context/trace.js";
 import { OnbehalfError } from "../errors.js";
+import { capabilityErrors } from "../policy/capabilities.js";
 import { directoryCap, issuerRefusal } from "../policy/decide.js";
 import type { ServerContext } from "./context.js";
 import { describeIssues } from "./http.js";
@@ -47,6 +60,10 @@ const TokenBody = z.strictObject({
   /** The run's trace id (else the `traceparent` header's, the subject delegation token's, or a new one). */
   trace_id: safeText(200).optional(),
   requested_token_type: z.string().optional(),
+  /** RFC 9396: a JSON array (a JSON string of one in a form body) of capability sets for the new hop. */
+  authorization_details: z
+    .union([z.string().max(65_536), z.array(z.unknown()).max(CAPABILITY_LIMITS.layers)])
+    .optional(),
   audience: safeText(2000).optional(),
   resource: safeText(2000).optional(),
   // RFC 6749 §2.3 client authentication, and a public client's id
@@ -222,6 +239,9 @@ async function exchange(
   }
   const requested = body.scope === undefined ? undefined : body.scope.split(" ").filter((s) => s !== "");
   const subjectScopes = new Set(directoryCap(ctx.gov.policy, principal, new Set(principal.scopes)));
+  // The subject's signed capabilities stay; the new hop's only add layers (a call must pass every one).
+  const added = requestedCapabilities(actor, body.authorization_details);
+  const capabilities = [...(delegation?.capabilities ?? []), ...added];
   const minted = mintDelegation(
     ctx.key,
     ctx.issuer,
@@ -232,6 +252,7 @@ async function exchange(
       scopes: subjectScopes,
       traceId,
       clients: subjectClients,
+      capabilities,
     },
     actor,
     requested,
@@ -258,6 +279,7 @@ async function exchange(
       ...clientArgs(client),
       // per agent of the chain, the registered client that vouched for it (null: none did)
       clients: minted.clients,
+      ...(added.length === 0 ? {} : { capabilities_added: added }),
     },
     decision: "allow",
     reason_code: "ok",
@@ -271,6 +293,7 @@ async function exchange(
     outcome: "none",
     trace_id: traceId,
     call_id: newCallId(),
+    ...(capabilities.length === 0 ? {} : { capabilities: digestCapabilities(capabilities) }),
   });
   await ctx.gov.auditLog.acknowledged(recorded); // no token leaves before its record is on disk
   noStore(reply);
@@ -281,7 +304,52 @@ async function exchange(
     expires_in: minted.expiresIn,
     scope: minted.scopes.join(" "),
     trace_id: traceId,
+    // RFC 9396 §7: what the token carries (every layer, the subject's included)
+    ...(capabilities.length === 0
+      ? {}
+      : { authorization_details: minted.capabilities.map((l) => ({ type: CAPABILITIES_TYPE, ...l })) }),
   };
+}
+
+/**
+ * The capability layers a request's `authorization_details` add for `actor`. Refused (400,
+ * `invalid_authorization_details`): a string that is not a JSON array, an entry of another type, an entry that
+ * does not validate, a condition that does not compile.
+ */
+function requestedCapabilities(actor: string, details: string | unknown[] | undefined): CapabilityLayer[] {
+  if (details === undefined) return [];
+  const refuse = (why: string) =>
+    oauthError("invalid_authorization_details", `invalid authorization_details: ${why}`);
+  let entries: unknown = details;
+  if (typeof details === "string") {
+    try {
+      entries = JSON.parse(details);
+    } catch {
+      throw refuse("not JSON");
+    }
+  }
+  if (!Array.isArray(entries) || entries.length > CAPABILITY_LIMITS.layers) {
+    throw refuse(`a JSON array of at most ${CAPABILITY_LIMITS.layers} entries`);
+  }
+  const layers: CapabilityLayer[] = [];
+  for (const entry of entries) {
+    const parsed = CapabilityDetail.safeParse(entry);
+    if (!parsed.success) {
+      const type = (entry as { type?: unknown } | null)?.type;
+      throw refuse(
+        type === CAPABILITIES_TYPE
+          ? parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")
+          : `unknown type ${JSON.stringify(type ?? null)}: this server knows ${CAPABILITIES_TYPE}`,
+      );
+    }
+    const { type: _type, ...set } = parsed.data;
+    const layer = capabilityLayer(actor, set);
+    if ("error" in layer) throw refuse(layer.error);
+    layers.push(layer);
+  }
+  const bad = capabilityErrors(layers);
+  if (bad !== null) throw refuse(bad);
+  return layers;
 }
 
 /** Who asked, for the audit: the client id and whether it authenticated. */

@@ -145,6 +145,40 @@ describe("MCP server adapter", () => {
     await Promise.all([alice.close(), mailer.close()]);
   });
 
+  it("decides a delegation token's calls under the task capabilities signed into it", async () => {
+    const principal = await gov.verify(token("erin", ["customers:read", "email.read"]));
+    const delegated = mintDelegation(
+      delegationKey,
+      ISSUER,
+      {
+        principal,
+        chain: ["support-bot"],
+        tiers: ["interactive"],
+        scopes: new Set(principal.scopes),
+        traceId: "t-2",
+        capabilities: [
+          {
+            agent: "mailer",
+            tools: [{ tool: "read_email", when: "args.mailbox == task.mailbox" }],
+            data: { mailbox: "erin@acme.test" },
+          },
+        ],
+      },
+      "mailer",
+      undefined,
+      "subagent",
+      Date.now(),
+    );
+    const mailer = await connect(delegated.token);
+    expect(text(await call(mailer, "read_email", { mailbox: "erin@acme.test" }))).toContain("3 new messages");
+    const other = await call(mailer, "read_email", { mailbox: "boss@acme.test" });
+    expect(other.isError).toBe(true);
+    expect(text(other)).toContain("capability_deny");
+    const lookup = await call(mailer, "get_customer", { id: "c-1" });
+    expect(text(lookup)).toContain("capability_deny"); // its scopes would allow it
+    await mailer.close();
+  });
+
   it("never lets identity bleed between concurrent calls for different users", async () => {
     const [carol, dave] = await Promise.all([
       connect(token("carol", ["email.read"])),

@@ -130,6 +130,53 @@ describe("onbehalf CLI", () => {
     expect(chained.out).toContain("result: deny (permission_deny) by defaults.background");
   });
 
+  it("explains a call under task capabilities: which layer refused it, and why", async () => {
+    const caps = JSON.stringify({
+      tools: [
+        "get_customer",
+        { tool: "issue_refund", when: "args.order in task.orders && args.amount <= 50" },
+      ],
+      data: { orders: ["o-1"] },
+    });
+    const base = ["policy", "explain", "--config", "examples/onbehalf.yaml", "--user", "alice"];
+    const refund = [...base, "--tool", "issue_refund", "--scopes", "refunds:write", "--chain", "refund-bot"];
+    const outside = await cli(...refund, "--args", '{"order": "o-2", "amount": 40}', "--capabilities", caps);
+    expect(outside.code).toBe(1);
+    expect(outside.out).toContain(
+      'capabilities of refund-bot: get_customer; issue_refund if args.order in task.orders && args.amount <= 50, task {"orders":["o-1"]}',
+    );
+    expect(outside.out).toContain("capabilities refund-bot: condition false");
+    expect(outside.out).toContain(
+      "result: deny (capability_deny): the arguments of issue_refund are outside",
+    );
+    const inside = await cli(...refund, "--args", '{"order": "o-1", "amount": 40}', "--capabilities", caps);
+    expect(inside.code).toBe(0);
+    expect(inside.out).toContain("capabilities refund-bot: granted");
+    // two layers: the outer hop's set holds too, whatever the inner one grants
+    const layered = await cli(
+      ...base,
+      "--tool",
+      "read_email",
+      "--scopes",
+      "email.read",
+      "--chain",
+      "planner,helper",
+      "--capabilities",
+      JSON.stringify([{ tools: ["get_customer"] }, { tools: ["read_email"] }]),
+    );
+    expect(layered.code).toBe(1);
+    expect(layered.out).toContain(
+      "result: deny (capability_deny): read_email is not among the capabilities of planner (layer 1 of 2)",
+    );
+    const typo = await cli(
+      ...refund,
+      "--capabilities",
+      '{"tools": [{"tool": "issue_refund", "when": "taks.x"}]}',
+    );
+    expect(typo.code).not.toBe(0);
+    expect(typo.err).toMatch(/unknown variable "taks"/);
+  });
+
   it("mints a development token that verifies, and refuses to mint without dev_issuer", async () => {
     const config = exampleConfig();
     const minted = await cli(

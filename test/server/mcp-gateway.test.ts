@@ -483,4 +483,43 @@ describe("MCP gateway", () => {
       server.governor.patchTenantPolicy("acme", { tools: null });
     }
   });
+
+  it("limits a delegated session to the task capabilities its token carries: listing and calls", async () => {
+    const dave = await token("dave", "customers:read orders:write");
+    const r = await call(server.url, "POST", "/v1/token", {
+      body: {
+        grant_type: "urn:ietf:params:oauth:grant-type:token-exchange",
+        subject_token: dave,
+        subject_token_type: "urn:ietf:params:oauth:token-type:access_token",
+        actor: "lookup-bot",
+        authorization_details: [
+          {
+            type: "urn:onbehalf:capabilities",
+            tools: [{ tool: "crm.get_customer", when: "args.id in task.customers" }],
+            data: { customers: ["c-1"] },
+          },
+        ],
+      },
+    });
+    expect(r.status).toBe(200);
+    const { client } = await connect(r.body.access_token as string);
+    expect((await client.listTools()).tools.map((t) => t.name)).toEqual(["crm.get_customer"]);
+    expect(
+      (await client.callTool({ name: "crm.get_customer", arguments: { id: "c-1" } })).isError,
+    ).toBeFalsy();
+    const other = await client.callTool({ name: "crm.get_customer", arguments: { id: "c-2" } });
+    expect(other.isError).toBe(true);
+    expect(text(other)).toMatch(/^denied \(capability_deny\)/);
+    const unlisted = await client.callTool({ name: "crm.whoami", arguments: {} });
+    expect(text(unlisted)).toMatch(/^denied \(capability_deny\)/);
+    await server.governor.flush();
+    const records = (
+      await call(server.url, "GET", "/v1/audit?user=dave&agent=lookup-bot&decision=deny&limit=10", {
+        token: ADMIN,
+      })
+    ).body.records as { capabilities?: string; source: string }[];
+    expect(records.length).toBeGreaterThanOrEqual(2);
+    for (const rec of records)
+      expect(rec).toMatchObject({ source: "mcp", capabilities: expect.stringMatching(/^sha256:/) });
+  });
 });

@@ -19,12 +19,12 @@ import asyncio
 import contextvars
 import os
 import threading
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ._trace import checked_trace_id
 from .context import RunContext, bind, current, root_context, unbind, validate_agent, validate_tier
 from .decisions import _NO_IDENTITY, Principal
-from .delegations import _scopes
+from .delegations import _capabilities, _scopes
 from .errors import ConfigurationError, Denied
 from .spool import DEFAULT_SPOOL
 
@@ -65,7 +65,13 @@ class _Bindings:
     """Part of :class:`~onbehalf.Client`: ``acting_as`` and ``delegate``."""
 
     def acting_as(
-        self, token: str, agent: str, tier: str = "interactive", *, trace_id: str | None = None
+        self,
+        token: str,
+        agent: str,
+        tier: str = "interactive",
+        *,
+        trace_id: str | None = None,
+        capabilities: Mapping[str, Any] | None = None,
     ) -> Binding:
         """Bind a human's token for a block; calls in it act for that human through ``agent``.
 
@@ -73,20 +79,53 @@ class _Bindings:
         active OpenTelemetry span's, else a new one): every check, delegation and spooled record of the run
         carries it, so ``GET /v1/audit?trace=<trace id>`` finds the whole run.
 
+        ``capabilities`` limits the run to its task (docs/capabilities.md): ``{"tools": [...], "data": {...}}``, each
+        tool a name or ``{"tool": name, "when": CEL over args and task}``. The human's token is exchanged
+        (``POST /v1/token``) for one that carries them, signed; every call of the run, and of every delegation in
+        it, must pass them on top of the tenant's policy. While they cannot be evaluated (control plane
+        unreachable) the run's calls are denied, whatever the tenant's fail mode.
+
         Example::
 
             with client.acting_as(token, agent="support-bot", tier="interactive"):
                 await team.run(task="...")
             async with client.acting_as(token, agent="support-bot"):
                 ...
+            with client.acting_as(token, agent="bank-bot", capabilities={
+                "tools": ["get_balance", {"tool": "send_money", "when": "args.recipient == task.payee"}],
+                "data": {"payee": "GB29NWBK60161331926819"},
+            }):
+                ...
         """
         validate_agent(agent, strict=False)
         validate_tier(tier)
         if trace_id is not None:
             checked_trace_id(trace_id)
-        return Binding(lambda: root_context(token, agent, tier, trace_id))
+        wanted = _capabilities(capabilities)
+        if wanted is None:
+            return Binding(lambda: root_context(token, agent, tier, trace_id))
 
-    def delegate(self, agent: str, scopes: Sequence[str] | str | None = None, tier: str | None = None) -> Binding:
+        def make() -> RunContext:
+            root = root_context(token, agent, tier, trace_id)
+            if root.chain != (agent,):
+                raise ValueError(
+                    "acting_as(capabilities=...) takes a human's own token; to limit a delegation token's run, "
+                    "use client.delegate(..., capabilities=...)"
+                )
+            limited = self._delegate_context(root, agent, None, tier, wanted, restates=True)
+            root.run.root = limited
+            return limited
+
+        return Binding(make)
+
+    def delegate(
+        self,
+        agent: str,
+        scopes: Sequence[str] | str | None = None,
+        tier: str | None = None,
+        *,
+        capabilities: Mapping[str, Any] | None = None,
+    ) -> Binding:
         """Hand the work to ``agent`` for a block: exchange the bound token for a narrower delegation token.
 
         The control plane (``POST /v1/token``, RFC 8693) signs a token whose chain is the current chain plus
@@ -98,6 +137,9 @@ class _Bindings:
         be reached the exchange is retried on each call and the calls follow the fail mode meanwhile. Inside an
         agent whose hand-off was refused, the delegation is refused too: calls in the block are refused (and
         audited as refused attempts).
+
+        ``capabilities`` (as for ``acting_as``) limits the delegate further: they are added to the run's, never put in
+        their place, so a delegate can only narrow what its task may do.
 
         Raises :class:`~onbehalf.Denied` (``no_identity``) when nothing is bound, :class:`~onbehalf.Unauthenticated`
         when the bound token is refused.
@@ -111,12 +153,13 @@ class _Bindings:
         if tier is not None:
             validate_tier(tier)
         wanted = _scopes(scopes)
+        limits = _capabilities(capabilities)
 
         def make() -> RunContext:
             parent = current()
             if parent is None:
                 raise Denied("no_identity", _NO_IDENTITY)
-            return self._delegate_context(parent, agent, wanted, tier)
+            return self._delegate_context(parent, agent, wanted, tier, limits)
 
         return Binding(make)
 

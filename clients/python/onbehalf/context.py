@@ -25,7 +25,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, Iterator, NamedTuple
 
 from ._trace import checked_trace_id, new_trace_id
 
@@ -76,6 +76,11 @@ class RunContext:
     trace_id: str | None = None
     expires_at: float | None = None  # monotonic clock; delegations only
     denied: "Denied | None" = None
+    # the task capabilities this hop asks for (RFC 9396 ``authorization_details`` entry); None: the parent's alone
+    capabilities: "dict[str, Any] | None" = None
+    # True for ``acting_as(..., capabilities=...)``: the same agent as its parent (the human's own token), whose
+    # token is exchanged for one carrying the capabilities; it adds no hop to the chain
+    restates: bool = False
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def __repr__(self) -> str:  # never print a token
@@ -84,7 +89,12 @@ class RunContext:
 
     @property
     def is_delegation(self) -> bool:
-        return self.parent is not None
+        return self.parent is not None and not self.restates
+
+    @property
+    def limited(self) -> bool:
+        """Whether this context or one it came from has task capabilities (only the control plane evaluates them)."""
+        return any(c.capabilities is not None for c in self.ancestors())
 
     def ancestors(self) -> Iterator["RunContext"]:
         """This context, its parent, and so on up to the ``acting_as`` context."""

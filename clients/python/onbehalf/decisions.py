@@ -100,6 +100,8 @@ _SERVER_DENY_CODES = frozenset(
         "permission_deny",
         "rule_deny",
         "rule_over_budget",
+        "capability_deny",
+        "capability_error",
         "rate_limited",
         "approval_required",
         "approval_denied",

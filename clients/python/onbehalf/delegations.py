@@ -14,7 +14,7 @@ import base64
 import logging
 import time
 import urllib.parse
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from .context import RunContext, refused_context, signed_delegation
 from .errors import Denied, Unauthenticated
@@ -36,7 +36,13 @@ class _Delegations:
     client_secret: str | None
 
     def _delegate_context(
-        self, parent: RunContext, agent: str, scopes: tuple[str, ...] | None, tier: str | None
+        self,
+        parent: RunContext,
+        agent: str,
+        scopes: tuple[str, ...] | None,
+        tier: str | None,
+        capabilities: "dict[str, Any] | None" = None,
+        restates: bool = False,
     ) -> RunContext:
         """The run context of ``agent`` acting under ``parent``, its token exchanged now; raises
         :class:`~onbehalf.Denied` when the control plane refuses the delegation, and leaves the exchange to the
@@ -49,11 +55,13 @@ class _Delegations:
             token=None,
             agent=agent,
             tier=tier,
-            chain=(*parent.chain, agent),
+            chain=parent.chain if restates else (*parent.chain, agent),
             run=parent.run,
             parent=parent,
             requested_scopes=scopes,
             trace_id=parent.trace_id,
+            capabilities=capabilities,
+            restates=restates,
         )
         try:
             self._token_for(child)
@@ -93,11 +101,15 @@ class _Delegations:
             # The control plane cannot know which agent holds a human's own token: name it, so the signed chain
             # of ``acting_as(token, agent="planner")`` then ``delegate("researcher")`` is [planner, researcher].
             # A token that carries a signed chain already needs (and takes) no such name.
-            if parent.parent is None and signed_delegation(subject) is None:
+            # ``acting_as(..., capabilities=...)`` restates the holder of the human's token: it is the actor itself.
+            if parent.parent is None and signed_delegation(subject) is None and not context.restates:
                 body["subject_actor"] = parent.agent
                 body["subject_tier"] = parent.tier  # signed too: its calls' successors are decided under it
             if context.requested_scopes is not None:
                 body["scope"] = " ".join(context.requested_scopes)
+            if context.capabilities is not None:
+                # RFC 9396: signed into the token on top of the subject's own, never in their place
+                body["authorization_details"] = [context.capabilities]
             res = self._send("POST", "/v1/token", authorization=authorization, json_body=body)
             b = res.body
             if res.status == 200 and isinstance(b, dict) and isinstance(b.get("access_token"), str):
@@ -128,6 +140,28 @@ class _Delegations:
                 f"the control plane refused the delegation to {context.agent} (HTTP {res.status}): {res.error_message}",
                 chain=context.chain,
             )
+
+
+CAPABILITIES_TYPE = "urn:onbehalf:capabilities"
+
+
+def _capabilities(capabilities: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A task's capabilities as an ``authorization_details`` entry: ``{"tools": [...], "data": {...}}``, each tool a
+    name or ``{"tool": name, "when": CEL}``. The control plane validates the rest (a bad one refuses the exchange)."""
+    if capabilities is None:
+        return None
+    if not isinstance(capabilities, Mapping) or not isinstance(capabilities.get("tools"), (list, tuple)):
+        raise ValueError(
+            'capabilities are {"tools": [name or {"tool": name, "when": CEL}, ...], "data": {...}}; '
+            f"got {capabilities!r}"
+        )
+    unknown = set(capabilities) - {"tools", "data", "type"}
+    if unknown or capabilities.get("type", CAPABILITIES_TYPE) != CAPABILITIES_TYPE:
+        raise ValueError(f"capabilities take tools and data only; got {sorted(capabilities)!r}")
+    entry: dict[str, Any] = {"type": CAPABILITIES_TYPE, "tools": list(capabilities["tools"])}
+    if capabilities.get("data") is not None:
+        entry["data"] = dict(capabilities["data"])
+    return entry
 
 
 def _scopes(scopes: Sequence[str] | str | None) -> tuple[str, ...] | None:

@@ -123,6 +123,11 @@ class _FailModes:
                 trace_id=context.trace_id,
             )
 
+        if mode == "fail_open" and context.limited:
+            # Only the control plane evaluates a run's task capabilities: allowing now would step outside them.
+            mode = "fail_closed"
+            why += "; the run has task capabilities, which cannot be evaluated without it"
+            common["fail_mode"] = mode
         if mode == "fail_open":
             if self.spool is None:
                 reason = f"{why}; the fail mode is fail_open, but no spool is configured to keep the audit record"

@@ -217,6 +217,83 @@ class DecisionTests(unittest.TestCase):
         self.assertEqual(caught.exception.reason_code, "unauthenticated")
 
 
+REFUND_TASK = {
+    "tools": ["lookup_order", {"tool": "issue_refund", "when": "args.order in task.orders && args.amount <= 50"}],
+    "data": {"orders": ["o-1"]},
+}
+
+
+@needs_server
+class CapabilityTests(unittest.TestCase):
+    """Task-scoped capabilities: signed into the run's token by the control plane, only ever narrowed."""
+
+    def setUp(self) -> None:
+        self.tmp = TempDir()
+        self.client = Client(URL, spool_path=self.tmp.join("spool.jsonl"))
+
+    def tearDown(self) -> None:
+        self.tmp.cleanup()
+
+    def test_a_run_may_do_what_its_task_needs_and_nothing_else(self) -> None:
+        c = self.client
+        agent = f"refund-bot-{nonce()}"
+        with c.acting_as(token("alice"), agent=agent, capabilities=REFUND_TASK) as frame:
+            self.assertEqual(frame.chain, (agent,))
+            ok = c.check("issue_refund", {"order": "o-1", "amount": 20})
+            self.assertEqual((ok.decision, ok.chain), ("allow", (agent,)))
+            other = c.check("issue_refund", {"order": "o-2", "amount": 20})
+            self.assertEqual((other.decision, other.reason_code), ("deny", "capability_deny"))
+            self.assertEqual(c.check("get_customer", {"customer_id": "c-1"}).reason_code, "capability_deny")
+        # the same human without capabilities: the tenant's policy alone
+        with c.acting_as(token("alice"), agent=agent):
+            self.assertEqual(c.check("get_customer", {"customer_id": "c-1"}).decision, "allow")
+
+        def mine(records: list[dict]) -> list[dict]:
+            return [r for r in records if r["agent"] == agent and r["kind"] in ("attempt", "delegation")]
+
+        records = mine(audit_until(lambda rs: len(mine(rs)) >= 5, user="alice"))
+        limited = [r for r in records if r["kind"] == "attempt" and r.get("capabilities")]
+        self.assertEqual(len(limited), 3)
+        self.assertEqual(len({r["capabilities"] for r in limited}), 1)
+        self.assertTrue(limited[0]["capabilities"].startswith("sha256:"))
+        delegation = [r for r in records if r["kind"] == "delegation"]
+        self.assertEqual([r["chain"] for r in delegation], [[agent]])  # no hop added for the agent itself
+
+    def test_a_delegate_cannot_widen_the_runs_capabilities(self) -> None:
+        c = self.client
+        wider = {"tools": ["get_customer", "lookup_order", {"tool": "issue_refund", "when": "true"}]}
+        with c.acting_as(token("alice"), agent="planner", capabilities=REFUND_TASK):
+            with c.delegate("helper", capabilities=wider) as helper:
+                self.assertEqual(helper.chain, ("planner", "helper"))
+                self.assertEqual(c.check("get_customer", {"customer_id": "c-1"}).reason_code, "capability_deny")
+                self.assertEqual(c.check("issue_refund", {"order": "o-9", "amount": 1}).reason_code, "capability_deny")
+                self.assertEqual(c.check("issue_refund", {"order": "o-1", "amount": 1}).decision, "allow")
+            with c.delegate("narrower", capabilities={"tools": ["lookup_order"]}):
+                self.assertEqual(c.check("issue_refund", {"order": "o-1", "amount": 1}).reason_code, "capability_deny")
+                self.assertEqual(c.check("lookup_order", {"order_id": "o-1"}).decision, "allow")
+            with c.delegate("inherits"):
+                self.assertEqual(c.check("get_customer", {"customer_id": "c-1"}).reason_code, "capability_deny")
+
+    def test_capabilities_the_control_plane_refuses_refuse_the_run(self) -> None:
+        typo = {"tools": [{"tool": "issue_refund", "when": "args.amount <= taks.max"}]}
+        with self.assertRaises(Denied) as caught:
+            with self.client.acting_as(token("alice"), agent="bot", capabilities=typo):
+                pass
+        self.assertIn("authorization_details", caught.exception.reason)
+        with self.assertRaises(ValueError):
+            self.client.acting_as(token("alice"), agent="bot", capabilities={"tools": "everything"})
+        with self.assertRaises(ValueError):
+            self.client.delegate("helper", capabilities={"tools": [], "scope": "x"})
+
+    def test_a_delegation_token_is_limited_with_delegate_not_acting_as(self) -> None:
+        with self.client.acting_as(token("alice"), agent="planner"):
+            with self.client.delegate("worker") as worker:
+                delegated = worker.token
+        with self.assertRaises(ValueError):
+            with self.client.acting_as(delegated, agent="worker", capabilities=REFUND_TASK):
+                pass
+
+
 @needs_server
 class DelegationTests(unittest.TestCase):
     def setUp(self) -> None:

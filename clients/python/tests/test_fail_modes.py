@@ -87,6 +87,20 @@ class FailModeTests(unittest.TestCase):
         self.assertEqual((entry["record"]["decision"], entry["record"]["reason_code"]), ("deny", "fail_closed"))
         self.assertEqual(entry["token"], token("erin"))
 
+    def test_a_run_with_capabilities_fails_closed_even_in_a_fail_open_tenant(self) -> None:
+        proxy = self.stand_in()
+        client = Client(proxy.url, spool_path=self.spool_path, replay_interval=0, auto_replay=False)
+        ran: list = []
+        lookup = self.tool(client, ran)
+        with client.acting_as(token("frank"), agent="bot", capabilities={"tools": ["lookup_order"]}):
+            self.assertEqual(client.check("lookup_order", {"order_id": "x"}).fail_mode, "fail_open")  # learned
+            proxy.mode = "503"
+            with self.assertRaises(Denied) as caught:
+                lookup("during")
+        self.assertEqual(caught.exception.reason_code, "fail_closed")
+        self.assertIn("task capabilities", caught.exception.reason)
+        self.assertEqual(ran, [])
+
     def test_learned_fail_open_spools_during_a_503_and_replays_once_the_server_answers(self) -> None:
         proxy = self.stand_in()
         client = Client(proxy.url, spool_path=self.spool_path, replay_interval=0, auto_replay=False)
