@@ -50,7 +50,7 @@ export async function verifyProof(p: InclusionProofJson, verifierKey: string): P
 interface Verifier {
   readonly name: string;
   readonly keyId: Uint8Array;
-  readonly key: CryptoKey;
+  readonly key: Awaited<ReturnType<typeof crypto.subtle.importKey>>;
 }
 
 /** Parse a verifier key string and check that its key id matches its name and key. */
