@@ -19,6 +19,12 @@ import { ensureConsoleBuilt, launchChromium } from "../support/console.js";
 import { type OidcProviderHandle, startOidcProvider } from "../support/oidc.js";
 import { ADMIN, call, serverConfig, startTestServer, userToken } from "../support/server.js";
 
+/** What the functions this test runs in the page touch of the browser (they run in Chromium, not here). */
+declare const location: { readonly href: string };
+declare const document: { readonly cookie: string };
+declare const localStorage: Record<string, string>;
+declare const sessionStorage: Record<string, string>;
+
 const SHOTS =
   process.env["ONBEHALF_WRITE_SCREENSHOTS"] === "1"
     ? join(import.meta.dirname, "../../docs/img")
@@ -230,7 +236,7 @@ describe("the console in a browser", () => {
         const headers = { "content-type": "application/json", "x-csrf-token": me.csrf };
         return [
           (await fetch("/ui/api/audit?tenant=globex")).status,
-          (await fetch("/ui/api/audit?user=gus").then((r) => r.json())).records.length,
+          ((await (await fetch("/ui/api/audit?user=gus")).json()) as { records: unknown[] }).records.length,
           (
             await fetch(`/ui/api/approvals/${id}`, {
               method: "POST",

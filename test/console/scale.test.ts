@@ -14,6 +14,9 @@ import { CookieJar, ensureConsoleBuilt, launchChromium } from "../support/consol
 import { type OidcProviderHandle, startOidcProvider } from "../support/oidc.js";
 import { ADMIN, serverConfig, startTestServer, userToken } from "../support/server.js";
 
+/** What the function this test runs in the page touches of the browser (it runs in Chromium, not here). */
+declare const document: { querySelector(selector: string): { readonly textContent: string | null } | null };
+
 const RECORDS = 100_000;
 const BUDGET_MS = 1000;
 
