@@ -3,6 +3,7 @@
  * a live tail; and the run view (every record of one trace, in order).
  */
 import { useCallback, useEffect, useRef, useState } from "preact/hooks";
+import { REASON_CODES } from "../../src/decision.js";
 import { api, type Me, query } from "./api.js";
 import { ErrorNote, isoOf, Verdict, when } from "./ui.js";
 
@@ -44,22 +45,6 @@ interface Page {
   readonly follow_ups: Record<string, FollowUp[]>;
 }
 
-const REASONS = [
-  "ok",
-  "unauthenticated",
-  "tenant_mismatch",
-  "not_a_member",
-  "missing_scope",
-  "permission_deny",
-  "rule_deny",
-  "rate_limited",
-  "approval_required",
-  "approval_denied",
-  "approval_expired",
-  "fail_closed",
-  "fail_open",
-  "error",
-];
 const KINDS = ["attempt", "outcome", "approval", "delegation", "admin", "spooled"];
 const EMPTY = {
   tenant: "",
@@ -179,7 +164,7 @@ export function Explorer({ me, run }: { me: Me; run?: string }) {
           {field("agent", "Agent")}
           {field("tool", "Tool")}
           {select("decision", "Decision", ["allow", "deny", "ask"])}
-          {select("reason", "Reason", REASONS)}
+          {select("reason", "Reason", [...REASON_CODES])}
           {select("kind", "Records", KINDS, "all")}
           {field("trace", "Trace id")}
           {time("since", "Since")}

@@ -3,30 +3,10 @@
  * denied tools and reasons, the audit log's size and last checkpoint, and whether the stores answer.
  */
 import { useEffect, useState } from "preact/hooks";
+import type { Counted, HealthAnswer } from "../../src/server/ui/wire.js";
 import { api } from "./api.js";
 import { Chart } from "./chart.js";
 import { ErrorNote, when } from "./ui.js";
-
-interface Health {
-  readonly series: readonly {
-    minute: string;
-    allow: number;
-    deny: number;
-    ask: number;
-    p50_ms: number | null;
-    p99_ms: number | null;
-  }[];
-  readonly top_denied_tools: readonly { name: string; count: number }[];
-  readonly top_denied_reasons: readonly { name: string; count: number }[];
-  readonly audit: {
-    log: string;
-    size: number;
-    healthy: boolean;
-    problem: string | null;
-    checkpoint: { size: number; time: string } | null;
-  };
-  readonly state: { healthy: boolean; problem: string | null };
-}
 
 const DECISIONS = [
   { label: "allow", stroke: "#2e7d32" },
@@ -39,10 +19,10 @@ const LATENCY = [
 ];
 
 export function Health() {
-  const [h, setH] = useState<Health | null>(null);
+  const [h, setH] = useState<HealthAnswer | null>(null);
   const [error, setError] = useState<unknown>(null);
   useEffect(() => {
-    const load = () => api<Health>("GET", "/ui/api/health").then(setH, setError);
+    const load = () => api<HealthAnswer>("GET", "/ui/api/health").then(setH, setError);
     void load();
     const timer = setInterval(() => void load(), 10_000);
     return () => clearInterval(timer);
@@ -93,7 +73,7 @@ export function Health() {
   );
 }
 
-function Top({ title, rows }: { title: string; rows: readonly { name: string; count: number }[] }) {
+function Top({ title, rows }: { title: string; rows: readonly Counted[] }) {
   return (
     <div class="card">
       <h2>{title}</h2>

@@ -262,6 +262,7 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
     ),
     adminScope: server.console_admin_scope ?? null,
     secure: server.public_url?.startsWith("https:") === true,
+    publicOrigin: server.public_url === undefined ? null : new URL(server.public_url).origin,
     stats,
   });
   // Without a configured public URL, the gateway's own address is known only once it listens.

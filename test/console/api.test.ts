@@ -126,6 +126,13 @@ describe("console sign-in", () => {
     try {
       const { answer } = await signIn({ token: ADMIN }, https.url);
       expect(answer.headers.get("set-cookie")).toMatch(/; Secure$/);
+      // behind the proxy, the page's origin is public_url's, not the Host the proxy forwards
+      const proxied = await ui("POST", "/ui/session", {
+        base: https.url,
+        body: { token: ADMIN },
+        headers: { origin: "https://console.example", "sec-fetch-site": "same-origin" },
+      });
+      expect(proxied.status).toBe(200);
     } finally {
       await https.close();
     }

@@ -21,7 +21,14 @@ import { ADMIN, call, serverConfig, startTestServer, userToken } from "../suppor
 
 /** What the functions this test runs in the page touch of the browser (they run in Chromium, not here). */
 declare const location: { readonly href: string };
-declare const document: { readonly cookie: string };
+declare const document: {
+  readonly cookie: string;
+  readonly activeElement: {
+    readonly tagName: string;
+    readonly id: string;
+    readonly textContent: string | null;
+  } | null;
+};
 declare const localStorage: Record<string, string>;
 declare const sessionStorage: Record<string, string>;
 
@@ -74,6 +81,26 @@ async function signIn(page: Page, token: string, shot?: string): Promise<void> {
 }
 
 const rows = (page: Page) => page.locator("table.records tbody tr");
+
+/** The element that has the keyboard focus. */
+function focused(page: Page) {
+  return page.evaluate(() => {
+    const e = document.activeElement;
+    return { tag: e?.tagName ?? "", id: e?.id ?? "", text: e?.textContent?.trim() ?? "" };
+  });
+}
+
+/** Press Tab until the focused element is the one wanted (at most 60 times). */
+async function tabTo(
+  page: Page,
+  wanted: (e: { tag: string; id: string; text: string }) => boolean,
+): Promise<void> {
+  for (let i = 0; i < 60; i++) {
+    await page.keyboard.press("Tab");
+    if (wanted(await focused(page))) return;
+  }
+  throw new Error("the keyboard never reached the element");
+}
 
 beforeAll(async () => {
   ensureConsoleBuilt();
@@ -295,6 +322,28 @@ describe("the console in a browser", () => {
       /Audit log[\s\S]*records[\s\S]*Last checkpoint: \d+ records[\s\S]*Most denied tools\s+read_email\s+1/,
     );
     await page.screenshot({ path: join(SHOTS, "console-health.png"), fullPage: true });
+  });
+
+  it("works with the keyboard alone: sign in, reach the inbox, approve with a note", async () => {
+    const asked = await refund(alice, 640);
+    const id = asked.approval!.id;
+    const page = await open();
+    await tabTo(page, (e) => e.id === "token");
+    await page.keyboard.type(ADMIN);
+    await page.keyboard.press("Enter");
+    await page.getByRole("heading", { name: "Audit" }).waitFor();
+    await tabTo(page, (e) => e.tag === "A" && e.text === "Approvals");
+    await page.keyboard.press("Enter");
+    await page.getByRole("heading", { name: "Approvals" }).waitFor();
+    await page.locator(`#note-${id}`).waitFor();
+    await tabTo(page, (e) => e.id === `note-${id}`);
+    await page.keyboard.type("approved from the keyboard");
+    await page.keyboard.press("Tab");
+    expect(await focused(page)).toMatchObject({ tag: "BUTTON", text: "Approve" });
+    await page.keyboard.press("Enter");
+    await page.getByRole("status").filter({ hasText: "Approved: issue_refund for alice" }).waitFor();
+    const decided = await call(server.url, "GET", `/v1/approvals/${id}`, { token: ADMIN });
+    expect(decided.body).toMatchObject({ status: "approved", note: "approved from the keyboard" });
   });
 
   it("refuses a change without the CSRF token, from the console's page and from another origin's form", async () => {

@@ -8,6 +8,7 @@ import type { Verdict } from "../../decision.js";
 import type { ServerContext } from "../context.js";
 import { consolePage } from "./audit-query.js";
 import type { ConsoleAuth } from "./sign-in.js";
+import type { Counted, HealthAnswer, HealthMinute } from "./wire.js";
 
 const MINUTES = 60;
 /** Latency samples kept per minute (a uniform sample beyond that: reservoir sampling). */
@@ -48,17 +49,10 @@ export class DecisionStats {
   }
 
   /** One point per minute of the last hour, oldest first (minutes without decisions count zero). */
-  series(): {
-    minute: string;
-    allow: number;
-    deny: number;
-    ask: number;
-    p50_ms: number | null;
-    p99_ms: number | null;
-  }[] {
+  series(): HealthMinute[] {
     const end = minuteOf(this.now());
     const byStart = new Map(this.minutes.map((m) => [m.start, m]));
-    const out = [];
+    const out: HealthMinute[] = [];
     for (let t = end - (MINUTES - 1) * 60_000; t <= end; t += 60_000) {
       const m = byStart.get(t);
       const sorted = m === undefined ? [] : [...m.latencies].sort((a, b) => a - b);
@@ -92,7 +86,7 @@ export function consoleHealthRoutes(
   auth: ConsoleAuth,
   stats: DecisionStats,
 ): void {
-  app.get("/ui/api/health", async (req, reply) => {
+  app.get("/ui/api/health", async (req, reply): Promise<HealthAnswer> => {
     auth.require(req, { role: "admin" });
     const log = ctx.gov.auditLog;
     const [checkpoint, state, denials] = await Promise.all([
@@ -125,7 +119,7 @@ export function consoleHealthRoutes(
   });
 }
 
-function top(values: readonly string[], n = 5): { name: string; count: number }[] {
+function top(values: readonly string[], n = 5): Counted[] {
   const counts = new Map<string, number>();
   for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
   return [...counts]

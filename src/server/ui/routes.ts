@@ -19,6 +19,8 @@ export interface ConsoleOptions {
   readonly adminScope: string | null;
   /** The console is reached over HTTPS (`public_url` says so): the cookie is Secure. */
   readonly secure: boolean;
+  /** The origin of `public_url`, whose pages may sign in whatever Host a proxy forwards; null without one. */
+  readonly publicOrigin: string | null;
   readonly stats: DecisionStats;
   /** Where the built console is (default: dist/ui). */
   readonly dir?: string;
@@ -26,7 +28,11 @@ export interface ConsoleOptions {
 
 export function consoleRoutes(app: FastifyInstance, ctx: ServerContext, options: ConsoleOptions): void {
   consoleAssetRoutes(app, options.dir);
-  const auth = signInRoutes(app, ctx, { adminScope: options.adminScope, secure: options.secure });
+  const auth = signInRoutes(app, ctx, {
+    adminScope: options.adminScope,
+    secure: options.secure,
+    publicOrigin: options.publicOrigin,
+  });
   consoleAuditRoutes(app, ctx, auth, options.verifierKey);
   consoleInboxRoutes(app, ctx, auth);
   consolePolicyRoutes(app, ctx, auth);

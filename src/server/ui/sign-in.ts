@@ -43,7 +43,11 @@ export interface ConsoleAuth {
 export function signInRoutes(
   app: FastifyInstance,
   ctx: ServerContext,
-  options: { readonly adminScope: string | null; readonly secure: boolean },
+  options: {
+    readonly adminScope: string | null;
+    readonly secure: boolean;
+    readonly publicOrigin: string | null;
+  },
 ): ConsoleAuth {
   const sessions = new ConsoleSessions(() => ctx.gov.now());
   const secure = (req: FastifyRequest) => options.secure || req.protocol === "https";
@@ -73,7 +77,7 @@ export function signInRoutes(
   };
 
   app.post("/ui/session", async (req, reply) => {
-    refuseCrossSite(req);
+    refuseCrossSite(req, options.publicOrigin);
     const form = req.headers["content-type"]?.startsWith("application/x-www-form-urlencoded") === true;
     const body = parseBody(SignInBody, req.body);
     const who = "dev" in body ? devSignIn(ctx, req) : await signIn(ctx, body.token, options.adminScope);
@@ -176,12 +180,14 @@ function isLoopback(address: string | undefined): boolean {
  * A sign-in posted by a page of another site is refused (login CSRF: signing a victim in as someone else). A
  * browser says where a request comes from (`Sec-Fetch-Site`, `Origin`); a client without them is no browser.
  */
-function refuseCrossSite(req: FastifyRequest): void {
+function refuseCrossSite(req: FastifyRequest, publicOrigin: string | null): void {
   const site = req.headers["sec-fetch-site"];
   const origin = req.headers.origin;
   const host = req.headers.host;
+  // Behind a proxy the page's origin is public_url's, whatever Host the proxy sends on.
   const sameOrigin =
     typeof origin !== "string" ||
+    origin === publicOrigin ||
     (host !== undefined && (origin === `http://${host}` || origin === `https://${host}`));
   if ((typeof site === "string" && site !== "same-origin" && site !== "none") || !sameOrigin) {
     throw new OnbehalfError("ERR_CSRF", "a console sign-in must come from the console's own page");
