@@ -119,9 +119,10 @@ export function Access() {
       {matrix === null ? null : (
         <table class="matrix">
           <caption>
-            Each cell: what a call with no special arguments gets, and why (hover or focus for the full
-            reason). A user the tenant's directory lists with scopes is decided with those; others as if their
-            token held each tool's required scopes.
+            Each cell: what a call with no special arguments gets, and why: the reason code, the cell that
+            decided, and the rules that may still ask or deny (hover for the full reason). A user the tenant's
+            directory lists with scopes is decided with those; others as if their token held each tool's
+            required scopes.
           </caption>
           <thead>
             <tr>
