@@ -1,7 +1,7 @@
 /**
  * The console's health page (`/ui/api/health`, admins only): decisions per minute by outcome and decision
  * latency p50/p99 over the last hour (this instance, since it started), the most denied tools and reasons among
- * recent records, the audit log's size and last signed checkpoint, and whether the stores answer.
+ * the last day's denials, the audit log's size and last signed checkpoint, and whether the stores answer.
  */
 import type { FastifyInstance } from "fastify";
 import type { Verdict } from "../../decision.js";
@@ -13,8 +13,9 @@ import type { Counted, HealthAnswer, HealthMinute } from "./wire.js";
 const MINUTES = 60;
 /** Latency samples kept per minute (a uniform sample beyond that: reservoir sampling). */
 const SAMPLES = 512;
-/** Recent denials the top lists count. */
+/** Recent denials the top lists count: at most this many, of the last 24 hours. */
 const RECENT_DENIALS = 1000;
+const DENIALS_SINCE_MS = 24 * 3600_000;
 
 interface Minute {
   start: number;
@@ -95,9 +96,13 @@ export function consoleHealthRoutes(
         () => null,
         (e: unknown) => (e as Error).message,
       ),
-      consolePage(ctx.gov.auditStore, { decision: "deny" }, { kind: "attempt" }, RECENT_DENIALS).catch(
-        () => null,
-      ),
+      consolePage(
+        ctx.gov.auditStore,
+        // The time bound keeps the read short however large the log and however rare its denials.
+        { decision: "deny", since: new Date(ctx.gov.now() - DENIALS_SINCE_MS).toISOString() },
+        { kind: "attempt" },
+        RECENT_DENIALS,
+      ).catch(() => null),
     ]);
     reply.header("cache-control", "no-store");
     return {
