@@ -36,6 +36,8 @@ export type ErrorCode =
   | "ERR_INVALID_ARGUMENT"
   | "ERR_NOT_FOUND"
   | "ERR_CONFLICT"
+  /** A console change without its session's CSRF token, or a sign-in posted from another site. */
+  | "ERR_CSRF"
   // infrastructure
   | "ERR_AUDIT_UNAVAILABLE"
   | "ERR_LIMITS_UNAVAILABLE"
@@ -81,6 +83,7 @@ const STATUS: Record<ErrorCode, number> = {
   ERR_INVALID_ARGUMENT: 400,
   ERR_NOT_FOUND: 404,
   ERR_CONFLICT: 409,
+  ERR_CSRF: 403,
   ERR_AUDIT_UNAVAILABLE: 503,
   ERR_LIMITS_UNAVAILABLE: 503,
   ERR_UPSTREAM_FAILED: 502,

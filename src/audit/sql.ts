@@ -84,7 +84,8 @@ function quoteColumn(name: string): string {
   return name === "user" ? `"user"` : name;
 }
 
-function encodeCursor(r: AuditRecord): string {
+/** The cursor that continues a query after record `r`. */
+export function encodeCursor(r: Pick<AuditRecord, "time" | "log" | "seq">): string {
   return Buffer.from(JSON.stringify([r.time, r.log, r.seq])).toString("base64url");
 }
 

@@ -12,11 +12,10 @@ import { formatIssue } from "../config/issues.js";
 import { Tier } from "../config/policy.js";
 import { REASON_CODES } from "../decision.js";
 import { type LoadedConfig, loadConfigFile } from "../govern/config.js";
-import type { Principal } from "../identity/principal.js";
 import { checkedLayer } from "../policy/capabilities.js";
-import type { CompiledPolicy } from "../policy/compile.js";
-import { type DecisionInput, decide } from "../policy/decide.js";
+import { decide } from "../policy/decide.js";
 import { explain, formatExplanation } from "../policy/explain.js";
+import { hypotheticalInput } from "../policy/hypothetical.js";
 import {
   type Command,
   configPath,
@@ -101,7 +100,8 @@ function runTests({ values, positionals }: ParsedArgs, io: Io): number {
   const { policy } = loadConfigFile(config);
   let failed = 0;
   for (const c of parsed.data.cases) {
-    const input = inputOf(
+    const args = c.args ?? {};
+    const input = hypotheticalInput(
       {
         user: c.user,
         tenant: c.token_tenant === undefined ? (c.tenant ?? null) : c.token_tenant,
@@ -112,7 +112,8 @@ function runTests({ values, positionals }: ParsedArgs, io: Io): number {
         tool: c.tool,
         tier: c.tier,
         chain: c.chain ?? [c.agent ?? "agent"],
-        args: c.args ?? {},
+        args,
+        argsBytes: digestArgs(args).bytes,
         issuer: c.issuer,
       },
       policy,
@@ -165,7 +166,8 @@ function explainCommand({ values }: ParsedArgs, io: Io): number {
   const tier = Tier.safeParse(values.tier);
   if (!tier.success) throw new UsageError(`--tier must be one of ${Tier.options.join(", ")}`);
   const chain = list(values.chain);
-  let input = inputOf(
+  const args = json(values.args, "args") ?? {};
+  let input = hypotheticalInput(
     {
       user: String(values.user),
       tenant: typeof values.tenant === "string" ? values.tenant : (loaded.config.tenants[0]?.id ?? null),
@@ -176,7 +178,8 @@ function explainCommand({ values }: ParsedArgs, io: Io): number {
       tool: String(values.tool),
       tier: tier.data,
       chain: chain.length > 0 ? chain : ["agent"],
-      args: json(values.args, "args") ?? {},
+      args,
+      argsBytes: digestArgs(args).bytes,
       issuer: typeof values.issuer === "string" ? values.issuer : undefined,
     },
     loaded.policy,
@@ -187,55 +190,6 @@ function explainCommand({ values }: ParsedArgs, io: Io): number {
   if (values.json) io.out(JSON.stringify(explanation, (k, v) => (k === "buckets" ? undefined : v), 2));
   else io.out(formatExplanation(input, explanation));
   return explanation.decision.decision === "allow" ? EXIT_OK : EXIT_FINDING;
-}
-
-interface CallSpec {
-  user: string;
-  tenant: string | null;
-  requestedTenant: string | undefined;
-  scopes: string[];
-  roles: string[];
-  email: string | null;
-  tool: string;
-  tier: z.infer<typeof Tier>;
-  chain: string[];
-  args: unknown;
-  issuer: string | undefined;
-}
-
-/**
- * A decision input for a hypothetical call by a user holding exactly `scopes`, with a token from `issuer`
- * (default: the first issuer that may vouch for the token's tenant).
- */
-function inputOf(spec: CallSpec, policy: CompiledPolicy): DecisionInput {
-  const bound = spec.tenant === null ? undefined : policy.tenants.get(spec.tenant)?.issuers;
-  const hops = spec.chain.map((hop) => hopOf(hop, spec.tier));
-  const chain = hops.map((h) => h.agent);
-  const tiers = hops.map((h) => h.tier);
-  const principal: Principal = {
-    user: spec.user,
-    sub: spec.user,
-    issuer: spec.issuer ?? (bound === undefined || bound === null ? "policy-test" : [...bound][0]!),
-    tenant: spec.tenant,
-    email: spec.email,
-    scopes: spec.scopes,
-    roles: spec.roles,
-    exp: 0,
-    claims: {},
-  };
-  return {
-    principal,
-    tenant: spec.requestedTenant,
-    agent: chain[chain.length - 1] ?? "agent",
-    tier: tiers[tiers.length - 1] ?? spec.tier,
-    tiers,
-    chain,
-    scopes: new Set(spec.scopes),
-    tool: spec.tool,
-    args: spec.args,
-    argsBytes: digestArgs(spec.args).bytes,
-    now: Date.now(),
-  };
 }
 
 /**
@@ -255,11 +209,4 @@ function capabilitiesOf(value: unknown, chain: readonly string[]): CapabilityLay
     }
     return checkedLayer(agent, rest as CapabilitySetInput);
   });
-}
-
-/** A chain element: `agent`, or `agent:tier` for a hop in another tier than `--tier`. */
-function hopOf(hop: string, tier: Tier): { agent: string; tier: Tier } {
-  const at = hop.lastIndexOf(":");
-  const named = at === -1 ? undefined : Tier.safeParse(hop.slice(at + 1));
-  return named?.success === true ? { agent: hop.slice(0, at), tier: named.data } : { agent: hop, tier };
 }

@@ -60,6 +60,7 @@ async function serveCommand({ values }: ParsedArgs, io: Io): Promise<number> {
     `onbehalf control plane listening on ${server.url} (config ${file}, audit log ${server.governor.auditLog.logId})`,
   );
   io.out(server.configSource);
+  io.out(`console: ${server.url}/ui (docs/console.md)`);
   reload = async () => {
     try {
       io.err(`onbehalf: ${await server.reload()}`);
@@ -98,6 +99,9 @@ development admin token (kept in ${relativeToCwd(resolve(dirname(devKeyPath(load
 try a governed call (a refund over 500 asks for a human):
   curl -s $URL/v1/check ${call} \\
     -d '{${refund}}'
+
+then open the console, find the call (verified in your browser) and approve it from the inbox:
+  ${server.url}/ui   (the "Development sign-in" button, or sign in with $ADMIN)
 
 see what waits for a human, and approve it (the approval id is in both answers):
   curl -s "$URL/v1/approvals?status=pending" -H "authorization: Bearer $ADMIN"

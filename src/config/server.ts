@@ -85,5 +85,10 @@ export const ServerConfig = z.strictObject({
    * the user, tool and decision of a governed call; never tokens or arguments); `silent` turns it off.
    */
   log_level: LogLevel.default("info"),
+  /**
+   * The console (`/ui`): an IdP token carrying this scope signs in as an admin (every tenant, every page). Unset:
+   * only admin tokens do. A token with `onbehalf:approve` signs in as an approver of its tenant either way.
+   */
+  console_admin_scope: nonEmpty.optional(),
 });
 export type ServerConfig = z.output<typeof ServerConfig>;

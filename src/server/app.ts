@@ -4,14 +4,22 @@
  * admin and audit APIs, and shares rate limits, pending calls, approvals and live policy through Redis when
  * several instances run (`limits.store: redis://…`).
  */
+import { createPublicKey } from "node:crypto";
 import { resolve } from "node:path";
 import formbody from "@fastify/formbody";
 import Fastify, { type FastifyInstance, type FastifyRequest, LogController } from "fastify";
+import { verifierKeyString } from "../audit/checkpoint.js";
 import type { ConfigInput } from "../config/schema.js";
 import type { LogLevel } from "../config/server.js";
 import { delegationIssuerConfig } from "../context/delegation.js";
 import { OnbehalfError } from "../errors.js";
-import { createGovernor, devAdminToken, type GovernorOptions } from "../govern/bootstrap.js";
+import {
+  auditKeyPath,
+  auditLogId,
+  createGovernor,
+  devAdminToken,
+  type GovernorOptions,
+} from "../govern/bootstrap.js";
 import { type LoadedConfig, loadConfigFile, loadConfigObject } from "../govern/config.js";
 import type { Governor } from "../govern/governor.js";
 import { loadOrCreateSigningKey } from "../identity/keys.js";
@@ -30,6 +38,8 @@ import { spoolRoutes } from "./spool.js";
 import { createMemoryState, type StateStore } from "./state.js";
 import { tokenRoutes } from "./token-exchange.js";
 import { traceRequests } from "./tracing.js";
+import { DecisionStats } from "./ui/health.js";
+import { consoleRoutes } from "./ui/routes.js";
 
 export interface ServerOptions {
   /** A config file or object, as for createGovernor. */
@@ -99,6 +109,7 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
   const state = await openState(loaded, startupTimeoutMs);
   const approvalTtlMs = (options.approvalTtlSeconds ?? 900) * 1000;
   const metrics = new Metrics();
+  const stats = new DecisionStats(Date.now);
   const decided = metrics.histogram(
     "onbehalf_decision_duration_seconds",
     "Time to decide one governed call (policy and rate limit), by where it came from and what was decided.",
@@ -115,7 +126,10 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
       startupTimeoutMs,
       approvalStore: state,
       approvalTtlMs,
-      onDecided: (source, decision, seconds) => decided({ source, decision }, seconds),
+      onDecided: (source, decision, seconds) => {
+        decided({ source, decision }, seconds);
+        stats.add(decision, seconds);
+      },
       ...(options.warn ? { warn: options.warn } : {}),
       ...options.governor,
       extraIssuers: [delegationIssuerConfig(issuer, key.publicJwk)],
@@ -246,6 +260,16 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
   adminRoutes(app, ctx);
   auditRoutes(app, ctx);
   spoolRoutes(app, ctx);
+  consoleRoutes(app, ctx, {
+    verifierKey: verifierKeyString(
+      auditLogId(loaded),
+      createPublicKey(loadOrCreateSigningKey(auditKeyPath(loaded)).privateKey),
+    ),
+    adminScope: server.console_admin_scope ?? null,
+    secure: server.public_url?.startsWith("https:") === true,
+    publicOrigin: server.public_url === undefined ? null : new URL(server.public_url).origin,
+    stats,
+  });
   const gateway = await mcpGateway(app, ctx, {
     resource: () => server.mcp_resource ?? `${publicUrl()}/mcp`,
     metadataUrl: () => `${publicUrl()}/.well-known/oauth-protected-resource`,

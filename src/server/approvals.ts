@@ -89,7 +89,7 @@ export function approvalRoutes(app: FastifyInstance, ctx: ServerContext): void {
 }
 
 /** Why this caller is not an approver of their tenant, or null when they are. */
-function approverRefusal(ctx: ServerContext, caller: Caller): string | null {
+export function approverRefusal(ctx: ServerContext, caller: Caller): string | null {
   const p = caller.principal;
   if (caller.delegation !== null) return "an agent's delegation token cannot decide approvals: the human can";
   const tenant = p.tenant === null ? undefined : ctx.gov.policy.tenants.get(p.tenant);

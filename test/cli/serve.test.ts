@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { afterEach, describe, expect, it } from "vitest";
 import { main } from "../../src/cli/commands.js";
+import { ensureConsoleBuilt } from "../support/console.js";
 
 const children: ReturnType<typeof spawn>[] = [];
 afterEach(() => {
@@ -51,6 +52,17 @@ describe("onbehalf serve", () => {
   it("is a complete first hour: a token, an admin token, a call that asks, its approval, the demo beside it, and the audit flushed on SIGTERM", async () => {
     const { config, child, out, err, url, token, admin, exited } = await serve();
     expect(out.join("\n")).toContain(`export URL=${url}`);
+    // the console's address, next to the call to try; the page is there
+    expect(out.join("\n")).toMatch(new RegExp(`^console: ${url}/ui \\(docs/console\\.md\\)$`, "m"));
+    expect(out.join("\n")).toMatch(
+      /try a governed call[\s\S]*then open the console[\s\S]*\/ui {3}\(the "Development sign-in"/,
+    );
+    ensureConsoleBuilt();
+    const page = await fetch(`${url}/ui/`);
+    expect([page.status, await page.text()]).toEqual([
+      200,
+      expect.stringContaining("<title>onbehalf console</title>"),
+    ]);
     // stderr is its own pipe: its lines may arrive after stdout's
     await until(() => err.join("").includes("dev_issuer is ON"));
     const res = await fetch(`${url}/v1/check`, {
