@@ -166,11 +166,8 @@ export class Governor {
    * const principal = await gov.verify(req.headers.authorization);
    */
   verify(authorization: string | null | undefined): Promise<Principal> {
-    if (
-      typeof authorization === "string" &&
-      !authorization.includes(" ") &&
-      authorization.split(".").length === 3
-    ) {
+    // A header (`Bearer …`) has a space where a bare token has none.
+    if (typeof authorization === "string" && !authorization.includes(" ") && isCompactJws(authorization)) {
       return this.identity.verify(authorization);
     }
     return this.identity.verifyAuthorization(authorization);
@@ -457,3 +454,10 @@ export class Governor {
 }
 
 export type { AuditRecord };
+
+/** Whether `text` has the two dots of a compact JWS (without splitting it). */
+function isCompactJws(text: string): boolean {
+  const first = text.indexOf(".");
+  const second = first === -1 ? -1 : text.indexOf(".", first + 1);
+  return second !== -1 && text.indexOf(".", second + 1) === -1;
+}

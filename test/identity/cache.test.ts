@@ -70,6 +70,30 @@ describe("token cache", () => {
     expect(id.jwksFetches(ISSUER)).toBe(2);
   });
 
+  it("serves an entry only for the very token it was verified for, however alike two tokens end", async () => {
+    const key = generateTestKey("EdDSA");
+    const id = identity({ jwks: { keys: [key.publicJwk] } });
+    const alice = token(key);
+    const principal = await id.verify(alice);
+    // Same last 32+ characters (the signature's end), another payload: never alice's principal.
+    const [h, , sig] = alice.split(".");
+    const forged = `${h}.${Buffer.from(JSON.stringify({ iss: ISSUER, aud: AUDIENCE, sub: "mallory", exp: 9e9 })).toString("base64url")}.${sig}`;
+    expect(forged.slice(-40)).toBe(alice.slice(-40));
+    await expect(id.verify(forged)).rejects.toMatchObject({ code: "ERR_TOKEN_SIGNATURE_INVALID" });
+    await expect(id.verifyAuthorization(`Bearer ${forged}`)).rejects.toMatchObject({
+      code: "ERR_TOKEN_SIGNATURE_INVALID",
+    });
+    // the same token as a new string, bare and in a header, is a hit
+    await expect(id.verify(Buffer.from(alice).toString())).resolves.toBe(principal);
+    await expect(id.verifyAuthorization(`Bearer ${alice}`)).resolves.toBe(principal);
+    // a header a cached token cannot make valid: whitespace inside stays malformed
+    await expect(
+      id.verifyAuthorization(`Bearer ${alice.slice(0, 10)} ${alice.slice(10)}`),
+    ).rejects.toMatchObject({
+      code: "ERR_TOKEN_MALFORMED",
+    });
+  });
+
   it("never serves an entry at or after the token's exp", async () => {
     const key = generateTestKey("EdDSA");
     const c = clock();
