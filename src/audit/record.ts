@@ -53,6 +53,11 @@ export interface AuditFields {
    */
   readonly capabilities?: string;
   /**
+   * Per agent of `chain`, the registered client that vouched for it when it was delegated to (`/v1/token` client
+   * authentication; null: none did), when any did; absent otherwise (records are then as they always were).
+   */
+  readonly chain_clients?: readonly (string | null)[];
+  /**
    * The canonical JSON of `args`, computed when the call was decided: what the record seals. A tool that
    * changes its arguments object afterwards (or makes it cyclic) changes neither the record nor its digest.
    * Not a record field of its own; without it, `args` is serialized when the record is sealed.
@@ -184,7 +189,9 @@ function canonicalRecord(f: AuditFields, log: string, seq: number, prevHash: str
   return (
     `{"agent":${str(f.agent)},"args":${f.argsCanonical ?? canonicalJson(f.args)},"args_digest":${str(f.args_digest)}` +
     `,"call_id":${str(f.call_id)}${f.capabilities === undefined ? "" : `,"capabilities":${str(f.capabilities)}`}` +
-    `,"chain":${canonicalJson(f.chain)},"decision":${str(f.decision)}` +
+    `,"chain":${canonicalJson(f.chain)}` +
+    `${f.chain_clients === undefined ? "" : `,"chain_clients":${canonicalJson(f.chain_clients)}`}` +
+    `,"decision":${str(f.decision)}` +
     `,"email":${str(f.email)},"kind":${str(f.kind)},"latency_us":${num(f.latency_us)},"log":${str(log)}` +
     `,"outcome":${str(f.outcome)},"prev_hash":${str(prevHash)},"reason":${str(f.reason)}` +
     `,"reason_code":${str(f.reason_code)},"rule":${str(f.rule)},"seq":${num(seq)}` +

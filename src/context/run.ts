@@ -43,6 +43,11 @@ export interface RunContext {
    * layer (docs/capabilities.md). Empty: the run is limited by policy and scopes alone.
    */
   readonly capabilities: readonly CapabilityLayer[];
+  /**
+   * Per agent of `chain`, the registered OAuth client that vouched for it (a delegation token's `act`
+   * `client_id`s; null: none did); absent when none did.
+   */
+  readonly clients?: readonly (string | null)[];
 }
 
 /** Options of {@link runAs}. */
@@ -172,6 +177,8 @@ export function runContextOf(
     traceId?: string;
     /** The run's capability layers (a delegation token's, verified). */
     capabilities?: readonly CapabilityLayer[];
+    /** Per agent of `chain`, the client that vouched for it (a delegation token's, verified). */
+    clients?: readonly (string | null)[];
   },
 ): RunContext {
   const chain = options.chain.map(checkAgent);
@@ -197,6 +204,12 @@ export function runContextOf(
     traceId: options.traceId ?? newTraceId(),
     tenant: options.tenant,
     capabilities: options.capabilities ?? [],
+    // kept only when some hop was vouched for, and only aligned with the chain
+    ...(options.clients !== undefined &&
+    options.clients.length === chain.length &&
+    options.clients.some((c) => c !== null)
+      ? { clients: options.clients }
+      : {}),
   };
 }
 

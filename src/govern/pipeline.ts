@@ -367,6 +367,7 @@ export function finishReported(deps: PipelineDeps, call: ReportedCall, result: C
     source: f.source,
     shadow: f.shadow,
     ...(f.capabilities === undefined ? {} : { capabilities: f.capabilities }),
+    ...(f.chain_clients === undefined ? {} : { chain_clients: f.chain_clients }),
   });
   return { action, output, seq };
 }
@@ -428,6 +429,7 @@ function recordAttempt(p: Deciding, decision: Decision): CallAttempt | Promise<C
     source: opts.source,
     shadow: decision.shadow,
     ...capabilityField(run),
+    ...(run?.clients === undefined ? {} : { chain_clients: run.clients }),
   };
   endDecisionSpan(p.span, fields, p.tool !== undefined);
   p.deps.onDecided?.(opts.source, decision.decision, fields.latency_us / 1e6);

@@ -82,7 +82,7 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
       ...chainOf(body, delegation),
       scopes: caller.principal.scopes,
       // a delegation token's signed capabilities: the body cannot name, widen or drop them
-      ...(delegation === null ? {} : { capabilities: delegation.capabilities }),
+      ...(delegation === null ? {} : { capabilities: delegation.capabilities, clients: delegation.clients }),
       ...(body.tenant === undefined ? {} : { tenant: body.tenant }),
       ...(traceId === undefined ? {} : { traceId }),
     });

@@ -222,7 +222,7 @@ export async function mcpGateway(
       const run = runContextOf(c.principal, {
         chain: d?.chain ?? [clientName(server.getClientVersion()?.name)],
         tier: d?.tier ?? "interactive",
-        ...(d === null ? {} : { tiers: d.tiers, capabilities: d.capabilities }),
+        ...(d === null ? {} : { tiers: d.tiers, capabilities: d.capabilities, clients: d.clients }),
         scopes: c.principal.scopes,
         traceId: traceIdOf(extra.requestInfo?.headers["traceparent"]) ?? session.traceId,
       });

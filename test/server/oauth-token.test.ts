@@ -183,6 +183,34 @@ describe("/v1/token for OAuth clients", () => {
       body: { tool: "get_customer", agent: { name: "researcher" }, args: { id: "c-1" } },
     });
     expect(check.body).toMatchObject({ decision: "allow", chain: ["planner", "researcher"] });
+    // the call's audit records say which client vouched for each hop of the chain
+    await server.governor.flush();
+    const records = (
+      await call(server.url, "GET", "/v1/audit?user=alice&limit=500", { token: ADMIN })
+    ).body.records.filter((r: { call_id: string }) => r.call_id === check.body.call_id) as Record<
+      string,
+      unknown
+    >[];
+    expect(records.length).toBeGreaterThan(0);
+    for (const r of records) expect(r["chain_clients"]).toEqual(["support-runtime", "support-runtime"]);
+    // a run nobody vouched for carries no such field: its records hash as they always did
+    const plain = await exchange({ client_id: "some-agent-app" }, oauth.None(), {
+      ...subject(alice),
+      actor: "planner",
+    });
+    const unvouched = await call(server.url, "POST", "/v1/check", {
+      token: plain.access_token,
+      body: { tool: "get_customer", agent: { name: "planner" }, args: { id: "c-1" } },
+    });
+    await server.governor.flush();
+    const [record] = (
+      await call(server.url, "GET", "/v1/audit?user=alice&limit=500", { token: ADMIN })
+    ).body.records.filter((r: { call_id: string }) => r.call_id === unvouched.body.call_id) as Record<
+      string,
+      unknown
+    >[];
+    expect(record).toBeDefined();
+    expect("chain_clients" in record!).toBe(false);
   });
 
   it("exchanges with client_secret_post and with private_key_jwt (RFC 7523)", async () => {
