@@ -8,7 +8,8 @@
  * - at a fixed offered rate of 1,000 req/s (16 connections, 8 s): the tail when the server is not busy, with the
  *   event loop's delay over that round (`monitorEventLoopDelay`, read from the server process);
  *
- * once with the audit in SQLite and once in PostgreSQL (127.0.0.1:5432, a schema of its own, dropped after).
+ * with the audit in SQLite (committed on the request thread, and on a writer thread: `audit.writer_thread`) and
+ * in PostgreSQL (127.0.0.1:5432, a schema of its own, dropped after).
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface, type Interface } from "node:readline";
@@ -54,7 +55,7 @@ function load(
   });
 }
 
-async function againstBare(store: "SQLite" | "PostgreSQL", env: Record<string, string>): Promise<Finding[]> {
+async function againstBare(store: string, env: Record<string, string>): Promise<Finding[]> {
   const onbehalf = await start("bench/fixtures/server-child.ts", env);
   const { url, token } = onbehalf.first as { url: string; token: string };
   let bare: Child | undefined;
@@ -107,6 +108,9 @@ async function againstBare(store: "SQLite" | "PostgreSQL", env: Record<string, s
 
 export async function benchServer(): Promise<Finding[]> {
   const findings = await againstBare("SQLite", {});
+  findings.push(
+    ...(await againstBare("SQLite committed on a writer thread", { ONBEHALF_BENCH_WRITER_THREAD: "1" })),
+  );
   const client = new pg.Client({ connectionString: PG_URL });
   try {
     await client.connect();

@@ -8,6 +8,11 @@ export const AuditConfig = z.strictObject({
   /** This writer's log id (the checkpoint origin). Default: `onbehalf@<hostname>`. */
   log_id: nonEmpty.regex(/^[^\s+]+$/, "a log id has no spaces and no +").optional(),
   batch_size: z.number().int().positive().default(512),
+  /**
+   * SQLite file stores: commit on a worker thread of their own (src/audit/sqlite-thread.ts), so commits and the
+   * WAL's page writes never hold up requests. Default false.
+   */
+  writer_thread: z.boolean().default(false),
   flush_ms: z.number().int().min(0).default(5),
   /** Ed25519 key that signs checkpoints; created on first start. */
   signing_key: nonEmpty.default("./keys/audit.jwk"),

@@ -309,6 +309,13 @@ function* semanticIssues(config: Config, locate: Locate): Generator<ConfigIssue>
       );
     }
   }
+  if (config.audit.writer_thread && !/^sqlite:(?!:memory:$)/.test(config.audit.store)) {
+    yield issue(
+      ["audit", "writer_thread"],
+      `audit.writer_thread applies to a SQLite file store, not to ${config.audit.store.replace(/:\/\/.*@/, "://…@")}`,
+      "remove writer_thread, or use store: sqlite:./onbehalf.db",
+    );
+  }
   const tokens = config.server.admin_tokens.filter((t) => t !== "");
   for (const [i, t] of tokens.entries()) {
     if (t.length < 16) {

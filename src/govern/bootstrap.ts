@@ -255,6 +255,10 @@ export async function openAuditStore(loaded: Pick<LoadedConfig, "config" | "base
   const url = loaded.config.audit.store;
   if (url.startsWith("sqlite:")) {
     const path = url.slice("sqlite:".length);
+    if (loaded.config.audit.writer_thread) {
+      const { openThreadedSqliteStore } = await import("../audit/sqlite-thread.js");
+      return openThreadedSqliteStore(resolve(loaded.baseDir, path));
+    }
     const { openSqliteStore } = await import("../audit/sqlite.js");
     return openSqliteStore(path === ":memory:" ? path : resolve(loaded.baseDir, path));
   }

@@ -194,6 +194,17 @@ describe("config validation", () => {
     expect(issues.every((i) => i.fix !== undefined && i.fix.length > 0)).toBe(true);
   });
 
+  it("refuses audit.writer_thread where it cannot apply: PostgreSQL, or SQLite in memory", () => {
+    for (const store of ["postgres://u@db/audit", "sqlite::memory:"]) {
+      const issues = issuesOf(`audit:\n  store: "${store}"\n  writer_thread: true\n`);
+      expect(issues).toMatchObject([{ line: 3, path: "audit.writer_thread" }]);
+      expect(issues[0]!.message).toMatch(/^audit.writer_thread applies to a SQLite file store/);
+    }
+    expect(() =>
+      loadConfigText('audit:\n  store: "sqlite:./a.db"\n  writer_thread: true\n', "x.yaml", {}),
+    ).not.toThrow();
+  });
+
   it("refuses a policy entry or rule for a tool no tools entry declares, naming the likely one", () => {
     const text =
       "tools: [{ name: get_customer }]\ntenants:\n  - id: a\n    policy:\n      tools:\n        get_custmer: { '*': { permission: deny } }\n      rules:\n        - { id: r, tools: [exprot_all], when: 'true', effect: deny }\n";
