@@ -5,22 +5,12 @@
  */
 import type { FastifyInstance } from "fastify";
 import { CLIENT_AUTH_METHODS } from "../config/clients.js";
+import { ALGORITHMS } from "../config/issuer.js";
 import type { ServerContext } from "./context.js";
 import { TOKEN_EXCHANGE } from "./token-exchange.js";
 
-/** The algorithms a `private_key_jwt` assertion may be signed with (asymmetric only). */
-export const ASSERTION_ALGORITHMS = [
-  "RS256",
-  "RS384",
-  "RS512",
-  "PS256",
-  "PS384",
-  "PS512",
-  "ES256",
-  "ES384",
-  "ES512",
-  "EdDSA",
-];
+/** The algorithms a `private_key_jwt` assertion may be signed with: the asymmetric ones. */
+export const ASSERTION_ALGORITHMS = ALGORITHMS.filter((a) => !a.startsWith("HS"));
 
 /**
  * The metadata document; `publicUrl` is where the server is reached (`public_url`, else where it listens).

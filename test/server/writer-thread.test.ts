@@ -88,6 +88,8 @@ describe("audit commits on a writer thread", () => {
         log_id: "threaded",
       },
     });
-    await expect(second).rejects.toThrow(/audit log threaded is being written by another writer: onbehalf serve/);
+    await expect(second).rejects.toThrow(
+      /audit log threaded is being written by another writer: onbehalf serve/,
+    );
   });
 });
