@@ -66,18 +66,24 @@ class _FailModes:
         self._last_replay = 0.0
 
     def flush(self) -> ReplayResult:
-        """Replay the local spool now; return what was sent and what is left."""
+        """Send the results still queued (``reports.py``), then replay the local spool now; return what the replay
+        sent and what is left."""
+        self._drain_reports()
         if self.spool is None:
             return ReplayResult()
         with self._replay_lock:
             self._last_replay = time.monotonic()
-            return self.spool.replay(self._send_spooled)
+            return self.spool.replay(self._send_spooled, send_result=self._send_result)
 
     def close(self, timeout: float | None = 10.0) -> None:
-        """Wait for a background replay that is running."""
+        """Send (or spool) the results still queued, wait for a background replay that is running, and close the
+        pooled connections."""
+        if not self._drain_reports(timeout):
+            self._spool_queued_reports("the client was closed before the report was sent")
         thread = self._replay_thread
         if thread is not None and thread.is_alive():
             thread.join(timeout)
+        self._pool.close()
 
     # -- deciding without the control plane ----------------------------------------------------------------
 
@@ -264,7 +270,7 @@ class _FailModes:
             return
         try:
             assert self.spool is not None
-            result = self.spool.replay(self._send_spooled)
+            result = self.spool.replay(self._send_spooled, send_result=self._send_result)
             if result.sent:
                 log.info("onbehalf: replayed %d spooled audit records (%d remain)", result.sent, result.remaining)
         except Exception:  # noqa: BLE001 - a background thread must not die loudly; the records stay on disk
