@@ -94,6 +94,30 @@ def check_tls_context(context: ssl.SSLContext) -> None:
         )
 
 
+class _OneWrite:
+    """``http.client`` writes a request's head and its body with two ``send`` calls: two TCP segments (the
+    connection has ``TCP_NODELAY``), two wake-ups of the server. A JSON request is small: one write."""
+
+    _buffer: list[bytes]
+
+    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
+        if type(message_body) is bytes and not encode_chunked:
+            self._buffer.extend((b"", b""))
+            head = b"\r\n".join(self._buffer)
+            del self._buffer[:]
+            self.send(head + message_body)  # type: ignore[attr-defined]
+            return
+        super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
+
+
+class _HTTPConnection(_OneWrite, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_OneWrite, http.client.HTTPSConnection):
+    pass
+
+
 class _Idle:
     __slots__ = ("conn", "since", "keep_alive")
 
@@ -199,8 +223,8 @@ class Pool:
 
     def _new(self, timeout: float) -> http.client.HTTPConnection:
         if self.https:
-            return http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self.ssl_context)
-        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+            return _HTTPSConnection(self.host, self.port, timeout=timeout, context=self.ssl_context)
+        return _HTTPConnection(self.host, self.port, timeout=timeout)
 
     def _release(self, conn: http.client.HTTPConnection, keep_alive: float | None) -> None:
         with self._lock:

@@ -102,6 +102,7 @@ class CountingStandIn:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are written apart: no delayed-ACK stall between
 
             def log_message(self, *args: Any) -> None:
                 pass
