@@ -25,6 +25,8 @@ interface Series {
   readonly two_connections: number;
   readonly two_calls: number;
   readonly proxy_handshakes?: number;
+  /** Ratios to the floor measured call by call in turn with it (medians of the rounds'). */
+  readonly paired: { readonly check: number; readonly governed: number };
 }
 interface Result {
   readonly rounds: number;
@@ -71,16 +73,16 @@ export async function benchPython(): Promise<Finding[]> {
     const runs = `median of ${r.rounds} rounds × ${r.calls} calls`;
     const findings: Finding[] = [
       {
-        what: `client.check() vs one raw kept-alive POST /v1/check (${runs})`,
-        measured: line(plain.check, plain.floor),
+        what: `client.check() vs one raw kept-alive POST /v1/check, in turn call by call (${runs})`,
+        measured: `${plain.paired.check.toFixed(2)}× (in blocks: ${line(plain.check, plain.floor)})`,
         target: "≤ 1.2×",
-        ok: ratio(plain.check, plain.floor) <= 1.2,
+        ok: plain.paired.check <= 1.2,
       },
       {
         what: "@governed, output not transformed (one round trip, report in the background), paced as an agent's calls",
-        measured: line(plain.governed, plain.floor, false),
+        measured: `${plain.paired.governed.toFixed(2)}× (in blocks: ${line(plain.governed, plain.floor, false)})`,
         target: "≤ 1.3×",
-        ok: ratio(plain.governed, plain.floor) <= 1.3,
+        ok: plain.paired.governed <= 1.3,
       },
       {
         what: "@governed back to back (each check queues behind the last report at the control plane)",
@@ -102,7 +104,7 @@ export async function benchPython(): Promise<Finding[]> {
       },
       {
         what: "HTTPS: client.check() and @governed (paced) vs a raw kept-alive HTTPS POST /v1/check",
-        measured: `check ${line(tls.check, tls.floor)}; @governed ${ratio(tls.governed, tls.floor).toFixed(2)}×`,
+        measured: `check ${tls.paired.check.toFixed(2)}×, @governed ${tls.paired.governed.toFixed(2)}× in turn call by call; in blocks check ${line(tls.check, tls.floor)}`,
         target: "reference",
         ok: true,
       },

@@ -12,7 +12,9 @@ control plane: a throughput figure), the same call with every report in the call
 and ``check`` with urllib (a new connection per request: the client before issue 21). Then the same over HTTPS,
 through a TLS-terminating stand-in with a test CA (clients/python/tests/stand_in.py), counting handshakes.
 Figures are medians of the rounds' medians (per-call latency) and of the rounds' rates (calls per second, a
-background report's sending included: the rate counts until the queue is drained).
+background report's sending included: the rate counts until the queue is drained). The ratios the targets are about
+are measured call by call in turn with the floor (floor, client, floor, client, ...), so that both meet the same
+noise on a busy machine: the median of the rounds' ratios of medians.
 """
 
 from __future__ import annotations
@@ -59,6 +61,22 @@ def timed(
         after()
     elapsed = time.perf_counter() - start
     return statistics.median(times) / 1000, n / elapsed
+
+
+def paired(n: int, floor: Callable[[int], Any], fn: Callable[[int], Any], between: Any = None) -> tuple[float, float]:
+    """Per-call medians (µs) of ``floor`` and ``fn`` called in turn, ``n`` times each: both meet the same noise."""
+    a, b = [], []
+    for i in range(n):
+        t0 = time.perf_counter_ns()
+        floor(i)
+        t1 = time.perf_counter_ns()
+        fn(i)
+        t2 = time.perf_counter_ns()
+        if between is not None:
+            between()
+        a.append(t1 - t0)
+        b.append(t2 - t1)
+    return statistics.median(a) / 1000, statistics.median(b) / 1000
 
 
 class Raw:
@@ -112,6 +130,7 @@ def measure(url: str, token: str, spool: str, context: Any = None, ca_file: str 
     two = Client(url, spool_path=spool, background_reports=False, **tls)
     governed_one, governed_two = tool(one), tool(two)
     series: dict[str, list[tuple[float, float]]] = {}
+    ratios: dict[str, list[float]] = {"check": [], "governed": []}
 
     def run(
         name: str, fn: Callable[[int], Any], after: Callable[[], Any] | None = None, between: Any = None
@@ -125,6 +144,12 @@ def measure(url: str, token: str, spool: str, context: Any = None, ca_file: str 
             timed(CALLS, lambda i: governed_one(f"c-{i}"), one.flush)
             timed(CALLS, lambda i: governed_two(f"c-{i}"))
         for _ in range(ROUNDS):
+            # call by call, in turn with the floor: the ratios the targets are about
+            f, x = paired(CALLS, raw.check, lambda i: one.check(TOOL, {"customer_id": f"c-{i}"}))
+            ratios["check"].append(x / f)
+            f, x = paired(CALLS, raw.check, lambda i: governed_one(f"c-{i}"), one._drain_reports)
+            ratios["governed"].append(x / f)
+            # in blocks: latency and calls per second of each
             run("floor", raw.check)
             run("check", lambda i: one.check(TOOL, {"customer_id": f"c-{i}"}))
             # as an agent calls tools (a model turn between two calls): each call's report is sent before the next
@@ -142,11 +167,12 @@ def measure(url: str, token: str, spool: str, context: Any = None, ca_file: str 
         }
         for name, values in series.items()
     }
+    out["paired"] = {name: statistics.median(values) for name, values in ratios.items()}
     # connections (with TLS: handshakes) each client opened, and its calls (warm-up included)
     out["one_connections"] = one._pool.connections_opened  # check() and @governed with background reports
-    out["one_calls"] = (ROUNDS + 2) * CALLS * 2
+    out["one_calls"] = (4 + 5 * ROUNDS) * CALLS  # warm-up 2 × 2 series, then 5 series a round
     out["two_connections"] = two._pool.connections_opened  # @governed, every report in the caller's thread
-    out["two_calls"] = (ROUNDS + 2) * CALLS
+    out["two_calls"] = (2 + ROUNDS) * CALLS
     one.close()
     two.close()
     raw.conn.close()

@@ -176,7 +176,7 @@ class Pool:
                 raise ValueError(f"answer over {MAX_ANSWER_BYTES} bytes")
             if not res.isclosed():
                 raise http.client.IncompleteRead(raw)
-            answer = Response(res.status, _parse(raw), dict(res.headers.items()))
+            answer = Response(res.status, _parse(raw), res.headers)  # case-insensitive, parsed when read
         except (socket.timeout, TimeoutError) as e:
             conn.close()
             raise Unreachable(f"timed out after {timeout:g} s") from e
@@ -192,7 +192,7 @@ class Pool:
         if res.will_close:
             conn.close()
         else:
-            self._release(conn, _keep_alive_of(answer.headers))
+            self._release(conn, _keep_alive_of(res.headers.get("keep-alive")))
         return answer
 
     def close(self) -> None:
@@ -256,12 +256,10 @@ def _alive(idle: _Idle, now: float) -> bool:
         return not readable
 
 
-def _keep_alive_of(headers: Mapping[str, str]) -> float | None:
-    for name, value in headers.items():
-        if name.lower() == "keep-alive":
-            m = _KEEP_ALIVE_TIMEOUT.search(value)
-            return float(m.group(1)) if m else None
-    return None
+def _keep_alive_of(value: str | None) -> float | None:
+    """The idle timeout of a ``Keep-Alive: timeout=72`` header, in seconds."""
+    m = _KEEP_ALIVE_TIMEOUT.search(value) if value else None
+    return float(m.group(1)) if m else None
 
 
 def request(

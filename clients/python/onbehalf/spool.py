@@ -173,6 +173,7 @@ class Spool:
         self._replaying = threading.Lock()  # one replay at a time; appends go on meanwhile
         self._in_flight: set[str] = set()
         self._in_flight_lock = threading.Lock()
+        self.appends = 0  # lines this process appended: a reader can tell the file changed without a stat
 
     # -- writing -------------------------------------------------------------------------------------------
 
@@ -218,6 +219,8 @@ class Spool:
                     os.close(fd)
         except OSError as e:
             raise SpoolError(f"cannot write the audit spool {self.path}: {e}") from e
+        finally:
+            self.appends += 1
 
     def begin(self, call_id: str) -> None:
         """Mark a call as running in this process: its ``started`` line is not replayed until it is done."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import os
 import ssl
 import subprocess
 import textwrap
@@ -15,14 +16,16 @@ import time
 import unittest
 import uuid
 from typing import Any
+from unittest import mock
 
+import onbehalf
 from onbehalf import Client, ConfigurationError, Denied, governed
 
 from stand_in import CountingStandIn, TestCA
 from support import PYTHON, URL, TempDir, needs_server, python_env, run_records, token, wait_for
 
 
-def status_tool(client: Client, ran: list | None = None, during: Any = None):
+def status_tool(client: Client | None, ran: list | None = None, during: Any = None):
     """``get_status``: its policy does not transform its output (``post_transform: audit``)."""
 
     @governed(client)
@@ -341,6 +344,22 @@ class TlsTests(unittest.TestCase):
         with by_context.acting_as(token("pat"), agent="bot"):
             self.assertTrue(by_context.check("get_status", {"system": "s"}).allowed)
         self.assertEqual(checks(proxy), 2)
+
+    def test_the_default_client_takes_its_tls_settings_from_the_environment(self) -> None:
+        proxy = self.stand_in(self.ca.server_context(require_client_cert=True))
+        env = {
+            "ONBEHALF_URL": proxy.url,
+            "ONBEHALF_SPOOL": "none",
+            "ONBEHALF_CA_FILE": self.ca.ca,
+            "ONBEHALF_CLIENT_CERT": self.ca.client,
+            "ONBEHALF_CLIENT_KEY": self.ca.key_of(self.ca.client),
+        }
+        onbehalf.configure(None)
+        self.addCleanup(onbehalf.configure, None)
+        with mock.patch.dict(os.environ, env):
+            with onbehalf.default_client().acting_as(token("pat"), agent="bot"):
+                self.assertEqual(status_tool(None)("s"), {"system": "s", "up": True})
+        self.assertEqual((checks(proxy), proxy.handshakes), (1, 1))
 
     def test_settings_that_would_not_verify_are_refused(self) -> None:
         lax = ssl.create_default_context(cafile=self.ca.ca)
