@@ -1,7 +1,7 @@
 /**
  * The Python client's unittest suite (clients/python/tests), run against a real control plane started here:
- * `startServer` with the development issuer, SQLite audit, and tokens minted for a few humans in two tenants
- * (acme: fail_closed; openco: fail_open). The URL, the admin token and the tokens reach Python through
+ * `startServer` with the development issuer, SQLite audit, and tokens minted for a few humans in three tenants
+ * (acme: fail_closed; openco: fail_open; plainco: outputs not transformed but get_customer's, test_connections.py). The URL, the admin token and the tokens reach Python through
  * environment variables; the suite runs as a child process (asynchronously, so this process keeps serving).
  *
  * The suite runs twice: once with no AutoGen installed (the client is standard library only; the AutoGen tests
