@@ -19,6 +19,7 @@ from typing import Any
 from unittest import mock
 
 import onbehalf
+from onbehalf import _http
 from onbehalf import Client, ConfigurationError, Denied, governed
 
 from stand_in import CountingStandIn, TestCA
@@ -214,6 +215,31 @@ class ConnectionTests(unittest.TestCase):
         self.assertEqual(len(run_records(self.trace, 80, kind="outcome")), 80)
         self.assertLessEqual(self.stand_in.connections, 6 + 20 + 1)  # bounded by concurrency, not by calls
 
+    def test_a_forked_child_never_uses_its_parents_connections(self) -> None:
+        c = self.client()
+        tool = status_tool(c)
+        with c.acting_as(token("pat"), agent="bot", trace_id=self.trace):
+            tool("parent-1")
+            c._drain_reports()
+            opened = c._pool.connections_opened
+            pid = os.fork()
+            if pid == 0:  # the child: its own connections, and none of the parent's queued reports
+                code = 1
+                try:
+                    tool("child")
+                    c.flush()
+                    code = 0 if c._pool.connections_opened > opened else 2
+                finally:
+                    os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+            tool("parent-2")  # the parent's connection was not disturbed
+        c.flush()
+        self.assertLessEqual(c._pool.connections_opened, 2)  # the caller's and the reporting thread's, at most
+        self.assertEqual(checks(self.stand_in), 3)
+        self.assertGreaterEqual(self.stand_in.connections, 2)  # the child opened its own
+        self.assertEqual(len(run_records(self.trace, 3, kind="outcome")), 3)
+
     def test_reports_queued_when_the_process_ends_are_sent_first(self) -> None:
         script = textwrap.dedent(
             f"""
@@ -357,7 +383,9 @@ class TlsTests(unittest.TestCase):
         onbehalf.configure(None)
         self.addCleanup(onbehalf.configure, None)
         with mock.patch.dict(os.environ, env):
-            with onbehalf.default_client().acting_as(token("pat"), agent="bot"):
+            default = onbehalf.default_client()
+            self.addCleanup(default.close)
+            with default.acting_as(token("pat"), agent="bot"):
                 self.assertEqual(status_tool(None)("s"), {"system": "s", "up": True})
         self.assertEqual((checks(proxy), proxy.handshakes), (1, 1))
 
@@ -370,6 +398,48 @@ class TlsTests(unittest.TestCase):
             Client("http://127.0.0.1:1", ca_file=self.ca.ca, spool_path=None)
         with self.assertRaisesRegex(ConfigurationError, "TLS settings"):
             Client("https://127.0.0.1:1", ca_file=self.tmp.join("missing.pem"), spool_path=None)
+
+
+class KeepAliveTests(unittest.TestCase):
+    """A connection idle for about as long as the server keeps idle connections is not reused: the server may be
+    closing it at that very moment, and a request sent on it could be lost."""
+
+    def test_a_connection_idle_past_the_servers_keep_alive_timeout_is_not_reused(self) -> None:
+        accepted: list[int] = []
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def get_request(self) -> Any:
+                accepted.append(1)
+                return self.socket.accept()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("keep-alive", "timeout=2")
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+        server = Server(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        pool = _http.Pool(f"http://127.0.0.1:{server.server_address[1]}")
+        self.addCleanup(pool.close)
+        get = lambda: _http.request(pool, "GET", "/", timeout=5)  # noqa: E731
+        self.assertEqual((get().status, get().status), (200, 200))
+        self.assertEqual(pool.connections_opened, 1)
+        time.sleep(1.2)  # past timeout=2 less the margin of 1 s
+        self.assertEqual(get().status, 200)
+        self.assertEqual((pool.connections_opened, len(accepted)), (2, 2))
 
 
 class OptionTests(unittest.TestCase):
