@@ -11,6 +11,7 @@ import { benchGateway } from "./gateway.js";
 import { benchGovern, benchMemory } from "./govern.js";
 import { type Finding, printFindings } from "./harness.js";
 import { benchIdentity } from "./identity.js";
+import { benchPython } from "./python.js";
 import { benchServer } from "./server.js";
 
 const suites: Record<string, { title: string; run: () => Promise<Finding[]> }> = {
@@ -25,6 +26,7 @@ const suites: Record<string, { title: string; run: () => Promise<Finding[]> }> =
   gateway: { title: "MCP gateway (tools/call vs the upstream direct)", run: benchGateway },
   adapters: { title: "Framework adapters (overhead over gov.governed)", run: benchAdapters },
   agentdojo: { title: "AgentDojo replay under task-scoped capabilities", run: benchAgentDojo },
+  python: { title: "Python client (clients/python) against a local control plane", run: benchPython },
 };
 
 const wanted = process.argv.slice(2);

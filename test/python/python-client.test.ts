@@ -1,7 +1,7 @@
 /**
  * The Python client's unittest suite (clients/python/tests), run against a real control plane started here:
- * `startServer` with the development issuer, SQLite audit, and tokens minted for a few humans in two tenants
- * (acme: fail_closed; openco: fail_open). The URL, the admin token and the tokens reach Python through
+ * `startServer` with the development issuer, SQLite audit, and tokens minted for a few humans in three tenants
+ * (acme: fail_closed; openco: fail_open; plainco: outputs not transformed but get_customer's, test_connections.py). The URL, the admin token and the tokens reach Python through
  * environment variables; the suite runs as a child process (asynchronously, so this process keeps serving).
  *
  * The suite runs twice: once with no AutoGen installed (the client is standard library only; the AutoGen tests
@@ -39,6 +39,7 @@ const USERS: ReadonlyArray<readonly [string, string, readonly string[]]> = [
   ["gina", "openco", ["customers:read", "orders:write", "email.read"]],
   ["hank", "openco", ["customers:read", "orders:write", "email.read"]],
   ["ivan", "openco", ["customers:read", "orders:write", "email.read"]],
+  ["pat", "plainco", ["customers:read", "orders:write", "email.read"]],
 ];
 
 let dir: string;
@@ -74,6 +75,7 @@ beforeAll(async () => {
       { name: "get_customer_json", redact: ["ssn", "cards[*].number"] },
       { name: "customer_notes", redact: ["ssn", "cards[*].number"], unparsed_output: "pass" },
       { name: "get_customer_model", redact: ["ssn", "cards[*].number"] },
+      { name: "get_status", required_scopes: ["customers:read"] }, // test_connections.py
     ],
     tenants: [
       {
@@ -108,6 +110,15 @@ beforeAll(async () => {
         },
       },
       { id: "openco", policy: { fail_mode: "fail_open", defaults: ALLOW_REDACT } },
+      // test_connections.py: outputs no policy transforms (post_transform audit, the default) but get_customer's
+      {
+        id: "plainco",
+        policy: {
+          fail_mode: "fail_closed",
+          defaults: { "*": { permission: "allow" } },
+          tools: { get_customer: { "*": { permission: "allow", post_transform: "redact" } } },
+        },
+      },
     ],
     audit: { store: "sqlite:./audit.db", signing_key: "./audit.jwk", flush_ms: 1 },
   };

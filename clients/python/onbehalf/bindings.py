@@ -181,7 +181,8 @@ def default_client() -> Client:
     """The default client, made on first use from the environment.
 
     ``ONBEHALF_URL`` (required), ``ONBEHALF_FAIL_MODE``, ``ONBEHALF_SPOOL`` (a path, or ``none``),
-    ``ONBEHALF_TIMEOUT``, ``ONBEHALF_APPROVAL_TIMEOUT``.
+    ``ONBEHALF_TIMEOUT``, ``ONBEHALF_APPROVAL_TIMEOUT``, and for an https control plane ``ONBEHALF_CA_FILE``,
+    ``ONBEHALF_CLIENT_CERT``, ``ONBEHALF_CLIENT_KEY``.
     """
     from .client import Client  # here, not at the top: client.py is made of this module's _Bindings
 
@@ -201,6 +202,9 @@ def default_client() -> Client:
                 spool_path=None if spool.lower() in ("", "none") else spool,
                 timeout=float(os.environ.get("ONBEHALF_TIMEOUT") or 2.0),
                 approval_timeout=float(os.environ.get("ONBEHALF_APPROVAL_TIMEOUT") or 0.0),
+                ca_file=os.environ.get("ONBEHALF_CA_FILE") or None,
+                client_cert=os.environ.get("ONBEHALF_CLIENT_CERT") or None,
+                client_key=os.environ.get("ONBEHALF_CLIENT_KEY") or None,
             )
         return _default
 

@@ -7,7 +7,9 @@ Each part is a module of its own, readable on its own:
 - ``approvals.py``: ``wait_for_approval``, and asking again with an approval;
 - ``delegations.py``: the token exchange that adds a hop to a run;
 - ``fail_modes.py``: deciding without the control plane, the spool, ``flush`` and background replay;
-- ``transport.py``: requests to the control plane, and what counts as an outage.
+- ``reports.py``: results reported after the call returned (one round trip), spooled when they cannot be sent;
+- ``transport.py``: requests to the control plane (on pooled connections, ``_http.py``), and what counts as an
+  outage.
 
 This module composes them and checks the settings.
 
@@ -26,21 +28,24 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import urllib.parse
 
+from . import _http
 from .approvals import _Approvals
 from .bindings import Binding, _Bindings, clear_context, configure, default_client, set_context, verify
 from .decisions import FAIL_MODES, Decision, Principal, _Decisions
 from .delegations import TOKEN_EXCHANGE, _Delegations  # noqa: F401 - TOKEN_EXCHANGE: still importable from here
 from .errors import ConfigurationError, OnbehalfError
 from .fail_modes import _FailModes
+from .reports import _Reports
 from .spool import DEFAULT_SPOOL
 from .transport import _Transport
 
 log = logging.getLogger("onbehalf")
 
 
-class Client(_Bindings, _Decisions, _Approvals, _Delegations, _FailModes, _Transport):
+class Client(_Bindings, _Decisions, _Approvals, _Delegations, _FailModes, _Reports, _Transport):
     """A client of one onbehalf control plane.
 
     Args:
@@ -61,6 +66,17 @@ class Client(_Bindings, _Decisions, _Approvals, _Delegations, _FailModes, _Trans
             /v1/token``); with ``client_secret``, it authenticates as that registered client
             (``client_secret_basic``). A tenant with ``require_client_auth`` takes delegations only so.
         client_secret: the registered client's secret.
+        ssl_context: the TLS settings for an ``https`` control plane (an :class:`ssl.SSLContext` that verifies the
+            certificate and the host name; one that does not is refused). Default: the system's trusted CAs.
+        ca_file: instead of ``ssl_context``: trust the CA certificates of this PEM file (a private CA).
+        client_cert: instead of ``ssl_context``: present this certificate (PEM; with its key unless
+            ``client_key`` names it) to a control plane that asks for one (mutual TLS).
+        client_key: the private key of ``client_cert``.
+        pool_size: how many kept-alive connections to keep open between calls (default 4); more concurrent calls
+            open more, closed after use. 0: a new connection per request.
+        background_reports: report the result of a call whose output policy does not transform (``audit``) in a
+            background thread, so a governed call takes one round trip (default); the report is spooled when it
+            cannot be sent. ``False``: every report in the caller's thread, as a redacted output's always is.
 
     Example::
 
@@ -84,6 +100,12 @@ class Client(_Bindings, _Decisions, _Approvals, _Delegations, _FailModes, _Trans
         auto_replay: bool = True,
         client_id: str | None = None,
         client_secret: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+        client_cert: str | os.PathLike[str] | None = None,
+        client_key: str | os.PathLike[str] | None = None,
+        pool_size: int = _http.DEFAULT_POOL_SIZE,
+        background_reports: bool = True,
     ) -> None:
         parts = urllib.parse.urlsplit(str(base_url))
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -98,10 +120,28 @@ class Client(_Bindings, _Decisions, _Approvals, _Delegations, _FailModes, _Trans
             raise ConfigurationError("client_secret needs client_id: the registered client it authenticates")
         self.client_id = client_id
         self.client_secret = client_secret
+        if ssl_context is not None and (ca_file is not None or client_cert is not None):
+            raise ConfigurationError("give either ssl_context or ca_file/client_cert, not both")
+        if client_key is not None and client_cert is None:
+            raise ConfigurationError("client_key needs client_cert: the certificate it is the key of")
+        if pool_size < 0:
+            raise ConfigurationError("pool_size must be 0 or more")
         self.base_url = str(base_url).rstrip("/")
         self.timeout = float(timeout)
         self.approval_timeout = float(approval_timeout)
+        if parts.scheme == "https" and ssl_context is None:
+            try:
+                ssl_context = _http.tls_context(ca_file, client_cert, client_key)
+            except (OSError, ssl.SSLError) as e:
+                raise ConfigurationError(f"cannot load the TLS settings (ca_file, client_cert, client_key): {e}") from e
+        elif parts.scheme == "http" and (ssl_context is not None or ca_file is not None or client_cert is not None):
+            raise ConfigurationError(f"TLS settings need an https base_url; got {base_url!r}")
+        try:
+            self._pool = _http.Pool(self.base_url, ssl_context=ssl_context, size=pool_size)
+        except ValueError as e:
+            raise ConfigurationError(str(e)) from None
         self._init_fail_modes(fail_mode, spool_path, stale_after, replay_interval, auto_replay)
+        self._init_reports(background_reports)
 
     def __repr__(self) -> str:
         return f"Client({self.base_url!r}, fail_mode={self.fail_mode!r})"

@@ -322,6 +322,8 @@ class _Decisions:
         if decision.local:
             self._finish_local(decision, status, latency_us)
             return output
+        if self._report_later(decision, status, error, latency_us):
+            return output  # policy does not transform this output: the control plane would pass it (reports.py)
         body: dict[str, Any] = {"status": status}
         if status == "ok" or output is not None:
             body["output"] = to_jsonable(output)
@@ -331,7 +333,7 @@ class _Decisions:
         try:
             res = self._send("POST", path, token=decision._token, json_body=body)
         except _Outage as o:
-            return self._unreported(decision, output, f"the control plane is unreachable ({o.reason})")
+            return self._unreported(decision, output, f"the control plane is unreachable ({o.reason})", status, error)
         b = res.body
         if res.status == 200 and isinstance(b, dict) and b.get("action") in ("pass", "redact", "block"):
             if b["action"] == "block":
@@ -348,10 +350,17 @@ class _Decisions:
             if message.startswith(code):
                 raise Denied(code, message[len(code) :].lstrip(": "), tool=decision.tool, call_id=decision.call_id)
         why = f"the control plane refused the result (HTTP {res.status}: {message})"
-        return self._unreported(decision, output, why)
+        retry = res.status in (401, 403, 408, 425, 429)
+        return self._unreported(decision, output, why, status if retry else None, error)
 
-    def _unreported(self, decision: Decision, output: Any, why: str) -> Any:
+    def _unreported(
+        self, decision: Decision, output: Any, why: str, status: str | None = None, error: str | None = None
+    ) -> Any:
+        """A result the control plane did not take. An output it would not transform is returned, and its report
+        spooled for replay when sending it again may work (``status`` given); any other is withheld."""
         if decision.post_transform == "audit":
+            if status is not None and self._spool_result(decision, status, error, why):
+                return output
             log.warning(
                 "onbehalf: %s; the output of call %s is returned unreported (no output policy)", why, decision.call_id
             )

@@ -64,20 +64,27 @@ class _FailModes:
         self._replay_lock = threading.Lock()
         self._replay_thread: threading.Thread | None = None
         self._last_replay = 0.0
+        self._last_look = (0.0, -1)  # when the spool was last found empty, and its append count then
 
     def flush(self) -> ReplayResult:
-        """Replay the local spool now; return what was sent and what is left."""
+        """Send the results still queued (``reports.py``), then replay the local spool now; return what the replay
+        sent and what is left."""
+        self._drain_reports()
         if self.spool is None:
             return ReplayResult()
         with self._replay_lock:
             self._last_replay = time.monotonic()
-            return self.spool.replay(self._send_spooled)
+            return self.spool.replay(self._send_spooled, send_result=self._send_result)
 
     def close(self, timeout: float | None = 10.0) -> None:
-        """Wait for a background replay that is running."""
+        """Send (or spool) the results still queued, wait for a background replay that is running, and close the
+        pooled connections."""
+        if not self._drain_reports(timeout):
+            self._spool_queued_reports("the client was closed before the report was sent")
         thread = self._replay_thread
         if thread is not None and thread.is_alive():
             thread.join(timeout)
+        self._pool.close()
 
     # -- deciding without the control plane ----------------------------------------------------------------
 
@@ -250,11 +257,19 @@ class _FailModes:
 
     def _contacted(self) -> None:
         """The control plane answered: replay the spool in the background if it has records (rate-limited)."""
-        if not self.auto_replay or self.spool is None or time.monotonic() - self._last_replay < self.replay_interval:
+        now = time.monotonic()
+        if not self.auto_replay or self.spool is None or now - self._last_replay < self.replay_interval:
             return
-        if not self.spool.has_data() or (self._replay_thread is not None and self._replay_thread.is_alive()):
+        # a spool found empty a moment ago, and not written since by this process, is not looked at again
+        # (one stat per call otherwise); another process's lines are found within a second
+        if self._last_look[1] == self.spool.appends and now - self._last_look[0] < 1.0:
             return
-        self._last_replay = time.monotonic()
+        if not self.spool.has_data():
+            self._last_look = (now, self.spool.appends)
+            return
+        if self._replay_thread is not None and self._replay_thread.is_alive():
+            return
+        self._last_replay = now
         thread = threading.Thread(target=self._background_replay, name="onbehalf-spool-replay", daemon=True)
         self._replay_thread = thread
         thread.start()
@@ -264,7 +279,7 @@ class _FailModes:
             return
         try:
             assert self.spool is not None
-            result = self.spool.replay(self._send_spooled)
+            result = self.spool.replay(self._send_spooled, send_result=self._send_result)
             if result.sent:
                 log.info("onbehalf: replayed %d spooled audit records (%d remain)", result.sent, result.remaining)
         except Exception:  # noqa: BLE001 - a background thread must not die loudly; the records stay on disk

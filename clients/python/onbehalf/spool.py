@@ -23,6 +23,15 @@ replay sends a batch, and only on the server's answer rewrites the file without 
 (temporary file, ``fsync``, ``os.replace``, directory ``fsync``). A crash before the rewrite sends the batch
 again next time, and the server stores each ``call_id`` once. Torn lines (a crash mid-write) are moved to
 ``<spool>.corrupt``; records the server refuses as malformed go to ``<spool>.rejected``; nothing is dropped.
+
+A second kind of line keeps the result of a call the control plane decided, when its report could not be sent
+(``reports.py``)::
+
+    {"v": 1, "kind": "result", "token": "...", "state": "done", ...,
+     "record": {call_id, tool, status: "ok" | "error", error?, latency_us, time}}
+
+It is replayed to ``POST /v1/calls/{call_id}/result`` (not to the audit spool: the call id is the control plane's),
+and removed once answered; a call the control plane no longer holds open (404) moves it to ``<spool>.rejected``.
 """
 
 from __future__ import annotations
@@ -144,6 +153,7 @@ class ReplayResult:
 
 
 Sender = Callable[[str, list], SendOutcome]
+ResultSender = Callable[[str, dict], SendOutcome]
 
 
 class Spool:
@@ -163,17 +173,28 @@ class Spool:
         self._replaying = threading.Lock()  # one replay at a time; appends go on meanwhile
         self._in_flight: set[str] = set()
         self._in_flight_lock = threading.Lock()
+        self.appends = 0  # lines this process appended: a reader can tell the file changed without a stat
 
     # -- writing -------------------------------------------------------------------------------------------
 
-    def append(self, token: str, record: dict[str, Any], state: str, fallback_token: str | None = None) -> None:
+    def append(
+        self,
+        token: str,
+        record: dict[str, Any],
+        state: str,
+        fallback_token: str | None = None,
+        *,
+        kind: str = "record",
+    ) -> None:
         """Append one line and fsync it. Raises :class:`SpoolError` when it could not be made durable.
 
         ``fallback_token`` is the human's own token when ``token`` is a (short-lived) delegation token: the
-        replay uses it when the server refuses the delegation token (expired).
+        replay uses it when the server refuses the delegation token (expired). ``kind``: ``record`` (an audit
+        record of a call decided without the control plane) or ``result`` (the result of a call it decided).
         """
         entry: dict[str, Any] = {
             "v": 1,
+            **({} if kind == "record" else {"kind": kind}),
             "token": token,
             "state": state,
             "written_at": time.time(),
@@ -198,6 +219,8 @@ class Spool:
                     os.close(fd)
         except OSError as e:
             raise SpoolError(f"cannot write the audit spool {self.path}: {e}") from e
+        finally:
+            self.appends += 1
 
     def begin(self, call_id: str) -> None:
         """Mark a call as running in this process: its ``started`` line is not replayed until it is done."""
@@ -224,8 +247,19 @@ class Spool:
 
     # -- replay --------------------------------------------------------------------------------------------
 
-    def replay(self, send: Sender, *, batch_records: int = 200, batch_bytes: int = 512 * 1024) -> ReplayResult:
-        """Send what can be sent, batch by batch; remove each batch once the server acknowledged it."""
+    def replay(
+        self,
+        send: Sender,
+        *,
+        send_result: ResultSender | None = None,
+        batch_records: int = 200,
+        batch_bytes: int = 512 * 1024,
+    ) -> ReplayResult:
+        """Send what can be sent, batch by batch; remove each batch once the server acknowledged it.
+
+        ``send(token, records)`` takes a batch of audit records; ``send_result(token, record)`` one ``result`` line
+        (without it, those lines stay in the spool).
+        """
         result = ReplayResult()
         with self._replaying:
             with self._locked():
@@ -233,9 +267,14 @@ class Spool:
             if bad:
                 self._rewrite(set())  # moves the torn lines aside
             groups: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
+            results: list[dict[str, Any]] = []
             for entry in _latest(good).values():
-                if self._sendable(entry):
+                if entry.get("kind") == "result":
+                    results.append(entry)
+                elif self._sendable(entry):
                     groups.setdefault((entry["token"], entry.get("fallback_token")), []).append(entry)
+            if send_result is not None and results and not self._replay_results(send_result, results, result):
+                groups = {}  # the control plane stopped answering: the rest waits for the next replay
             for (token, fallback), items in groups.items():
                 stop = False
                 for batch in _batches(items, batch_records, batch_bytes):
@@ -281,6 +320,35 @@ class Spool:
                 good, _ = self._read()
             result.remaining = len(_latest(good))
         return result
+
+    def _replay_results(self, send: ResultSender, entries: list[dict[str, Any]], result: ReplayResult) -> bool:
+        """Send ``result`` lines one by one; ``False`` when the control plane stopped answering."""
+        for entry in entries:
+            record = entry["record"]
+            outcome = send(entry["token"], record)
+            fallback = entry.get("fallback_token")
+            if outcome.kind == "keep" and isinstance(fallback, str):
+                outcome = send(fallback, record)  # the delegation token expired: the human's own
+            if outcome.kind == "ok":
+                self._rewrite({record["call_id"]})
+                result.sent += 1
+                result.accepted += outcome.accepted
+                result.duplicates += outcome.duplicates
+            elif outcome.kind == "rejected":
+                self._reject([entry], outcome.message)
+                result.rejected += 1
+            elif outcome.kind == "keep":
+                result.kept += 1
+                log.warning(
+                    "onbehalf: the spooled result of call %s was refused for its token (%s); kept in %s",
+                    record["call_id"],
+                    outcome.message,
+                    self.path,
+                )
+            else:
+                result.error = outcome.message
+                return False
+        return True
 
     # -- internals -----------------------------------------------------------------------------------------
 

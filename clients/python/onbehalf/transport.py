@@ -1,9 +1,9 @@
 """The client's part that talks to the control plane: one request, and what counts as an outage.
 
-``_http`` speaks JSON over urllib. This adds the control plane's address and timeout, and the rule every other part
-of :class:`~onbehalf.Client` relies on: no answer, or a 5xx answer, is an outage (:class:`_Outage`, which the fail
-mode decides on); any other answer is an answer, and means the control plane is back (:meth:`_Transport._contacted`,
-where the spool replay hooks in).
+``_http`` speaks JSON over a pool of kept-alive connections (``http.client``). This adds the control plane's
+address and timeout, and the rule every other part of :class:`~onbehalf.Client` relies on: no answer, or a 5xx
+answer, is an outage (:class:`_Outage`, which the fail mode decides on); any other answer is an answer, and means
+the control plane is back (:meth:`_Transport._contacted`, where the spool replay hooks in).
 
 Internal: the public API is :class:`onbehalf.Client`.
 """
@@ -29,6 +29,7 @@ class _Transport:
 
     base_url: str
     timeout: float
+    _pool: _http.Pool
 
     def _send(
         self,
@@ -44,8 +45,9 @@ class _Transport:
         """One request; raises :class:`_Outage` when there is no answer or a 5xx one."""
         try:
             res = _http.request(
+                self._pool,
                 method,
-                self.base_url + path,
+                path,
                 token=token,
                 authorization=authorization,
                 json_body=json_body,

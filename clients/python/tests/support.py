@@ -196,8 +196,16 @@ class ControlPlaneStandIn:
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def get_request(self) -> tuple[socket.socket, Any]:
+                sock, addr = self.socket.accept()
+                stand_in._connections.add(sock)  # closed by stop(), as a stopped server closes its connections
+                return sock, addr
+
+        self._connections: set[socket.socket] = set()
+        self.server = Server(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
@@ -206,6 +214,11 @@ class ControlPlaneStandIn:
         self.release.set()
         self.server.shutdown()
         self.server.server_close()
+        for sock in list(self._connections):  # kept-alive connections end with the server
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 def python_env() -> dict[str, str]:
