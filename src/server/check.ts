@@ -31,6 +31,11 @@ export const CheckBody = z.strictObject({
   /** The approval of this call, once approved: the call is asked again with it. */
   approval: safeText().optional(),
   /**
+   * `false`: the caller will not report the call's result (a policy decision point, a check-only client).
+   * Nothing is kept for the call; its attempt record says `outcome: unreported`. Default `true`.
+   */
+  report: z.boolean().optional(),
+  /**
    * The client refused the call on its own (an agent whose hand-off was refused) and reports it: audited as a
    * deny with this code, whatever the policy says; never an allow.
    */
@@ -99,6 +104,7 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
         ? approved.attempt
         : await ctx.gov.begin(run, body.tool, args, {
             ...(body.client_refusal === undefined ? {} : { refused: body.client_refusal }),
+            ...(body.report === false ? { unreported: true } : {}),
             ...(approved === null
               ? {}
               : { unapproved: { reason_code: approved.reason_code, reason: approved.reason } }),
@@ -109,7 +115,7 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
       // if this process is killed the next moment (group commit keeps the throughput; see BENCHMARKS.md).
       if (attempt.decision.reason_code !== "fail_closed") await ctx.gov.auditLog.acknowledged(attempt.seq);
       if (attempt.decision.decision === "ask") approval = await ctx.gov.approvals.open(attempt, args);
-      if (attempt.decision.decision !== "deny")
+      if (attempt.decision.decision !== "deny" && body.report !== false)
         await rememberCall(ctx, attempt, approval, grant === null ? undefined : args);
     } catch (e) {
       // A policy deny stays what it is: its record is queued and written when the store is back. (A 503 here
@@ -142,12 +148,8 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
     const { principal } = await authenticate(ctx.gov, ctx.issuer, req);
     const body = parseBody(ResultBody, req.body);
     const pending = await ctx.state.getCall(req.params.id);
-    if (pending === null) {
-      throw new OnbehalfError(
-        "ERR_NOT_FOUND",
-        `no call ${req.params.id} is waiting for a result (unknown, expired or already reported)`,
-      );
-    }
+    if (pending === null)
+      throw new OnbehalfError("ERR_NOT_FOUND", await ctx.pending.notWaiting(req.params.id));
     if (pending.user !== principal.user || pending.tenant !== principal.tenant) {
       throw new OnbehalfError("ERR_POLICY_DENIED", "this call belongs to another user");
     }
@@ -260,7 +262,7 @@ async function rememberCall(
   approvedArgs: unknown,
 ): Promise<void> {
   const pending = openCallOf(attempt, approval);
-  await ctx.state.putCall(
+  const evicted = await ctx.state.putCall(
     approvedArgs === undefined
       ? pending
       : {
@@ -273,6 +275,7 @@ async function rememberCall(
         },
     approval === null ? ctx.pendingTtlMs : ctx.approvalTtlMs + ctx.pendingTtlMs,
   );
+  ctx.pending.expired(evicted, "evicted");
 }
 
 function reportedOf(ctx: ServerContext, pending: OpenCall) {
