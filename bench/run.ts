@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: every hot path against a baseline measured in the same run. Prints medians, tails and
  * ratios with the targets from the issues; docs/BENCHMARKS.md records the method and the figures.
- * Run a subset with `npm run bench -- govern identity`.
+ * Run a subset with `npm run bench -- govern identity`. The soak (20 minutes) runs only when named:
+ * `npm run bench -- soak`.
  */
 import { cpus } from "node:os";
 import { benchAdapters } from "./adapters.js";
@@ -12,6 +13,7 @@ import { benchGovern, benchMemory } from "./govern.js";
 import { type Finding, printFindings } from "./harness.js";
 import { benchIdentity } from "./identity.js";
 import { benchServer } from "./server.js";
+import { benchSoak } from "./soak.js";
 
 const suites: Record<string, { title: string; run: () => Promise<Finding[]> }> = {
   identity: { title: "Token verification (identity)", run: benchIdentity },
@@ -25,13 +27,16 @@ const suites: Record<string, { title: string; run: () => Promise<Finding[]> }> =
   gateway: { title: "MCP gateway (tools/call vs the upstream direct)", run: benchGateway },
   adapters: { title: "Framework adapters (overhead over gov.governed)", run: benchAdapters },
   agentdojo: { title: "AgentDojo replay under task-scoped capabilities", run: benchAgentDojo },
+  soak: { title: "Soak: memory and throughput flat under load (issue 22)", run: benchSoak },
 };
+/** Suites long enough to run only when named. */
+const OPT_IN = new Set(["soak"]);
 
 const wanted = process.argv.slice(2);
 console.log(`onbehalf bench — node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? "cpu"}`);
 let missed = 0;
 for (const [name, suite] of Object.entries(suites)) {
-  if (wanted.length > 0 && !wanted.includes(name)) continue;
+  if (wanted.length > 0 ? !wanted.includes(name) : OPT_IN.has(name)) continue;
   const findings = await suite.run();
   missed += findings.filter((f) => !f.ok).length;
   printFindings(suite.title, findings);
