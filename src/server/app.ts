@@ -34,6 +34,7 @@ import { mcpGateway } from "./mcp-gateway.js";
 import { Metrics, statusClass } from "./metrics.js";
 import { oauthMetadataRoutes } from "./oauth-metadata.js";
 import { pendingCalls } from "./pending.js";
+import { reportTokens } from "./report-token.js";
 import { logRequest } from "./request-log.js";
 import { spoolRoutes } from "./spool.js";
 import { createMemoryState, type StateStore } from "./state.js";
@@ -251,6 +252,7 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
     approvalTtlMs,
     pendingTtlMs,
     pending: pendingCalls(gov, state, metrics, { ttlMs: pendingTtlMs, maxCalls: server.max_pending_calls }),
+    reportTokens: reportTokens(key, issuer),
     live,
   };
   // Without a configured public URL, the server's own address is known only once it listens.

@@ -236,6 +236,12 @@ export async function createRedisState(
           (v) => JSON.parse(v) as OpenCall,
         ),
       ),
+    claimReport: (id, ttlMs) =>
+      guard(
+        "claim a report",
+        async () =>
+          (await redis.set(`${prefix}reported:${id}`, "1", "PX", Math.max(1, ttlMs), "NX")) === "OK",
+      ),
     goneWhy: (id) =>
       guard("read why a call went", async () => (await redis.get(k.gone(id))) as GoneReason | null),
     putApproval: (a, binding, ttlMs) =>

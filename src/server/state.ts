@@ -58,6 +58,11 @@ export interface StateStore extends ApprovalStore {
    * With several instances each expired call is returned to exactly one of them.
    */
   expireCalls(limit: number): Promise<readonly OpenCall[]>;
+  /**
+   * Claim the one report of a call that waited nowhere (its report token brought it back) until `ttlMs` passes;
+   * false when it was reported already.
+   */
+  claimReport(callId: string, ttlMs: number): Promise<boolean>;
   /** Why a call that is not waiting any more went, if it expired or was evicted lately; else null. */
   goneWhy(callId: string): Promise<GoneReason | null>;
   /** Share the live tenants and tools with the other instances. */
@@ -96,6 +101,8 @@ export function createMemoryState(
   const gone = new Map<string, GoneReason>();
   const approvals = createMemoryApprovalStore(now, bounds.maxApprovals);
   const spooled = new Map<string, number>();
+  /** Reports taken by report token, until the token expires (as many as calls may wait; the oldest go). */
+  const reported = new Map<string, number>();
   let config: string | null = null;
   const forget = (id: string, why: GoneReason) => {
     calls.delete(id);
@@ -109,6 +116,7 @@ export function createMemoryState(
   };
   const sweep = setInterval(() => {
     for (const [id, until] of spooled) if (until <= now()) spooled.delete(id);
+    for (const [id, until] of reported) if (until <= now()) reported.delete(id);
   }, 60_000);
   sweep.unref();
 
@@ -144,6 +152,12 @@ export function createMemoryState(
         expired.push(e.call);
       }
       return expired;
+    },
+    async claimReport(callId, ttlMs) {
+      if ((reported.get(callId) ?? 0) > now()) return false;
+      if (reported.size >= bounds.maxCalls) reported.delete(reported.keys().next().value as string);
+      reported.set(callId, now() + ttlMs);
+      return true;
     },
     async goneWhy(callId) {
       return gone.get(callId) ?? null;

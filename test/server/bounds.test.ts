@@ -110,6 +110,47 @@ describe("pending calls in memory", () => {
   });
 });
 
+describe('"report": "token"', () => {
+  let server: OnbehalfServer;
+  beforeAll(async () => {
+    server = await start({ max_pending_calls: 2, pending_call_seconds: 60 });
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it("keeps nothing, and takes the result once when its report token comes back with it", async () => {
+    const checked = await call(server.url, "POST", "/v1/check", {
+      token: alice,
+      body: { tool: "get_customer", args: { id: "c-t" }, agent: { name: "bot" }, report: "token" },
+    });
+    expect(checked.body.decision).toBe("allow");
+    const id = checked.body.call_id as string;
+    const reportToken = checked.body.report_token as string;
+    expect(reportToken.split(".")).toHaveLength(3);
+    // nothing waits: filling the bound evicts nothing
+    for (let i = 0; i < 2; i++) await check(server.url, 400 + i);
+    expect(await evictions(server.url, "bound")).toBe(0);
+    expect((await report(server.url, id)).status).toBe(404); // without its token
+    const withToken = (t: string, who = alice, callId = id) =>
+      call(server.url, "POST", `/v1/calls/${callId}/result`, {
+        token: who,
+        body: { status: "ok", output: { id, ssn: "078-05-1120" }, report_token: t },
+      });
+    expect((await withToken(reportToken, alice, "another-call")).status).toBe(400);
+    expect((await withToken(`${reportToken.slice(0, -4)}AAAA`)).status).toBe(400);
+    expect((await withToken(reportToken, await userToken(idp, "bob"))).status).toBe(403);
+    const done = await withToken(reportToken);
+    expect(done.status).toBe(200);
+    expect(done.body).toMatchObject({ action: "redact", output: { id, ssn: "[REDACTED]" } });
+    expect((await withToken(reportToken)).status).toBe(409);
+    expect((await recordsOf(server.url, id)).map((r) => `${r.kind}:${r.outcome}`).sort()).toEqual([
+      "attempt:unreported",
+      "outcome:ok",
+    ]);
+  });
+});
+
 describe("pending calls past their time", () => {
   let server: OnbehalfServer;
   beforeAll(async () => {
