@@ -35,24 +35,34 @@ return 1
 `;
 
 /**
+ * Lua: let call `id` go: remove its value, note why it went (for a late report), and add the value to `out`
+ * (nothing when the value is gone already).
+ */
+const LET_GO = `
+local function let_go(prefix, id, why, px, out)
+  local v = redis.call('GET', prefix .. 'call:' .. id)
+  if v then
+    redis.call('DEL', prefix .. 'call:' .. id)
+    redis.call('SET', prefix .. 'gone:' .. id, why, 'PX', px)
+    table.insert(out, v)
+  end
+end
+`;
+
+/**
  * Calls waiting for their result: a JSON value each (`call:<id>`) and an index by deadline (`calls`, a sorted
  * set). The value outlives its deadline by a margin so that the instance that expires it can still audit it.
  *
  * PUT_CALL: KEYS the value, the index. ARGV id, JSON, deadline, PX of the value, the bound, prefix, PX of the
  * "gone" note. At the bound, the calls nearest their deadline (the oldest, for one TTL) are removed and returned.
  */
-const PUT_CALL = `
+const PUT_CALL = `${LET_GO}
 local evicted = {}
 local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5]) + 1
 if over > 0 then
   for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, over - 1)) do
     redis.call('ZREM', KEYS[2], id)
-    local v = redis.call('GET', ARGV[6] .. 'call:' .. id)
-    if v then
-      redis.call('DEL', ARGV[6] .. 'call:' .. id)
-      redis.call('SET', ARGV[6] .. 'gone:' .. id, 'evicted', 'PX', ARGV[7])
-      table.insert(evicted, v)
-    end
+    let_go(ARGV[6], id, 'evicted', ARGV[7], evicted)
   end
 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[4])
@@ -74,16 +84,11 @@ return v
 `;
 
 /** KEYS the index; ARGV now, limit, prefix, PX of the "gone" note. Removes and returns calls past their deadline. */
-const EXPIRE_CALLS = `
+const EXPIRE_CALLS = `${LET_GO}
 local out = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))) do
   redis.call('ZREM', KEYS[1], id)
-  local v = redis.call('GET', ARGV[3] .. 'call:' .. id)
-  if v then
-    redis.call('DEL', ARGV[3] .. 'call:' .. id)
-    redis.call('SET', ARGV[3] .. 'gone:' .. id, 'expired', 'PX', ARGV[4])
-    table.insert(out, v)
-  end
+  let_go(ARGV[3], id, 'expired', ARGV[4], out)
 end
 return out
 `;

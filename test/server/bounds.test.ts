@@ -11,7 +11,7 @@ import type { OnbehalfServer } from "../../src/server/app.js";
 import { createMemoryState } from "../../src/server/state.js";
 import { createRedisState } from "../../src/server/state-redis.js";
 import { type OidcProviderHandle, startOidcProvider } from "../support/oidc.js";
-import { ADMIN, call, serverConfig, startTestServer, userToken } from "../support/server.js";
+import { ADMIN, call, metricValue, serverConfig, startTestServer, userToken } from "../support/server.js";
 
 const REDIS = `${process.env["ONBEHALF_TEST_REDIS"] ?? "redis://127.0.0.1:6379"}/11`;
 
@@ -49,13 +49,8 @@ const recordsOf = async (url: string, id: string): Promise<any[]> =>
   (await call(url, "GET", "/v1/audit?user=alice&limit=500", { token: ADMIN })).body.records.filter(
     (r: { call_id: string }) => r.call_id === id,
   );
-const evictions = async (url: string, why: string) => {
-  const text = (await call(url, "GET", "/metrics")).body as string;
-  const line = text
-    .split("\n")
-    .find((l) => l.startsWith(`onbehalf_state_evictions_total{what="pending_call",why="${why}"}`));
-  return line === undefined ? 0 : Number(line.split(" ").at(-1));
-};
+const evictions = (url: string, why: string) =>
+  metricValue(url, `onbehalf_state_evictions_total{what="pending_call",why="${why}"}`);
 
 describe("pending calls in memory", () => {
   let server: OnbehalfServer;

@@ -8,9 +8,9 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import { CreateMessageRequestSchema } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { OnbehalfServer } from "../../src/server/app.js";
-import { type RelayUpstream, startRelayUpstream } from "../support/mcp-relay-upstream.js";
+import { pingSession, type RelayUpstream, startRelayUpstream } from "../support/mcp-relay-upstream.js";
 import { DEFAULT_RESOURCE, type OidcProviderHandle, startOidcProvider } from "../support/oidc.js";
-import { call, serverConfig, startTestServer } from "../support/server.js";
+import { metricValue, serverConfig, startTestServer } from "../support/server.js";
 
 const GATEWAY = "https://gateway.onbehalf.test";
 let idp: OidcProviderHandle;
@@ -80,13 +80,8 @@ async function open(server: OnbehalfServer, user: string) {
   return { client, id, ping };
 }
 
-const closed = async (server: OnbehalfServer, why: string) => {
-  const text = (await call(server.url, "GET", "/metrics")).body as string;
-  const line = text
-    .split("\n")
-    .find((l) => l.startsWith(`onbehalf_state_evictions_total{what="mcp_session",why="${why}"}`));
-  return line === undefined ? 0 : Number(line.split(" ").at(-1));
-};
+const closed = (server: OnbehalfServer, why: string) =>
+  metricValue(server.url, `onbehalf_state_evictions_total{what="mcp_session",why="${why}"}`);
 
 describe("MCP session bounds", () => {
   let server: OnbehalfServer;
@@ -141,17 +136,7 @@ describe("idle MCP sessions", () => {
     await judy.client.callTool({ name: "relay.stray", arguments: { tag: "judy-idle" } });
     const theirs = [...upstream.subjects].filter(([, subs]) => subs.has("judy")).map(([id]) => id);
     expect(theirs).toHaveLength(1);
-    const upstreamPing = () =>
-      fetch(upstream.url, {
-        method: "POST",
-        headers: {
-          "content-type": "application/json",
-          accept: "application/json, text/event-stream",
-          "mcp-protocol-version": "2025-06-18",
-          "mcp-session-id": theirs[0] as string,
-        },
-        body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "ping" }),
-      }).then((res) => res.status);
+    const upstreamPing = () => pingSession(upstream.url, theirs[0] as string);
     expect(await upstreamPing()).toBe(200);
     // kept alive while used
     for (let i = 0; i < 4; i++) {
