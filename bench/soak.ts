@@ -29,6 +29,11 @@ export interface SoakOptions {
   /** How often RSS and throughput are sampled. */
   readonly sampleSeconds?: number;
   readonly connections?: number;
+  /**
+   * Let the warm-up run on past `warmupSeconds` until RSS first drops (V8 has sized its heap and run a major
+   * GC), at most to half the run: short runs then compare settled heaps, not the first climb of a sawtooth.
+   */
+  readonly settle?: boolean;
 }
 
 export interface SoakSample {
@@ -136,7 +141,7 @@ export async function soak(options: SoakOptions): Promise<SoakResult> {
     }, every * 1000);
     const result = await instance;
     clearInterval(timer);
-    return judge(samples, options.warmupSeconds, answered, result.errors + result.non2xx);
+    return judge(samples, options.warmupSeconds, answered, result.errors + result.non2xx, options.settle);
   } finally {
     child.kill("SIGTERM");
   }
@@ -148,9 +153,18 @@ export function judge(
   warmupSeconds: number,
   checks: number,
   errors: number,
+  settle = false,
 ): SoakResult {
-  const warm = samples.filter((s) => s.t <= warmupSeconds + 0.5).at(-1) ?? samples[0];
-  const after = samples.filter((s) => s.t > warmupSeconds + 0.5 && s.checksPerSecond > 0);
+  let until = warmupSeconds + 0.5;
+  if (settle) {
+    const half = (samples.at(-1)?.t ?? 0) / 2;
+    const drop = samples.findIndex(
+      (s, i) => s.t > until && i > 0 && s.rssMiB < (samples[i - 1]?.rssMiB ?? 0),
+    );
+    until = Math.max(until, Math.min(half, drop < 0 ? half : (samples[drop]?.t ?? half)));
+  }
+  const warm = samples.filter((s) => s.t <= until).at(-1) ?? samples[0];
+  const after = samples.filter((s) => s.t > until && s.checksPerSecond > 0);
   const third = Math.max(1, Math.floor(after.length / 3));
   const head = after.slice(0, third);
   const tail = after.slice(-third);
