@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: every hot path against a baseline measured in the same run. Prints medians, tails and
  * ratios with the targets from the issues; docs/BENCHMARKS.md records the method and the figures.
- * Run a subset with `npm run bench -- govern identity`.
+ * Run a subset with `npm run bench -- govern identity`. The soak (20 minutes) runs only when named:
+ * `npm run bench -- soak`.
  */
 import { cpus } from "node:os";
 import { benchAdapters } from "./adapters.js";
@@ -13,6 +14,7 @@ import { type Finding, printFindings } from "./harness.js";
 import { benchIdentity } from "./identity.js";
 import { benchPython } from "./python.js";
 import { benchServer } from "./server.js";
+import { benchSoak } from "./soak.js";
 
 const suites: Record<string, { title: string; run: () => Promise<Finding[]> }> = {
   identity: { title: "Token verification (identity)", run: benchIdentity },
@@ -27,13 +29,16 @@ const suites: Record<string, { title: string; run: () => Promise<Finding[]> }> =
   adapters: { title: "Framework adapters (overhead over gov.governed)", run: benchAdapters },
   agentdojo: { title: "AgentDojo replay under task-scoped capabilities", run: benchAgentDojo },
   python: { title: "Python client (clients/python) against a local control plane", run: benchPython },
+  soak: { title: "Soak: memory and throughput flat under load (issue 22)", run: benchSoak },
 };
+/** Suites long enough to run only when named. */
+const OPT_IN = new Set(["soak"]);
 
 const wanted = process.argv.slice(2);
 console.log(`onbehalf bench — node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? "cpu"}`);
 let missed = 0;
 for (const [name, suite] of Object.entries(suites)) {
-  if (wanted.length > 0 && !wanted.includes(name)) continue;
+  if (wanted.length > 0 ? !wanted.includes(name) : OPT_IN.has(name)) continue;
   const findings = await suite.run();
   missed += findings.filter((f) => !f.ok).length;
   printFindings(suite.title, findings);

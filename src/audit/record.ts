@@ -8,7 +8,12 @@ import type { ReasonCode, ShadowVerdict, Verdict } from "../decision.js";
 import { hasUnsafeText } from "../text.js";
 import { canonicalJson } from "./canonical.js";
 
-export type Outcome = "ok" | "error" | "blocked" | "pending" | "none";
+/**
+ * `pending`: allowed or asked, its result not reported yet; `none`: denied; `ok`, `error`, `blocked`: what a
+ * reported call did; `expired`: an allowed call whose result never came (its wait ran out, or it was evicted at
+ * the bound of calls waiting); `unreported`: allowed, and its caller said it would not report (`report: false`).
+ */
+export type Outcome = "ok" | "error" | "blocked" | "pending" | "none" | "expired" | "unreported";
 export type Source = "inproc" | "api" | "mcp" | "spool";
 /**
  * `attempt`: a decision; `outcome`: what an executed call did (same call_id); `approval`: a human approved or

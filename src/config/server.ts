@@ -90,5 +90,24 @@ export const ServerConfig = z.strictObject({
    * only admin tokens do. A token with `onbehalf:approve` signs in as an approver of its tenant either way.
    */
   console_admin_scope: nonEmpty.optional(),
+  /**
+   * How long an allowed call waits for its result (`POST /v1/calls/{id}/result`). Past it the call's outcome is
+   * audited as `expired` and a late report is answered 404. A call that asked for approval waits this long after
+   * the approval's own time.
+   */
+  pending_call_seconds: z.number().int().min(1).max(3600).default(300),
+  /**
+   * How many calls may wait for their result at once (memory, or Redis, shared by the instances). At the bound
+   * the oldest go: their outcome is audited as `expired`. About 1 KB each.
+   */
+  max_pending_calls: z.number().int().min(1).default(50_000),
+  /** How many approvals are kept, waiting or decided; at the bound the oldest go. */
+  max_approvals: z.number().int().min(1).default(10_000),
+  /** How many MCP sessions this instance keeps open; at the bound the least recently used one is closed. */
+  max_mcp_sessions: z.number().int().min(1).default(1_000),
+  /** How many MCP sessions one user may keep open on this instance; a new one closes their least recent. */
+  max_mcp_sessions_per_user: z.number().int().min(1).default(16),
+  /** An MCP session with no request for this long is closed (its upstream sessions end with it). */
+  mcp_session_idle_seconds: z.number().int().min(1).max(86_400).default(600),
 });
 export type ServerConfig = z.output<typeof ServerConfig>;

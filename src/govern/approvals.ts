@@ -505,13 +505,18 @@ function safeDigest(args: unknown, bytes?: true): string | number | null {
 }
 
 /**
- * Approvals kept in this process (a governor's default; the control plane shares them through Redis).
+ * Approvals kept in this process (a governor's default; the control plane shares them through Redis). At most
+ * `max` are kept: a new one makes room by dropping the oldest (waiting or decided), whose requester then finds
+ * no approval (an asked call waiting for it is audited as expired when its own wait ends).
  *
  * @example
  * const store = createMemoryApprovalStore();
  */
-export function createMemoryApprovalStore(now: () => number = Date.now): ApprovalStore & { close(): void } {
-  const approvals = new Map<string, { approval: StoredApproval; until: number }>();
+export function createMemoryApprovalStore(
+  now: () => number = Date.now,
+  max = 10_000,
+): ApprovalStore & { close(): void } {
+  const approvals = new Map<string, { approval: StoredApproval; until: number; binding: string }>();
   const bindings = new Map<string, string>();
   const events = new EventEmitter();
   events.setMaxListeners(0);
@@ -530,7 +535,12 @@ export function createMemoryApprovalStore(now: () => number = Date.now): Approva
   sweep.unref();
   return {
     async putApproval(approval, binding, ttlMs) {
-      approvals.set(approval.id, { approval, until: now() + ttlMs });
+      for (const [id, e] of approvals) {
+        if (approvals.size < max) break;
+        approvals.delete(id);
+        if (bindings.get(e.binding) === id) bindings.delete(e.binding);
+      }
+      approvals.set(approval.id, { approval, until: now() + ttlMs, binding });
       bindings.set(binding, approval.id);
     },
     async getApproval(id) {

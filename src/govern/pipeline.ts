@@ -103,6 +103,11 @@ export interface BeginOptions {
    * audited: it is denied with this code whatever the policy says. Never an allow.
    */
   readonly refused?: { readonly reason_code: ReasonCode; readonly reason: string } | undefined;
+  /**
+   * The caller will not report the call's result (`"report": false` at /v1/check): an allowed or asked call's
+   * attempt record says `outcome: unreported` instead of `pending`, and no outcome record follows.
+   */
+  readonly unreported?: boolean | undefined;
 }
 
 /** Decided, not yet rate-limited or audited. */
@@ -422,7 +427,7 @@ function recordAttempt(p: Deciding, decision: Decision): CallAttempt | Promise<C
     reason_code: decision.reason_code,
     reason: decision.reason,
     rule: decision.rule,
-    outcome: decision.decision === "deny" ? "none" : "pending",
+    outcome: decision.decision === "deny" ? "none" : opts.unreported === true ? "unreported" : "pending",
     trace_id: opts.traceId ?? run?.traceId ?? null,
     call_id: callId,
     latency_us: elapsedMicros(p.startedAt),

@@ -33,6 +33,8 @@ import { baseOf, LiveConfigShare } from "./live-config.js";
 import { mcpGateway } from "./mcp-gateway.js";
 import { Metrics, statusClass } from "./metrics.js";
 import { oauthMetadataRoutes } from "./oauth-metadata.js";
+import { pendingCalls } from "./pending.js";
+import { reportTokens } from "./report-token.js";
 import { logRequest } from "./request-log.js";
 import { spoolRoutes } from "./spool.js";
 import { createMemoryState, type StateStore } from "./state.js";
@@ -108,6 +110,7 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
   // The shared state first: the governor keeps its approvals there, so any instance sees them.
   const state = await openState(loaded, startupTimeoutMs);
   const approvalTtlMs = (options.approvalTtlSeconds ?? 900) * 1000;
+  const pendingTtlMs = server.pending_call_seconds * 1000;
   const metrics = new Metrics();
   const stats = new DecisionStats(Date.now);
   const decided = metrics.histogram(
@@ -247,7 +250,9 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
     ),
     metrics,
     approvalTtlMs,
-    pendingTtlMs: 15 * 60_000,
+    pendingTtlMs,
+    pending: pendingCalls(gov, state, metrics, { ttlMs: pendingTtlMs, maxCalls: server.max_pending_calls }),
+    reportTokens: reportTokens(key, issuer),
     live,
   };
   // Without a configured public URL, the server's own address is known only once it listens.
@@ -277,6 +282,11 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
     boundHost: host,
     allowedOrigins: server.mcp_allowed_origins,
     approvalWaitMs: server.mcp_approval_wait_seconds * 1000,
+    sessions: {
+      max: server.max_mcp_sessions,
+      perUser: server.max_mcp_sessions_per_user,
+      idleMs: server.mcp_session_idle_seconds * 1000,
+    },
   });
   if (options.benchRoute === true) {
     // A bare JSON endpoint for the benchmark: parses the same body, answers a body of the same size and shape.
@@ -286,6 +296,7 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
   try {
     await app.listen({ port, host });
   } catch (e) {
+    ctx.pending.close();
     await Promise.allSettled([gov.close(), state.close()]);
     throw new OnbehalfError(
       "ERR_INVALID_ARGUMENT",
@@ -308,6 +319,7 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
         gov.approvals.endWaits();
         await gateway.close();
         await closeWithin(app, server.shutdown_seconds * 1000);
+        ctx.pending.close();
         await gov.close();
         await state.close();
       })();
@@ -353,11 +365,18 @@ async function closeWithin(app: FastifyInstance, ms: number): Promise<void> {
 
 async function openState(loaded: LoadedConfig, startupTimeoutMs: number): Promise<StateStore> {
   const store = loaded.config.limits.store;
+  const server = loaded.config.server;
+  const bounds = { maxCalls: server.max_pending_calls, maxApprovals: server.max_approvals };
   if (store.startsWith("redis://") || store.startsWith("rediss://")) {
     const { createRedisState } = await import("./state-redis.js");
-    return createRedisState(store, { startupTimeoutMs, prefix: loaded.config.limits.redis_prefix });
+    return createRedisState(store, {
+      startupTimeoutMs,
+      prefix: loaded.config.limits.redis_prefix,
+      bounds,
+      goneMs: server.pending_call_seconds * 1000,
+    });
   }
-  return createMemoryState();
+  return createMemoryState(bounds);
 }
 
 /** The route template a request matched (`/v1/calls/:id/result`), never its URL; `unknown` for a 404. */

@@ -31,6 +31,13 @@ export const CheckBody = z.strictObject({
   /** The approval of this call, once approved: the call is asked again with it. */
   approval: safeText().optional(),
   /**
+   * `false`: the caller will not report the call's result (a policy decision point, a check-only client).
+   * Nothing is kept for the call; its attempt record says `outcome: unreported`. `"token"`: nothing is kept
+   * either, but the answer carries a `report_token` the caller may bring back with the result (the Python
+   * client's `check()`). Default `true`: the call waits for its result (`server.pending_call_seconds`).
+   */
+  report: z.union([z.boolean(), z.literal("token")]).optional(),
+  /**
    * The client refused the call on its own (an agent whose hand-off was refused) and reports it: audited as a
    * deny with this code, whatever the policy says; never an allow.
    */
@@ -49,6 +56,8 @@ const ResultBody = z.strictObject({
   status: z.enum(["ok", "error"]),
   output: z.unknown().optional(),
   error: z.string().max(10_000).optional(),
+  /** The `report_token` of a call checked with `"report": "token"` (nothing waits for it on the server). */
+  report_token: z.string().max(1_000_000).optional(),
 });
 
 export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
@@ -99,6 +108,7 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
         ? approved.attempt
         : await ctx.gov.begin(run, body.tool, args, {
             ...(body.client_refusal === undefined ? {} : { refused: body.client_refusal }),
+            ...(body.report === false || body.report === "token" ? { unreported: true } : {}),
             ...(approved === null
               ? {}
               : { unapproved: { reason_code: approved.reason_code, reason: approved.reason } }),
@@ -109,7 +119,7 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
       // if this process is killed the next moment (group commit keeps the throughput; see BENCHMARKS.md).
       if (attempt.decision.reason_code !== "fail_closed") await ctx.gov.auditLog.acknowledged(attempt.seq);
       if (attempt.decision.decision === "ask") approval = await ctx.gov.approvals.open(attempt, args);
-      if (attempt.decision.decision !== "deny")
+      if (attempt.decision.decision !== "deny" && body.report !== false && body.report !== "token")
         await rememberCall(ctx, attempt, approval, grant === null ? undefined : args);
     } catch (e) {
       // A policy deny stays what it is: its record is queued and written when the store is back. (A 503 here
@@ -135,19 +145,26 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
     const d = attempt.decision;
     decisions({ decision: d.decision, reason_code: d.reason_code });
     noteCall(req, attempt.fields, caller.principal);
-    return reply.code(d.reason_code === "fail_closed" ? 503 : 200).send(answer(attempt, approval));
+    const answered = answer(attempt, approval);
+    if (body.report === "token" && d.decision === "allow") {
+      const token = ctx.reportTokens.issue(
+        openCallFor(attempt, approval, grant === null ? undefined : args),
+        ctx.pendingTtlMs,
+      );
+      return reply.code(200).send({ ...answered, report_token: token });
+    }
+    return reply.code(d.reason_code === "fail_closed" ? 503 : 200).send(answered);
   });
 
   app.post<{ Params: { id: string } }>("/v1/calls/:id/result", async (req, reply) => {
     const { principal } = await authenticate(ctx.gov, ctx.issuer, req);
     const body = parseBody(ResultBody, req.body);
-    const pending = await ctx.state.getCall(req.params.id);
-    if (pending === null) {
-      throw new OnbehalfError(
-        "ERR_NOT_FOUND",
-        `no call ${req.params.id} is waiting for a result (unknown, expired or already reported)`,
-      );
-    }
+    // A call checked with "report": "token" waits nowhere: its report token brings it back, for one report.
+    const byToken =
+      body.report_token === undefined ? null : ctx.reportTokens.open(body.report_token, req.params.id);
+    const pending = byToken?.call ?? (await ctx.state.getCall(req.params.id));
+    if (pending === null)
+      throw new OnbehalfError("ERR_NOT_FOUND", await ctx.pending.notWaiting(req.params.id));
     if (pending.user !== principal.user || pending.tenant !== principal.tenant) {
       throw new OnbehalfError("ERR_POLICY_DENIED", "this call belongs to another user");
     }
@@ -155,7 +172,12 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
       const refusal = await approvalRefusal(ctx, pending, principal);
       if (refusal !== null) return sendError(reply, refusal);
     }
-    const taken = await ctx.state.takeCall(req.params.id);
+    const taken =
+      byToken === null
+        ? await ctx.state.takeCall(req.params.id)
+        : (await ctx.state.claimReport(req.params.id, byToken.expiresAt - Date.now()))
+          ? byToken.call
+          : null;
     if (taken === null)
       throw new OnbehalfError("ERR_CONFLICT", `the result of call ${req.params.id} was already reported`);
     // An approved call ran because a human approved it: its outcome record says allow.
@@ -253,26 +275,32 @@ function openCallOf(attempt: CallAttempt, approval: Approval | null): OpenCall {
   };
 }
 
+/** The call as it waits for its result: an approved call with what deciding it again at its report needs. */
+function openCallFor(attempt: CallAttempt, approval: Approval | null, approvedArgs: unknown): OpenCall {
+  const pending = openCallOf(attempt, approval);
+  return approvedArgs === undefined
+    ? pending
+    : {
+        ...pending,
+        args: approvedArgs,
+        scopes: attempt.run === undefined ? [] : [...attempt.run.scopes],
+        ...(attempt.run === undefined || attempt.run.capabilities.length === 0
+          ? {}
+          : { capabilities: attempt.run.capabilities }),
+      };
+}
+
 async function rememberCall(
   ctx: ServerContext,
   attempt: CallAttempt,
   approval: Approval | null,
   approvedArgs: unknown,
 ): Promise<void> {
-  const pending = openCallOf(attempt, approval);
-  await ctx.state.putCall(
-    approvedArgs === undefined
-      ? pending
-      : {
-          ...pending,
-          args: approvedArgs,
-          scopes: attempt.run === undefined ? [] : [...attempt.run.scopes],
-          ...(attempt.run === undefined || attempt.run.capabilities.length === 0
-            ? {}
-            : { capabilities: attempt.run.capabilities }),
-        },
+  const evicted = await ctx.state.putCall(
+    openCallFor(attempt, approval, approvedArgs),
     approval === null ? ctx.pendingTtlMs : ctx.approvalTtlMs + ctx.pendingTtlMs,
   );
+  ctx.pending.expired(evicted, "evicted");
 }
 
 function reportedOf(ctx: ServerContext, pending: OpenCall) {

@@ -4,6 +4,8 @@ import type { Governor } from "../govern/governor.js";
 import type { SigningKey } from "../identity/keys.js";
 import type { LiveConfigShare } from "./live-config.js";
 import type { Metrics } from "./metrics.js";
+import type { PendingCalls } from "./pending.js";
+import type { ReportTokens } from "./report-token.js";
 import type { StateStore } from "./state.js";
 
 export interface ServerContext {
@@ -20,6 +22,10 @@ export interface ServerContext {
   readonly approvalTtlMs: number;
   /** How long an allowed call may take to report its result. */
   readonly pendingTtlMs: number;
+  /** Audits calls that went unreported (expired, evicted), and says why a late report finds nothing. */
+  readonly pending: PendingCalls;
+  /** Signs and opens the report tokens of calls that wait nowhere (`"report": "token"`). */
+  readonly reportTokens: ReportTokens;
   /** The live configuration: which is in force, shared with the other instances on change. */
   readonly live: LiveConfigShare;
 }

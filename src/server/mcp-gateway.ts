@@ -51,6 +51,8 @@ interface Session {
   readonly traceId: string;
   /** The client's standalone GET streams: where relayed upstream traffic goes (mcp-relay.ts). */
   readonly streams: ClientStreams;
+  /** Epoch ms of its last request: idle sessions are closed. */
+  lastUsed: number;
 }
 
 export interface GatewayOptions {
@@ -66,6 +68,8 @@ export interface GatewayOptions {
   readonly allowedOrigins: readonly string[] | undefined;
   /** How long a call answered with `ask` waits for an approver before it returns an error naming the approval. */
   readonly approvalWaitMs: number;
+  /** Bounds of the sessions kept: overall, per user, and how long one may stay idle. */
+  readonly sessions: { readonly max: number; readonly perUser: number; readonly idleMs: number };
 }
 
 /**
@@ -80,7 +84,36 @@ export async function mcpGateway(
   options: GatewayOptions,
 ): Promise<{ close(): Promise<void> }> {
   const obo = createOboMinter(ctx.key, ctx.issuer);
+  /** Open sessions, least recently used first (a session used again moves to the end). */
   const sessions = new Map<string, Session>();
+  const bounds = options.sessions;
+  /** Close a session the bounds let go of: its transport's close ends it (and its upstream sessions). */
+  const letGo = (id: string, s: Session, why: "idle" | "bound" | "user_bound") => {
+    sessions.delete(id);
+    ctx.pending.evicted("mcp_session", why);
+    void s.transport.close().catch(() => {});
+    for (const u of upstreams) void u.endSession(id);
+  };
+  /** Room for one more session of `user`: their least recent goes at their bound, the least recent at the bound. */
+  const makeRoom = (user: string, tenant: string | null) => {
+    const theirs = [...sessions].filter(([, s]) => s.user === user && s.tenant === tenant);
+    if (theirs.length >= bounds.perUser) {
+      const [id, s] = theirs[0] as [string, Session];
+      letGo(id, s, "user_bound");
+    }
+    for (const [id, s] of sessions) {
+      if (sessions.size < bounds.max) break;
+      letGo(id, s, "bound");
+    }
+  };
+  const idleSweep = setInterval(
+    () => {
+      const before = Date.now() - bounds.idleMs;
+      for (const [id, s] of sessions) if (s.lastUsed <= before) letGo(id, s, "idle");
+    },
+    Math.min(30_000, Math.max(100, bounds.idleMs / 4)),
+  );
+  idleSweep.unref();
   const upstreamSeconds = ctx.metrics.histogram(
     "onbehalf_upstream_call_duration_seconds",
     "Tool calls the MCP gateway made to its upstreams, by upstream and outcome (ok, tool_error, timeout, failed).",
@@ -198,6 +231,7 @@ export async function mcpGateway(
       // logs, sampling, elicitation) goes on the session's GET stream instead (mcp-relay.ts).
       enableJsonResponse: true,
       onsessioninitialized: (id) => {
+        makeRoom(session.user, session.tenant);
         sessions.set(id, session);
       },
       onsessionclosed: (id) => {
@@ -211,6 +245,7 @@ export async function mcpGateway(
       tenant: caller.principal.tenant,
       traceId: caller.delegation?.traceId ?? traceIdOf(traceparent) ?? newTraceId(),
       streams: new ClientStreams(),
+      lastUsed: Date.now(),
     };
     const requestRun = (extra: {
       authInfo?: { extra?: Record<string, unknown> };
@@ -363,12 +398,21 @@ export async function mcpGateway(
     if (typeof id === "string") {
       session = sessions.get(id);
       if (session === undefined)
-        return reply.code(404).send({ error: { code: "ERR_NOT_FOUND", message: "no such MCP session" } });
+        return reply.code(404).send({
+          error: {
+            code: "ERR_NOT_FOUND",
+            message:
+              "no such MCP session: it ended, or was closed (idle, or over the session bounds); initialize a new one",
+          },
+        });
       if (session.user !== caller.principal.user || session.tenant !== caller.principal.tenant) {
         return reply.code(403).send({
           error: { code: "ERR_POLICY_DENIED", message: "this MCP session belongs to another user" },
         });
       }
+      session.lastUsed = Date.now();
+      sessions.delete(id); // to the end: the least recently used stay first
+      sessions.set(id, session);
     } else if (req.method === "POST") {
       session = newSession(caller, req.headers.traceparent, await relays.capabilities());
       await session.server.connect(session.transport);
@@ -396,6 +440,7 @@ export async function mcpGateway(
 
   return {
     async close() {
+      clearInterval(idleSweep);
       stopWatching();
       await Promise.allSettled([...sessions.values()].map((s) => s.transport.close()));
       await Promise.allSettled(upstreams.map((u) => u.close()));

@@ -7,7 +7,13 @@ import { Redis } from "ioredis";
 import { OnbehalfError } from "../errors.js";
 import { type ApprovalStatus, type StoredApproval, withUpdate } from "../govern/approvals.js";
 import { REDIS_OPTIONS, redisReady } from "../limits/redis.js";
-import type { OpenCall, StateStore } from "./state.js";
+import {
+  DEFAULT_STATE_BOUNDS,
+  type GoneReason,
+  type OpenCall,
+  type StateBounds,
+  type StateStore,
+} from "./state.js";
 
 /**
  * Compare-and-set on an approval's status field (decoded, never matched as text: the requester's arguments
@@ -28,6 +34,78 @@ redis.call("SET", KEYS[1], ARGV[2])
 return 1
 `;
 
+/**
+ * Lua: let call `id` go: remove its value, note why it went (for a late report), and add the value to `out`
+ * (nothing when the value is gone already).
+ */
+const LET_GO = `
+local function let_go(prefix, id, why, px, out)
+  local v = redis.call('GET', prefix .. 'call:' .. id)
+  if v then
+    redis.call('DEL', prefix .. 'call:' .. id)
+    redis.call('SET', prefix .. 'gone:' .. id, why, 'PX', px)
+    table.insert(out, v)
+  end
+end
+`;
+
+/**
+ * Calls waiting for their result: a JSON value each (`call:<id>`) and an index by deadline (`calls`, a sorted
+ * set). The value outlives its deadline by a margin so that the instance that expires it can still audit it.
+ *
+ * PUT_CALL: KEYS the value, the index. ARGV id, JSON, deadline, PX of the value, the bound, prefix, PX of the
+ * "gone" note. At the bound, the calls nearest their deadline (the oldest, for one TTL) are removed and returned.
+ */
+const PUT_CALL = `${LET_GO}
+local evicted = {}
+local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5]) + 1
+if over > 0 then
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, over - 1)) do
+    redis.call('ZREM', KEYS[2], id)
+    let_go(ARGV[6], id, 'evicted', ARGV[7], evicted)
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+return evicted
+`;
+
+/** KEYS the value, the index; ARGV id, now, "1" to take it. A call past its deadline is not returned. */
+const GET_CALL = `
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+local deadline = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if deadline and tonumber(deadline) <= tonumber(ARGV[2]) then return false end
+if ARGV[3] == '1' then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+end
+return v
+`;
+
+/** KEYS the index; ARGV now, limit, prefix, PX of the "gone" note. Removes and returns calls past their deadline. */
+const EXPIRE_CALLS = `${LET_GO}
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))) do
+  redis.call('ZREM', KEYS[1], id)
+  let_go(ARGV[3], id, 'expired', ARGV[4], out)
+end
+return out
+`;
+
+/** KEYS the approvals index; ARGV the bound, prefix. Drops the oldest approvals beyond the bound. */
+const TRIM_APPROVALS = `
+local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[1])
+if over > 0 then
+  local popped = redis.call('ZPOPMIN', KEYS[1], over)
+  for i = 1, #popped, 2 do redis.call('DEL', ARGV[2] .. 'approval:' .. popped[i]) end
+end
+return 0
+`;
+
+/** How long a call's value outlives its deadline, so that the instance expiring it can still audit it. */
+const AUDIT_MARGIN_MS = 10 * 60_000;
+
 const TRANSITION = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
@@ -43,8 +121,16 @@ return 1
  */
 export async function createRedisState(
   url: string,
-  options: { prefix?: string; startupTimeoutMs?: number } = {},
+  options: {
+    prefix?: string;
+    startupTimeoutMs?: number;
+    bounds?: StateBounds;
+    /** How long the reason a call went (expired, evicted) is kept for a late report. Default 5 minutes. */
+    goneMs?: number;
+  } = {},
 ): Promise<StateStore> {
+  const bounds = options.bounds ?? DEFAULT_STATE_BOUNDS;
+  const goneMs = options.goneMs ?? 5 * 60_000;
   const prefix = options.prefix ?? "onbehalf:";
   const redis = new Redis(url, { ...REDIS_OPTIONS, commandTimeout: 1_000 });
   const sub = new Redis(url, { ...REDIS_OPTIONS, enableOfflineQueue: true });
@@ -59,11 +145,24 @@ export async function createRedisState(
     throw e;
   }
   redis.defineCommand("onbehalfTransition", { numberOfKeys: 2, lua: TRANSITION });
+  redis.defineCommand("onbehalfPutCall", { numberOfKeys: 2, lua: PUT_CALL });
+  redis.defineCommand("onbehalfGetCall", { numberOfKeys: 2, lua: GET_CALL });
+  redis.defineCommand("onbehalfExpireCalls", { numberOfKeys: 1, lua: EXPIRE_CALLS });
+  redis.defineCommand("onbehalfTrimApprovals", { numberOfKeys: 1, lua: TRIM_APPROVALS });
+  type Scripts = Redis & {
+    onbehalfPutCall(...a: (string | number)[]): Promise<string[]>;
+    onbehalfGetCall(...a: (string | number)[]): Promise<string | null>;
+    onbehalfExpireCalls(...a: (string | number)[]): Promise<string[]>;
+    onbehalfTrimApprovals(...a: (string | number)[]): Promise<number>;
+  };
+  const scripts = redis as Scripts;
   type WithTransition = Redis & {
     onbehalfTransition(key: string, channel: string, read: string, next: string, id: string): Promise<number>;
   };
   const k = {
     call: (id: string) => `${prefix}call:${id}`,
+    calls: `${prefix}calls`,
+    gone: (id: string) => `${prefix}gone:${id}`,
     approval: (id: string) => `${prefix}approval:${id}`,
     binding: (binding: string) => `${prefix}approval-for:${binding}`,
     approvals: `${prefix}approvals`,
@@ -113,13 +212,43 @@ export async function createRedisState(
 
   const store: StateStore = {
     putCall: (call, ttlMs) =>
-      guard(
-        "store a pending call",
-        async () => void (await redis.set(k.call(call.callId), JSON.stringify(call), "PX", ttlMs)),
+      guard("store a pending call", async () => {
+        const deadline = Date.now() + ttlMs;
+        const evicted = await scripts.onbehalfPutCall(
+          k.call(call.callId),
+          k.calls,
+          call.callId,
+          JSON.stringify(call),
+          deadline,
+          ttlMs + AUDIT_MARGIN_MS,
+          bounds.maxCalls,
+          prefix,
+          goneMs,
+        );
+        return evicted.map((v) => JSON.parse(v) as OpenCall);
+      }),
+    getCall: (id) =>
+      guard("read a pending call", async () =>
+        parse<OpenCall>(await scripts.onbehalfGetCall(k.call(id), k.calls, id, Date.now(), "0")),
       ),
-    getCall: (id) => guard("read a pending call", async () => parse<OpenCall>(await redis.get(k.call(id)))),
     takeCall: (id) =>
-      guard("take a pending call", async () => parse<OpenCall>(await redis.getdel(k.call(id)))),
+      guard("take a pending call", async () =>
+        parse<OpenCall>(await scripts.onbehalfGetCall(k.call(id), k.calls, id, Date.now(), "1")),
+      ),
+    expireCalls: (limit) =>
+      guard("expire pending calls", async () =>
+        (await scripts.onbehalfExpireCalls(k.calls, Date.now(), limit, prefix, goneMs)).map(
+          (v) => JSON.parse(v) as OpenCall,
+        ),
+      ),
+    claimReport: (id, ttlMs) =>
+      guard(
+        "claim a report",
+        async () =>
+          (await redis.set(`${prefix}reported:${id}`, "1", "PX", Math.max(1, ttlMs), "NX")) === "OK",
+      ),
+    goneWhy: (id) =>
+      guard("read why a call went", async () => (await redis.get(k.gone(id))) as GoneReason | null),
     putApproval: (a, binding, ttlMs) =>
       guard("store an approval", async () => {
         await redis
@@ -128,6 +257,7 @@ export async function createRedisState(
           .set(k.binding(binding), a.id, "PX", ttlMs)
           .zadd(k.approvals, Date.parse(a.created_at), a.id)
           .exec();
+        await scripts.onbehalfTrimApprovals(k.approvals, bounds.maxApprovals, prefix);
       }),
     getApproval: (id) =>
       guard("read an approval", async () => parse<StoredApproval>(await redis.get(k.approval(id)))),

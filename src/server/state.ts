@@ -31,11 +31,40 @@ export interface OpenCall {
   readonly capabilities?: readonly CapabilityLayer[];
 }
 
+/** Why a call no longer waits for its result, when the store still knows (for the 404 of a late report). */
+export type GoneReason = "expired" | "evicted";
+
+/** How many calls and approvals the state store keeps at most (the oldest go first). */
+export interface StateBounds {
+  /** Calls waiting for their result (`server.max_pending_calls`). */
+  readonly maxCalls: number;
+  /** Approvals kept, waiting or decided (`server.max_approvals`). */
+  readonly maxApprovals: number;
+}
+
+export const DEFAULT_STATE_BOUNDS: StateBounds = { maxCalls: 50_000, maxApprovals: 10_000 };
+
 export interface StateStore extends ApprovalStore {
-  putCall(call: OpenCall, ttlMs: number): Promise<void>;
+  /**
+   * Remember a call until its result is reported or `ttlMs` passes. At the bound (`maxCalls`) the oldest
+   * waiting calls make room: they are removed and returned, for their outcome to be audited as `expired`.
+   */
+  putCall(call: OpenCall, ttlMs: number): Promise<readonly OpenCall[]>;
   getCall(callId: string): Promise<OpenCall | null>;
   /** Remove and return a pending call: a result is accepted once. */
   takeCall(callId: string): Promise<OpenCall | null>;
+  /**
+   * Remove and return up to `limit` calls whose time ran out, for their outcome to be audited as `expired`.
+   * With several instances each expired call is returned to exactly one of them.
+   */
+  expireCalls(limit: number): Promise<readonly OpenCall[]>;
+  /**
+   * Claim the one report of a call that waited nowhere (its report token brought it back) until `ttlMs` passes;
+   * false when it was reported already.
+   */
+  claimReport(callId: string, ttlMs: number): Promise<boolean>;
+  /** Why a call that is not waiting any more went, if it expired or was evicted lately; else null. */
+  goneWhy(callId: string): Promise<GoneReason | null>;
   /** Share the live tenants and tools with the other instances. */
   /**
    * Store the shared config record `next` if the stored one is still `previous` (null: none), and tell the other
@@ -57,42 +86,81 @@ export interface StateStore extends ApprovalStore {
 }
 
 /**
- * The in-memory state store (one instance).
+ * The in-memory state store (one instance). Calls wait in insertion order (a `Map`), so the oldest is the first
+ * to go at the bound; ids of calls that expired or were evicted are remembered (as many as calls may wait) to
+ * say why a late report finds nothing.
  *
  * @example
- * const state = createMemoryState();
+ * const state = createMemoryState({ maxCalls: 50_000, maxApprovals: 10_000 });
  */
-export function createMemoryState(now: () => number = Date.now): StateStore {
+export function createMemoryState(
+  bounds: StateBounds = DEFAULT_STATE_BOUNDS,
+  now: () => number = Date.now,
+): StateStore {
   const calls = new Map<string, { call: OpenCall; until: number }>();
-  const approvals = createMemoryApprovalStore(now);
+  const gone = new Map<string, GoneReason>();
+  const approvals = createMemoryApprovalStore(now, bounds.maxApprovals);
   const spooled = new Map<string, number>();
+  /** Reports taken by report token, until the token expires (as many as calls may wait; the oldest go). */
+  const reported = new Map<string, number>();
   let config: string | null = null;
+  const forget = (id: string, why: GoneReason) => {
+    calls.delete(id);
+    gone.delete(id);
+    gone.set(id, why);
+    if (gone.size > bounds.maxCalls) gone.delete(gone.keys().next().value as string);
+  };
   const live = (id: string) => {
     const e = calls.get(id);
-    if (e !== undefined && e.until <= now()) {
-      calls.delete(id);
-      return undefined;
-    }
-    return e;
+    return e !== undefined && e.until > now() ? e : undefined;
   };
   const sweep = setInterval(() => {
-    for (const [id] of calls) live(id);
     for (const [id, until] of spooled) if (until <= now()) spooled.delete(id);
+    for (const [id, until] of reported) if (until <= now()) reported.delete(id);
   }, 60_000);
   sweep.unref();
 
   return {
     ...approvals,
     async putCall(call, ttlMs) {
+      const evicted: OpenCall[] = [];
+      for (const [id, e] of calls) {
+        if (calls.size < bounds.maxCalls) break;
+        forget(id, "evicted");
+        evicted.push(e.call);
+      }
       calls.set(call.callId, { call, until: now() + ttlMs });
+      return evicted;
     },
     async getCall(callId) {
       return live(callId)?.call ?? null;
     },
     async takeCall(callId) {
       const e = live(callId);
+      if (e === undefined) return null;
       calls.delete(callId);
-      return e?.call ?? null;
+      return e.call;
+    },
+    async expireCalls(limit) {
+      // Not in deadline order when TTLs differ (an asked call waits longer): the whole map is looked at.
+      const t = now();
+      const expired: OpenCall[] = [];
+      for (const [id, e] of calls) {
+        if (expired.length >= limit) break;
+        if (e.until > t) continue;
+        forget(id, "expired");
+        expired.push(e.call);
+      }
+      return expired;
+    },
+    async claimReport(callId, ttlMs) {
+      if ((reported.get(callId) ?? 0) > now()) return false;
+      if (reported.size >= bounds.maxCalls) reported.delete(reported.keys().next().value as string);
+      reported.set(callId, now() + ttlMs);
+      return true;
+    },
+    async goneWhy(callId) {
+      return gone.get(callId) ?? null;
     },
     async saveConfig(next, previous) {
       if (config !== previous) return false;

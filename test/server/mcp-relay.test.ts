@@ -16,7 +16,7 @@ import {
 } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { OnbehalfServer } from "../../src/server/app.js";
-import { type RelayUpstream, startRelayUpstream } from "../support/mcp-relay-upstream.js";
+import { pingSession, type RelayUpstream, startRelayUpstream } from "../support/mcp-relay-upstream.js";
 import { DEFAULT_RESOURCE, type OidcProviderHandle, startOidcProvider } from "../support/oidc.js";
 import { ADMIN, call, serverConfig, startTestServer } from "../support/server.js";
 
@@ -344,17 +344,7 @@ describe("MCP gateway relay", () => {
     await judy.client.callTool({ name: "relay.stray", arguments: { tag: "judy-stray" } });
     const before = [...upstream.subjects].filter(([, subs]) => subs.has("judy")).map(([id]) => id);
     expect(before).toHaveLength(1);
-    const ping = () =>
-      fetch(upstream.url, {
-        method: "POST",
-        headers: {
-          "content-type": "application/json",
-          accept: "application/json, text/event-stream",
-          "mcp-protocol-version": "2025-06-18",
-          "mcp-session-id": before[0] as string,
-        },
-        body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "ping" }),
-      }).then((res) => res.status);
+    const ping = () => pingSession(upstream.url, before[0] as string);
     expect(await ping()).toBe(200);
     await (judy.client.transport as StreamableHTTPClientTransport).terminateSession();
     // the upstream forgot the session: a request on it is answered 404

@@ -240,3 +240,17 @@ export async function startRelayUpstream(): Promise<RelayUpstream> {
       }),
   };
 }
+
+/** The HTTP status of a `ping` on upstream session `id` (404 once the upstream forgot it). */
+export function pingSession(url: string, id: string): Promise<number> {
+  return fetch(url, {
+    method: "POST",
+    headers: {
+      "content-type": "application/json",
+      accept: "application/json, text/event-stream",
+      "mcp-protocol-version": "2025-06-18",
+      "mcp-session-id": id,
+    },
+    body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "ping" }),
+  }).then((res) => res.status);
+}

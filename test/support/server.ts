@@ -98,3 +98,10 @@ export async function call(
   }
   return { status: res.status, body: parsed, headers: res.headers };
 }
+
+/** The value of one sample of `GET /metrics`, e.g. `onbehalf_state_evictions_total{what="mcp_session",why="idle"}`; 0 when absent. */
+export async function metricValue(url: string, sample: string): Promise<number> {
+  const text = (await call(url, "GET", "/metrics")).body as string;
+  const line = text.split("\n").find((l) => l.startsWith(`${sample} `));
+  return line === undefined ? 0 : Number(line.split(" ").at(-1));
+}

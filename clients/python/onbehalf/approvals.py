@@ -86,7 +86,9 @@ class _Approvals:
     def _use_approval(self, decision: Decision, approval_id: str, common: Mapping[str, Any]) -> Decision:
         """Ask again with the approval: the control plane uses it up and decides the call under the policy in
         force (a revocation since the approval wins). The answer is what the call may do now."""
-        again = self._decide(decision._context, decision.tool or "", decision._args or {}, approval=approval_id)
+        again = self._decide(
+            decision._context, decision.tool or "", decision._args or {}, approval=approval_id, report=decision._report
+        )
         if again.local:
             # An approval is used up by the control plane; one it cannot see is not used, whatever the fail mode.
             raise Denied("fail_closed", f"approved, but the control plane could not confirm it: {again.reason}", **common)

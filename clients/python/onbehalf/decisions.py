@@ -66,6 +66,9 @@ class Decision:
     _context: RunContext | None = field(default=None, repr=False, compare=False)
     _record: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
     _args: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
+    # ``check()``'s calls wait nowhere on the server: their result comes back with this token (``report()``).
+    _report_token: str | None = field(default=None, repr=False, compare=False)
+    _report: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def allowed(self) -> bool:
@@ -128,13 +131,18 @@ class _Decisions:
         ``reason_code`` for an agent whose hand-off was refused; both are still sent to the control plane as
         attempts, so the audit shows them. Run the tool only when ``decision.decision == "allow"``, then
         :meth:`report` its result.
+
+        The control plane keeps nothing for the call (``"report": "token"``): a decision you never report costs
+        the server nothing, and its audit record says ``outcome: unreported``. The answer carries a report token
+        that :meth:`report` sends back with the result, within the server's ``pending_call_seconds`` (default
+        5 minutes); the result is then audited and its output redacted as usual.
         """
-        return self._decide(current(), tool, dict(args or {}))
+        return self._decide(current(), tool, dict(args or {}), report="token")
 
     async def acheck(self, tool: str, args: Mapping[str, Any] | None = None) -> Decision:
         """:meth:`check` without blocking the event loop."""
         context = current()
-        return await asyncio.to_thread(self._decide, context, tool, dict(args or {}))
+        return await asyncio.to_thread(self._decide, context, tool, dict(args or {}), None, "token")
 
     def report(self, decision: Decision, output: Any = None, *, error: str | None = None, latency_us: int = 0) -> Any:
         """Report what an allowed call did; return its output as policy lets the model see it.
@@ -188,7 +196,12 @@ class _Decisions:
     # -- before the call -----------------------------------------------------------------------------------
 
     def _decide(
-        self, context: RunContext | None, tool: str, args: Mapping[str, Any], approval: str | None = None
+        self,
+        context: RunContext | None,
+        tool: str,
+        args: Mapping[str, Any],
+        approval: str | None = None,
+        report: str | None = None,
     ) -> Decision:
         if not isinstance(tool, str) or not tool:
             raise ConfigurationError("a tool name is required")
@@ -209,6 +222,8 @@ class _Decisions:
                 body["trace_id"] = context.trace_id
             if approval is not None:
                 body["approval"] = approval
+            if report is not None:
+                body["report"] = report
             res = self._send("POST", "/v1/check", token=token, json_body=body)
         except _Outage as o:
             return self._outage_decision(context, tool, safe_args, o)
@@ -231,6 +246,8 @@ class _Decisions:
                 _token=token,
                 _context=context,
                 _args=safe_args,
+                _report_token=b.get("report_token") if isinstance(b.get("report_token"), str) else None,
+                _report=report,
             )
             self._learn(token, d)
             return d
@@ -329,6 +346,8 @@ class _Decisions:
             body["output"] = to_jsonable(output)
         if status != "ok":
             body["error"] = (error or "error")[:10_000]
+        if decision._report_token is not None:
+            body["report_token"] = decision._report_token
         path = f"/v1/calls/{urllib.parse.quote(str(decision.call_id), safe='')}/result"
         try:
             res = self._send("POST", path, token=decision._token, json_body=body)

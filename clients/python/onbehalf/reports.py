@@ -10,8 +10,8 @@ A report is never lost on the way:
 
 - the control plane unreachable, answering 5xx, 429, 401/403: the report goes to the local spool (``spool.py``, a
   ``result`` line) and is replayed with the audit records, under the human's own token if the delegation token has
-  expired meanwhile; it must arrive while the control plane holds the call open (15 minutes), or it is moved to
-  ``<spool>.rejected`` with why;
+  expired meanwhile; it must arrive while the control plane holds the call open (``server.pending_call_seconds``,
+  5 minutes by default), or it is moved to ``<spool>.rejected`` with why;
 - a full queue (the control plane slower than the tools): the report is sent in the caller's thread;
 - :meth:`~onbehalf.Client.flush`, :meth:`~onbehalf.Client.close` and the end of the process (``atexit``) wait for
   the queue; what is still queued when the wait times out is spooled;

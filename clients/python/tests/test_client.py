@@ -210,6 +210,22 @@ class DecisionTests(unittest.TestCase):
         [r] = [r for r in attempts("alice", "get_customer", customer_id="c-1") if r["call_id"] == d.call_id]
         self.assertEqual(r["trace_id"], "req-42")
 
+    def test_check_keeps_no_server_state_unless_it_reports(self) -> None:
+        n = nonce()
+        with self.client.acting_as(token("alice"), agent="support-bot"):
+            unreported = self.client.check("get_customer", {"customer_id": n})
+            reported = self.client.check("get_customer", {"customer_id": f"{n}-r"})
+            self.assertEqual(self.client.report(reported, {"id": n, "ssn": "1"}), {"id": n, "ssn": "[REDACTED]"})
+        # nothing waits on the server for either: a bare result report (no token) finds nothing
+        status, body = call(
+            "POST", f"/v1/calls/{unreported.call_id}/result", bearer=token("alice"), body={"status": "ok"}
+        )
+        self.assertEqual(status, 404, body)
+        [never] = [r for r in attempts("alice", "get_customer", customer_id=n) if r["call_id"] == unreported.call_id]
+        self.assertEqual(never["outcome"], "unreported")
+        [done] = outcomes("alice", "get_customer", reported.call_id)
+        self.assertEqual(done["outcome"], "ok")
+
     def test_bad_token_is_denied_unauthenticated(self) -> None:
         with self.client.acting_as("not-a-jwt", agent="support-bot"):
             with self.assertRaises(Denied) as caught:
