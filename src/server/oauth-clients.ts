@@ -88,7 +88,7 @@ export class ClientAuthenticator {
         "client_id in the body is not the one the Authorization header names",
       );
     }
-    const clientId = basic?.id ?? body.client_id ?? (await this.assertedClientId(body));
+    const clientId = basic?.id ?? body.client_id ?? assertedClientId(body);
     if (clientId === undefined) return { kind: "anonymous" };
     const registered = findClient(config, clientId);
     const method = methods[0];
@@ -112,19 +112,6 @@ export class ClientAuthenticator {
       }
     }
     return { kind: "authenticated", clientId, tenant, client };
-  }
-
-  /** The client an assertion names (its `sub`), read before it is verified, to find the key to verify it with. */
-  private async assertedClientId(body: ClientParams): Promise<string | undefined> {
-    if (body.client_assertion === undefined) return undefined;
-    const payload = body.client_assertion.split(".")[1];
-    try {
-      const claims = JSON.parse(Buffer.from(payload ?? "", "base64url").toString()) as { sub?: unknown };
-      if (typeof claims.sub === "string") return claims.sub;
-    } catch {
-      // not a JWT: said below
-    }
-    throw oauthError("invalid_client", "client_assertion is not a JWT naming its client in sub");
   }
 
   private async checkAssertion(
@@ -204,6 +191,19 @@ export class ClientAuthenticator {
     if (this.seen.size < 1024) return;
     for (const [jti, until] of this.seen) if (until < now) this.seen.delete(jti);
   }
+}
+
+/** The client an assertion names (its `sub`), read before it is verified, to find the key to verify it with. */
+function assertedClientId(body: ClientParams): string | undefined {
+  if (body.client_assertion === undefined) return undefined;
+  const payload = body.client_assertion.split(".")[1];
+  try {
+    const claims = JSON.parse(Buffer.from(payload ?? "", "base64url").toString()) as { sub?: unknown };
+    if (typeof claims.sub === "string") return claims.sub;
+  } catch {
+    // not a JWT: said below
+  }
+  throw oauthError("invalid_client", "client_assertion is not a JWT naming its client in sub");
 }
 
 /** The registered client with this id, and its tenant. */
