@@ -12,7 +12,7 @@
 import { Worker } from "node:worker_threads";
 import { OnbehalfError } from "../errors.js";
 import type { SealedRecord } from "./record.js";
-import { openSqliteStore } from "./sqlite.js";
+import { auditRowOf, openSqliteStore } from "./sqlite.js";
 import { type AuditStore, type StoredCheckpoint, storeError } from "./store.js";
 
 /** What the worker answers: a value, or the error thrown there, as plain data. */
@@ -71,7 +71,7 @@ export function openThreadedSqliteStore(path: string): AuditStore {
     });
     return w;
   };
-  const ask = (method: "append" | "putCheckpoint", args: unknown[]): Promise<unknown> => {
+  const ask = (method: "appendRows" | "putCheckpoint", args: unknown[]): Promise<unknown> => {
     worker ??= start();
     const id = nextId++;
     const sent = worker;
@@ -83,8 +83,10 @@ export function openThreadedSqliteStore(path: string): AuditStore {
   return {
     ...local,
     init: () => local.init(),
+    // rows of primitives: a structured clone of whole records (their fields, arguments and chain) cost the
+    // request thread more than the insert costs the writer (a CPU profile: 7.7% of it in postMessage)
     append: (batch: readonly SealedRecord[], holder: string) =>
-      ask("append", [batch, holder]) as Promise<void>,
+      ask("appendRows", [batch.map(auditRowOf), holder]) as Promise<void>,
     putCheckpoint: (c: StoredCheckpoint) => ask("putCheckpoint", [c]) as Promise<void>,
     async close() {
       const w = worker;

@@ -1,6 +1,6 @@
 /**
  * The worker thread of `audit.writer_thread` (sqlite-thread.ts): it opens the store's file and commits what it
- * is sent (`append`, `putCheckpoint`) with the SQLite store's own code, answering each message with its value or
+ * is sent (`appendRows`: rows made by `auditRowOf`; `putCheckpoint`) with the SQLite store's own code, answering each message with its value or
  * its error as plain data. `close` closes the database and ends the thread.
  */
 import { parentPort, workerData } from "node:worker_threads";

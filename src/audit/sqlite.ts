@@ -85,12 +85,56 @@ interface WriterRow {
 }
 
 /**
+ * A record as its row: the columns of `audit_records` in order, primitives only (what the writer thread is sent:
+ * cloning the record's fields for another thread cost more than the insert).
+ */
+export type AuditRow = readonly [
+  log: string,
+  seq: number,
+  record: string,
+  leafHash: string,
+  time: string,
+  tenant: string | null,
+  user: string | null,
+  tool: string | null,
+  decision: string,
+  agent: string | null,
+  callId: string,
+  traceId: string | null,
+];
+
+/** The row of a sealed record. */
+export function auditRowOf(r: SealedRecord): AuditRow {
+  const f = r.fields;
+  return [
+    r.log,
+    r.seq,
+    r.canonical,
+    r.leafHash,
+    f.time,
+    f.tenant,
+    f.user,
+    f.tool,
+    f.decision,
+    f.agent,
+    f.call_id,
+    f.trace_id,
+  ];
+}
+
+/** The SQLite store, which also commits rows made by {@link auditRowOf} (the writer thread's way in). */
+export type SqliteStore = AuditStore & {
+  readonly db: Database.Database;
+  appendRows(rows: readonly AuditRow[], holder: string): Promise<void>;
+};
+
+/**
  * Open (creating if needed) an SQLite audit store. `path` is a file or `:memory:`.
  *
  * @example
  * const store = openSqliteStore("./onbehalf.db"); await store.init();
  */
-export function openSqliteStore(path: string): AuditStore & { readonly db: Database.Database } {
+export function openSqliteStore(path: string): SqliteStore {
   let db: Database.Database;
   try {
     if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
@@ -125,8 +169,8 @@ export function openSqliteStore(path: string): AuditStore & { readonly db: Datab
     "INSERT OR REPLACE INTO audit_writers (log, holder, host, pid, label, since, heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?)",
   );
   const releaseStmt = db.prepare("DELETE FROM audit_writers WHERE log = ? AND holder = ?");
-  const insertBatch = db.transaction((batch: readonly SealedRecord[], holder: string) => {
-    const log = batch[0]?.log;
+  const insertBatch = db.transaction((rows: readonly AuditRow[], holder: string) => {
+    const log = rows[0]?.[0];
     if (log === undefined) return;
     // Fenced: the batch commits only while this writer holds the log (the update and the inserts are one
     // transaction, so a writer that lost its claim cannot slip a batch in).
@@ -136,23 +180,7 @@ export function openSqliteStore(path: string): AuditStore & { readonly db: Datab
         `this writer no longer holds audit log ${log}: another writer took it over`,
       );
     }
-    for (const r of batch) {
-      const f = r.fields;
-      insert.run(
-        r.log,
-        r.seq,
-        r.canonical,
-        r.leafHash,
-        f.time,
-        f.tenant,
-        f.user,
-        f.tool,
-        f.decision,
-        f.agent,
-        f.call_id,
-        f.trace_id,
-      );
-    }
+    for (const row of rows) insert.run(row);
   });
   const headOf = db.prepare(
     "SELECT seq, leaf_hash FROM audit_records WHERE log = ? ORDER BY seq DESC LIMIT 1",
@@ -227,7 +255,8 @@ export function openSqliteStore(path: string): AuditStore & { readonly db: Datab
       guard("release", () => {
         releaseStmt.run(log, holder);
       }),
-    append: (batch, holder) => guard("write", () => insertBatch.immediate(batch, holder)),
+    append: (batch, holder) => guard("write", () => insertBatch.immediate(batch.map(auditRowOf), holder)),
+    appendRows: (rows, holder) => guard("write", () => insertBatch.immediate(rows, holder)),
     query: (q: AuditQuery): Promise<AuditPage> =>
       guard("query", () => {
         const { sql, params, limit } = buildQuery(q, () => "?");
