@@ -12,6 +12,7 @@
  * in PostgreSQL (127.0.0.1:5432, a schema of its own, dropped after).
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
 import { createInterface, type Interface } from "node:readline";
 import autocannon from "autocannon";
 import pg from "pg";
@@ -29,7 +30,11 @@ interface Child {
 }
 
 async function start(script: string, env: Record<string, string> = {}): Promise<Child> {
-  const child = spawn(process.execPath, ["--import", "tsx", script], {
+  // ONBEHALF_BENCH_PROF=<dir>: the control plane writes a V8 CPU profile there when it stops
+  const prof = process.env["ONBEHALF_BENCH_PROF"];
+  const flags =
+    prof !== undefined && script.includes("server-child") ? ["--cpu-prof", `--cpu-prof-dir=${prof}`] : [];
+  const child = spawn(process.execPath, [...flags, "--import", "tsx", script], {
     stdio: ["pipe", "pipe", "inherit"],
     env: { ...process.env, ...env },
   });
@@ -37,6 +42,14 @@ async function start(script: string, env: Record<string, string> = {}): Promise<
   const iterator = lines[Symbol.asyncIterator]();
   const next = async () => String((await iterator.next()).value);
   return { process: child, lines, first: JSON.parse(await next()), next };
+}
+
+/** Stops a child and waits for it to exit: it flushes its audit on SIGTERM, before its schema is dropped. */
+async function stop(child: Child | undefined): Promise<void> {
+  if (child === undefined || child.process.exitCode !== null) return;
+  const exited = once(child.process, "exit");
+  child.process.kill("SIGTERM");
+  await exited;
 }
 
 function load(
@@ -101,8 +114,7 @@ async function againstBare(store: string, env: Record<string, string>): Promise<
       },
     ];
   } finally {
-    onbehalf.process.kill("SIGTERM");
-    bare?.process.kill("SIGTERM");
+    await Promise.all([stop(onbehalf), stop(bare)]);
   }
 }
 
