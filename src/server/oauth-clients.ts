@@ -38,18 +38,26 @@ export type ClientAuth =
     };
 
 /**
- * Authenticates token requests against the registered clients; remembers assertion ids (`jti`) until they
- * expire, so an assertion is accepted once (per instance).
+ * Claims a value once until `ttlMs` passes (the state store's `claimOnce`: shared by every instance on Redis).
+ * False when it was claimed before.
+ */
+export type ClaimOnce = (key: string, ttlMs: number) => Promise<boolean>;
+
+/**
+ * Authenticates token requests against the registered clients; claims each assertion id (`jti`) until the
+ * assertion expires, in the state store, so an assertion is accepted once by all the instances that share it.
  *
  * @example
- * const clients = new ClientAuthenticator();
+ * const clients = new ClientAuthenticator((key, ttlMs) => state.claimOnce(key, ttlMs));
  * const who = await clients.authenticate(req, body, config, ["https://onbehalf.example/v1/token", issuer]);
  */
 export class ClientAuthenticator {
-  private readonly seen = new Map<string, number>();
   private readonly keys = new WeakMap<AgentClientConfig, VerificationKey[]>();
 
-  constructor(private readonly now: () => number = Date.now) {}
+  constructor(
+    private readonly claim: ClaimOnce,
+    private readonly now: () => number = Date.now,
+  ) {}
 
   /** Whether the request tried HTTP Basic client authentication (its 401 then names that scheme). */
   static triedBasic(req: FastifyRequest): boolean {
@@ -168,11 +176,11 @@ export class ClientAuthenticator {
         `client ${id}: client_assertion lives longer than ${MAX_ASSERTION_SECONDS} s`,
       );
     }
-    const jti = `${id}\u0000${String(claims.jti)}`;
-    this.forgetExpired(now);
-    if (this.seen.has(jti))
+    // Claimed after it verified: only a registered client's own key can take up room here. A store that cannot
+    // answer fails the request (503), never lets the assertion through unclaimed.
+    const jti = `assertion:${id}\u0000${String(claims.jti)}`;
+    if (!(await this.claim(jti, (exp + SKEW_SECONDS - now) * 1000)))
       throw oauthError("invalid_client", `client ${id}: this client_assertion was used before`);
-    this.seen.set(jti, exp + SKEW_SECONDS);
   }
 
   private keysOf(client: AgentClientConfig): VerificationKey[] {
@@ -185,11 +193,6 @@ export class ClientAuthenticator {
       this.keys.set(client, keys);
     }
     return keys;
-  }
-
-  private forgetExpired(now: number): void {
-    if (this.seen.size < 1024) return;
-    for (const [jti, until] of this.seen) if (until < now) this.seen.delete(jti);
   }
 }
 

@@ -341,6 +341,11 @@ export async function createRedisState(
         "claim a spooled record",
         async () => (await redis.set(`${prefix}spooled:${callId}`, "1", "PX", 60_000, "NX")) === "OK",
       ),
+    claimOnce: (key, ttlMs) =>
+      guard(
+        "claim a value used once",
+        async () => (await redis.set(`${prefix}once:${key}`, "1", "PX", Math.max(1, ttlMs), "NX")) === "OK",
+      ),
     ping: () => guard("answer", async () => void (await redis.ping())),
     async close() {
       redis.disconnect();

@@ -80,6 +80,12 @@ export interface StateStore extends ApprovalStore {
    * replays it.
    */
   claimSpooled(callId: string): Promise<boolean>;
+  /**
+   * Claim `key` until `ttlMs` passes: true for the first claim, false for every later one — across every instance
+   * sharing the store. For values accepted once (a client assertion's `jti`); a claim is never forgotten before
+   * its time.
+   */
+  claimOnce(key: string, ttlMs: number): Promise<boolean>;
   /** Throws when the store cannot answer. */
   ping(): Promise<void>;
   close(): Promise<void>;
@@ -101,6 +107,8 @@ export function createMemoryState(
   const gone = new Map<string, GoneReason>();
   const approvals = createMemoryApprovalStore(now, bounds.maxApprovals);
   const spooled = new Map<string, number>();
+  /** Values claimed once, until their time (only callers that proved who they are claim: see claimOnce). */
+  const once = new Map<string, number>();
   /** Reports taken by report token, until the token expires (as many as calls may wait; the oldest go). */
   const reported = new Map<string, number>();
   let config: string | null = null;
@@ -117,6 +125,7 @@ export function createMemoryState(
   const sweep = setInterval(() => {
     for (const [id, until] of spooled) if (until <= now()) spooled.delete(id);
     for (const [id, until] of reported) if (until <= now()) reported.delete(id);
+    for (const [key, until] of once) if (until <= now()) once.delete(key);
   }, 60_000);
   sweep.unref();
 
@@ -176,6 +185,11 @@ export function createMemoryState(
     async claimSpooled(callId) {
       if ((spooled.get(callId) ?? 0) > now()) return false;
       spooled.set(callId, now() + 60_000);
+      return true;
+    },
+    async claimOnce(key, ttlMs) {
+      if ((once.get(key) ?? 0) > now()) return false;
+      once.set(key, now() + ttlMs);
       return true;
     },
     async ping() {},

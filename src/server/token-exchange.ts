@@ -78,7 +78,10 @@ type TokenBody = z.output<typeof TokenBody>;
 export type TokenEndpointUrl = () => string;
 
 export function tokenRoutes(app: FastifyInstance, ctx: ServerContext, endpoint: TokenEndpointUrl): void {
-  const clients = new ClientAuthenticator(() => ctx.gov.now());
+  const clients = new ClientAuthenticator(
+    (key, ttlMs) => ctx.state.claimOnce(key, ttlMs),
+    () => ctx.gov.now(),
+  );
   app.post("/v1/token", async (req, reply) => {
     try {
       return await exchange(ctx, clients, endpoint, req, reply);

@@ -2,11 +2,12 @@
  * Scale-out on real PostgreSQL and Redis: two control-plane instances behave as one (a human's rate limit,
  * the audit, live policy), and each fails closed while a store is away and recovers when it is back.
  */
-import { randomBytes } from "node:crypto";
+import { randomBytes, webcrypto } from "node:crypto";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Redis } from "ioredis";
+import { SignJWT } from "jose";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openPostgresStore } from "../../src/audit/postgres.js";
@@ -26,6 +27,8 @@ const keys = mkdtempSync(join(tmpdir(), "onbehalf-scale-"));
 let idp: OidcProviderHandle;
 let a: OnbehalfServer;
 let b: OnbehalfServer;
+/** The key of an agent runtime that authenticates with private_key_jwt (registered on both instances). */
+let runtimeKey: webcrypto.CryptoKeyPair;
 
 /** Two instances sharing one PostgreSQL schema, one Redis, one token key and one audit key. */
 async function instance(logId: string): Promise<OnbehalfServer> {
@@ -36,6 +39,7 @@ async function instance(logId: string): Promise<OnbehalfServer> {
       {
         id: "acme",
         policy: { ...ACME_POLICY, defaults: { "*": { permission: "allow", rate_limit_per_minute: 60 } } },
+        clients: await runtimeClients(),
       },
     ],
     audit: {
@@ -51,6 +55,10 @@ async function instance(logId: string): Promise<OnbehalfServer> {
 
 beforeAll(async () => {
   idp = await startOidcProvider();
+  runtimeKey = (await webcrypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, [
+    "sign",
+    "verify",
+  ])) as webcrypto.CryptoKeyPair;
   const redis = new Redis(REDIS);
   await redis.flushdb();
   redis.disconnect();
@@ -65,6 +73,46 @@ afterAll(async () => {
   await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
   await client.end();
 });
+
+/** The agent runtime `jwt-runtime`, registered with its public key (private_key_jwt). */
+async function runtimeClients() {
+  const jwk = await webcrypto.subtle.exportKey("jwk", runtimeKey.publicKey);
+  return [
+    {
+      client_id: "jwt-runtime",
+      auth: "private_key_jwt" as const,
+      jwks: { keys: [{ ...jwk, kty: "EC" as const, kid: "runtime-1" }] },
+      agents: ["researcher"],
+    },
+  ];
+}
+
+/** A client assertion of the runtime registered as `jwt-runtime` (private_key_jwt), for the token endpoint. */
+function runtimeAssertion(): Promise<string> {
+  return new SignJWT({ jti: randomBytes(8).toString("hex") })
+    .setProtectedHeader({ alg: "ES256", kid: "runtime-1" })
+    .setIssuer("jwt-runtime")
+    .setSubject("jwt-runtime")
+    .setAudience("https://onbehalf.test")
+    .setIssuedAt()
+    .setExpirationTime("1m")
+    .sign(runtimeKey.privateKey);
+}
+
+/** Erin's token exchanged for a delegation to `researcher`, the runtime authenticating with `assertion`. */
+async function exchangeAsRuntime(url: string, assertion: string) {
+  return call(url, "POST", "/v1/token", {
+    raw: new URLSearchParams({
+      grant_type: "urn:ietf:params:oauth:grant-type:token-exchange",
+      subject_token: await userToken(idp, "erin"),
+      subject_token_type: "urn:ietf:params:oauth:token-type:access_token",
+      actor: "researcher",
+      client_assertion_type: "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+      client_assertion: assertion,
+    }).toString(),
+    contentType: "application/x-www-form-urlencoded",
+  });
+}
 
 describe("two instances on one PostgreSQL and one Redis", () => {
   it("holds one human's per-minute limit across both: 60 of 100 calls spread over both", async () => {
@@ -148,14 +196,32 @@ describe("two instances on one PostgreSQL and one Redis", () => {
     });
     expect(r.body).toMatchObject({ decision: "allow", chain: ["planner"] });
   });
+
+  it("accepts a client assertion once across both: replayed at the other instance it is refused", async () => {
+    const assertion = await runtimeAssertion();
+    const first = await exchangeAsRuntime(a.url, assertion);
+    expect(first.status, JSON.stringify(first.body)).toBe(200);
+    expect(await exchangeAsRuntime(b.url, assertion)).toMatchObject({
+      status: 400,
+      body: {
+        error: "invalid_client",
+        error_description: "client jwt-runtime: this client_assertion was used before",
+      },
+    });
+  });
 });
 
 describe("fail closed", () => {
   it("denies with 503 while Redis is away, and recovers by itself when it is back", async () => {
     const redis = await startOwnRedis();
     const server = await startTestServer(idp, {
+      server: { ...serverConfig(idp).server, public_url: "https://onbehalf.test" },
       tenants: [
-        { id: "acme", policy: { defaults: { "*": { permission: "allow", rate_limit_per_minute: 1000 } } } },
+        {
+          id: "acme",
+          policy: { defaults: { "*": { permission: "allow", rate_limit_per_minute: 1000 } } },
+          clients: await runtimeClients(),
+        },
       ],
       limits: { store: redis.url },
     });
@@ -172,6 +238,12 @@ describe("fail closed", () => {
       expect(down.status).toBe(503);
       expect(down.body).toMatchObject({ decision: "deny", reason_code: "fail_closed" });
       expect((await call(server.url, "GET", "/healthz")).status).toBe(503);
+      // an assertion's one use cannot be recorded: no token, and the assertion is still unused afterwards
+      const assertion = await runtimeAssertion();
+      expect(await exchangeAsRuntime(server.url, assertion)).toMatchObject({
+        status: 503,
+        body: { error: "temporarily_unavailable" },
+      });
       await redis.start();
       let status = 0;
       for (let i = 0; i < 60 && status !== 200; i++) {
@@ -179,6 +251,8 @@ describe("fail closed", () => {
         status = (await check()).status;
       }
       expect(status).toBe(200);
+      const later = await exchangeAsRuntime(server.url, assertion);
+      expect(later.status, JSON.stringify(later.body)).toBe(200);
     } finally {
       await server.close();
       await redis.stop();
