@@ -346,6 +346,16 @@ export async function createRedisState(
         "claim a value used once",
         async () => (await redis.set(`${prefix}once:${key}`, "1", "PX", Math.max(1, ttlMs), "NX")) === "OK",
       ),
+    putConsoleSession: (hash, session, ttlMs) =>
+      guard("store a console session", async () => {
+        await redis.set(`${prefix}console:${hash}`, session, "PX", Math.max(1, ttlMs));
+      }),
+    getConsoleSession: (hash) =>
+      guard("read a console session", async () => redis.get(`${prefix}console:${hash}`)),
+    deleteConsoleSession: (hash) =>
+      guard("end a console session", async () => {
+        await redis.del(`${prefix}console:${hash}`);
+      }),
     ping: () => guard("answer", async () => void (await redis.ping())),
     async close() {
       redis.disconnect();

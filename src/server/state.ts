@@ -44,6 +44,9 @@ export interface StateBounds {
 
 export const DEFAULT_STATE_BOUNDS: StateBounds = { maxCalls: 50_000, maxApprovals: 10_000 };
 
+/** Console sessions kept in memory at most (the oldest go first); in Redis they go when their time is up. */
+const MAX_CONSOLE_SESSIONS = 10_000;
+
 export interface StateStore extends ApprovalStore {
   /**
    * Remember a call until its result is reported or `ttlMs` passes. At the bound (`maxCalls`) the oldest
@@ -86,6 +89,14 @@ export interface StateStore extends ApprovalStore {
    * its time.
    */
   claimOnce(key: string, ttlMs: number): Promise<boolean>;
+  /**
+   * Console sessions, by the SHA-256 of their id, as JSON, until `ttlMs` passes: shared by the instances that
+   * share the store, so a browser signed in at one is signed in at all, and signed out at all. In memory, at
+   * the bound the oldest go.
+   */
+  putConsoleSession(hash: string, session: string, ttlMs: number): Promise<void>;
+  getConsoleSession(hash: string): Promise<string | null>;
+  deleteConsoleSession(hash: string): Promise<void>;
   /** Throws when the store cannot answer. */
   ping(): Promise<void>;
   close(): Promise<void>;
@@ -109,6 +120,7 @@ export function createMemoryState(
   const spooled = new Map<string, number>();
   /** Values claimed once, until their time (only callers that proved who they are claim: see claimOnce). */
   const once = new Map<string, number>();
+  const consoleSessions = new Map<string, { session: string; until: number }>();
   /** Reports taken by report token, until the token expires (as many as calls may wait; the oldest go). */
   const reported = new Map<string, number>();
   let config: string | null = null;
@@ -126,6 +138,7 @@ export function createMemoryState(
     for (const [id, until] of spooled) if (until <= now()) spooled.delete(id);
     for (const [id, until] of reported) if (until <= now()) reported.delete(id);
     for (const [key, until] of once) if (until <= now()) once.delete(key);
+    for (const [hash, e] of consoleSessions) if (e.until <= now()) consoleSessions.delete(hash);
   }, 60_000);
   sweep.unref();
 
@@ -191,6 +204,19 @@ export function createMemoryState(
       if ((once.get(key) ?? 0) > now()) return false;
       once.set(key, now() + ttlMs);
       return true;
+    },
+    async putConsoleSession(hash, session, ttlMs) {
+      if (consoleSessions.size >= MAX_CONSOLE_SESSIONS) {
+        consoleSessions.delete(consoleSessions.keys().next().value as string);
+      }
+      consoleSessions.set(hash, { session, until: now() + ttlMs });
+    },
+    async getConsoleSession(hash) {
+      const e = consoleSessions.get(hash);
+      return e !== undefined && e.until > now() ? e.session : null;
+    },
+    async deleteConsoleSession(hash) {
+      consoleSessions.delete(hash);
     },
     async ping() {},
     async close() {

@@ -72,6 +72,9 @@ afterAll(async () => {
   await client.connect();
   await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
   await client.end();
+  const redis = new Redis(REDIS); // this file's own database, left empty
+  await redis.flushdb();
+  redis.disconnect();
 });
 
 /** The agent runtime `jwt-runtime`, registered with its public key (private_key_jwt). */
@@ -112,6 +115,14 @@ async function exchangeAsRuntime(url: string, assertion: string) {
     }).toString(),
     contentType: "application/x-www-form-urlencoded",
   });
+}
+
+/** Signs in to the console at `url` with the admin token: the session cookie and its CSRF token. */
+async function consoleSignIn(url: string): Promise<{ cookie: string; csrf: string }> {
+  const r = await call(url, "POST", "/ui/session", { body: { token: ADMIN } });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  const cookie = (r.headers.get("set-cookie") ?? "").split(";")[0] ?? "";
+  return { cookie, csrf: r.body.csrf };
 }
 
 describe("two instances on one PostgreSQL and one Redis", () => {
@@ -211,17 +222,29 @@ describe("two instances on one PostgreSQL and one Redis", () => {
   });
 });
 
+describe("the console across two instances", () => {
+  it("knows a session opened at one instance at the other, and ends it at both when signed out at one", async () => {
+    const { cookie, csrf } = await consoleSignIn(a.url);
+    expect(cookie).toMatch(/^onbehalf_console=./);
+    const atB = await call(b.url, "GET", "/ui/api/me", { headers: { cookie } });
+    expect(atB.status).toBe(200);
+    expect(atB.body).toMatchObject({ role: "admin", csrf });
+    // a change at the other instance needs the same CSRF token
+    expect((await call(b.url, "DELETE", "/ui/session", { headers: { cookie } })).status).toBe(403);
+    expect(
+      (await call(b.url, "DELETE", "/ui/session", { headers: { cookie, "x-csrf-token": csrf } })).status,
+    ).toBe(204);
+    expect((await call(a.url, "GET", "/ui/api/me", { headers: { cookie } })).status).toBe(401);
+    expect((await call(b.url, "GET", "/ui/api/me", { headers: { cookie } })).status).toBe(401);
+  });
+});
+
 describe("fail closed", () => {
   it("denies with 503 while Redis is away, and recovers by itself when it is back", async () => {
     const redis = await startOwnRedis();
     const server = await startTestServer(idp, {
-      server: { ...serverConfig(idp).server, public_url: "https://onbehalf.test" },
       tenants: [
-        {
-          id: "acme",
-          policy: { defaults: { "*": { permission: "allow", rate_limit_per_minute: 1000 } } },
-          clients: await runtimeClients(),
-        },
+        { id: "acme", policy: { defaults: { "*": { permission: "allow", rate_limit_per_minute: 1000 } } } },
       ],
       limits: { store: redis.url },
     });
@@ -238,12 +261,6 @@ describe("fail closed", () => {
       expect(down.status).toBe(503);
       expect(down.body).toMatchObject({ decision: "deny", reason_code: "fail_closed" });
       expect((await call(server.url, "GET", "/healthz")).status).toBe(503);
-      // an assertion's one use cannot be recorded: no token, and the assertion is still unused afterwards
-      const assertion = await runtimeAssertion();
-      expect(await exchangeAsRuntime(server.url, assertion)).toMatchObject({
-        status: 503,
-        body: { error: "temporarily_unavailable" },
-      });
       await redis.start();
       let status = 0;
       for (let i = 0; i < 60 && status !== 200; i++) {
@@ -251,11 +268,50 @@ describe("fail closed", () => {
         status = (await check()).status;
       }
       expect(status).toBe(200);
-      const later = await exchangeAsRuntime(server.url, assertion);
-      expect(later.status, JSON.stringify(later.body)).toBe(200);
     } finally {
       await server.close();
       await redis.stop();
+    }
+  });
+
+  it("refuses console sessions and client assertions while Redis is unreachable, and loses neither", async () => {
+    // A proxy in front of the shared Redis: cut, Redis keeps its data; restored, what it held is back.
+    const shared = new URL(REDIS);
+    const proxy = await startTcpProxy(Number(shared.port || 6379), shared.hostname);
+    const server = await startTestServer(idp, {
+      server: { ...serverConfig(idp).server, public_url: "https://onbehalf.test" },
+      tenants: [{ id: "acme", policy: ACME_POLICY, clients: await runtimeClients() }],
+      limits: {
+        store: `redis://127.0.0.1:${proxy.port}${shared.pathname}`,
+        redis_prefix: "onbehalf-outage:",
+      },
+    });
+    try {
+      const session = await consoleSignIn(server.url);
+      const me = () => call(server.url, "GET", "/ui/api/me", { headers: { cookie: session.cookie } });
+      expect((await me()).status).toBe(200);
+      const assertion = await runtimeAssertion();
+      await proxy.cut();
+      // a session that cannot be read is refused, not guessed; an assertion whose one use cannot be recorded
+      // mints nothing
+      expect((await me()).status).toBe(503);
+      expect(await exchangeAsRuntime(server.url, assertion)).toMatchObject({
+        status: 503,
+        body: { error: "temporarily_unavailable" },
+      });
+      await proxy.restore();
+      let status = 0;
+      for (let i = 0; i < 60 && status !== 200; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        status = (await me()).status;
+      }
+      expect(status).toBe(200); // the session survived the outage
+      const later = await exchangeAsRuntime(server.url, assertion); // and the refused assertion was not used up
+      expect(later.status, JSON.stringify(later.body)).toBe(200);
+      expect((await exchangeAsRuntime(server.url, assertion)).status).toBe(400);
+    } finally {
+      await server.close();
+      await proxy.close();
     }
   });
 

@@ -75,10 +75,16 @@ export async function call(
   url: string,
   method: string,
   path: string,
-  options: { token?: string; body?: unknown; raw?: string; contentType?: string } = {},
+  options: {
+    token?: string;
+    body?: unknown;
+    raw?: string;
+    contentType?: string;
+    headers?: Record<string, string>;
+  } = {},
   // biome-ignore lint/suspicious/noExplicitAny: tests read response bodies field by field
 ): Promise<{ status: number; body: any; headers: Headers }> {
-  const headers: Record<string, string> = {};
+  const headers: Record<string, string> = { ...options.headers };
   if (options.token !== undefined) headers["authorization"] = `Bearer ${options.token}`;
   let body: string | undefined;
   if (options.raw !== undefined) {

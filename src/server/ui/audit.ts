@@ -51,7 +51,7 @@ export function consoleAuditRoutes(
   verifierKey: string,
 ): void {
   app.get("/ui/api/audit", async (req, reply) => {
-    const session = auth.require(req);
+    const session = await auth.require(req);
     const { limit, cursor, ...filters } = parseBody(PageQuery, req.query ?? {});
     const [q, filter] = scoped(session, filters);
     await ctx.gov.flush();
@@ -66,7 +66,7 @@ export function consoleAuditRoutes(
   });
 
   app.get<{ Params: { log: string; seq: string } }>("/ui/api/audit/records/:log/:seq", async (req, reply) => {
-    const session = auth.require(req);
+    const session = await auth.require(req);
     const seq = Number(req.params.seq);
     if (!Number.isSafeInteger(seq) || seq < 1)
       throw new OnbehalfError("ERR_INVALID_ARGUMENT", "seq must be a positive integer");
@@ -90,12 +90,12 @@ export function consoleAuditRoutes(
   });
 
   app.get("/ui/api/audit/key", async (req) => {
-    auth.require(req);
+    await auth.require(req);
     return { verifier_key: verifierKey, log: ctx.gov.auditLog.logId };
   });
 
   app.get("/ui/api/audit/export", async (req, reply) => {
-    const session = auth.require(req);
+    const session = await auth.require(req);
     const { format, ...filters } = parseBody(ExportQuery, req.query ?? {});
     const [q, filter] = scoped(session, filters);
     await ctx.gov.flush();

@@ -88,7 +88,7 @@ export function consoleHealthRoutes(
   stats: DecisionStats,
 ): void {
   app.get("/ui/api/health", async (req, reply): Promise<HealthAnswer> => {
-    auth.require(req, { role: "admin" });
+    await auth.require(req, { role: "admin" });
     const log = ctx.gov.auditLog;
     const [checkpoint, state, denials] = await Promise.all([
       ctx.gov.auditStore.latestCheckpoint(log.logId).catch(() => null),

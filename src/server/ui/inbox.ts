@@ -19,7 +19,7 @@ const DecideBody = z.strictObject({
 
 export function consoleInboxRoutes(app: FastifyInstance, ctx: ServerContext, auth: ConsoleAuth): void {
   app.get("/ui/api/approvals", async (req, reply) => {
-    const session = auth.require(req);
+    const session = await auth.require(req);
     const pending = await ctx.gov.approvals.list("pending");
     reply.header("cache-control", "no-store");
     return {
@@ -31,7 +31,7 @@ export function consoleInboxRoutes(app: FastifyInstance, ctx: ServerContext, aut
   });
 
   app.post<{ Params: { id: string } }>("/ui/api/approvals/:id", async (req) => {
-    const session = auth.require(req, { change: true });
+    const session = await auth.require(req, { change: true });
     const body = parseBody(DecideBody, req.body);
     const found = await ctx.gov.approvals.get(req.params.id);
     // Another tenant's approval is not found: an approver learns nothing of other tenants.

@@ -26,14 +26,14 @@ const RECENT_USERS = 20;
 
 export function consolePolicyRoutes(app: FastifyInstance, ctx: ServerContext, auth: ConsoleAuth): void {
   app.get("/ui/api/policy/tenants", async (req) => {
-    auth.require(req, { role: "admin" });
+    await auth.require(req, { role: "admin" });
     return {
       tenants: ctx.gov.config.tenants.map((t) => ({ id: t.id, mode: t.policy.mode, policy: t.policy })),
     };
   });
 
   app.get("/ui/api/policy/matrix", async (req) => {
-    auth.require(req, { role: "admin" });
+    await auth.require(req, { role: "admin" });
     const { tenant } = parseBody(MatrixQuery, req.query ?? {});
     const t = tenantOf(ctx, tenant);
     const users = new Set(t.users.map((u) => u.uid));
@@ -47,7 +47,7 @@ export function consolePolicyRoutes(app: FastifyInstance, ctx: ServerContext, au
   });
 
   app.post("/ui/api/policy/whatif", async (req) => {
-    auth.require(req, { role: "admin", change: true });
+    await auth.require(req, { role: "admin", change: true });
     const body = parseBody(WhatIfBody, req.body);
     const t = tenantOf(ctx, body.tenant);
     const config = ctx.gov.config;

@@ -2,13 +2,15 @@
  * Console sessions: who signed in to `/ui`, as what, until when, and the CSRF token each of their changes must
  * carry. The session id travels only in an HttpOnly, SameSite=Strict cookie scoped to `/ui` (Secure behind
  * HTTPS); the CSRF token only in the `x-csrf-token` header, which a page of another site cannot set. Neither is
- * ever in a URL or in browser storage. Sessions live in this instance's memory: behind a load balancer, keep a
- * browser on one instance (sticky sessions), or sign in again.
+ * ever in a URL or in browser storage. Sessions live in the state store (`limits.store`): in this instance's
+ * memory, or in Redis, where every instance sharing it knows them — a browser signed in (or out) at one
+ * instance is signed in (or out) at all of them. A store that cannot answer is a 503, never a session.
  */
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { OnbehalfError } from "../../errors.js";
 import type { Principal } from "../../identity/principal.js";
+import type { StateStore } from "../state.js";
 
 /** `admin`: every tenant, every page. `approver`: the inbox and the records of their own tenant only. */
 export type ConsoleRole = "admin" | "approver";
@@ -30,55 +32,43 @@ export const COOKIE = "onbehalf_console";
 export const CSRF_HEADER = "x-csrf-token";
 /** A session lasts at most this long (and never past the expiry of the token it was opened with). */
 export const SESSION_TTL_MS = 8 * 3600_000;
-const MAX_SESSIONS = 10_000;
 
 /**
- * The sessions of one server. Ids are kept as their SHA-256 only.
+ * The console sessions of the instances that share `state`. Ids are stored as their SHA-256 only.
  *
  * @example
- * const { id, session } = sessions.open({ role: "admin", tenant: null, who: "admin:1a2b3c4d", principal: null }, Date.now() + SESSION_TTL_MS);
+ * const { id, session } = await sessions.open({ role: "admin", tenant: null, who: "admin:1a2b3c4d", principal: null }, Date.now() + SESSION_TTL_MS);
  */
 export class ConsoleSessions {
-  private readonly byHash = new Map<string, ConsoleSession>();
+  constructor(
+    private readonly state: Pick<
+      StateStore,
+      "putConsoleSession" | "getConsoleSession" | "deleteConsoleSession"
+    >,
+    private readonly now: () => number,
+  ) {}
 
-  constructor(private readonly now: () => number) {}
-
-  open(
+  async open(
     who: Omit<ConsoleSession, "csrf" | "expiresAt">,
     expiresAt: number,
-  ): { id: string; session: ConsoleSession } {
-    this.sweep();
-    if (this.byHash.size >= MAX_SESSIONS) {
-      // The oldest session makes room: Map keeps insertion order.
-      const oldest = this.byHash.keys().next();
-      if (oldest.done !== true) this.byHash.delete(oldest.value);
-    }
+  ): Promise<{ id: string; session: ConsoleSession }> {
     const id = randomBytes(32).toString("base64url");
     const session: ConsoleSession = { ...who, csrf: randomBytes(32).toString("base64url"), expiresAt };
-    this.byHash.set(hashOf(id), session);
+    await this.state.putConsoleSession(hashOf(id), JSON.stringify(session), expiresAt - this.now());
     return { id, session };
   }
 
   /** The live session of this cookie value, or null. */
-  get(id: string | undefined): ConsoleSession | null {
+  async get(id: string | undefined): Promise<ConsoleSession | null> {
     if (id === undefined || id === "") return null;
-    const key = hashOf(id);
-    const s = this.byHash.get(key);
-    if (s === undefined) return null;
-    if (s.expiresAt <= this.now()) {
-      this.byHash.delete(key);
-      return null;
-    }
-    return s;
+    const stored = await this.state.getConsoleSession(hashOf(id));
+    if (stored === null) return null;
+    const session = JSON.parse(stored) as ConsoleSession;
+    return session.expiresAt > this.now() ? session : null;
   }
 
-  close(id: string | undefined): void {
-    if (id !== undefined) this.byHash.delete(hashOf(id));
-  }
-
-  private sweep(): void {
-    const now = this.now();
-    for (const [k, s] of this.byHash) if (s.expiresAt <= now) this.byHash.delete(k);
+  async close(id: string | undefined): Promise<void> {
+    if (id !== undefined && id !== "") await this.state.deleteConsoleSession(hashOf(id));
   }
 }
 

@@ -30,7 +30,7 @@ export interface ConsoleAuth {
    * The session of this request, or a refusal: 401 without a live session, 403 for a change without the CSRF
    * token, 403 for an admin page asked by an approver, 403 for an approver who no longer is one.
    */
-  require(req: FastifyRequest, options?: { change?: boolean; role?: ConsoleRole }): ConsoleSession;
+  require(req: FastifyRequest, options?: { change?: boolean; role?: ConsoleRole }): Promise<ConsoleSession>;
 }
 
 /**
@@ -38,7 +38,7 @@ export interface ConsoleAuth {
  *
  * @example
  * const auth = signInRoutes(app, ctx, { adminScope: null });
- * app.get("/ui/api/x", async (req) => auth.require(req).role);
+ * app.get("/ui/api/x", async (req) => (await auth.require(req)).role);
  */
 export function signInRoutes(
   app: FastifyInstance,
@@ -49,12 +49,12 @@ export function signInRoutes(
     readonly publicOrigin: string | null;
   },
 ): ConsoleAuth {
-  const sessions = new ConsoleSessions(() => ctx.gov.now());
+  const sessions = new ConsoleSessions(ctx.state, () => ctx.gov.now());
   const secure = (req: FastifyRequest) => options.secure || req.protocol === "https";
 
-  const require: ConsoleAuth["require"] = (req, opts = {}) => {
+  const require: ConsoleAuth["require"] = async (req, opts = {}) => {
     const id = sessionIdOf(req);
-    const session = sessions.get(id);
+    const session = await sessions.get(id);
     if (session === null) {
       throw new OnbehalfError("ERR_TOKEN_MISSING", "no console session: sign in at /ui");
     }
@@ -63,7 +63,7 @@ export function signInRoutes(
       // Policy changes live: a user removed from the directory, or whose scope was taken away, is out now.
       const refusal = approverRefusal(ctx, { principal: session.principal, delegation: null });
       if (refusal !== null) {
-        sessions.close(id);
+        await sessions.close(id);
         throw new OnbehalfError("ERR_POLICY_DENIED", `no longer an approver: ${refusal}`);
       }
     }
@@ -81,7 +81,10 @@ export function signInRoutes(
     const form = req.headers["content-type"]?.startsWith("application/x-www-form-urlencoded") === true;
     const body = parseBody(SignInBody, req.body);
     const who = "dev" in body ? devSignIn(ctx, req) : await signIn(ctx, body.token, options.adminScope);
-    const { id, session } = sessions.open(who.session, Math.min(ctx.gov.now() + SESSION_TTL_MS, who.until));
+    const { id, session } = await sessions.open(
+      who.session,
+      Math.min(ctx.gov.now() + SESSION_TTL_MS, who.until),
+    );
     setSessionCookie(reply, id, session.expiresAt - ctx.gov.now(), secure(req));
     reply.header("cache-control", "no-store");
     // A form posted without script lands on the console; the page's own sign-in reads the answer.
@@ -90,16 +93,16 @@ export function signInRoutes(
   });
 
   app.delete("/ui/session", async (req, reply) => {
-    const session = sessions.get(sessionIdOf(req));
+    const session = await sessions.get(sessionIdOf(req));
     if (session !== null) checkCsrf(req, session);
-    sessions.close(sessionIdOf(req));
+    await sessions.close(sessionIdOf(req));
     setSessionCookie(reply, null, 0, secure(req));
     return reply.code(204).send();
   });
 
   app.get("/ui/api/me", async (req, reply) => {
     reply.header("cache-control", "no-store");
-    return describe(require(req));
+    return describe(await require(req));
   });
 
   app.get("/ui/api/info", async (_req, reply) => {
