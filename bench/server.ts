@@ -1,6 +1,9 @@
 /**
  * The control plane under load: `POST /v1/check` (cached token, allowed call, its attempt record committed
- * before the answer) against the baseline a user compares it with, a bare fastify process with one route of the
+ * before the answer; `"report": false`, the way a policy decision point asks: one request, one answer, one audit
+ * record, nothing kept — a check that leaves its call waiting for a result nobody sends would measure the
+ * eviction at `server.max_pending_calls` instead, which writes a second record per check once 50,000 wait; the
+ * soak measures checks with their results reported) against the baseline a user compares it with, a bare fastify process with one route of the
  * same shape (parses the same JSON body, answers the very body `/v1/check` answered). Each runs in a process of
  * its own; autocannon, in this one, drives them in alternating rounds, and the median of each is reported:
  *
@@ -19,7 +22,12 @@ import pg from "pg";
 import { type Finding, medianOf } from "./harness.js";
 
 const PG_URL = process.env["ONBEHALF_TEST_PG"] ?? "postgres://postgres@127.0.0.1:5432/test";
-const BODY = JSON.stringify({ tool: "get_customer", args: { id: "c-1" }, agent: { name: "support-bot" } });
+const BODY = JSON.stringify({
+  tool: "get_customer",
+  args: { id: "c-1" },
+  agent: { name: "support-bot" },
+  report: false,
+});
 
 interface Child {
   readonly process: ChildProcess;
