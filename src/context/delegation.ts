@@ -148,8 +148,11 @@ export function mintDelegation(
       act: actClaim(chain, clients),
       ...(p.email === null ? {} : { email: p.email }),
       ...(p.roles.length === 0 ? {} : { roles: p.roles }),
-      // where the human was first verified
+      // where and as whom the human was first verified, with every claim that issuer signed: rules on the
+      // human's claims and issuer hold for the agents acting for them (a nested hop passes them on unchanged)
       obo_issuer: p.origin ?? p.issuer,
+      obo_sub: p.originSub ?? p.sub,
+      obo_claims: p.originClaims ?? p.claims,
       // RFC 9396: the task's capabilities, every layer of every hop, signed (docs/capabilities.md)
       ...(capabilities.length === 0 ? {} : { authorization_details: detailsOf(capabilities) }),
     },

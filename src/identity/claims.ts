@@ -159,11 +159,14 @@ export function toPrincipal(claims: Record<string, unknown>, rules: ClaimRules):
     }
   }
   const origin = rules.originClaim === undefined ? undefined : claims[rules.originClaim];
+  // Only a carrier's tokens (onbehalf's own delegation tokens, signed by this server) say who the human was.
+  const carried = rules.originClaim === undefined ? undefined : carriedHuman(claims);
   const principal: Principal = {
     user: rules.userPrefix + sub,
     sub,
     issuer: rules.issuer,
     ...(typeof origin === "string" ? { origin } : {}),
+    ...carried,
     tenant,
     email,
     scopes: Object.freeze(collect(claims, mapping.scopes, true)),
@@ -172,6 +175,20 @@ export function toPrincipal(claims: Record<string, unknown>, rules: ClaimRules):
     claims: Object.freeze(claims),
   };
   return Object.freeze(principal);
+}
+
+/** The human a delegation token carries (`obo_sub`, `obo_claims`); nothing from tokens minted before them. */
+function carriedHuman(claims: Claims): Pick<Principal, "originSub" | "originClaims"> {
+  const sub = claims["obo_sub"];
+  const human = claims["obo_claims"];
+  if (sub === undefined && human === undefined) return {};
+  if (typeof sub !== "string" || human === null || typeof human !== "object" || Array.isArray(human)) {
+    throw new OnbehalfError(
+      "ERR_TOKEN_CLAIM_INVALID",
+      "the delegation token's obo_sub or obo_claims is malformed",
+    );
+  }
+  return { originSub: sub, originClaims: Object.freeze({ ...(human as Record<string, unknown>) }) };
 }
 
 function tenantOf(claims: Claims, mapping: ClaimMapping): string | null {

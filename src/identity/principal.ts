@@ -28,4 +28,12 @@ export interface Principal {
   readonly exp: number;
   /** Every verified claim, for CEL conditions (`user.claims`). */
   readonly claims: Readonly<Record<string, unknown>>;
+  /**
+   * For onbehalf's own delegation tokens: the human as the first issuer verified them — their raw subject and
+   * every claim that issuer signed, carried signed from hop to hop (`obo_sub`, `obo_claims`). Policy reads the
+   * human through these (`user.sub`, `user.issuer`, `user.claims`), so a rule on the human's claims holds for
+   * every agent acting for them, as it does for the human.
+   */
+  readonly originSub?: string;
+  readonly originClaims?: Readonly<Record<string, unknown>>;
 }

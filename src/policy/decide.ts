@@ -391,15 +391,16 @@ function applies(rule: CompiledRule, tool: string, input: DecisionInput): boolea
 function activationOf(input: DecisionInput, tenant: string, effective: readonly string[]): CelActivation {
   const p = input.principal;
   return {
+    // the human, as their own issuer verified them, also when an agent acts for them with a delegation token
     user: {
       id: p.user,
-      sub: p.sub,
-      issuer: p.issuer,
+      sub: p.originSub ?? p.sub,
+      issuer: p.origin ?? p.issuer,
       email: p.email,
       tenant: p.tenant,
       scopes: effective,
       roles: p.roles,
-      claims: p.claims,
+      claims: p.originClaims ?? p.claims,
     },
     agent: input.agent,
     tier: input.tier,

@@ -408,3 +408,82 @@ describe("POST /v1/token", () => {
     });
   });
 });
+
+describe("policy sees the human behind a delegation token", () => {
+  let guarded: OnbehalfServer;
+  beforeAll(async () => {
+    guarded = await startTestServer(idp, {
+      tenants: [
+        {
+          id: "acme",
+          policy: {
+            defaults: { "*": { permission: "allow" as const } },
+            rules: [
+              {
+                id: "no-contractors",
+                tools: ["get_customer"],
+                when: 'has(user.claims.employment) && user.claims.employment == "contractor"',
+                effect: "deny" as const,
+                reason: "contractors do not read customer records",
+              },
+              {
+                id: "idp-mail-needs-approval",
+                tools: ["read_email"],
+                when: `user.issuer == "${idp.issuer}" && user.sub == "carol"`,
+                effect: "ask" as const,
+                reason: "reading mail through an agent needs approval",
+              },
+            ],
+          },
+        },
+      ],
+    });
+  });
+  afterAll(async () => {
+    await guarded?.close();
+  });
+
+  const hop = async (subject: string, actor: string) => {
+    const r = await call(guarded.url, "POST", "/v1/token", {
+      body: {
+        grant_type: TOKEN_EXCHANGE,
+        subject_token: subject,
+        subject_token_type: ACCESS_TOKEN_TYPE,
+        actor,
+      },
+    });
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    return r.body.access_token as string;
+  };
+  const decide = async (token: string, tool: string) =>
+    (
+      await call(guarded.url, "POST", "/v1/check", {
+        token,
+        body: { tool, agent: { name: "assistant" }, report: false },
+      })
+    ).body;
+
+  it("holds rules on the human's claims, issuer and subject for every hop, as for the human", async () => {
+    const carol = await userToken(idp, "carol", undefined, { employment: "contractor" });
+    const one = await hop(carol, "assistant");
+    const two = await hop(one, "researcher");
+    for (const token of [carol, one, two]) {
+      expect(await decide(token, "get_customer")).toMatchObject({ decision: "deny", rule: "no-contractors" });
+      expect(await decide(token, "read_email")).toMatchObject({
+        decision: "ask",
+        rule: "idp-mail-needs-approval",
+      });
+    }
+    // the delegation carries the claims as carol's issuer signed them: nothing the exchange request says
+    expect(claims(two)).toMatchObject({
+      obo_sub: "carol",
+      obo_claims: { employment: "contractor", sub: "carol" },
+    });
+  });
+
+  it("leaves another human's calls alone", async () => {
+    const dave = await hop(await userToken(idp, "dave"), "assistant");
+    expect(await decide(dave, "get_customer")).toMatchObject({ decision: "allow" });
+    expect(await decide(dave, "read_email")).toMatchObject({ decision: "allow" });
+  });
+});
