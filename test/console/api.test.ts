@@ -5,8 +5,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { OnbehalfServer } from "../../src/server/app.js";
 import { CookieJar } from "../support/console.js";
-import { type OidcProviderHandle, startOidcProvider } from "../support/oidc.js";
-import { ADMIN, serverConfig, startTestServer, userToken } from "../support/server.js";
+import { DEFAULT_RESOURCE, type OidcProviderHandle, startOidcProvider } from "../support/oidc.js";
+import { ACME_POLICY, ADMIN, serverConfig, startTestServer, userToken } from "../support/server.js";
 
 let idp: OidcProviderHandle;
 let server: OnbehalfServer;
@@ -153,6 +153,42 @@ describe("console sign-in", () => {
     const forged = await signIn({ token: `${alice.slice(0, -4)}AAAA` });
     expect(forged.answer.status).toBe(401);
     expect((await signIn({ token: "not-the-admin-token" })).answer.status).toBe(401);
+  });
+
+  it("takes the admin scope only from an issuer that may vouch for every tenant", async () => {
+    // acme's identity provider vouches for both tenants; globex's own provider only for globex
+    const globexIdp = await startOidcProvider({ scopes: ["onbehalf:approve", "onbehalf:admin"] });
+    const issuer = (i: OidcProviderHandle) => ({
+      issuer: i.issuer,
+      audience: DEFAULT_RESOURCE,
+      preset: "generic" as const,
+    });
+    const shared = await startTestServer(idp, {
+      server: { ...serverConfig(idp).server, console_admin_scope: "onbehalf:admin" },
+      issuers: [issuer(idp), issuer(globexIdp)],
+      tenants: [
+        { id: "acme", issuers: [idp.issuer], policy: ACME_POLICY },
+        { id: "globex", issuers: [idp.issuer, globexIdp.issuer], policy: ACME_POLICY },
+      ],
+    });
+    try {
+      const at = (token: string) => signIn({ token }, shared.url);
+      const mallory = await userToken(globexIdp, "mallory", "onbehalf:admin", { tenant: "globex" });
+      const refused = await at(mallory);
+      expect(refused.answer.status).toBe(403);
+      expect(refused.answer.body.error.message).toContain("a token of");
+      expect(refused.jar.cookie).toBeNull();
+      // with the approve scope too, she is what her own tenant's issuer makes her: an approver of globex
+      const both = await userToken(globexIdp, "mallory", "onbehalf:admin onbehalf:approve", {
+        tenant: "globex",
+      });
+      expect((await at(both)).answer.body).toMatchObject({ role: "approver", tenant: "globex" });
+      const boss = await userToken(idp, "boss", "onbehalf:admin");
+      expect((await at(boss)).answer.body).toMatchObject({ role: "admin", tenant: null });
+    } finally {
+      await shared.close();
+      await globexIdp.close();
+    }
   });
 
   it("refuses a sign-in posted by another site's page", async () => {

@@ -7,6 +7,8 @@
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { z } from "zod";
 import { OnbehalfError } from "../../errors.js";
+import type { Principal } from "../../identity/principal.js";
+import { issuerRefusal } from "../../policy/decide.js";
 import { APPROVE_SCOPE, approverRefusal } from "../approvals.js";
 import type { ServerContext } from "../context.js";
 import { parseBody } from "../http.js";
@@ -59,12 +61,19 @@ export function signInRoutes(
       throw new OnbehalfError("ERR_TOKEN_MISSING", "no console session: sign in at /ui");
     }
     if (opts.change === true) checkCsrf(req, session);
-    if (session.principal !== null && session.role === "approver") {
-      // Policy changes live: a user removed from the directory, or whose scope was taken away, is out now.
-      const refusal = approverRefusal(ctx, { principal: session.principal, delegation: null });
+    if (session.principal !== null) {
+      // Policy changes live: a user removed from the directory, whose scope was taken away, or whose issuer no
+      // longer vouches for every tenant, is out now.
+      const refusal =
+        session.role === "admin"
+          ? adminRefusal(ctx, session.principal, options.adminScope)
+          : approverRefusal(ctx, { principal: session.principal, delegation: null });
       if (refusal !== null) {
         await sessions.close(id);
-        throw new OnbehalfError("ERR_POLICY_DENIED", `no longer an approver: ${refusal}`);
+        throw new OnbehalfError(
+          "ERR_POLICY_DENIED",
+          `no longer ${session.role === "admin" ? "an admin" : "an approver"}: ${refusal}`,
+        );
       }
     }
     if (opts.role === "admin" && session.role !== "admin") {
@@ -146,17 +155,33 @@ async function signIn(ctx: ServerContext, token: string, adminScope: string | nu
       "an agent's delegation token cannot sign in to the console: the human can",
     );
   }
-  if (adminScope !== null && principal.scopes.includes(adminScope)) {
+  const notAdmin = adminRefusal(ctx, principal, adminScope);
+  if (notAdmin === null) {
     return { session: { role: "admin", tenant: null, who: principal.user, principal }, until };
   }
   const refusal = approverRefusal(ctx, { principal, delegation: null });
   if (refusal !== null) {
     throw new OnbehalfError(
       "ERR_POLICY_DENIED",
-      `the console needs an admin token${adminScope === null ? "" : `, the ${adminScope} scope`} or an approver: ${refusal}`,
+      `the console needs an admin token${adminScope === null ? "" : ` or the ${adminScope} scope (${notAdmin})`}, or an approver: ${refusal}`,
     );
   }
   return { session: { role: "approver", tenant: principal.tenant, who: principal.user, principal }, until };
+}
+
+/**
+ * Why this human is not a console admin, or null when they are: an admin sees every tenant, so the admin scope
+ * counts only from an issuer that may vouch for every tenant — another customer's identity provider granting
+ * it makes nobody an admin of this one's records.
+ */
+function adminRefusal(ctx: ServerContext, principal: Principal, adminScope: string | null): string | null {
+  if (adminScope === null) return "no admin scope is configured";
+  if (!principal.scopes.includes(adminScope)) return `the token does not grant ${adminScope}`;
+  for (const tenant of ctx.gov.policy.tenants.values()) {
+    const unbound = issuerRefusal(tenant, principal);
+    if (unbound !== null) return `an admin sees every tenant, and ${unbound}`;
+  }
+  return null;
 }
 
 /** The development sign-in: an admin session, with `dev_issuer: true`, for a browser on this machine only. */
