@@ -396,10 +396,13 @@ function auditRefused(ctx: ServerContext, caller: Caller, req: FastifyRequest, e
       tenant: p.tenant,
       user: p.user,
       email: p.email,
+      // a delegation token's agent is the one it signs, whatever the refused body says; else what the body
+      // named, cut as the tool's name is
       agent:
-        typeof raw["agent"] === "object" && raw["agent"] !== null
-          ? String((raw["agent"] as { name?: unknown }).name ?? "") || null
-          : null,
+        caller.delegation?.chain.at(-1) ??
+        (typeof raw["agent"] === "object" && raw["agent"] !== null
+          ? String((raw["agent"] as { name?: unknown }).name ?? "").slice(0, 200) || null
+          : null),
       tier: null,
       chain: caller.delegation?.chain ?? [],
       tool: typeof raw["tool"] === "string" ? raw["tool"].slice(0, 200) : null,

@@ -155,6 +155,35 @@ describe("POST /v1/check", () => {
     );
     expect(refused).toMatchObject({ reason_code: "error", tool: "get_customer", agent: "bot" });
   });
+
+  it("audits a refused body under a delegation token as the agent the token signs, and cuts a long name", async () => {
+    const minted = await call(server.url, "POST", "/v1/token", {
+      body: {
+        grant_type: "urn:ietf:params:oauth:grant-type:token-exchange",
+        subject_token: alice,
+        subject_token_type: "urn:ietf:params:oauth:token-type:access_token",
+        actor: "mailer",
+      },
+    });
+    const forged = await check(minted.body.access_token, {
+      tool: "get_customer",
+      agent: { name: "security-officer-bot" },
+      forged: 1,
+    });
+    expect(forged.status).toBe(400);
+    const long = await check(alice, { tool: "get_customer", agent: { name: "n".repeat(5_000) }, long: 1 });
+    expect(long.status).toBe(400);
+    await flush();
+    const refusals = (await audit("user=alice&decision=deny&limit=1000")) as {
+      reason: string;
+      agent: string;
+    }[];
+    expect(refusals.find((x) => x.reason.includes('"forged"'))).toMatchObject({
+      agent: "mailer",
+      chain: ["mailer"],
+    });
+    expect(refusals.find((x) => x.reason.includes('"long"'))?.agent).toBe("n".repeat(200));
+  });
 });
 
 describe("input no audit store can hold", () => {
