@@ -121,7 +121,7 @@ export function createMemoryState(
   /** Values claimed once, until their time (only callers that proved who they are claim: see claimOnce). */
   const once = new Map<string, number>();
   const consoleSessions = new Map<string, { session: string; until: number }>();
-  /** Reports taken by report token, until the token expires (as many as calls may wait; the oldest go). */
+  /** Reports taken by report token, each until its token expires: never forgotten sooner (a token is good once). */
   const reported = new Map<string, number>();
   let config: string | null = null;
   const forget = (id: string, why: GoneReason) => {
@@ -177,7 +177,12 @@ export function createMemoryState(
     },
     async claimReport(callId, ttlMs) {
       if ((reported.get(callId) ?? 0) > now()) return false;
-      if (reported.size >= bounds.maxCalls) reported.delete(reported.keys().next().value as string);
+      // A claim is kept until its token expires, never pushed out for room: a report token is accepted once.
+      // The oldest claims (first in the Map: tokens share one lifetime) go once expired.
+      for (const [id, until] of reported) {
+        if (until > now()) break;
+        reported.delete(id);
+      }
       reported.set(callId, now() + ttlMs);
       return true;
     },

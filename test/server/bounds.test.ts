@@ -144,6 +144,30 @@ describe('"report": "token"', () => {
       "outcome:ok",
     ]);
   });
+
+  it("takes a report token once however many other token reports come after it (the bound of waiting calls is 2)", async () => {
+    const tokenCheck = async (i: number) => {
+      const r = await call(server.url, "POST", "/v1/check", {
+        token: alice,
+        body: { tool: "get_customer", args: { id: `c-r${i}` }, agent: { name: "bot" }, report: "token" },
+      });
+      return { id: r.body.call_id as string, token: r.body.report_token as string };
+    };
+    const send = (c: { id: string; token: string }, status: "ok" | "error") =>
+      call(server.url, "POST", `/v1/calls/${c.id}/result`, {
+        token: alice,
+        body: {
+          status,
+          ...(status === "error" ? { error: "failed" } : { output: {} }),
+          report_token: c.token,
+        },
+      });
+    const first = await tokenCheck(0);
+    expect((await send(first, "error")).status).toBe(200);
+    for (let i = 1; i <= 5; i++) expect((await send(await tokenCheck(i), "ok")).status).toBe(200);
+    expect((await send(first, "ok")).status).toBe(409);
+    expect((await recordsOf(server.url, first.id)).filter((r) => r.kind === "outcome")).toHaveLength(1);
+  });
 });
 
 describe("pending calls past their time", () => {
