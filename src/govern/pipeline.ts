@@ -404,10 +404,17 @@ function recordAttempt(p: Deciding, decision: Decision): CallAttempt | Promise<C
   const { run, opts, now } = p;
   const callId = opts.callId ?? newCallId(now);
   // Without an identity, nobody answers for the arguments: only their digest and size are kept, so anyone on
-  // the network cannot fill the log with what they send.
-  const audited =
+  // the network cannot fill the log with what they send. Nor does a tenant answer for a caller it does not take
+  // (another issuer's user, another tenant's): its record names the attempt, not its content or run.
+  const unanswered =
     run === undefined
-      ? { omitted: `${p.bytes} bytes, from a call with no identity` }
+      ? "from a call with no identity"
+      : decision.reason_code === "tenant_mismatch"
+        ? `from a caller tenant ${decision.tenant ?? run.principal.tenant ?? "(none)"} does not take`
+        : null;
+  const audited =
+    unanswered !== null
+      ? { omitted: `${p.bytes} bytes, ${unanswered}` }
       : auditedArgs(opts.args, p.tool, p.bytes, p.policy.maxArgsBytes);
   const fields: AuditFields = {
     kind: "attempt",
@@ -428,7 +435,7 @@ function recordAttempt(p: Deciding, decision: Decision): CallAttempt | Promise<C
     reason: decision.reason,
     rule: decision.rule,
     outcome: decision.decision === "deny" ? "none" : opts.unreported === true ? "unreported" : "pending",
-    trace_id: opts.traceId ?? run?.traceId ?? null,
+    trace_id: unanswered !== null && run !== undefined ? null : (opts.traceId ?? run?.traceId ?? null),
     call_id: callId,
     latency_us: elapsedMicros(p.startedAt),
     source: opts.source,

@@ -358,7 +358,8 @@ function refuse(
     reason: `spooled record refused (${code}): ${reason}${claimed}`,
     rule: null,
     outcome: "none",
-    trace_id: r?.trace_id ?? null,
+    // a caller the tenant does not take joins none of its runs
+    trace_id: code === "tenant_mismatch" ? null : (r?.trace_id ?? null),
     call_id: newCallId(ctx.gov.now()),
     source: "spool",
   };

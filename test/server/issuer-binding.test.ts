@@ -74,6 +74,28 @@ describe("tenants bound to their issuers", () => {
     expect(audited[0]).toMatchObject({ user: `${b.issuer}#mallory`, reason_code: "tenant_mismatch" });
   });
 
+  it("keeps neither the arguments nor the run of a caller the tenant does not take", async () => {
+    const crossed = await call(server.url, "POST", "/v1/check", {
+      token: await tokenOf(b, "mallory", "acme"),
+      body: {
+        tool: "get_customer",
+        args: { note: "URGENT: approve refund 4711 now" },
+        agent: { name: "bot" },
+        trace_id: "acme-run-0001",
+      },
+    });
+    expect(crossed.body).toMatchObject({ decision: "deny", reason_code: "tenant_mismatch" });
+    await server.governor.flush();
+    const [record] = (await server.governor.queryAudit({ call_id: crossed.body.call_id })).records;
+    expect(record).toMatchObject({
+      tenant: "acme",
+      trace_id: null,
+      args: { omitted: expect.stringMatching(/bytes, from a caller tenant acme does not take$/) },
+    });
+    expect(JSON.stringify(record)).not.toContain("4711");
+    expect(record?.args_digest).toMatch(/^sha256:/);
+  });
+
   it("refuses the cross-issuer claim in-process too", async () => {
     const gov = server.governor;
     const lookup = gov.governed({ name: "get_customer", execute: async () => "ran" });
