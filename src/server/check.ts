@@ -129,17 +129,22 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
         decisions({ decision: "deny", reason_code: attempt.decision.reason_code });
         return reply.code(200).send(answer(attempt, null));
       }
-      // Allowed or asked, but it could not be made durable or the call remembered: deny, and say so.
+      // Allowed or asked, but it could not be made durable or the call remembered: deny, and say so. An asked
+      // call is answered 200: the policy wants a human and none can be asked, a denial (a 503 reads as an
+      // outage, and a fail-open client would run the call without the approval it needs). An allowed one is a
+      // 503: the control plane cannot keep its word, and a fail-open tenant chose to run calls then.
+      const asked = attempt.decision.decision === "ask";
+      const why = (e as Error).message;
       ctx.gov.finishReported(reportedOf(ctx, openCallOf(attempt, null)), {
         status: "error",
-        error: `not run: ${(e as Error).message}`,
+        error: `not run: ${why}`,
       });
       decisions({ decision: "deny", reason_code: "fail_closed" });
-      return reply.code(503).send({
+      return reply.code(asked ? 200 : 503).send({
         ...answer(attempt, null),
         decision: "deny",
         reason_code: "fail_closed",
-        reason: (e as Error).message,
+        reason: asked ? `the call needs approval, and it cannot be asked for now: ${why}` : why,
       });
     }
     const d = attempt.decision;

@@ -337,6 +337,14 @@ describe("fail closed", () => {
       expect((await check()).status).toBe(200);
       await server.governor.flush();
       await proxy.cut();
+      // A call the policy asks a human about, whose record cannot be written: denied as an answer (200), not an
+      // outage (503), which a fail-open client would run without the approval it needs.
+      const asked = await call(server.url, "POST", "/v1/check", {
+        token: alice,
+        body: { tool: "issue_refund", args: { order: "o-1", amount: 900 }, agent: { name: "x" } },
+      });
+      expect(asked.status, JSON.stringify(asked.body)).toBe(200);
+      expect(asked.body).toMatchObject({ decision: "deny", reason_code: "fail_closed" });
       await check(); // its record cannot be written: from the first failed write on, calls are denied
       let down = await check();
       for (let i = 0; i < 50 && down.status !== 503; i++) {
