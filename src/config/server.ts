@@ -101,6 +101,11 @@ export const ServerConfig = z.strictObject({
    * the oldest go: their outcome is audited as `expired`. About 1 KB each.
    */
   max_pending_calls: z.number().int().min(1).default(50_000),
+  /**
+   * How many calls of one user may wait at once; at it, that user's oldest goes (audited as `expired`), so that
+   * no user, of any tenant, can push another's calls out by filling the shared bound.
+   */
+  max_pending_calls_per_user: z.number().int().min(1).default(5_000),
   /** How many approvals are kept, waiting or decided; at the bound the oldest go. */
   max_approvals: z.number().int().min(1).default(10_000),
   /** How many MCP sessions this instance keeps open; at the bound the least recently used one is closed. */

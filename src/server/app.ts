@@ -251,7 +251,11 @@ export async function startServer(options: ServerOptions): Promise<OnbehalfServe
     metrics,
     approvalTtlMs,
     pendingTtlMs,
-    pending: pendingCalls(gov, state, metrics, { ttlMs: pendingTtlMs, maxCalls: server.max_pending_calls }),
+    pending: pendingCalls(gov, state, metrics, {
+      ttlMs: pendingTtlMs,
+      maxCalls: server.max_pending_calls,
+      maxCallsPerUser: server.max_pending_calls_per_user,
+    }),
     reportTokens: reportTokens(key, issuer),
     live,
   };
@@ -366,7 +370,11 @@ async function closeWithin(app: FastifyInstance, ms: number): Promise<void> {
 async function openState(loaded: LoadedConfig, startupTimeoutMs: number): Promise<StateStore> {
   const store = loaded.config.limits.store;
   const server = loaded.config.server;
-  const bounds = { maxCalls: server.max_pending_calls, maxApprovals: server.max_approvals };
+  const bounds = {
+    maxCalls: server.max_pending_calls,
+    maxApprovals: server.max_approvals,
+    maxCallsPerUser: server.max_pending_calls_per_user,
+  };
   if (store.startsWith("redis://") || store.startsWith("rediss://")) {
     const { createRedisState } = await import("./state-redis.js");
     return createRedisState(store, {

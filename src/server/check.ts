@@ -305,7 +305,7 @@ async function rememberCall(
     openCallFor(attempt, approval, approvedArgs),
     approval === null ? ctx.pendingTtlMs : ctx.approvalTtlMs + ctx.pendingTtlMs,
   );
-  ctx.pending.expired(evicted, "evicted");
+  ctx.pending.evictedCalls(evicted);
 }
 
 function reportedOf(ctx: ServerContext, pending: OpenCall) {

@@ -1,11 +1,12 @@
 /**
  * The bounds of what the control plane keeps between requests: calls waiting for their result go when their
- * time runs out (`server.pending_call_seconds`) or, at the bound (`server.max_pending_calls`), oldest first. A
+ * time runs out (`server.pending_call_seconds`) or, at the bound (`server.max_pending_calls`, and its user's:
+ * `server.max_pending_calls_per_user`), oldest first. A
  * call that goes unreported is never lost: its outcome is audited as `expired`, and a metric counts it.
  */
 import type { Governor } from "../govern/governor.js";
 import type { Metrics } from "./metrics.js";
-import type { GoneReason, OpenCall, StateStore } from "./state.js";
+import type { EvictedCall, GoneReason, OpenCall, StateStore } from "./state.js";
 
 /** How many expired calls one sweep takes from the store at a time. */
 const SWEEP_BATCH = 1_000;
@@ -15,11 +16,15 @@ export interface PendingBounds {
   readonly ttlMs: number;
   /** How many calls may wait for their result at once. */
   readonly maxCalls: number;
+  /** How many calls of one user may wait at once. */
+  readonly maxCallsPerUser: number;
 }
 
 export interface PendingCalls {
   /** Audit the outcome of calls that went unreported (evicted at the bound, or past their time) as `expired`. */
   expired(calls: readonly OpenCall[], why: GoneReason): void;
+  /** Audit the calls a new one pushed out (`putCall`'s answer) as `expired`, each with its bound. */
+  evictedCalls(gone: readonly EvictedCall[]): void;
   /** Why a late report finds nothing: the message of its 404. */
   notWaiting(callId: string): Promise<string>;
   /** Count what else was let go before it was done with (MCP sessions: idle, bound, user_bound). */
@@ -52,10 +57,13 @@ export function pendingCalls(
   const reasonOf = (why: GoneReason) =>
     why === "expired"
       ? `expired: no result was reported within ${seconds} s (server.pending_call_seconds)`
-      : `expired: evicted unreported, ${bounds.maxCalls} calls were waiting for their result (server.max_pending_calls)`;
+      : why === "user_bound"
+        ? `expired: evicted unreported, its user had ${bounds.maxCallsPerUser} calls waiting for their result (server.max_pending_calls_per_user)`
+        : `expired: evicted unreported, ${bounds.maxCalls} calls were waiting for their result (server.max_pending_calls)`;
+  const metricWhy = { expired: "expired", evicted: "bound", user_bound: "user_bound" } as const;
   const expired = (calls: readonly OpenCall[], why: GoneReason) => {
     if (calls.length === 0) return;
-    evictions({ what: "pending_call", why: why === "expired" ? "expired" : "bound" }, calls.length);
+    evictions({ what: "pending_call", why: metricWhy[why] }, calls.length);
     const reason = reasonOf(why);
     for (const call of calls) {
       try {
@@ -97,6 +105,14 @@ export function pendingCalls(
   timer.unref();
   return {
     expired,
+    evictedCalls(gone) {
+      for (const why of ["user_bound", "evicted"] as const) {
+        expired(
+          gone.filter((g) => g.why === why).map((g) => g.call),
+          why,
+        );
+      }
+    },
     sweep,
     evicted(what, why) {
       evictions({ what, why });
@@ -107,6 +123,8 @@ export function pendingCalls(
         return `call ${callId} no longer waits for a result: none came within ${seconds} s (server.pending_call_seconds); its outcome is audited as expired`;
       if (why === "evicted")
         return `call ${callId} no longer waits for a result: it was evicted unreported when more than ${bounds.maxCalls} calls were waiting (server.max_pending_calls); its outcome is audited as expired`;
+      if (why === "user_bound")
+        return `call ${callId} no longer waits for a result: it was evicted unreported when its user had more than ${bounds.maxCallsPerUser} calls waiting (server.max_pending_calls_per_user); its outcome is audited as expired`;
       return `no call ${callId} is waiting for a result (unknown, checked with "report": false, expired or already reported)`;
     },
     close() {

@@ -9,6 +9,7 @@ import { type ApprovalStatus, type StoredApproval, withUpdate } from "../govern/
 import { REDIS_OPTIONS, redisReady } from "../limits/redis.js";
 import {
   DEFAULT_STATE_BOUNDS,
+  type EvictedCall,
   type GoneReason,
   type OpenCall,
   type StateBounds,
@@ -43,6 +44,7 @@ local function let_go(prefix, id, why, px, out)
   local v = redis.call('GET', prefix .. 'call:' .. id)
   if v then
     redis.call('DEL', prefix .. 'call:' .. id)
+    redis.call('ZREM', prefix .. 'calls-of:' .. cjson.decode(v).user, id)
     redis.call('SET', prefix .. 'gone:' .. id, why, 'PX', px)
     table.insert(out, v)
   end
@@ -50,27 +52,42 @@ end
 `;
 
 /**
- * Calls waiting for their result: a JSON value each (`call:<id>`) and an index by deadline (`calls`, a sorted
- * set). The value outlives its deadline by a margin so that the instance that expires it can still audit it.
+ * Calls waiting for their result: a JSON value each (`call:<id>`), an index by deadline (`calls`, a sorted
+ * set), and one per user (`calls-of:<user>`). The value outlives its deadline by a margin so that the instance
+ * that expires it can still audit it. Letting a call go removes it from its user's index (the value names the
+ * user).
  *
- * PUT_CALL: KEYS the value, the index. ARGV id, JSON, deadline, PX of the value, the bound, prefix, PX of the
- * "gone" note. At the bound, the calls nearest their deadline (the oldest, for one TTL) are removed and returned.
+ * PUT_CALL: KEYS the value, the index, the user's index. ARGV id, JSON, deadline, PX of the value, the bound,
+ * prefix, PX of the "gone" note, the user's bound. At the user's bound, that user's calls nearest their deadline
+ * go; at the bound of all, the calls of anyone nearest theirs (the oldest, for one TTL). Returns the two lists.
  */
 const PUT_CALL = `${LET_GO}
-local evicted = {}
-local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5]) + 1
+local mine, all = {}, {}
+local over = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[8]) + 1
+if over > 0 then
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, over - 1)) do
+    redis.call('ZREM', KEYS[2], id)
+    redis.call('ZREM', KEYS[3], id)
+    let_go(ARGV[6], id, 'user_bound', ARGV[7], mine)
+  end
+end
+over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5]) + 1
 if over > 0 then
   for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, over - 1)) do
     redis.call('ZREM', KEYS[2], id)
-    let_go(ARGV[6], id, 'evicted', ARGV[7], evicted)
+    let_go(ARGV[6], id, 'evicted', ARGV[7], all)
   end
 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-return evicted
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+return {mine, all}
 `;
 
-/** KEYS the value, the index; ARGV id, now, "1" to take it. A call past its deadline is not returned. */
+/**
+ * KEYS the value, the index; ARGV id, now, "1" to take it, prefix. A call past its deadline is not returned.
+ */
 const GET_CALL = `
 local v = redis.call('GET', KEYS[1])
 if not v then return false end
@@ -79,6 +96,7 @@ if deadline and tonumber(deadline) <= tonumber(ARGV[2]) then return false end
 if ARGV[3] == '1' then
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZREM', ARGV[4] .. 'calls-of:' .. cjson.decode(v).user, ARGV[1])
 end
 return v
 `;
@@ -145,12 +163,12 @@ export async function createRedisState(
     throw e;
   }
   redis.defineCommand("onbehalfTransition", { numberOfKeys: 2, lua: TRANSITION });
-  redis.defineCommand("onbehalfPutCall", { numberOfKeys: 2, lua: PUT_CALL });
+  redis.defineCommand("onbehalfPutCall", { numberOfKeys: 3, lua: PUT_CALL });
   redis.defineCommand("onbehalfGetCall", { numberOfKeys: 2, lua: GET_CALL });
   redis.defineCommand("onbehalfExpireCalls", { numberOfKeys: 1, lua: EXPIRE_CALLS });
   redis.defineCommand("onbehalfTrimApprovals", { numberOfKeys: 1, lua: TRIM_APPROVALS });
   type Scripts = Redis & {
-    onbehalfPutCall(...a: (string | number)[]): Promise<string[]>;
+    onbehalfPutCall(...a: (string | number)[]): Promise<[string[], string[]]>;
     onbehalfGetCall(...a: (string | number)[]): Promise<string | null>;
     onbehalfExpireCalls(...a: (string | number)[]): Promise<string[]>;
     onbehalfTrimApprovals(...a: (string | number)[]): Promise<number>;
@@ -162,6 +180,7 @@ export async function createRedisState(
   const k = {
     call: (id: string) => `${prefix}call:${id}`,
     calls: `${prefix}calls`,
+    callsOf: (user: string) => `${prefix}calls-of:${user}`,
     gone: (id: string) => `${prefix}gone:${id}`,
     approval: (id: string) => `${prefix}approval:${id}`,
     binding: (binding: string) => `${prefix}approval-for:${binding}`,
@@ -214,9 +233,10 @@ export async function createRedisState(
     putCall: (call, ttlMs) =>
       guard("store a pending call", async () => {
         const deadline = Date.now() + ttlMs;
-        const evicted = await scripts.onbehalfPutCall(
+        const [mine, all] = await scripts.onbehalfPutCall(
           k.call(call.callId),
           k.calls,
+          k.callsOf(call.user),
           call.callId,
           JSON.stringify(call),
           deadline,
@@ -224,16 +244,19 @@ export async function createRedisState(
           bounds.maxCalls,
           prefix,
           goneMs,
+          bounds.maxCallsPerUser,
         );
-        return evicted.map((v) => JSON.parse(v) as OpenCall);
+        const gone = (values: string[], why: EvictedCall["why"]) =>
+          values.map((v) => ({ call: JSON.parse(v) as OpenCall, why }));
+        return [...gone(mine, "user_bound"), ...gone(all, "evicted")];
       }),
     getCall: (id) =>
       guard("read a pending call", async () =>
-        parse<OpenCall>(await scripts.onbehalfGetCall(k.call(id), k.calls, id, Date.now(), "0")),
+        parse<OpenCall>(await scripts.onbehalfGetCall(k.call(id), k.calls, id, Date.now(), "0", prefix)),
       ),
     takeCall: (id) =>
       guard("take a pending call", async () =>
-        parse<OpenCall>(await scripts.onbehalfGetCall(k.call(id), k.calls, id, Date.now(), "1")),
+        parse<OpenCall>(await scripts.onbehalfGetCall(k.call(id), k.calls, id, Date.now(), "1", prefix)),
       ),
     expireCalls: (limit) =>
       guard("expire pending calls", async () =>

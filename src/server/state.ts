@@ -32,7 +32,13 @@ export interface OpenCall {
 }
 
 /** Why a call no longer waits for its result, when the store still knows (for the 404 of a late report). */
-export type GoneReason = "expired" | "evicted";
+export type GoneReason = "expired" | "evicted" | "user_bound";
+
+/** A call let go to make room for another: at the bound of all calls, or of its user's (`user_bound`). */
+export interface EvictedCall {
+  readonly call: OpenCall;
+  readonly why: "evicted" | "user_bound";
+}
 
 /** How many calls and approvals the state store keeps at most (the oldest go first). */
 export interface StateBounds {
@@ -40,19 +46,29 @@ export interface StateBounds {
   readonly maxCalls: number;
   /** Approvals kept, waiting or decided (`server.max_approvals`). */
   readonly maxApprovals: number;
+  /**
+   * Calls of one user waiting at once (`server.max_pending_calls_per_user`): at it, that user's oldest goes, so
+   * that no user (of any tenant) can push another's calls out.
+   */
+  readonly maxCallsPerUser: number;
 }
 
-export const DEFAULT_STATE_BOUNDS: StateBounds = { maxCalls: 50_000, maxApprovals: 10_000 };
+export const DEFAULT_STATE_BOUNDS: StateBounds = {
+  maxCalls: 50_000,
+  maxApprovals: 10_000,
+  maxCallsPerUser: 5_000,
+};
 
 /** Console sessions kept in memory at most (the oldest go first); in Redis they go when their time is up. */
 const MAX_CONSOLE_SESSIONS = 10_000;
 
 export interface StateStore extends ApprovalStore {
   /**
-   * Remember a call until its result is reported or `ttlMs` passes. At the bound (`maxCalls`) the oldest
-   * waiting calls make room: they are removed and returned, for their outcome to be audited as `expired`.
+   * Remember a call until its result is reported or `ttlMs` passes. At its user's bound (`maxCallsPerUser`) that
+   * user's oldest waiting call makes room, at the bound of all (`maxCalls`) the oldest of all: they are removed
+   * and returned, for their outcome to be audited as `expired`.
    */
-  putCall(call: OpenCall, ttlMs: number): Promise<readonly OpenCall[]>;
+  putCall(call: OpenCall, ttlMs: number): Promise<readonly EvictedCall[]>;
   getCall(callId: string): Promise<OpenCall | null>;
   /** Remove and return a pending call: a result is accepted once. */
   takeCall(callId: string): Promise<OpenCall | null>;
@@ -123,9 +139,19 @@ export function createMemoryState(
   const consoleSessions = new Map<string, { session: string; until: number }>();
   /** Reports taken by report token, each until its token expires: never forgotten sooner (a token is good once). */
   const reported = new Map<string, number>();
+  /** The ids of each user's waiting calls, oldest first. */
+  const callsOf = new Map<string, Set<string>>();
   let config: string | null = null;
-  const forget = (id: string, why: GoneReason) => {
+  const drop = (id: string) => {
+    const e = calls.get(id);
+    if (e === undefined) return;
     calls.delete(id);
+    const mine = callsOf.get(e.call.user);
+    mine?.delete(id);
+    if (mine?.size === 0) callsOf.delete(e.call.user);
+  };
+  const forget = (id: string, why: GoneReason) => {
+    drop(id);
     gone.delete(id);
     gone.set(id, why);
     if (gone.size > bounds.maxCalls) gone.delete(gone.keys().next().value as string);
@@ -145,13 +171,21 @@ export function createMemoryState(
   return {
     ...approvals,
     async putCall(call, ttlMs) {
-      const evicted: OpenCall[] = [];
+      const evicted: EvictedCall[] = [];
+      const mine = callsOf.get(call.user) ?? new Set<string>();
+      for (const id of mine) {
+        if (mine.size < bounds.maxCallsPerUser) break;
+        const e = calls.get(id);
+        forget(id, "user_bound");
+        if (e !== undefined) evicted.push({ call: e.call, why: "user_bound" });
+      }
       for (const [id, e] of calls) {
         if (calls.size < bounds.maxCalls) break;
         forget(id, "evicted");
-        evicted.push(e.call);
+        evicted.push({ call: e.call, why: "evicted" });
       }
       calls.set(call.callId, { call, until: now() + ttlMs });
+      callsOf.set(call.user, mine.add(call.callId));
       return evicted;
     },
     async getCall(callId) {
@@ -160,7 +194,7 @@ export function createMemoryState(
     async takeCall(callId) {
       const e = live(callId);
       if (e === undefined) return null;
-      calls.delete(callId);
+      drop(callId);
       return e.call;
     },
     async expireCalls(limit) {

@@ -8,7 +8,7 @@ import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { StoredApproval } from "../../src/govern/approvals.js";
 import type { OnbehalfServer } from "../../src/server/app.js";
-import { createMemoryState } from "../../src/server/state.js";
+import { createMemoryState, type OpenCall } from "../../src/server/state.js";
 import { createRedisState } from "../../src/server/state-redis.js";
 import { type OidcProviderHandle, startOidcProvider } from "../support/oidc.js";
 import { ADMIN, call, metricValue, serverConfig, startTestServer, userToken } from "../support/server.js";
@@ -51,6 +51,75 @@ const recordsOf = async (url: string, id: string): Promise<any[]> =>
   );
 const evictions = (url: string, why: string) =>
   metricValue(url, `onbehalf_state_evictions_total{what="pending_call",why="${why}"}`);
+
+describe("one user's share of the waiting calls", () => {
+  const waiting = (user: string, i: number) =>
+    ({
+      callId: `${user}-${i}`,
+      user,
+      tenant: user === "mallory" ? "acme" : "globex",
+      tool: "get_customer",
+      postTransform: "audit",
+      redact: [],
+      fields: {},
+      startedAt: 0,
+      approvalId: null,
+    }) as unknown as OpenCall;
+
+  it("lets a user push out only their own oldest calls, in memory and in Redis", async () => {
+    const bounds = { maxCalls: 10, maxApprovals: 10, maxCallsPerUser: 3 };
+    const memory = createMemoryState(bounds);
+    const redis = await createRedisState(REDIS, { prefix: "bounds-users:", bounds });
+    try {
+      for (const store of [memory, redis]) {
+        await store.putCall(waiting("bob", 1), 60_000);
+        const pushed = [];
+        for (let i = 1; i <= 8; i++) pushed.push(...(await store.putCall(waiting("mallory", i), 60_000)));
+        expect(pushed.map((g) => `${g.why}:${g.call.callId}`)).toEqual(
+          [1, 2, 3, 4, 5].map((i) => `user_bound:mallory-${i}`),
+        );
+        expect(await store.getCall("bob-1")).not.toBeNull();
+        expect(await store.goneWhy("mallory-1")).toBe("user_bound");
+        // taking a call frees its place in its user's share
+        expect(await store.takeCall("mallory-8")).not.toBeNull();
+        expect(await store.putCall(waiting("mallory", 9), 60_000)).toEqual([]);
+        // the bound of all still holds, oldest first, whoever's
+        const all = [];
+        for (let i = 1; i <= 7; i++) all.push(...(await store.putCall(waiting(`user${i}`, 1), 60_000)));
+        expect(all.filter((g) => g.why === "evicted").map((g) => g.call.callId)).toEqual(["bob-1"]);
+      }
+    } finally {
+      await Promise.allSettled([memory.close(), redis.close()]);
+      const own = new Redis(REDIS);
+      await own.flushdb();
+      own.disconnect();
+    }
+  });
+
+  it("audits a call pushed out by its own user's bound as expired, and says why at its late report", async () => {
+    const server = await start({
+      max_pending_calls: 100,
+      max_pending_calls_per_user: 2,
+      pending_call_seconds: 60,
+    });
+    try {
+      const first = await check(server.url, 1);
+      await check(server.url, 2);
+      await check(server.url, 3);
+      expect(await evictions(server.url, "user_bound")).toBe(1);
+      const late = await report(server.url, first);
+      expect(late.status).toBe(404);
+      expect(late.body.error.message).toContain("server.max_pending_calls_per_user");
+      await server.governor.flush();
+      expect((await recordsOf(server.url, first)).find((r) => r.kind === "outcome")).toMatchObject({
+        outcome: "expired",
+        reason: expect.stringContaining("its user had 2 calls waiting"),
+      });
+    } finally {
+      await server.close();
+    }
+  });
+});
 
 describe("pending calls in memory", () => {
   let server: OnbehalfServer;
@@ -280,10 +349,10 @@ describe("approvals kept", () => {
     }) as unknown as StoredApproval;
 
   it("drops the oldest approval at the bound, in memory and in Redis", async () => {
-    const memory = createMemoryState({ maxCalls: 10, maxApprovals: 2 });
+    const memory = createMemoryState({ maxCalls: 10, maxApprovals: 2, maxCallsPerUser: 10 });
     const redis = await createRedisState(REDIS, {
       prefix: "bounds-approvals:",
-      bounds: { maxCalls: 10, maxApprovals: 2 },
+      bounds: { maxCalls: 10, maxApprovals: 2, maxCallsPerUser: 10 },
     });
     try {
       for (const store of [memory, redis]) {
