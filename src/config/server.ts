@@ -108,6 +108,8 @@ export const ServerConfig = z.strictObject({
   max_pending_calls_per_user: z.number().int().min(1).default(5_000),
   /** How many approvals are kept, waiting or decided; at the bound the oldest go. */
   max_approvals: z.number().int().min(1).default(10_000),
+  /** How many approvals of one requester are kept; at it, that requester's oldest goes (not anyone else's). */
+  max_approvals_per_user: z.number().int().min(1).default(1_000),
   /** How many MCP sessions this instance keeps open; at the bound the least recently used one is closed. */
   max_mcp_sessions: z.number().int().min(1).default(1_000),
   /** How many MCP sessions one user may keep open on this instance; a new one closes their least recent. */

@@ -506,8 +506,9 @@ function safeDigest(args: unknown, bytes?: true): string | number | null {
 
 /**
  * Approvals kept in this process (a governor's default; the control plane shares them through Redis). At most
- * `max` are kept: a new one makes room by dropping the oldest (waiting or decided), whose requester then finds
- * no approval (an asked call waiting for it is audited as expired when its own wait ends).
+ * `max` are kept, and `maxPerUser` of one requester's: a new one makes room by dropping the oldest (waiting or
+ * decided) — its own requester's first, so no user pushes out another's — whose requester then finds no
+ * approval (an asked call waiting for it is audited as expired when its own wait ends).
  *
  * @example
  * const store = createMemoryApprovalStore();
@@ -515,15 +516,27 @@ function safeDigest(args: unknown, bytes?: true): string | number | null {
 export function createMemoryApprovalStore(
   now: () => number = Date.now,
   max = 10_000,
+  maxPerUser = 1_000,
 ): ApprovalStore & { close(): void } {
   const approvals = new Map<string, { approval: StoredApproval; until: number; binding: string }>();
   const bindings = new Map<string, string>();
+  /** Each requester's approval ids, oldest first. */
+  const ofUser = new Map<string, Set<string>>();
+  const drop = (id: string) => {
+    const e = approvals.get(id);
+    if (e === undefined) return;
+    approvals.delete(id);
+    if (bindings.get(e.binding) === id) bindings.delete(e.binding);
+    const mine = ofUser.get(e.approval.user);
+    mine?.delete(id);
+    if (mine?.size === 0) ofUser.delete(e.approval.user);
+  };
   const events = new EventEmitter();
   events.setMaxListeners(0);
   const live = (id: string) => {
     const e = approvals.get(id);
     if (e !== undefined && e.until <= now()) {
-      approvals.delete(id);
+      drop(id);
       return undefined;
     }
     return e;
@@ -535,13 +548,18 @@ export function createMemoryApprovalStore(
   sweep.unref();
   return {
     async putApproval(approval, binding, ttlMs) {
-      for (const [id, e] of approvals) {
+      const mine = ofUser.get(approval.user) ?? new Set<string>();
+      for (const id of mine) {
+        if (mine.size < maxPerUser) break;
+        drop(id);
+      }
+      for (const id of approvals.keys()) {
         if (approvals.size < max) break;
-        approvals.delete(id);
-        if (bindings.get(e.binding) === id) bindings.delete(e.binding);
+        drop(id);
       }
       approvals.set(approval.id, { approval, until: now() + ttlMs, binding });
       bindings.set(binding, approval.id);
+      ofUser.set(approval.user, mine.add(approval.id));
     },
     async getApproval(id) {
       return live(id)?.approval ?? null;

@@ -374,6 +374,7 @@ async function openState(loaded: LoadedConfig, startupTimeoutMs: number): Promis
     maxCalls: server.max_pending_calls,
     maxApprovals: server.max_approvals,
     maxCallsPerUser: server.max_pending_calls_per_user,
+    maxApprovalsPerUser: server.max_approvals_per_user,
   };
   if (store.startsWith("redis://") || store.startsWith("rediss://")) {
     const { createRedisState } = await import("./state-redis.js");

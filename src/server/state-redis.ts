@@ -111,12 +111,27 @@ end
 return out
 `;
 
-/** KEYS the approvals index; ARGV the bound, prefix. Drops the oldest approvals beyond the bound. */
+/**
+ * KEYS the approvals index, the requester's index; ARGV the bound, prefix, the requester's bound. Drops the
+ * requester's oldest approvals beyond their bound, then anyone's oldest beyond the bound of all.
+ */
 const TRIM_APPROVALS = `
-local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[1])
+local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[3])
+if over > 0 then
+  local popped = redis.call('ZPOPMIN', KEYS[2], over)
+  for i = 1, #popped, 2 do
+    redis.call('DEL', ARGV[2] .. 'approval:' .. popped[i])
+    redis.call('ZREM', KEYS[1], popped[i])
+  end
+end
+over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[1])
 if over > 0 then
   local popped = redis.call('ZPOPMIN', KEYS[1], over)
-  for i = 1, #popped, 2 do redis.call('DEL', ARGV[2] .. 'approval:' .. popped[i]) end
+  for i = 1, #popped, 2 do
+    local v = redis.call('GET', ARGV[2] .. 'approval:' .. popped[i])
+    if v then redis.call('ZREM', ARGV[2] .. 'approvals-of:' .. cjson.decode(v).user, popped[i]) end
+    redis.call('DEL', ARGV[2] .. 'approval:' .. popped[i])
+  end
 end
 return 0
 `;
@@ -166,7 +181,7 @@ export async function createRedisState(
   redis.defineCommand("onbehalfPutCall", { numberOfKeys: 3, lua: PUT_CALL });
   redis.defineCommand("onbehalfGetCall", { numberOfKeys: 2, lua: GET_CALL });
   redis.defineCommand("onbehalfExpireCalls", { numberOfKeys: 1, lua: EXPIRE_CALLS });
-  redis.defineCommand("onbehalfTrimApprovals", { numberOfKeys: 1, lua: TRIM_APPROVALS });
+  redis.defineCommand("onbehalfTrimApprovals", { numberOfKeys: 2, lua: TRIM_APPROVALS });
   type Scripts = Redis & {
     onbehalfPutCall(...a: (string | number)[]): Promise<[string[], string[]]>;
     onbehalfGetCall(...a: (string | number)[]): Promise<string | null>;
@@ -185,6 +200,7 @@ export async function createRedisState(
     approval: (id: string) => `${prefix}approval:${id}`,
     binding: (binding: string) => `${prefix}approval-for:${binding}`,
     approvals: `${prefix}approvals`,
+    approvalsOf: (user: string) => `${prefix}approvals-of:${user}`,
     decided: `${prefix}approval-decided`,
     config: `${prefix}config`,
     configChannel: `${prefix}config-changed`,
@@ -279,8 +295,16 @@ export async function createRedisState(
           .set(k.approval(a.id), JSON.stringify(a), "PX", ttlMs)
           .set(k.binding(binding), a.id, "PX", ttlMs)
           .zadd(k.approvals, Date.parse(a.created_at), a.id)
+          .zadd(k.approvalsOf(a.user), Date.parse(a.created_at), a.id)
+          .pexpire(k.approvalsOf(a.user), ttlMs)
           .exec();
-        await scripts.onbehalfTrimApprovals(k.approvals, bounds.maxApprovals, prefix);
+        await scripts.onbehalfTrimApprovals(
+          k.approvals,
+          k.approvalsOf(a.user),
+          bounds.maxApprovals,
+          prefix,
+          bounds.maxApprovalsPerUser,
+        );
       }),
     getApproval: (id) =>
       guard("read an approval", async () => parse<StoredApproval>(await redis.get(k.approval(id)))),

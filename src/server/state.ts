@@ -51,12 +51,15 @@ export interface StateBounds {
    * that no user (of any tenant) can push another's calls out.
    */
   readonly maxCallsPerUser: number;
+  /** Approvals of one requester kept (`server.max_approvals_per_user`): at it, that requester's oldest goes. */
+  readonly maxApprovalsPerUser: number;
 }
 
 export const DEFAULT_STATE_BOUNDS: StateBounds = {
   maxCalls: 50_000,
   maxApprovals: 10_000,
   maxCallsPerUser: 5_000,
+  maxApprovalsPerUser: 1_000,
 };
 
 /** Console sessions kept in memory at most (the oldest go first); in Redis they go when their time is up. */
@@ -132,7 +135,7 @@ export function createMemoryState(
 ): StateStore {
   const calls = new Map<string, { call: OpenCall; until: number }>();
   const gone = new Map<string, GoneReason>();
-  const approvals = createMemoryApprovalStore(now, bounds.maxApprovals);
+  const approvals = createMemoryApprovalStore(now, bounds.maxApprovals, bounds.maxApprovalsPerUser);
   const spooled = new Map<string, number>();
   /** Values claimed once, until their time (only callers that proved who they are claim: see claimOnce). */
   const once = new Map<string, number>();

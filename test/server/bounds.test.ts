@@ -67,7 +67,7 @@ describe("one user's share of the waiting calls", () => {
     }) as unknown as OpenCall;
 
   it("lets a user push out only their own oldest calls, in memory and in Redis", async () => {
-    const bounds = { maxCalls: 10, maxApprovals: 10, maxCallsPerUser: 3 };
+    const bounds = { maxCalls: 10, maxApprovals: 10, maxCallsPerUser: 3, maxApprovalsPerUser: 10 };
     const memory = createMemoryState(bounds);
     const redis = await createRedisState(REDIS, { prefix: "bounds-users:", bounds });
     try {
@@ -321,13 +321,13 @@ describe("pending calls in Redis, two instances", () => {
 });
 
 describe("approvals kept", () => {
-  const approval = (i: number): StoredApproval =>
+  const approval = (i: number, user = "alice"): StoredApproval =>
     ({
       id: `apr_${i}`,
       call_id: `call-${i}`,
       status: "pending",
       tenant: "acme",
-      user: "alice",
+      user,
       email: null,
       agent: "bot",
       chain: ["bot"],
@@ -348,12 +348,30 @@ describe("approvals kept", () => {
       },
     }) as unknown as StoredApproval;
 
+  it("drops a requester's own oldest approval at their bound, never another's, in memory and in Redis", async () => {
+    const bounds = { maxCalls: 10, maxApprovals: 10, maxCallsPerUser: 10, maxApprovalsPerUser: 2 };
+    const memory = createMemoryState(bounds);
+    const redis = await createRedisState(REDIS, { prefix: "bounds-approvals-users:", bounds });
+    try {
+      for (const store of [memory, redis]) {
+        await store.putApproval(approval(1, "bob"), "binding-1", 60_000);
+        for (let i = 2; i <= 6; i++) await store.putApproval(approval(i, "mallory"), `binding-${i}`, 60_000);
+        expect((await store.listApprovals(undefined)).map((a) => a.id)).toEqual(["apr_1", "apr_5", "apr_6"]);
+        expect(await store.findApproval("binding-2")).toBeNull();
+        expect(await store.getApproval("apr_1")).not.toBeNull();
+      }
+    } finally {
+      await Promise.allSettled([memory.close(), redis.close()]);
+      const own = new Redis(REDIS);
+      await own.flushdb();
+      own.disconnect();
+    }
+  });
+
   it("drops the oldest approval at the bound, in memory and in Redis", async () => {
-    const memory = createMemoryState({ maxCalls: 10, maxApprovals: 2, maxCallsPerUser: 10 });
-    const redis = await createRedisState(REDIS, {
-      prefix: "bounds-approvals:",
-      bounds: { maxCalls: 10, maxApprovals: 2, maxCallsPerUser: 10 },
-    });
+    const bounds = { maxCalls: 10, maxApprovals: 2, maxCallsPerUser: 10, maxApprovalsPerUser: 10 };
+    const memory = createMemoryState(bounds);
+    const redis = await createRedisState(REDIS, { prefix: "bounds-approvals:", bounds });
     try {
       for (const store of [memory, redis]) {
         for (let i = 1; i <= 3; i++) await store.putApproval(approval(i), `binding-${i}`, 60_000);
