@@ -62,6 +62,25 @@ def batches(stand_in: Any) -> int:
     return sum(1 for method, path in stand_in.requests if (method, path) == ("POST", "/v1/calls/results"))
 
 
+def calls_then_exit(url: str, spool_path: str, trace: str, options: str = "") -> subprocess.CompletedProcess:
+    """A process that makes 5 governed calls and ends with their reports still queued: no flush, no close."""
+    script = textwrap.dedent(
+        f"""
+        from onbehalf import Client, governed
+        c = Client({url!r}, spool_path={spool_path!r}, {options})
+
+        @governed(c)
+        def get_status(system: str) -> dict:
+            return {{"system": system}}
+
+        with c.acting_as({token("pat")!r}, agent="bot", trace_id={trace!r}):
+            for i in range(5):
+                get_status(f"s-{{i}}")
+        """
+    )
+    return subprocess.run([PYTHON, "-c", script], env=python_env(), capture_output=True, text=True, timeout=60)
+
+
 @needs_server
 class ConnectionTests(unittest.TestCase):
     def setUp(self) -> None:
@@ -246,22 +265,7 @@ class ConnectionTests(unittest.TestCase):
         self.assertEqual(len(run_records(self.trace, 3, kind="outcome")), 3)
 
     def test_reports_queued_when_the_process_ends_are_sent_first(self) -> None:
-        script = textwrap.dedent(
-            f"""
-            from onbehalf import Client, governed
-            c = Client({self.stand_in.url!r}, spool_path={self.spool_path!r})
-
-            @governed(c)
-            def get_status(system: str) -> dict:
-                return {{"system": system}}
-
-            with c.acting_as({token("pat")!r}, agent="bot", trace_id={self.trace!r}):
-                for i in range(5):
-                    get_status(f"s-{{i}}")
-            # no flush, no close: the process ends with the reports queued
-            """
-        )
-        done = subprocess.run([PYTHON, "-c", script], env=python_env(), capture_output=True, text=True, timeout=60)
+        done = calls_then_exit(self.stand_in.url, self.spool_path, self.trace)
         self.assertEqual(done.returncode, 0, done.stderr)
         self.assertEqual(len(run_records(self.trace, 5, kind="outcome")), 5)
 
@@ -427,23 +431,8 @@ class BatchedReportTests(unittest.TestCase):
         self.assertEqual(c.spool.entries(), [])
 
     def test_reports_waiting_for_more_when_the_process_ends_are_sent_at_once(self) -> None:
-        script = textwrap.dedent(
-            f"""
-            from onbehalf import Client, governed
-            c = Client({self.stand_in.url!r}, spool_path={self.spool_path!r}, report_batch_wait=60)
-
-            @governed(c)
-            def get_status(system: str) -> dict:
-                return {{"system": system}}
-
-            with c.acting_as({token("pat")!r}, agent="bot", trace_id={self.trace!r}):
-                for i in range(5):
-                    get_status(f"s-{{i}}")
-            # no flush, no close: the process ends with the reports waiting for more
-            """
-        )
         started = time.monotonic()
-        done = subprocess.run([PYTHON, "-c", script], env=python_env(), capture_output=True, text=True, timeout=60)
+        done = calls_then_exit(self.stand_in.url, self.spool_path, self.trace, "report_batch_wait=60")
         self.assertEqual(done.returncode, 0, done.stderr)
         self.assertLess(time.monotonic() - started, 30)
         self.assertEqual(batches(self.stand_in), 1)
