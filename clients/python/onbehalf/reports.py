@@ -55,7 +55,6 @@ log = logging.getLogger("onbehalf")
 QUEUE_SIZE = 10_000
 BATCH_WAIT = 0.02  # seconds the reporting thread waits for more reports after the first, before it sends them
 MAX_BATCH_BYTES = 256 * 1024  # well within the control plane's server.max_body_bytes (1 MiB by default)
-_FLUSH = object()  # queued by a flush: send what is gathered now, without waiting for more
 # a batch answered 200 that does not say what became of a report: kept, and sent again later (a 409 then: "ok")
 _UNANSWERED = SendOutcome("retry", message="the control plane's answer did not say what became of it")
 
@@ -84,12 +83,18 @@ class _Reports:
     def _init_reports(self, background: bool, batch_wait: float = BATCH_WAIT, queue_size: int = QUEUE_SIZE) -> None:
         self.background_reports = bool(background)
         self.report_batch_wait = float(batch_wait)
-        self._reports: queue.Queue[Any] = queue.Queue(maxsize=queue_size)  # _Report, or _FLUSH
+        self._reports: queue.Queue[_Report] = queue.Queue(maxsize=queue_size)
         self._reporter: threading.Thread | None = None
         self._reporter_lock = threading.Lock()
         self._in_flight_reports: list[_Report] = []  # the batch being sent, less what was settled already
         self._reports_down_until = 0.0  # while the control plane is known unreachable, reports go to the spool
         self._batch_route = True  # False once the control plane said it has no POST /v1/calls/results
+        # A flush asks the reporter to send what is queued without waiting for more: it counts flushes asked
+        # (``_flushes``) and wakes the reporter if it is waiting (``_flush_now``); the reporter notes the count
+        # once it took everything queued (``_flushes_done``), and waits for more again only when they match.
+        self._flushes = 0
+        self._flushes_done = 0
+        self._flush_now = threading.Event()
         _LIVE.add(self)
 
     def _report_later(self, decision: Decision, status: str, error: str | None, latency_us: int) -> bool:
@@ -136,12 +141,9 @@ class _Reports:
         """Wait until every queued report was sent or spooled; ``True`` if so within ``timeout`` seconds."""
         q = self._reports
         deadline = None if timeout is None else time.monotonic() + timeout
-        thread = self._reporter
-        if q.unfinished_tasks and thread is not None and thread.is_alive():
-            try:
-                q.put_nowait(_FLUSH)  # the reporter sends what it gathered without waiting for more
-            except queue.Full:
-                pass  # a full queue is sent in full batches anyway
+        if q.unfinished_tasks:
+            self._flushes += 1
+            self._flush_now.set()  # the reporter sends what it gathered without waiting for more
         with q.all_tasks_done:
             while q.unfinished_tasks:
                 if deadline is None:
@@ -162,8 +164,7 @@ class _Reports:
             except queue.Empty:
                 break
             self._reports.task_done()
-            if item is not _FLUSH:
-                pending.append(item)
+            pending.append(item)
         self._spool_reports(pending, why)
 
     # -- the background thread -----------------------------------------------------------------------------
@@ -193,32 +194,26 @@ class _Reports:
                     q.task_done()
 
     def _next_batch(self) -> list[_Report]:
-        """The next reports to send: the first one queued, and what else comes within ``report_batch_wait`` (at
-        once after a flush), up to a batch's bounds."""
+        """The next reports to send: the first one queued, and what else is queued ``report_batch_wait`` seconds
+        later (at once when a flush asks), up to a batch's bounds.
+
+        While it waits for more the thread sleeps on ``_flush_now``, not on the queue, so that a report queued
+        meanwhile does not wake it: each wake-up would take the interpreter lock from the caller's thread."""
         q = self._reports
-        batch: list[_Report] = []
-        size = 0
-        deadline = 0.0
-        now = False  # a flush asked to send what is gathered
+        batch = [q.get()]
+        if self._flushes == self._flushes_done and self.report_batch_wait > 0:
+            self._flush_now.wait(self.report_batch_wait)
+        self._flush_now.clear()
+        asked = self._flushes
+        size = batch[0].size
         while len(batch) < MAX_BATCH and size < MAX_BATCH_BYTES:
-            remaining = 0.0 if now else deadline - time.monotonic()
             try:
-                if not batch:
-                    item = q.get()
-                elif remaining <= 0:
-                    item = q.get_nowait()
-                else:
-                    item = q.get(timeout=remaining)
+                report = q.get_nowait()
             except queue.Empty:
+                self._flushes_done = asked  # everything queued before those flushes is in this batch
                 break
-            if item is _FLUSH:
-                q.task_done()
-                now = True
-                continue
-            if not batch:
-                deadline = time.monotonic() + self.report_batch_wait
-            batch.append(item)
-            size += item.size
+            batch.append(report)
+            size += report.size
         return batch
 
     def _deliver(self, batch: list[_Report]) -> None:
@@ -344,6 +339,8 @@ def _after_fork() -> None:
         client._reporter = None
         client._reporter_lock = threading.Lock()
         client._in_flight_reports = []
+        client._flush_now = threading.Event()
+        client._flushes = client._flushes_done = 0
 
 
 atexit.register(_at_exit)
