@@ -26,7 +26,10 @@ interface Series {
   readonly two_calls: number;
   readonly proxy_handshakes?: number;
   /** Ratios to the floor measured call by call in turn with it (medians of the rounds'). */
-  readonly paired: { readonly check: number; readonly governed: number };
+  readonly paired: { readonly check: number; readonly governed: number; readonly governed_burst: number };
+  /** Result requests of the back-to-back series (batches), and the reports they carried. */
+  readonly report_requests: number;
+  readonly reports: number;
 }
 interface Result {
   readonly rounds: number;
@@ -85,10 +88,12 @@ export async function benchPython(): Promise<Finding[]> {
         ok: plain.paired.governed <= 1.3,
       },
       {
-        what: "@governed back to back (each check queues behind the last report at the control plane)",
-        measured: line(plain.governed_burst, plain.floor),
-        target: "reference",
-        ok: true,
+        what: "@governed back to back (no pause; reports batched, POST /v1/calls/results), to the floor blocks just before and after",
+        measured:
+          `${plain.paired.governed_burst.toFixed(2)}× (in blocks: ${line(plain.governed_burst, plain.floor)}; ` +
+          `${plain.reports} reports in ${plain.report_requests} requests)`,
+        target: "≤ 1.3×",
+        ok: plain.paired.governed_burst <= 1.3,
       },
       {
         what: "@governed with every report in the caller's thread (two round trips, as when output is redacted)",

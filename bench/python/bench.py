@@ -6,8 +6,9 @@ and passes its URL and a token: ``python3 bench/python/bench.py URL TOKEN``. Pri
 Each round times, one after the other on the same server: the floor (``POST /v1/check`` with ``http.client`` on one
 kept-alive connection, the body the client sends), ``client.check()``, a ``@governed`` call whose output policy does
 not transform (one round trip; its report in the background), paced as an agent calls tools (the report of a call is
-sent before the next call, untimed) and back to back (each check waits behind the previous call's report at the
-control plane: a throughput figure), the same call with every report in the caller's thread
+sent before the next call, untimed) and back to back (no pause: the reports go in batches, ``POST
+/v1/calls/results``, while the next calls are checked; its ratio is to floor blocks timed just before and just
+after it), the same call with every report in the caller's thread
 (two round trips, as a redacted output's report always is), two raw requests (check, result) as that case's floor,
 and ``check`` with urllib (a new connection per request: the client before issue 21). Then the same over HTTPS,
 through a TLS-terminating stand-in with a test CA (clients/python/tests/stand_in.py), counting handshakes.
@@ -129,8 +130,19 @@ def measure(url: str, token: str, spool: str, context: Any = None, ca_file: str 
     one = Client(url, spool_path=spool, **tls)
     two = Client(url, spool_path=spool, background_reports=False, **tls)
     governed_one, governed_two = tool(one), tool(two)
+    one_reports = [0, 0]  # result requests the background client sent, and the reports in them
+    burst_reports = [0, 0]  # the same, of the back-to-back series
+    batched = hasattr(one, "_send_results")  # (a client before batches sent each report alone: a baseline)
+    send = one._send_results if batched else one._send_result  # type: ignore[attr-defined]
+
+    def counted(token: str, records: Any) -> Any:
+        one_reports[0] += 1
+        one_reports[1] += len(records) if batched else 1
+        return send(token, records)
+
+    setattr(one, "_send_results" if batched else "_send_result", counted)
     series: dict[str, list[tuple[float, float]]] = {}
-    ratios: dict[str, list[float]] = {"check": [], "governed": []}
+    ratios: dict[str, list[float]] = {"check": [], "governed": [], "governed_burst": []}
 
     def run(
         name: str, fn: Callable[[int], Any], after: Callable[[], Any] | None = None, between: Any = None
@@ -154,8 +166,15 @@ def measure(url: str, token: str, spool: str, context: Any = None, ca_file: str 
             run("check", lambda i: one.check(TOOL, {"customer_id": f"c-{i}"}))
             # as an agent calls tools (a model turn between two calls): each call's report is sent before the next
             run("governed", lambda i: governed_one(f"c-{i}"), one.flush, one._drain_reports)
-            # back to back: the control plane takes each call's check while it takes the previous call's report
+            # back to back: the control plane takes each call's check while it takes the previous calls' reports
+            # (batched); its ratio to the floor measured in the blocks just before and just after it
+            before = timed(CALLS, raw.check)[0]
+            sent = list(one_reports)
             run("governed_burst", lambda i: governed_one(f"c-{i}"), one.flush)
+            burst_reports[0] += one_reports[0] - sent[0]
+            burst_reports[1] += one_reports[1] - sent[1]
+            after = timed(CALLS, raw.check)[0]
+            ratios["governed_burst"].append(series["governed_burst"][-1][0] / ((before + after) / 2))
             run("governed_sync", lambda i: governed_two(f"c-{i}"))
             run("floor_two", raw.check_and_report)
             if context is None:
@@ -171,6 +190,8 @@ def measure(url: str, token: str, spool: str, context: Any = None, ca_file: str 
     # connections (with TLS: handshakes) each client opened, and its calls (warm-up included)
     out["one_connections"] = one._pool.connections_opened  # check() and @governed with background reports
     out["one_calls"] = (4 + 5 * ROUNDS) * CALLS  # warm-up 2 × 2 series, then 5 series a round
+    out["report_requests"] = burst_reports[0]  # result requests of the back-to-back series (batches), and reports
+    out["reports"] = burst_reports[1]
     out["two_connections"] = two._pool.connections_opened  # @governed, every report in the caller's thread
     out["two_calls"] = (2 + ROUNDS) * CALLS
     one.close()

@@ -1,7 +1,8 @@
 /**
  * The decision API: `POST /v1/check` (may this human, through this chain of agents, call this tool with these
- * arguments?), `POST /v1/calls/{id}/result` (what happened; the output comes back redacted or blocked), and
- * `POST /v1/verify` (who is this token?). Every check is audited, a 401 included.
+ * arguments?), `POST /v1/calls/{id}/result` (what happened; the output comes back redacted or blocked),
+ * `POST /v1/calls/results` (many results in one request, each answered on its own), and `POST /v1/verify` (who
+ * is this token?). Every check is audited, a 401 included.
  */
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { z } from "zod";
@@ -17,7 +18,7 @@ import type { Approval, StoredApproval } from "../govern/approvals.js";
 import { type CallAttempt, publicDecision } from "../govern/pipeline.js";
 import type { Principal } from "../identity/principal.js";
 import type { ServerContext } from "./context.js";
-import { authenticate, type Caller, invalidRequest, parseBody, sendError } from "./http.js";
+import { authenticate, type Caller, describeIssues, invalidRequest, parseBody, sendError } from "./http.js";
 import { noteCall } from "./request-log.js";
 import type { OpenCall } from "./state.js";
 
@@ -59,6 +60,14 @@ const ResultBody = z.strictObject({
   /** The `report_token` of a call checked with `"report": "token"` (nothing waits for it on the server). */
   report_token: z.string().max(1_000_000).optional(),
 });
+type ResultBody = z.infer<typeof ResultBody>;
+
+/** The most results one `POST /v1/calls/results` takes; more is a 400 (send the rest in another request). */
+export const MAX_BATCH_RESULTS = 256;
+/** The batch: its items are read one by one (`BatchItem`), so that a bad one is refused on its own. */
+const BatchBody = z.strictObject({ results: z.array(z.unknown()) });
+/** One result of a batch: the body of `/v1/calls/{id}/result` and the call it is for. */
+const BatchItem = ResultBody.extend({ call_id: safeText() });
 
 export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
   const decisions = ctx.metrics.counter(
@@ -161,53 +170,24 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
     return reply.code(d.reason_code === "fail_closed" ? 503 : 200).send(answered);
   });
 
-  app.post<{ Params: { id: string } }>("/v1/calls/:id/result", async (req, reply) => {
+  app.post<{ Params: { id: string } }>("/v1/calls/:id/result", async (req) => {
     const { principal } = await authenticate(ctx.gov, ctx.issuer, req);
-    const body = parseBody(ResultBody, req.body);
-    // A call checked with "report": "token" waits nowhere: its report token brings it back, for one report.
-    const byToken =
-      body.report_token === undefined ? null : ctx.reportTokens.open(body.report_token, req.params.id);
-    const pending = byToken?.call ?? (await ctx.state.getCall(req.params.id));
-    if (pending === null)
-      throw new OnbehalfError("ERR_NOT_FOUND", await ctx.pending.notWaiting(req.params.id));
-    if (pending.user !== principal.user || pending.tenant !== principal.tenant) {
-      throw new OnbehalfError("ERR_POLICY_DENIED", "this call belongs to another user");
+    return takeResult(ctx, principal, req.params.id, parseBody(ResultBody, req.body));
+  });
+
+  // Many results in one request (the Python client's background reports): one authentication, one wait for the
+  // audit's commit. Each item is judged on its own, as if it came alone to /v1/calls/{id}/result under this
+  // bearer, and answered on its own: one bad item never costs the others.
+  app.post("/v1/calls/results", async (req) => {
+    const { principal } = await authenticate(ctx.gov, ctx.issuer, req);
+    const { results } = parseBody(BatchBody, req.body);
+    if (results.length > MAX_BATCH_RESULTS) {
+      throw new OnbehalfError(
+        "ERR_INVALID_ARGUMENT",
+        `invalid request: results: a batch holds at most ${MAX_BATCH_RESULTS} results, this one ${results.length}; send the rest in another request`,
+      );
     }
-    if (pending.approvalId !== null) {
-      const refusal = await approvalRefusal(ctx, pending, principal);
-      if (refusal !== null) return sendError(reply, refusal);
-    }
-    const taken =
-      byToken === null
-        ? await ctx.state.takeCall(req.params.id)
-        : (await ctx.state.claimReport(req.params.id, byToken.expiresAt - Date.now()))
-          ? byToken.call
-          : null;
-    if (taken === null)
-      throw new OnbehalfError("ERR_CONFLICT", `the result of call ${req.params.id} was already reported`);
-    // An approved call ran because a human approved it: its outcome record says allow.
-    const ran =
-      taken.approvalId === null
-        ? taken
-        : { ...taken, fields: { ...taken.fields, decision: "allow" as const, reason_code: "ok" as const } };
-    const done = ctx.gov.finishReported(
-      reportedOf(ctx, ran),
-      body.status === "ok"
-        ? { status: "ok", output: body.output }
-        : {
-            status: "error",
-            error: body.error ?? "error",
-            // what the model is shown of the failure, redacted like any output
-            ...(body.output === undefined ? {} : { output: body.output }),
-          },
-    );
-    // The output goes back only once its outcome record has committed (else 503: withheld, fail closed).
-    await ctx.gov.auditLog.acknowledged(done.seq);
-    return {
-      call_id: taken.callId,
-      action: done.action,
-      output: done.action === "block" ? null : (done.output ?? null),
-    };
+    return { results: await Promise.all(results.map((item) => batchItem(ctx, principal, item, req))) };
   });
 
   app.post("/v1/verify", async (req) => {
@@ -231,6 +211,94 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
           }),
     };
   });
+}
+
+/** What `/v1/calls/{id}/result` answers: the output as the model may see it. */
+interface TakenResult {
+  readonly call_id: string;
+  readonly action: "pass" | "redact" | "block";
+  readonly output: unknown;
+}
+
+/**
+ * Take the result of call `callId`, reported by `principal`: the one path of `/v1/calls/{id}/result` and of each
+ * item of `/v1/calls/results`. Throws the `OnbehalfError` the route answers with: 404 (nothing waits for the
+ * call, with why), 403 (another user's call, or an approval that refuses it), 409 (reported already), 400 (a
+ * report token that is not this call's), 503 (the outcome could not be committed: the output is withheld).
+ */
+async function takeResult(
+  ctx: ServerContext,
+  principal: Principal,
+  callId: string,
+  body: ResultBody,
+): Promise<TakenResult> {
+  // A call checked with "report": "token" waits nowhere: its report token brings it back, for one report.
+  const byToken = body.report_token === undefined ? null : ctx.reportTokens.open(body.report_token, callId);
+  const pending = byToken?.call ?? (await ctx.state.getCall(callId));
+  if (pending === null) throw new OnbehalfError("ERR_NOT_FOUND", await ctx.pending.notWaiting(callId));
+  if (pending.user !== principal.user || pending.tenant !== principal.tenant) {
+    throw new OnbehalfError("ERR_POLICY_DENIED", "this call belongs to another user");
+  }
+  if (pending.approvalId !== null) {
+    const refusal = await approvalRefusal(ctx, pending, principal);
+    if (refusal !== null) throw refusal;
+  }
+  const taken =
+    byToken === null
+      ? await ctx.state.takeCall(callId)
+      : (await ctx.state.claimReport(callId, byToken.expiresAt - Date.now()))
+        ? byToken.call
+        : null;
+  if (taken === null)
+    throw new OnbehalfError("ERR_CONFLICT", `the result of call ${callId} was already reported`);
+  // An approved call ran because a human approved it: its outcome record says allow.
+  const ran =
+    taken.approvalId === null
+      ? taken
+      : { ...taken, fields: { ...taken.fields, decision: "allow" as const, reason_code: "ok" as const } };
+  const done = ctx.gov.finishReported(
+    reportedOf(ctx, ran),
+    body.status === "ok"
+      ? { status: "ok", output: body.output }
+      : {
+          status: "error",
+          error: body.error ?? "error",
+          // what the model is shown of the failure, redacted like any output
+          ...(body.output === undefined ? {} : { output: body.output }),
+        },
+  );
+  // The output goes back only once its outcome record has committed (else 503: withheld, fail closed).
+  await ctx.gov.auditLog.acknowledged(done.seq);
+  return {
+    call_id: taken.callId,
+    action: done.action,
+    output: done.action === "block" ? null : (done.output ?? null),
+  };
+}
+
+/**
+ * One item of `/v1/calls/results`, answered as `/v1/calls/{id}/result` would have answered it alone: its HTTP
+ * status, and the answer (`action`, `output`) or the error (`{code, message}`).
+ */
+async function batchItem(ctx: ServerContext, principal: Principal, item: unknown, req: FastifyRequest) {
+  const named = (item as { call_id?: unknown } | null)?.call_id;
+  const callId = typeof named === "string" ? named : null;
+  try {
+    const parsed = BatchItem.safeParse(item);
+    if (!parsed.success) {
+      throw new OnbehalfError(
+        "ERR_INVALID_ARGUMENT",
+        `invalid result: ${describeIssues(parsed.error, "result")}`,
+      );
+    }
+    const { call_id, ...body } = parsed.data;
+    const taken = await takeResult(ctx, principal, call_id, body);
+    return { call_id: taken.call_id, status: 200, action: taken.action, output: taken.output };
+  } catch (e) {
+    if (e instanceof OnbehalfError) return { call_id: callId, status: e.status, ...e.toJSON() };
+    req.log.error(e);
+    return { call_id: callId, status: 500, error: { code: "ERR_INTERNAL", message: "internal error" } };
+  }
 }
 
 /** The answer of /v1/check: the decision record as clients see it. */

@@ -74,7 +74,7 @@ class _FailModes:
             return ReplayResult()
         with self._replay_lock:
             self._last_replay = time.monotonic()
-            return self.spool.replay(self._send_spooled, send_result=self._send_result)
+            return self.spool.replay(self._send_spooled, send_results=self._send_results)
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Send (or spool) the results still queued, wait for a background replay that is running, and close the
@@ -279,7 +279,7 @@ class _FailModes:
             return
         try:
             assert self.spool is not None
-            result = self.spool.replay(self._send_spooled, send_result=self._send_result)
+            result = self.spool.replay(self._send_spooled, send_results=self._send_results)
             if result.sent:
                 log.info("onbehalf: replayed %d spooled audit records (%d remain)", result.sent, result.remaining)
         except Exception:  # noqa: BLE001 - a background thread must not die loudly; the records stay on disk

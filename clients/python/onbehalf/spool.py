@@ -28,10 +28,11 @@ A second kind of line keeps the result of a call the control plane decided, when
 (``reports.py``)::
 
     {"v": 1, "kind": "result", "token": "...", "state": "done", ...,
-     "record": {call_id, tool, status: "ok" | "error", error?, latency_us, time}}
+     "record": {call_id, tool, status: "ok" | "error", error?, report_token?, latency_us, time}}
 
-It is replayed to ``POST /v1/calls/{call_id}/result`` (not to the audit spool: the call id is the control plane's),
-and removed once answered; a call the control plane no longer holds open (404) moves it to ``<spool>.rejected``.
+It is replayed to ``POST /v1/calls/results`` in batches of one token's (not to the audit spool: the call id is the
+control plane's), and removed once answered; a call the control plane no longer holds open (404) moves it to
+``<spool>.rejected``.
 """
 
 from __future__ import annotations
@@ -153,7 +154,8 @@ class ReplayResult:
 
 
 Sender = Callable[[str, list], SendOutcome]
-ResultSender = Callable[[str, dict], SendOutcome]
+ResultSender = Callable[[str, list], list[SendOutcome]]
+MAX_RESULTS_BATCH = 256  # results in one POST /v1/calls/results: the control plane's bound (src/server/check.ts)
 
 
 class Spool:
@@ -192,20 +194,29 @@ class Spool:
         replay uses it when the server refuses the delegation token (expired). ``kind``: ``record`` (an audit
         record of a call decided without the control plane) or ``result`` (the result of a call it decided).
         """
-        entry: dict[str, Any] = {
-            "v": 1,
-            **({} if kind == "record" else {"kind": kind}),
-            "token": token,
-            "state": state,
-            "written_at": time.time(),
-            "pid": os.getpid(),
-            "host": _HOST,
-            "record": record,
-        }
-        if fallback_token is not None and fallback_token != token:
-            entry["fallback_token"] = fallback_token
-        line = json.dumps(entry, allow_nan=False, separators=(",", ":"))
-        data = line.encode("utf-8") + b"\n"
+        self.append_many([(token, record, fallback_token)], state, kind=kind)
+
+    def append_many(
+        self, items: Sequence[tuple[str, dict[str, Any], str | None]], state: str, *, kind: str = "record"
+    ) -> None:
+        """:meth:`append` of many ``(token, record, fallback_token)`` at once: one write, one ``fsync``."""
+        now = time.time()
+        lines = []
+        for token, record, fallback_token in items:
+            entry: dict[str, Any] = {
+                "v": 1,
+                **({} if kind == "record" else {"kind": kind}),
+                "token": token,
+                "state": state,
+                "written_at": now,
+                "pid": os.getpid(),
+                "host": _HOST,
+                "record": record,
+            }
+            if fallback_token is not None and fallback_token != token:
+                entry["fallback_token"] = fallback_token
+            lines.append(json.dumps(entry, allow_nan=False, separators=(",", ":")).encode("utf-8") + b"\n")
+        data = b"".join(lines)
         try:
             with self._locked():
                 fd = self._open(os.O_RDWR | os.O_CREAT | os.O_APPEND)
@@ -220,7 +231,7 @@ class Spool:
         except OSError as e:
             raise SpoolError(f"cannot write the audit spool {self.path}: {e}") from e
         finally:
-            self.appends += 1
+            self.appends += len(lines)
 
     def begin(self, call_id: str) -> None:
         """Mark a call as running in this process: its ``started`` line is not replayed until it is done."""
@@ -251,14 +262,14 @@ class Spool:
         self,
         send: Sender,
         *,
-        send_result: ResultSender | None = None,
+        send_results: ResultSender | None = None,
         batch_records: int = 200,
         batch_bytes: int = 512 * 1024,
     ) -> ReplayResult:
         """Send what can be sent, batch by batch; remove each batch once the server acknowledged it.
 
-        ``send(token, records)`` takes a batch of audit records; ``send_result(token, record)`` one ``result`` line
-        (without it, those lines stay in the spool).
+        ``send(token, records)`` takes a batch of audit records; ``send_results(token, records)`` a batch of
+        ``result`` lines of one token, and says what became of each (without it, those lines stay in the spool).
         """
         result = ReplayResult()
         with self._replaying:
@@ -273,8 +284,9 @@ class Spool:
                     results.append(entry)
                 elif self._sendable(entry):
                     groups.setdefault((entry["token"], entry.get("fallback_token")), []).append(entry)
-            if send_result is not None and results and not self._replay_results(send_result, results, result):
-                groups = {}  # the control plane stopped answering: the rest waits for the next replay
+            if send_results is not None and results:
+                if not self._replay_results(send_results, results, result, batch_bytes):
+                    groups = {}  # the control plane stopped answering: the rest waits for the next replay
             for (token, fallback), items in groups.items():
                 stop = False
                 for batch in _batches(items, batch_records, batch_bytes):
@@ -321,33 +333,49 @@ class Spool:
             result.remaining = len(_latest(good))
         return result
 
-    def _replay_results(self, send: ResultSender, entries: list[dict[str, Any]], result: ReplayResult) -> bool:
-        """Send ``result`` lines one by one; ``False`` when the control plane stopped answering."""
+    def _replay_results(
+        self, send: ResultSender, entries: list[dict[str, Any]], result: ReplayResult, batch_bytes: int
+    ) -> bool:
+        """Send ``result`` lines in batches of one token's; ``False`` when the control plane stopped answering."""
+        groups: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
         for entry in entries:
-            record = entry["record"]
-            outcome = send(entry["token"], record)
-            fallback = entry.get("fallback_token")
-            if outcome.kind == "keep" and isinstance(fallback, str):
-                outcome = send(fallback, record)  # the delegation token expired: the human's own
-            if outcome.kind == "ok":
-                self._rewrite({record["call_id"]})
-                result.sent += 1
-                result.accepted += outcome.accepted
-                result.duplicates += outcome.duplicates
-            elif outcome.kind == "rejected":
-                self._reject([entry], outcome.message)
-                result.rejected += 1
-            elif outcome.kind == "keep":
-                result.kept += 1
-                log.warning(
-                    "onbehalf: the spooled result of call %s was refused for its token (%s); kept in %s",
-                    record["call_id"],
-                    outcome.message,
-                    self.path,
-                )
-            else:
-                result.error = outcome.message
-                return False
+            groups.setdefault((entry["token"], entry.get("fallback_token")), []).append(entry)
+        for (token, fallback), items in groups.items():
+            for batch in _batches(items, MAX_RESULTS_BATCH, batch_bytes):
+                outcomes = send(token, [e["record"] for e in batch])
+                kept = [i for i, o in enumerate(outcomes) if o.kind == "keep"]
+                if kept and isinstance(fallback, str):  # the delegation token expired: the human's own
+                    for i, outcome in zip(kept, send(fallback, [batch[i]["record"] for i in kept])):
+                        outcomes[i] = outcome
+                done: set[str] = set()
+                refused: list[tuple[dict[str, Any], str]] = []
+                stopped: str | None = None
+                for entry, outcome in zip(batch, outcomes):
+                    if outcome.kind == "ok":
+                        done.add(entry["record"]["call_id"])
+                        result.sent += 1
+                        result.accepted += outcome.accepted
+                        result.duplicates += outcome.duplicates
+                    elif outcome.kind == "rejected":
+                        refused.append((entry, outcome.message))
+                        result.rejected += 1
+                    elif outcome.kind == "keep":
+                        result.kept += 1
+                        log.warning(
+                            "onbehalf: the spooled result of call %s was refused for its token (%s); kept in %s",
+                            entry["record"]["call_id"],
+                            outcome.message,
+                            self.path,
+                        )
+                    else:
+                        stopped = outcome.message
+                if refused:
+                    self._reject_each(refused)
+                if done:
+                    self._rewrite(done)
+                if stopped is not None:
+                    result.error = stopped
+                    return False
         return True
 
     # -- internals -----------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import http.client
 import http.server
+import json
 import os
 import socket
 import ssl
@@ -87,7 +88,8 @@ class CountingStandIn:
     ``(method, path)`` of every request; ``handshakes``: TLS handshakes completed. ``drop_connections()`` closes
     every open downstream connection, as a server does that restarts or times idle connections out.
     ``reset_on``: a ``(method, path prefix)`` whose next request is read and then answered by closing the
-    connection, without forwarding it (the request never reaches the control plane).
+    connection, without forwarding it (the request never reaches the control plane). ``no_route``: ``(method,
+    path)`` pairs answered 404 "no route", as a control plane older than that route answers.
     """
 
     def __init__(self, target: str, *, tls: ssl.SSLContext | None = None) -> None:
@@ -96,6 +98,7 @@ class CountingStandIn:
         self.handshakes = 0
         self.requests: list[tuple[str, str]] = []
         self.reset_on: tuple[str, str] | None = None
+        self.no_route: set[tuple[str, str]] = set()
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         stand_in = self
@@ -138,6 +141,10 @@ class CountingStandIn:
                     self.close_connection = True
                     self.request.shutdown(socket.SHUT_RDWR)
                     return
+                if (self.command, self.path) in stand_in.no_route:  # as a control plane without this route answers
+                    message = f"no route {self.command} {self.path}"
+                    self._answer(404, json.dumps({"error": {"code": "ERR_NOT_FOUND", "message": message}}))
+                    return
                 if self.upstream is None:
                     self.upstream = http.client.HTTPConnection(stand_in.target.hostname, stand_in.target.port, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type", "accept")}
@@ -148,6 +155,14 @@ class CountingStandIn:
                 for name, value in res.getheaders():
                     if name.lower() in ("content-type", "keep-alive", "location"):
                         self.send_header(name, value)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _answer(self, status: int, text: str) -> None:
+                data = text.encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

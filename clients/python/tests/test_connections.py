@@ -23,7 +23,7 @@ from onbehalf import _http
 from onbehalf import Client, ConfigurationError, Denied, governed
 
 from stand_in import CountingStandIn, TestCA
-from support import PYTHON, URL, TempDir, needs_server, python_env, run_records, token, wait_for
+from support import PYTHON, URL, ControlPlaneStandIn, TempDir, needs_server, python_env, run_records, token, wait_for
 
 
 def status_tool(client: Client | None, ran: list | None = None, during: Any = None):
@@ -56,6 +56,29 @@ def checks(stand_in: CountingStandIn) -> int:
 
 def results(stand_in: CountingStandIn) -> int:
     return sum(1 for method, path in stand_in.requests if method == "POST" and path.startswith("/v1/calls/"))
+
+
+def batches(stand_in: Any) -> int:
+    return sum(1 for method, path in stand_in.requests if (method, path) == ("POST", "/v1/calls/results"))
+
+
+def calls_then_exit(url: str, spool_path: str, trace: str, options: str = "") -> subprocess.CompletedProcess:
+    """A process that makes 5 governed calls and ends with their reports still queued: no flush, no close."""
+    script = textwrap.dedent(
+        f"""
+        from onbehalf import Client, governed
+        c = Client({url!r}, spool_path={spool_path!r}, {options})
+
+        @governed(c)
+        def get_status(system: str) -> dict:
+            return {{"system": system}}
+
+        with c.acting_as({token("pat")!r}, agent="bot", trace_id={trace!r}):
+            for i in range(5):
+                get_status(f"s-{{i}}")
+        """
+    )
+    return subprocess.run([PYTHON, "-c", script], env=python_env(), capture_output=True, text=True, timeout=60)
 
 
 @needs_server
@@ -96,7 +119,8 @@ class ConnectionTests(unittest.TestCase):
         c.flush()
         self.assertEqual(len(ran), 30)
         self.assertLessEqual(self.stand_in.connections, 2)  # the caller's, and the reporting thread's at most
-        self.assertEqual((checks(self.stand_in), results(self.stand_in)), (30, 30))
+        self.assertEqual(checks(self.stand_in), 30)
+        self.assertLessEqual(results(self.stand_in), 30)  # batched: BatchedReportTests
         outcomes = run_records(self.trace, 30, kind="outcome")
         self.assertEqual(sorted(r["outcome"] for r in outcomes), ["ok"] * 30)
         self.assertEqual(c.spool.entries(), [])  # nothing left behind
@@ -241,22 +265,7 @@ class ConnectionTests(unittest.TestCase):
         self.assertEqual(len(run_records(self.trace, 3, kind="outcome")), 3)
 
     def test_reports_queued_when_the_process_ends_are_sent_first(self) -> None:
-        script = textwrap.dedent(
-            f"""
-            from onbehalf import Client, governed
-            c = Client({self.stand_in.url!r}, spool_path={self.spool_path!r})
-
-            @governed(c)
-            def get_status(system: str) -> dict:
-                return {{"system": system}}
-
-            with c.acting_as({token("pat")!r}, agent="bot", trace_id={self.trace!r}):
-                for i in range(5):
-                    get_status(f"s-{{i}}")
-            # no flush, no close: the process ends with the reports queued
-            """
-        )
-        done = subprocess.run([PYTHON, "-c", script], env=python_env(), capture_output=True, text=True, timeout=60)
+        done = calls_then_exit(self.stand_in.url, self.spool_path, self.trace)
         self.assertEqual(done.returncode, 0, done.stderr)
         self.assertEqual(len(run_records(self.trace, 5, kind="outcome")), 5)
 
@@ -303,6 +312,131 @@ class ConnectionTests(unittest.TestCase):
         self.assertEqual((decision.decision, decision.reason_code), ("deny", "error"))
         self.assertIn("HTTP 307", decision.reason)
         self.assertEqual(hits, [])
+
+
+@needs_server
+class BatchedReportTests(unittest.TestCase):
+    """Background reports go in batches (``POST /v1/calls/results``): fewer requests than calls, every outcome in
+    the audit, and a batch that does not arrive is spooled whole and replayed, in batches too."""
+
+    def setUp(self) -> None:
+        self.tmp = TempDir()
+        self.addCleanup(self.tmp.cleanup)
+        self.spool_path = self.tmp.join("spool.jsonl")
+        self.stand_in = CountingStandIn(URL)
+        self.addCleanup(self.stand_in.stop)
+        self.trace = uuid.uuid4().hex
+
+    def client(self, url: str | None = None, **options: Any) -> Client:
+        c = Client(url or self.stand_in.url, spool_path=self.spool_path, **options)
+        self.addCleanup(c.close)
+        return c
+
+    def test_calls_back_to_back_are_reported_in_fewer_requests_than_calls(self) -> None:
+        c = self.client()  # the default wait for more (report_batch_wait)
+        tool = status_tool(c)
+        with c.acting_as(token("pat"), agent="bot", trace_id=self.trace):
+            for i in range(100):
+                tool(f"s-{i}")
+        c.flush()
+        self.assertEqual(checks(self.stand_in), 100)
+        self.assertEqual(results(self.stand_in), batches(self.stand_in))  # nothing one by one
+        self.assertLess(batches(self.stand_in), 100)
+        outcomes = run_records(self.trace, 100, kind="outcome")
+        self.assertEqual(sorted(r["outcome"] for r in outcomes), ["ok"] * 100)
+        self.assertEqual(c.spool.entries(), [])
+
+    def test_a_flush_sends_what_waits_for_more_at_once_in_one_request(self) -> None:
+        c = self.client(report_batch_wait=30)
+        tool = status_tool(c)
+
+        @governed(c, name="get_status")
+        def broken(system: str) -> dict:
+            raise RuntimeError("backend down")
+
+        with c.acting_as(token("pat"), agent="bot", trace_id=self.trace):
+            for i in range(20):
+                tool(f"s-{i}")
+            with self.assertRaises(RuntimeError):
+                broken("s-20")
+            self.assertEqual(results(self.stand_in), 0)  # waiting for more
+            started = time.monotonic()
+            c.flush()
+        self.assertLess(time.monotonic() - started, 10)
+        self.assertEqual(batches(self.stand_in), 1)
+        outcomes = run_records(self.trace, 21, kind="outcome")
+        self.assertEqual(sorted(r["outcome"] for r in outcomes), ["error"] + ["ok"] * 20)
+        self.assertIn("backend down", next(r["reason"] for r in outcomes if r["outcome"] == "error"))
+
+    def test_a_batch_cut_off_mid_request_is_spooled_whole_and_replayed_in_one_batch(self) -> None:
+        c = self.client(report_batch_wait=30, auto_replay=False)
+        tool = status_tool(c)
+        with c.acting_as(token("pat"), agent="bot", trace_id=self.trace):
+            for i in range(20):
+                tool(f"s-{i}")
+            self.stand_in.reset_on = ("POST", "/v1/calls/results")  # read, then the connection closed: never forwarded
+            c._drain_reports()
+            self.assertEqual(batches(self.stand_in), 1)
+            lines = c.spool.entries()
+            self.assertEqual(len(lines), 20)
+            self.assertEqual({e["kind"] for e in lines}, {"result"})
+            replay = c.flush()
+        self.assertEqual((replay.sent, replay.accepted, replay.rejected, replay.remaining), (20, 20, 0, 0))
+        self.assertEqual(batches(self.stand_in), 2)  # the replay: one batch
+        self.assertEqual(len(run_records(self.trace, 20, kind="outcome")), 20)
+
+    def test_a_control_plane_down_when_the_batch_goes_loses_nothing(self) -> None:
+        proxy = ControlPlaneStandIn(URL)
+        self.addCleanup(proxy.stop)
+        c = self.client(proxy.url, report_batch_wait=30, auto_replay=False)
+        tool = status_tool(c)
+        with c.acting_as(token("pat"), agent="bot", trace_id=self.trace):
+            for i in range(10):
+                tool(f"s-{i}")
+            proxy.mode = "503"  # a load balancer whose backends are gone
+            c._drain_reports()
+            self.assertEqual(len(c.spool.entries()), 10)
+            with self.assertRaises(Denied):
+                tool("s-10")  # the check fails closed (local): the call does not run, nothing to report
+        self.assertEqual(len([e for e in c.spool.entries() if e.get("kind") == "result"]), 10)
+        proxy.mode = "forward"
+        replay = c.flush()
+        self.assertEqual((replay.sent, replay.remaining), (11, 0))  # the 10 results, and the denial's record
+        self.assertEqual(len(run_records(self.trace, 10, kind="outcome")), 10)
+
+    def test_check_then_report_goes_in_the_background_with_its_report_token(self) -> None:
+        c = self.client()
+        with c.acting_as(token("pat"), agent="bot", trace_id=self.trace):
+            decisions = [c.check("get_status", {"system": f"s-{i}"}) for i in range(3)]
+            for d in decisions:
+                self.assertEqual(c.report(d, {"up": True}), {"up": True})
+        c.flush()
+        outcomes = run_records(self.trace, 3, kind="outcome")
+        self.assertEqual(sorted(r["call_id"] for r in outcomes), sorted(d.call_id for d in decisions))
+        self.assertEqual(c.spool.entries(), [])
+
+    def test_a_control_plane_without_the_batch_route_is_sent_results_one_by_one(self) -> None:
+        self.stand_in.no_route.add(("POST", "/v1/calls/results"))
+        c = self.client(report_batch_wait=30)
+        tool = status_tool(c)
+        with c.acting_as(token("pat"), agent="bot", trace_id=self.trace):
+            for i in range(5):
+                tool(f"s-{i}")
+            c.flush()
+            tool("s-5")
+        c.flush()
+        self.assertEqual(batches(self.stand_in), 1)  # asked once, then one by one
+        self.assertEqual(results(self.stand_in), 1 + 6)
+        self.assertEqual(len(run_records(self.trace, 6, kind="outcome")), 6)
+        self.assertEqual(c.spool.entries(), [])
+
+    def test_reports_waiting_for_more_when_the_process_ends_are_sent_at_once(self) -> None:
+        started = time.monotonic()
+        done = calls_then_exit(self.stand_in.url, self.spool_path, self.trace, "report_batch_wait=60")
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertLess(time.monotonic() - started, 30)
+        self.assertEqual(batches(self.stand_in), 1)
+        self.assertEqual(len(run_records(self.trace, 5, kind="outcome")), 5)
 
 
 @needs_server
