@@ -239,18 +239,19 @@ async function takeResult(
   if (pending.user !== principal.user || pending.tenant !== principal.tenant) {
     throw new OnbehalfError("ERR_POLICY_DENIED", "this call belongs to another user");
   }
-  if (pending.approvalId !== null) {
-    const refusal = await approvalRefusal(ctx, pending, principal);
-    if (refusal !== null) throw refusal;
-  }
-  const taken =
+  // The call's one report: the waiting call, or the claim of its report token.
+  const take = async (): Promise<OpenCall | null> =>
     byToken === null
-      ? await ctx.state.takeCall(callId)
+      ? ctx.state.takeCall(callId)
       : (await ctx.state.claimReport(callId, byToken.expiresAt - Date.now()))
         ? byToken.call
         : null;
-  if (taken === null)
-    throw new OnbehalfError("ERR_CONFLICT", `the result of call ${callId} was already reported`);
+  if (pending.approvalId !== null) {
+    const refusal = await approvalRefusal(ctx, pending, principal, async () => (await take()) !== null);
+    if (refusal !== null) throw refusal;
+  }
+  const taken = await take();
+  if (taken === null) throw alreadyReported(callId);
   // An approved call ran because a human approved it: its outcome record says allow.
   const ran =
     taken.approvalId === null
@@ -274,6 +275,10 @@ async function takeResult(
     action: done.action,
     output: done.action === "block" ? null : (done.output ?? null),
   };
+}
+
+function alreadyReported(callId: string): OnbehalfError {
+  return new OnbehalfError("ERR_CONFLICT", `the result of call ${callId} was already reported`);
 }
 
 /**
@@ -390,16 +395,19 @@ function reportedOf(ctx: ServerContext, pending: OpenCall) {
  * The result of a call that needed approval. The call's own asking entry (never asked again with its approval)
  * is refused: an approved call runs only after `/v1/check` with its approval decided it again. A call that ran
  * under an approval is decided again now: if the policy in force denies it (a revocation since), its output is
- * withheld, and that is audited. Denied or expired approvals are refused, audited.
+ * withheld, and that is audited. Denied or expired approvals are refused, audited. `take` takes the call's one
+ * report (the waiting call, or a report token's claim): a refusal uses it up, so a refused report is audited
+ * once and cannot be sent again, by token or not.
  */
 async function approvalRefusal(
   ctx: ServerContext,
   pending: OpenCall,
   principal: Principal,
+  take: () => Promise<boolean>,
 ): Promise<OnbehalfError | null> {
   const f = pending.fields;
   const refuse = async (reason_code: ReasonCode, reason: string, outcome: "none" | "blocked" = "none") => {
-    await ctx.state.takeCall(pending.callId);
+    if (!(await take())) return alreadyReported(pending.callId);
     const seq = ctx.gov.recordEvent({
       ...f,
       kind: "outcome",

@@ -155,6 +155,34 @@ describe("approvals", () => {
     }
   });
 
+  it("takes an approved call's report token once, also when its report is refused", async () => {
+    const asked = await askRefund(800);
+    expect((await decide(manager, asked.approval.id, "approve")).status).toBe(200);
+    const run = await call(server.url, "POST", "/v1/check", {
+      token: alice,
+      body: {
+        tool: "issue_refund",
+        args: { order: "o-1", amount: 800 },
+        agent: { name: "bot" },
+        approval: asked.approval.id,
+        report: "token",
+      },
+    });
+    expect(run.body.decision).toBe("allow");
+    const send = (token: string) =>
+      call(server.url, "POST", `/v1/calls/${run.body.call_id}/result`, {
+        token,
+        body: { status: "ok", output: { refunded: 800 }, report_token: run.body.report_token },
+      });
+    // the same human with a token lacking the call's scope: the policy in force withholds the output
+    const narrow = await userToken(idp, "alice", "customers:read");
+    expect((await send(narrow)).status).toBe(403);
+    expect((await send(narrow)).status).toBe(409);
+    expect((await send(alice)).status).toBe(409);
+    await server.governor.flush();
+    expect((await trailOf(run.body.call_id)).filter((t: string) => t.startsWith("outcome:"))).toHaveLength(1);
+  });
+
   it("refuses the result of a denied call, and audits approval_denied", async () => {
     const asked = await askRefund(901);
     await decide(ADMIN, asked.approval.id, "deny", "not this one");
