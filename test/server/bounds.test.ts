@@ -202,6 +202,9 @@ describe('"report": "token"', () => {
         body: { status: "ok", output: { id, ssn: "078-05-1120" }, report_token: t },
       });
     expect((await withToken(reportToken, alice, "another-call")).status).toBe(400);
+    // a report token is no bearer token, and a bearer token is no report token
+    expect((await call(server.url, "POST", "/v1/verify", { token: reportToken })).status).toBe(401);
+    expect((await withToken(alice)).status).toBe(400);
     expect((await withToken(`${reportToken.slice(0, -4)}AAAA`)).status).toBe(400);
     expect((await withToken(reportToken, await userToken(idp, "bob"))).status).toBe(403);
     const done = await withToken(reportToken);
