@@ -321,7 +321,10 @@ async function readText(res: IncomingMessage): Promise<string> {
  * const feed = sseParser((e) => console.log(e.data), () => {});
  * feed("data: {}\n\n");
  */
-export function sseParser(onEvent: (e: SseEvent) => void, onRetry: (ms: number) => void): (chunk: string) => void {
+export function sseParser(
+  onEvent: (e: SseEvent) => void,
+  onRetry: (ms: number) => void,
+): (chunk: string) => void {
   let pending = "";
   let data: string[] = [];
   let event: string | undefined;

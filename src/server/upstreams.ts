@@ -36,8 +36,8 @@ import {
   UPSTREAM_CLIENT_CAPABILITIES,
 } from "./mcp-relay.js";
 import { secondsSince } from "./metrics.js";
-import { HttpClientTransport, keepAliveAgent } from "./upstream-http.js";
 import type { OboMinter } from "./obo.js";
+import { HttpClientTransport, keepAliveAgent } from "./upstream-http.js";
 
 /** At least this long to connect (and, for stdio, start) an upstream. */
 const CONNECT_TIMEOUT_MS = 10_000;
