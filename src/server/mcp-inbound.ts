@@ -140,8 +140,24 @@ function plainRequest(req: IncomingMessage, body: unknown): JSONRPCRequest | und
   ) {
     return undefined;
   }
+  if (plainShape(body as Record<string, unknown>)) return body as JSONRPCRequest;
   const parsed = JSONRPCRequestSchema.safeParse(body);
   return parsed.success ? parsed.data : undefined;
+}
+
+/**
+ * What `JSONRPCRequestSchema` accepts, checked without zod for the usual request: only its four members,
+ * `jsonrpc` "2.0", a string or integer id, a string method, params an object without `_meta` (a request with
+ * `_meta` is checked by the schema, which validates what `_meta` holds).
+ */
+function plainShape(body: Record<string, unknown>): boolean {
+  for (const key in body) {
+    if (key !== "jsonrpc" && key !== "id" && key !== "method" && key !== "params") return false;
+  }
+  const { id, params } = body;
+  if (body["jsonrpc"] !== "2.0" || !(typeof id === "string" || Number.isInteger(id))) return false;
+  if (params === undefined) return true;
+  return typeof params === "object" && params !== null && !Array.isArray(params) && !("_meta" in params);
 }
 
 /** The request's headers as the SDK transport hands them to handlers (lower-case names, one string each). */
