@@ -112,8 +112,8 @@ export async function benchGateway(): Promise<Finding[]> {
       {
         what: `tools/call throughput through the gateway vs direct, ${SESSIONS} sessions (median of 3 × 4 s)`,
         measured: `${Math.round(medianOf(rates.gateway))} vs ${Math.round(medianOf(rates.direct))} calls/s = ${(ratio * 100).toFixed(0)}%`,
-        target: "≥ 50%",
-        ok: ratio >= 0.5,
+        target: "≥ 70%",
+        ok: ratio >= 0.7,
       },
     ];
   } finally {
