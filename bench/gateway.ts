@@ -16,18 +16,21 @@ import { type Finding, fmt, medianOf, sample } from "./harness.js";
 
 const SESSIONS = 16;
 
-async function child(
+/** Start a bench child (`flags` go to its node) and read the JSON line it prints first. */
+export async function child(
   script: string,
   args: string[] = [],
+  flags: string[] = [],
 ): Promise<{ proc: ChildProcess; info: Record<string, string> }> {
-  const proc = spawn(process.execPath, ["--import", "tsx", script, ...args], {
+  const proc = spawn(process.execPath, [...flags, "--import", "tsx", script, ...args], {
     stdio: ["ignore", "pipe", "inherit"],
   });
   const first = await createInterface({ input: proc.stdout! })[Symbol.asyncIterator]().next();
   return { proc, info: JSON.parse(String(first.value)) as Record<string, string> };
 }
 
-async function connect(url: string, token?: string): Promise<Client> {
+/** An official MCP client session on `url`, with `token` as its bearer token. */
+export async function connect(url: string, token?: string): Promise<Client> {
   const client = new Client({ name: "bench-agent", version: "1.0.0" });
   const headers: Record<string, string> = token === undefined ? {} : { authorization: `Bearer ${token}` };
   // the SDK shares one abort signal across a connection's requests; see fetchWithOwnSignal
