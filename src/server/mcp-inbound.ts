@@ -51,7 +51,10 @@ export class GatewayServerTransport implements Transport {
 
   constructor(options: Options) {
     this.sdk = new StreamableHTTPServerTransport(options);
-    this.sdk.onclose = () => this.onclose?.();
+    this.sdk.onclose = () => {
+      this.closed = true; // closed by the SDK transport itself (a DELETE): nothing more is answered here
+      this.onclose?.();
+    };
     this.sdk.onerror = (e) => this.onerror?.(e);
     this.sdk.onmessage = (m, extra) => this.onmessage?.(m, extra);
   }
