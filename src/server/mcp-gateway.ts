@@ -10,7 +10,6 @@ import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AuthInfo } from "@modelcontextprotocol/sdk/server/auth/types.js";
 import { Server } from "@modelcontextprotocol/sdk/server/index.js";
-import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import {
   CallToolRequestSchema,
   type CallToolResult,
@@ -30,6 +29,7 @@ import { McpOutput, mcpText } from "../policy/output.js";
 import { hasUnsafeText, unsafeTextMessage } from "../text.js";
 import type { ServerContext } from "./context.js";
 import { authenticate, type Caller, headerSafe, sendError } from "./http.js";
+import { GatewayServerTransport } from "./mcp-inbound.js";
 import { ClientStreams, sessionRelay } from "./mcp-relay.js";
 import { mcpRelays } from "./mcp-relays.js";
 import { transportGuard } from "./mcp-transport-guard.js";
@@ -40,7 +40,7 @@ import { type ExposedTool, Upstream, type UpstreamCallOptions } from "./upstream
 const MAX_RESULT_BYTES = 1_048_576;
 
 interface Session {
-  readonly transport: StreamableHTTPServerTransport;
+  readonly transport: GatewayServerTransport;
   readonly server: Server;
   readonly user: string;
   readonly tenant: string | null;
@@ -224,7 +224,7 @@ export async function mcpGateway(
       // logging: upstream log messages are relayed to the session (mcp-relay.ts), at its `logging/setLevel`.
       { capabilities: { tools: { listChanged: true }, logging: {} } },
     );
-    const transport = new StreamableHTTPServerTransport({
+    const transport = new GatewayServerTransport({
       sessionIdGenerator: () => randomUUID(),
       // A call's answer as one JSON body, not an SSE stream per request: a plain body costs much less (clients
       // must accept both), and lets a scope step-up answer 403. What an upstream sends during a call (progress,
@@ -432,6 +432,7 @@ export async function mcpGateway(
     if (isSingleDecidedRequest(req.body)) answerStepUp(reply.raw, stepUp, options);
     if (req.method === "GET") session.streams.watch(reply.raw);
     reply.hijack();
+    if (session.transport.answer(raw, reply.raw, req.body, raw.auth)) return;
     await session.transport.handleRequest(raw, reply.raw, req.body);
   };
   app.post("/mcp", handle);

@@ -41,14 +41,29 @@ export function transportGuard(
   const loopbackBind = isLoopback(bound);
   const wildcardBind = isWildcard(options.boundHost);
   const listed = (options.allowedOrigins ?? []).map(originOf).filter((o): o is string => o !== null);
+  // What the public URLs give (their origins and host names), parsed again only when they change.
+  let known: { key: string; origins: string[]; hosts: Set<string> } | undefined;
+  const publicOrigins = () => {
+    const urls = options.publicUrls();
+    const key = urls.join("\n");
+    if (known?.key !== key) {
+      const valid = urls.filter((u) => originOf(u) !== null);
+      const hosts = new Set(valid.map((u) => new URL(u).hostname));
+      if (!wildcardBind && bound !== null) hosts.add(bound);
+      known = { key, origins: valid.map((u) => originOf(u) as string), hosts };
+    }
+    return known;
+  };
+  /** The last `Host` seen and its hostname: a client sends the same one on each request. */
+  let lastHost: { host: string; hostname: string | null } = { host: "", hostname: null };
   return (headers) => {
-    const urls = options.publicUrls().filter((u) => originOf(u) !== null);
-    const hostname = hostnameOf(headers.host ?? "");
+    const { origins, hosts } = publicOrigins();
+    const host = headers.host ?? "";
+    if (host !== lastHost.host) lastHost = { host, hostname: hostnameOf(host) };
+    const hostname = lastHost.hostname;
     if (hostname === null) return refuse("the request has no valid Host header");
     // Bound to every interface with no public URL: the names it is reached by are not known, so not checked.
-    if (!wildcardBind || urls.length > 0) {
-      const hosts = new Set(urls.map((u) => new URL(u).hostname));
-      if (!wildcardBind && bound !== null) hosts.add(bound);
+    if (!wildcardBind || origins.length > 0) {
       if (!hosts.has(hostname) && !(loopbackBind && isLoopback(hostname))) {
         return refuse(
           `Host ${hostname} is not this server's (set server.public_url to the name clients use)`,
@@ -59,7 +74,7 @@ export function transportGuard(
     if (origin === undefined) return null;
     const normalized = originOf(origin);
     if (normalized !== null) {
-      if (urls.some((u) => originOf(u) === normalized) || listed.includes(normalized)) return null;
+      if (origins.includes(normalized) || listed.includes(normalized)) return null;
       if (options.allowedOrigins === undefined && loopbackBind && isLoopback(new URL(normalized).hostname)) {
         return null;
       }

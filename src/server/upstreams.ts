@@ -14,9 +14,9 @@
  * token minted for the human of the call being made (read from the run context the call runs in), a static
  * header, or nothing. The user's own token is never among them.
  */
+import type { Agent } from "node:http";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
-import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import type { RequestOptions } from "@modelcontextprotocol/sdk/shared/protocol.js";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import {
@@ -37,6 +37,7 @@ import {
 } from "./mcp-relay.js";
 import { secondsSince } from "./metrics.js";
 import type { OboMinter } from "./obo.js";
+import { HttpClientTransport, keepAliveAgent } from "./upstream-http.js";
 
 /** At least this long to connect (and, for stdio, start) an upstream. */
 const CONNECT_TIMEOUT_MS = 10_000;
@@ -70,7 +71,7 @@ export interface UpstreamCallOptions {
 /** A gateway session's own connection to an HTTP upstream. */
 interface SessionLink {
   client: Client | undefined;
-  transport: StreamableHTTPClientTransport | undefined;
+  transport: HttpClientTransport | undefined;
   connecting: Promise<Client> | undefined;
   /** The user the connection is for: the on-behalf-of token of requests sent outside a call (its GET stream). */
   run: RunContext | undefined;
@@ -85,6 +86,8 @@ export class Upstream {
   private retryAt = 0;
   /** Gateway sessions' own connections, by session id (HTTP upstreams). */
   private readonly links = new Map<string, SessionLink>();
+  /** The keep-alive connections to an HTTP upstream, shared by its MCP connections (upstream-http.ts). */
+  private agent: Agent | undefined;
   /** Run on each new connection, before it opens (resources and prompts: see mcp-resources.ts). */
   private readonly connectHooks: ((client: Client) => void)[] = [];
 
@@ -232,6 +235,8 @@ export class Upstream {
     const client = this.client;
     this.client = undefined;
     await Promise.allSettled([client?.close(), ...[...this.links.keys()].map((s) => this.endSession(s))]);
+    this.agent?.destroy();
+    this.agent = undefined;
   }
 
   private link(session: string): SessionLink {
@@ -350,21 +355,21 @@ export class Upstream {
   }
 
   /** A Streamable HTTP connection; `owner` is the run whose user it is for when no call is running (a link's). */
-  private httpTransport(owner: () => RunContext | undefined): StreamableHTTPClientTransport {
-    return new StreamableHTTPClientTransport(new URL(this.config.url ?? ""), {
-      fetch: (url, init) => {
-        const headers = new Headers(init?.headers);
-        headers.delete("authorization");
+  private httpTransport(owner: () => RunContext | undefined): HttpClientTransport {
+    const url = new URL(this.config.url ?? "");
+    this.agent ??= keepAliveAgent(url);
+    return new HttpClientTransport(url, {
+      agent: this.agent,
+      headers: () => {
         const auth = this.config.auth;
         if (auth.type === "obo") {
           const run = tryCurrentRun() ?? owner();
           const token =
             run === undefined ? this.obo.forGateway(auth.audience) : this.obo.forRun(run, auth.audience);
-          headers.set("authorization", `Bearer ${token}`);
-        } else if (auth.type === "static") {
-          headers.set(auth.header, auth.value);
+          return { authorization: `Bearer ${token}` };
         }
-        return fetchWithOwnSignal(url, { ...init, headers });
+        if (auth.type === "static") return { [auth.header.toLowerCase()]: auth.value };
+        return {};
       },
     });
   }
