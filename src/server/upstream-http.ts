@@ -55,7 +55,9 @@ interface SseEvent {
  * const agent = keepAliveAgent(new URL("https://crm.example/mcp"));
  */
 export function keepAliveAgent(url: URL): http.Agent {
-  const options = { keepAlive: true, scheduling: "lifo" as const };
+  // An idle socket is closed after 4 s, before servers close theirs (Node's default keep-alive timeout is 5 s):
+  // a request seldom goes out on a socket its server is closing.
+  const options = { keepAlive: true, scheduling: "lifo" as const, timeout: 4_000 };
   return url.protocol === "https:" ? new https.Agent(options) : new http.Agent(options);
 }
 
@@ -121,10 +123,13 @@ export class HttpClientTransport implements Transport {
         return;
       }
       const body = JSON.stringify(message);
-      const res = await this.exchange("POST", body, {
-        "content-type": "application/json",
-        accept: "application/json, text/event-stream",
-      });
+      const res = await this.exchange(
+        "POST",
+        body,
+        { "content-type": "application/json", accept: "application/json, text/event-stream" },
+        // a tool call may not be sent twice (it may move money): never repeated, whatever the socket did
+        hasToolCall(message),
+      );
       const sessionId = res.headers["mcp-session-id"];
       if (typeof sessionId === "string" && sessionId !== "") this._sessionId = sessionId;
       if (!ok(res)) {
@@ -270,12 +275,15 @@ export class HttpClientTransport implements Transport {
     res.once("aborted", () => ended(new Error("aborted")));
   }
 
-  /** One request; resolves with its response (headers read, body not). */
+  /**
+   * One request; resolves with its response (headers read, body not). `once`: never sent again, not even when a
+   * kept-alive socket turns out to have been closed as it went out (the upstream may have read it).
+   */
   private exchange(
     method: "POST" | "GET" | "DELETE",
     body: string | undefined,
     headers: Record<string, string>,
-    retried = false,
+    once = false,
   ): Promise<IncomingMessage> {
     if (this.closed) return Promise.reject(new Error("the transport is closed"));
     const all: Record<string, string | number> = { ...this.options.headers(), ...headers };
@@ -288,8 +296,9 @@ export class HttpClientTransport implements Transport {
       req.once("close", () => this.open.delete(req));
       req.once("response", resolve);
       req.once("error", (e: NodeJS.ErrnoException) => {
-        // A kept-alive socket the server closed as this request went out: nothing was read, send it again once.
-        if (!retried && req.reusedSocket && e.code === "ECONNRESET") {
+        // A kept-alive socket the server closed as this request went out: most likely unread, so a request that
+        // may be repeated is sent again, once. (Idle sockets close first on our side: keepAliveAgent's timeout.)
+        if (!once && req.reusedSocket && e.code === "ECONNRESET") {
           this.exchange(method, body, headers, true).then(resolve, reject);
         } else {
           reject(e);
@@ -298,6 +307,12 @@ export class HttpClientTransport implements Transport {
       req.end(body);
     });
   }
+}
+
+function hasToolCall(message: JSONRPCMessage | JSONRPCMessage[]): boolean {
+  return (Array.isArray(message) ? message : [message]).some(
+    (m) => "method" in m && m.method === "tools/call",
+  );
 }
 
 function ok(res: IncomingMessage): boolean {

@@ -131,3 +131,69 @@ describe("the upstream transport's SSE parser", () => {
     expect(r.events).toEqual([{ data: "x" }]);
   });
 });
+
+describe("a kept-alive socket the upstream resets as a request goes out", () => {
+  /** An upstream that answers every JSON-RPC request with `{}`, but resets the connection of the next one. */
+  async function resetting() {
+    const methods: string[] = [];
+    let dropNext = false;
+    const http = createServer((req, res) => {
+      let text = "";
+      req.on("data", (c) => {
+        text += c;
+      });
+      req.on("end", () => {
+        const message = JSON.parse(text) as { id: number; method: string };
+        methods.push(message.method);
+        if (dropNext) {
+          dropNext = false;
+          req.socket.resetAndDestroy();
+          return;
+        }
+        res.setHeader("content-type", "application/json");
+        res.end(JSON.stringify({ jsonrpc: "2.0", id: message.id, result: {} }));
+      });
+    });
+    servers.push(http);
+    await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve));
+    const a = http.address();
+    const url = new URL(`http://127.0.0.1:${typeof a === "object" && a ? a.port : 0}/mcp`);
+    const transport = new HttpClientTransport(url, { agent: keepAliveAgent(url), headers: () => ({}) });
+    const answered: unknown[] = [];
+    transport.onmessage = (m) => answered.push(m);
+    await transport.start();
+    await transport.send({ jsonrpc: "2.0", id: 1, method: "ping" }); // opens the socket the next one reuses
+    return {
+      methods,
+      answered,
+      transport,
+      dropNext: () => {
+        dropNext = true;
+      },
+    };
+  }
+
+  it("sends a request that may be repeated again, once", async () => {
+    const up = await resetting();
+    up.dropNext();
+    await up.transport.send({ jsonrpc: "2.0", id: 2, method: "tools/list" });
+    expect(up.methods).toEqual(["ping", "tools/list", "tools/list"]);
+    expect(up.answered).toContainEqual({ jsonrpc: "2.0", id: 2, result: {} });
+    await up.transport.close();
+  });
+
+  it("never sends a tool call twice: the upstream may have run it", async () => {
+    const up = await resetting();
+    up.dropNext();
+    await expect(
+      up.transport.send({
+        jsonrpc: "2.0",
+        id: 2,
+        method: "tools/call",
+        params: { name: "refund", arguments: {} },
+      }),
+    ).rejects.toThrow(/ECONNRESET|socket hang up/);
+    expect(up.methods).toEqual(["ping", "tools/call"]);
+    await up.transport.close();
+  });
+});
