@@ -76,7 +76,7 @@ export async function benchPython(): Promise<Finding[]> {
     const runs = `median of ${r.rounds} rounds × ${r.calls} calls`;
     const findings: Finding[] = [
       {
-        what: `client.check() vs one raw kept-alive POST /v1/check, in turn call by call (${runs})`,
+        what: `client.check() vs one raw kept-alive POST /v1/check of the same body ("report": "token"), in turn call by call (${runs})`,
         measured: `${plain.paired.check.toFixed(2)}× (in blocks: ${line(plain.check, plain.floor)})`,
         target: "≤ 1.2×",
         ok: plain.paired.check <= 1.2,

@@ -4,7 +4,8 @@ Run by bench/python.ts (``npm run bench -- python``), which starts the control p
 and passes its URL and a token: ``python3 bench/python/bench.py URL TOKEN``. Prints one JSON object.
 
 Each round times, one after the other on the same server: the floor (``POST /v1/check`` with ``http.client`` on one
-kept-alive connection, the body the client sends), ``client.check()``, a ``@governed`` call whose output policy does
+kept-alive connection, the body the client sends: ``"report": "token"`` beside ``client.check()``, which keeps no
+state on the server, the default beside ``@governed``), ``client.check()``, a ``@governed`` call whose output policy does
 not transform (one round trip; its report in the background), paced as an agent calls tools (the report of a call is
 sent before the next call, untimed) and back to back (no pause: the reports go in batches, ``POST
 /v1/calls/results``, while the next calls are checked; its ratio is to floor blocks timed just before and just
@@ -99,6 +100,12 @@ class Raw:
     def check(self, i: int) -> Any:
         return self.post("/v1/check", {"tool": TOOL, "args": {"customer_id": f"c-{i}"}, "agent": AGENT})
 
+    def check_token(self, i: int) -> Any:
+        """What ``client.check()`` asks: nothing kept on the server, a report token in the answer."""
+        return self.post(
+            "/v1/check", {"tool": TOOL, "args": {"customer_id": f"c-{i}"}, "agent": AGENT, "report": "token"}
+        )
+
     def check_and_report(self, i: int) -> Any:
         call_id = self.check(i)["call_id"]
         return self.post(f"/v1/calls/{call_id}/result", {"status": "ok", "output": {"id": f"c-{i}"}})
@@ -157,7 +164,7 @@ def measure(url: str, token: str, spool: str, context: Any = None, ca_file: str 
             timed(CALLS, lambda i: governed_two(f"c-{i}"))
         for _ in range(ROUNDS):
             # call by call, in turn with the floor: the ratios the targets are about
-            f, x = paired(CALLS, raw.check, lambda i: one.check(TOOL, {"customer_id": f"c-{i}"}))
+            f, x = paired(CALLS, raw.check_token, lambda i: one.check(TOOL, {"customer_id": f"c-{i}"}))
             ratios["check"].append(x / f)
             f, x = paired(CALLS, raw.check, lambda i: governed_one(f"c-{i}"), one._drain_reports)
             ratios["governed"].append(x / f)
