@@ -9,10 +9,11 @@
  *
  * A file only: two connections to `:memory:` would be two databases.
  */
-import { Worker } from "node:worker_threads";
+import type { Worker } from "node:worker_threads";
 import { OnbehalfError } from "../errors.js";
 import type { SealedRecord } from "./record.js";
 import { auditRowOf, openSqliteStore } from "./sqlite.js";
+import { startSqliteWorker } from "./sqlite-workers.js";
 import { type AuditStore, type StoredCheckpoint, storeError } from "./store.js";
 
 /** What the worker answers: a value, or the error thrown there, as plain data. */
@@ -43,15 +44,7 @@ export function openThreadedSqliteStore(path: string): AuditStore {
     waiting.clear();
   };
   const start = (): Worker => {
-    const entry = new URL(`./sqlite-writer${extension()}`, import.meta.url);
-    // From source (tests, tsx), the worker registers tsx's loader before it loads the TypeScript entry.
-    const w =
-      extension() === ".js"
-        ? new Worker(entry, { workerData: { path } })
-        : new Worker(
-            `import("tsx/esm/api").then((tsx) => { tsx.register(); return import(${JSON.stringify(entry.href)}); });`,
-            { eval: true, workerData: { path } },
-          );
+    const w = startSqliteWorker("sqlite-writer", { path });
     w.on("message", (reply: Reply) => {
       const pending = waiting.get(reply.id);
       if (pending === undefined) return;
@@ -100,9 +93,4 @@ export function openThreadedSqliteStore(path: string): AuditStore {
       await local.close();
     },
   };
-}
-
-/** `.js` from the build, `.ts` when run from source (tests, tsx): the worker's file beside this one. */
-function extension(): ".js" | ".ts" {
-  return import.meta.url.endsWith(".ts") ? ".ts" : ".js";
 }

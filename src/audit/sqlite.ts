@@ -6,6 +6,7 @@
  */
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
+import type { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
 import { OnbehalfError } from "../errors.js";
 import type { SealedRecord } from "./record.js";
@@ -18,6 +19,7 @@ import {
   storedCheckpoint,
   storedRow,
 } from "./sql.js";
+import { startSqliteWorker } from "./sqlite-workers.js";
 import {
   type AuditPage,
   type AuditQuery,
@@ -146,7 +148,8 @@ export function openSqliteStore(path: string): SqliteStore {
     // Short: better-sqlite3 waits for a lock synchronously, blocking every request of this process. A store
     // that another process keeps locked is retried by the writer (asynchronously) instead.
     db.pragma("busy_timeout = 50");
-    // Fewer, larger WAL checkpoints and a 16 MiB page cache: measured +10–20% sustained appends.
+    // Fewer, larger WAL checkpoints and a 16 MiB page cache: measured +10–20% sustained appends. Once the
+    // store has written a few thousand records, a checkpointer thread does their copying ahead (below).
     db.pragma("wal_autocheckpoint = 4000");
     db.pragma("cache_size = -16384");
     db.exec(SCHEMA);
@@ -169,6 +172,7 @@ export function openSqliteStore(path: string): SqliteStore {
     "INSERT OR REPLACE INTO audit_writers (log, holder, host, pid, label, since, heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?)",
   );
   const releaseStmt = db.prepare("DELETE FROM audit_writers WHERE log = ? AND holder = ?");
+  const checkpoints = checkpointer(path);
   const insertBatch = db.transaction((rows: readonly AuditRow[], holder: string) => {
     const log = rows[0]?.[0];
     if (log === undefined) return;
@@ -181,6 +185,7 @@ export function openSqliteStore(path: string): SqliteStore {
       );
     }
     for (const row of rows) insert.run(row);
+    checkpoints.wrote(rows.length);
   });
   const headOf = db.prepare(
     "SELECT seq, leaf_hash FROM audit_records WHERE log = ? ORDER BY seq DESC LIMIT 1",
@@ -283,7 +288,44 @@ export function openSqliteStore(path: string): SqliteStore {
         return row === undefined ? null : storedCheckpoint(row);
       }),
     async close() {
+      await checkpoints.close();
       if (db.open) db.close();
+    },
+  };
+}
+
+/** Records a store writes before a checkpointer thread starts. */
+const CHECKPOINTER_AFTER = 2_000;
+/** How often the checkpointer copies the WAL into the database. */
+const CHECKPOINT_EVERY_MS = 200;
+
+/**
+ * Checkpoints copied off the committing thread. A WAL checkpoint that the writing connection runs itself (every
+ * 4,000 pages) copies up to 16 MiB and syncs inside a commit: measured at 1,000 checks/s, p99 19–20 ms with it
+ * and 8–10 ms without. After {@link CHECKPOINTER_AFTER} records (a store that only reads, or a test's, never
+ * starts one), a worker thread checkpoints every {@link CHECKPOINT_EVERY_MS} (`PASSIVE`: it never blocks the
+ * writer), so the writer's own checkpoints find the pages copied already and only end the WAL; they stay, so
+ * the WAL cannot grow while writes never pause (a passive checkpoint cannot restart it then). In-memory
+ * databases have no WAL.
+ */
+function checkpointer(path: string) {
+  let written = 0;
+  let worker: Worker | undefined;
+  return {
+    wrote(records: number) {
+      written += records;
+      if (worker !== undefined || written < CHECKPOINTER_AFTER || path === ":memory:") return;
+      worker = startSqliteWorker("sqlite-checkpointer", { path, everyMs: CHECKPOINT_EVERY_MS });
+      worker.unref();
+      worker.on("error", () => {}); // the writer's own checkpoints go on either way
+    },
+    async close() {
+      const w = worker;
+      worker = undefined;
+      if (w === undefined) return;
+      const exited = new Promise<void>((resolve) => w.once("exit", () => resolve()));
+      w.postMessage("close");
+      await exited;
     },
   };
 }

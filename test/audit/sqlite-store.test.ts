@@ -1,8 +1,9 @@
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type Database from "better-sqlite3";
-import { openSqliteStore } from "../../src/audit/sqlite.js";
+import { describe, expect, it } from "vitest";
+import { type AuditRow, openSqliteStore } from "../../src/audit/sqlite.js";
 import { openThreadedSqliteStore } from "../../src/audit/sqlite-thread.js";
 import type { AuditStore } from "../../src/audit/store.js";
 import { describeStore } from "./store-suite.js";
@@ -29,4 +30,54 @@ describeStore("SQLite, commits on a writer thread", {
     return openThreadedSqliteStore(join(mkdtempSync(join(tmpdir(), "onbehalf-sqlite-thread-")), "audit.db"));
   },
   exec,
+});
+
+describe("WAL checkpoints off the committing thread", () => {
+  const holder = { holder: "test:1:x", host: "test", pid: 1, label: "test" };
+  const row = (seq: number): AuditRow => [
+    "log",
+    seq,
+    JSON.stringify({ seq, padding: "x".repeat(600) }),
+    seq.toString(16).padStart(64, "0"),
+    new Date(1_800_000_000_000 + seq).toISOString(),
+    "acme",
+    `user-${seq % 50}`,
+    "get_customer",
+    "allow",
+    "bot",
+    `call-${seq}`,
+    `trace-${seq}`,
+  ];
+  /** A file store with `n` records written; resolves to the size of its database file (not the WAL) later. */
+  async function written(n: number) {
+    const path = join(mkdtempSync(join(tmpdir(), "onbehalf-sqlite-wal-")), "audit.db");
+    const store = openSqliteStore(path);
+    await store.init();
+    await store.claim("log", holder, { staleMs: 60_000, gone: () => false });
+    for (let seq = 1; seq <= n; seq += 100) {
+      await store.appendRows(
+        Array.from({ length: Math.min(100, n - seq + 1) }, (_, i) => row(seq + i)),
+        holder.holder,
+      );
+    }
+    const before = statSync(path).size;
+    await new Promise((r) => setTimeout(r, 600));
+    const after = statSync(path).size;
+    await store.close();
+    return { before, after, store: openSqliteStore(path) };
+  }
+
+  it("copies a written store's WAL into its database in the background, and closes with it", async () => {
+    const { before, after, store } = await written(2_500);
+    // the pages were in the WAL only (below the writer's own checkpoint); the checkpointer copied them over
+    expect(after).toBeGreaterThan(before + 1_000_000);
+    expect((await store.rows("log", 1, 5_000)).length).toBe(2_500);
+    await store.close();
+  });
+
+  it("starts no thread for a store that wrote little: its WAL waits for the writer's own checkpoint", async () => {
+    const { before, after, store } = await written(1_000);
+    expect(after).toBe(before);
+    await store.close();
+  });
 });
