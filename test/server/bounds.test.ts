@@ -8,7 +8,12 @@ import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { StoredApproval } from "../../src/govern/approvals.js";
 import type { OnbehalfServer } from "../../src/server/app.js";
-import { createMemoryState, type OpenCall } from "../../src/server/state.js";
+import {
+  createMemoryState,
+  type OpenCall,
+  type StateBounds,
+  type StateStore,
+} from "../../src/server/state.js";
 import { createRedisState } from "../../src/server/state-redis.js";
 import { type OidcProviderHandle, startOidcProvider } from "../support/oidc.js";
 import { ADMIN, call, metricValue, serverConfig, startTestServer, userToken } from "../support/server.js";
@@ -49,6 +54,24 @@ const recordsOf = async (url: string, id: string): Promise<any[]> =>
   (await call(url, "GET", "/v1/audit?user=alice&limit=500", { token: ADMIN })).body.records.filter(
     (r: { call_id: string }) => r.call_id === id,
   );
+/** `body` run against an in-memory state store and a Redis one (this file's database, emptied after). */
+async function inBothStores(
+  bounds: StateBounds,
+  prefix: string,
+  body: (store: StateStore) => Promise<void>,
+): Promise<void> {
+  const memory = createMemoryState(bounds);
+  const redis = await createRedisState(REDIS, { prefix, bounds });
+  try {
+    for (const store of [memory, redis]) await body(store);
+  } finally {
+    await Promise.allSettled([memory.close(), redis.close()]);
+    const own = new Redis(REDIS);
+    await own.flushdb();
+    own.disconnect();
+  }
+}
+
 const evictions = (url: string, why: string) =>
   metricValue(url, `onbehalf_state_evictions_total{what="pending_call",why="${why}"}`);
 
@@ -68,32 +91,23 @@ describe("one user's share of the waiting calls", () => {
 
   it("lets a user push out only their own oldest calls, in memory and in Redis", async () => {
     const bounds = { maxCalls: 10, maxApprovals: 10, maxCallsPerUser: 3, maxApprovalsPerUser: 10 };
-    const memory = createMemoryState(bounds);
-    const redis = await createRedisState(REDIS, { prefix: "bounds-users:", bounds });
-    try {
-      for (const store of [memory, redis]) {
-        await store.putCall(waiting("bob", 1), 60_000);
-        const pushed = [];
-        for (let i = 1; i <= 8; i++) pushed.push(...(await store.putCall(waiting("mallory", i), 60_000)));
-        expect(pushed.map((g) => `${g.why}:${g.call.callId}`)).toEqual(
-          [1, 2, 3, 4, 5].map((i) => `user_bound:mallory-${i}`),
-        );
-        expect(await store.getCall("bob-1")).not.toBeNull();
-        expect(await store.goneWhy("mallory-1")).toBe("user_bound");
-        // taking a call frees its place in its user's share
-        expect(await store.takeCall("mallory-8")).not.toBeNull();
-        expect(await store.putCall(waiting("mallory", 9), 60_000)).toEqual([]);
-        // the bound of all still holds, oldest first, whoever's
-        const all = [];
-        for (let i = 1; i <= 7; i++) all.push(...(await store.putCall(waiting(`user${i}`, 1), 60_000)));
-        expect(all.filter((g) => g.why === "evicted").map((g) => g.call.callId)).toEqual(["bob-1"]);
-      }
-    } finally {
-      await Promise.allSettled([memory.close(), redis.close()]);
-      const own = new Redis(REDIS);
-      await own.flushdb();
-      own.disconnect();
-    }
+    await inBothStores(bounds, "bounds-users:", async (store) => {
+      await store.putCall(waiting("bob", 1), 60_000);
+      const pushed = [];
+      for (let i = 1; i <= 8; i++) pushed.push(...(await store.putCall(waiting("mallory", i), 60_000)));
+      expect(pushed.map((g) => `${g.why}:${g.call.callId}`)).toEqual(
+        [1, 2, 3, 4, 5].map((i) => `user_bound:mallory-${i}`),
+      );
+      expect(await store.getCall("bob-1")).not.toBeNull();
+      expect(await store.goneWhy("mallory-1")).toBe("user_bound");
+      // taking a call frees its place in its user's share
+      expect(await store.takeCall("mallory-8")).not.toBeNull();
+      expect(await store.putCall(waiting("mallory", 9), 60_000)).toEqual([]);
+      // the bound of all still holds, oldest first, whoever's
+      const all = [];
+      for (let i = 1; i <= 7; i++) all.push(...(await store.putCall(waiting(`user${i}`, 1), 60_000)));
+      expect(all.filter((g) => g.why === "evicted").map((g) => g.call.callId)).toEqual(["bob-1"]);
+    });
   });
 
   it("audits a call pushed out by its own user's bound as expired, and says why at its late report", async () => {
@@ -353,40 +367,22 @@ describe("approvals kept", () => {
 
   it("drops a requester's own oldest approval at their bound, never another's, in memory and in Redis", async () => {
     const bounds = { maxCalls: 10, maxApprovals: 10, maxCallsPerUser: 10, maxApprovalsPerUser: 2 };
-    const memory = createMemoryState(bounds);
-    const redis = await createRedisState(REDIS, { prefix: "bounds-approvals-users:", bounds });
-    try {
-      for (const store of [memory, redis]) {
-        await store.putApproval(approval(1, "bob"), "binding-1", 60_000);
-        for (let i = 2; i <= 6; i++) await store.putApproval(approval(i, "mallory"), `binding-${i}`, 60_000);
-        expect((await store.listApprovals(undefined)).map((a) => a.id)).toEqual(["apr_1", "apr_5", "apr_6"]);
-        expect(await store.findApproval("binding-2")).toBeNull();
-        expect(await store.getApproval("apr_1")).not.toBeNull();
-      }
-    } finally {
-      await Promise.allSettled([memory.close(), redis.close()]);
-      const own = new Redis(REDIS);
-      await own.flushdb();
-      own.disconnect();
-    }
+    await inBothStores(bounds, "bounds-approvals-users:", async (store) => {
+      await store.putApproval(approval(1, "bob"), "binding-1", 60_000);
+      for (let i = 2; i <= 6; i++) await store.putApproval(approval(i, "mallory"), `binding-${i}`, 60_000);
+      expect((await store.listApprovals(undefined)).map((a) => a.id)).toEqual(["apr_1", "apr_5", "apr_6"]);
+      expect(await store.findApproval("binding-2")).toBeNull();
+      expect(await store.getApproval("apr_1")).not.toBeNull();
+    });
   });
 
   it("drops the oldest approval at the bound, in memory and in Redis", async () => {
     const bounds = { maxCalls: 10, maxApprovals: 2, maxCallsPerUser: 10, maxApprovalsPerUser: 10 };
-    const memory = createMemoryState(bounds);
-    const redis = await createRedisState(REDIS, { prefix: "bounds-approvals:", bounds });
-    try {
-      for (const store of [memory, redis]) {
-        for (let i = 1; i <= 3; i++) await store.putApproval(approval(i), `binding-${i}`, 60_000);
-        expect(await store.getApproval("apr_1")).toBeNull();
-        expect(await store.findApproval("binding-1")).toBeNull();
-        expect((await store.listApprovals(undefined)).map((a) => a.id)).toEqual(["apr_2", "apr_3"]);
-      }
-    } finally {
-      await Promise.allSettled([memory.close(), redis.close()]);
-      const own = new Redis(REDIS);
-      await own.flushdb();
-      own.disconnect();
-    }
+    await inBothStores(bounds, "bounds-approvals:", async (store) => {
+      for (let i = 1; i <= 3; i++) await store.putApproval(approval(i), `binding-${i}`, 60_000);
+      expect(await store.getApproval("apr_1")).toBeNull();
+      expect(await store.findApproval("binding-1")).toBeNull();
+      expect((await store.listApprovals(undefined)).map((a) => a.id)).toEqual(["apr_2", "apr_3"]);
+    });
   });
 });
