@@ -324,6 +324,7 @@ function checkpointer(path: string) {
       worker = undefined;
       if (w === undefined) return;
       const exited = new Promise<void>((resolve) => w.once("exit", () => resolve()));
+      w.ref(); // unref'd while it runs; waited for now, or a process with nothing else left would end first
       w.postMessage("close");
       await exited;
     },

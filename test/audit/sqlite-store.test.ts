@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -73,6 +74,25 @@ describe("WAL checkpoints off the committing thread", () => {
     expect(after).toBeGreaterThan(before + 1_000_000);
     expect((await store.rows("log", 1, 5_000)).length).toBe(2_500);
     await store.close();
+  });
+
+  it("closes with its checkpointer in a process with nothing else to do, and carries on after", () => {
+    // the checkpointer is unref'd while it runs: a close that waited on it unref'd ended such a process early
+    const script = `
+      import { openSqliteStore } from ${JSON.stringify(new URL("../../src/audit/sqlite.ts", import.meta.url).href)};
+      const store = openSqliteStore(${JSON.stringify(join(mkdtempSync(join(tmpdir(), "onbehalf-sqlite-close-")), "a.db"))});
+      await store.init();
+      const holder = { holder: "t:1:x", host: "t", pid: 1, label: "t" };
+      await store.claim("log", holder, { staleMs: 60000, gone: () => false });
+      for (let seq = 1; seq <= 2500; seq += 100)
+        await store.appendRows(Array.from({ length: 100 }, (_, i) =>
+          ["log", seq + i, "{}", "h" + (seq + i), new Date().toISOString(), null, null, null, "allow", null, "c" + (seq + i), null]), holder.holder);
+      await store.close();
+      console.log("closed");`;
+    const out = execFileSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
+      encoding: "utf8",
+    });
+    expect(out.trim()).toBe("closed");
   });
 
   it("starts no thread for a store that wrote little: its WAL waits for the writer's own checkpoint", async () => {
