@@ -13,14 +13,15 @@ import { openAuditLog } from "../src/audit/log.js";
 import { openPostgresStore } from "../src/audit/postgres.js";
 import { type AuditFields, GENESIS_HASH, seal } from "../src/audit/record.js";
 import { openSqliteStore } from "../src/audit/sqlite.js";
-import type { AuditStore } from "../src/audit/store.js";
+import { openThreadedSqliteStore } from "../src/audit/sqlite-thread.js";
+import type { AuditQuery, AuditStore } from "../src/audit/store.js";
 import { verifyAudit } from "../src/audit/verify.js";
 import { type Finding, fmt, medianOf, sample } from "./harness.js";
 
 const { privateKey, publicKey } = generateKeyPairSync("ed25519");
 const PG_URL = process.env["ONBEHALF_TEST_PG"] ?? "postgres://postgres@127.0.0.1:5432/test";
 
-/** A realistic attempt record: 100 users, 10 tools, UUIDv7-like call ids. */
+/** A realistic attempt record: 3 tenants, 100 users, 10 tools, UUIDv7-like call ids, a trace per 8 records. */
 function record(i: number): AuditFields {
   return {
     kind: i % 2 === 0 ? "attempt" : "outcome",
@@ -39,7 +40,7 @@ function record(i: number): AuditFields {
     reason: i % 7 === 0 ? "denied by tools.refund.*" : "allowed by defaults.interactive",
     rule: null,
     outcome: i % 2 === 0 ? "pending" : "ok",
-    trace_id: null,
+    trace_id: (i >> 3).toString(16).padStart(32, "0"),
     call_id: `019ad4c2-${(1e11 + i).toString(16)}-7290-8462-9a67e3b9907f`,
     latency_us: 5,
     source: "inproc",
@@ -52,7 +53,9 @@ async function sustained(store: AuditStore, logId: string, n: number): Promise<n
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < n; i++) {
     log.append(record(i)); // times and call ids grow, as they do in a real log
-    if (i % 4096 === 4095) await yieldToLoop();
+    if (log.congested)
+      await log.drained(); // back-pressure, as the governor heeds it
+    else if (i % 4096 === 4095) await yieldToLoop();
   }
   await log.flush();
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
@@ -105,15 +108,20 @@ export async function benchAudit(): Promise<Finding[]> {
 
   // 2. Sustained group commit.
   const dir = mkdtempSync(join(tmpdir(), "onbehalf-bench-audit-"));
-  const sqlite = openSqliteStore(join(dir, "sustained.db"));
-  const sqliteRate = await sustained(sqlite, "bench", 200_000);
-  await sqlite.close();
-  findings.push({
-    what: "sustained append into SQLite (WAL, 5 indexes, checkpoints), 200k records",
-    measured: `${Math.round(sqliteRate).toLocaleString("en")} records/s`,
-    target: "≥ 100,000 records/s",
-    ok: sqliteRate >= 100_000,
-  });
+  for (const [how, open] of [
+    ["on the writer's thread", openSqliteStore],
+    ["committed on a writer thread (audit.writer_thread)", openThreadedSqliteStore],
+  ] as const) {
+    const sqlite = open(join(dir, `sustained-${open.name}.db`));
+    const sqliteRate = await sustained(sqlite, "bench", 200_000);
+    await sqlite.close();
+    findings.push({
+      what: `sustained append into SQLite ${how} (WAL, time and call-id indexes, block index), 200k records`,
+      measured: `${Math.round(sqliteRate).toLocaleString("en")} records/s`,
+      target: "≥ 100,000 records/s",
+      ok: sqliteRate >= 100_000,
+    });
+  }
   const schema = `bench_${process.pid}`;
   const postgres = openPostgresStore(`${PG_URL}?schema=${schema}`);
   try {
@@ -122,14 +130,14 @@ export async function benchAudit(): Promise<Finding[]> {
     findings.push({
       what: "sustained append into PostgreSQL (unnest batches), 100k records",
       measured: `${Math.round(pgRate).toLocaleString("en")} records/s`,
-      target: "≥ 20,000 records/s",
-      ok: pgRate >= 20_000,
+      target: "≥ 30,000 records/s",
+      ok: pgRate >= 30_000,
     });
   } catch (err) {
     findings.push({
       what: "PostgreSQL append",
       measured: `not measured: ${(err as Error).message}`,
-      target: "≥ 20,000 records/s",
+      target: "≥ 30,000 records/s",
       ok: false,
     });
   } finally {
@@ -154,26 +162,43 @@ export async function benchAudit(): Promise<Finding[]> {
     target: "< 30 s",
     ok: report.ok && verifySeconds < 30,
   });
-  const queries: number[] = [];
-  for (let i = 0; i < 21; i++) {
-    const q0 = process.hrtime.bigint();
-    await big.query({ user: `user-${(i * 7) % 100}`, limit: 100 });
-    queries.push(Number(process.hrtime.bigint() - q0) / 1e6);
-  }
-  const deep = process.hrtime.bigint();
-  await big.query({
-    user: "user-42",
-    tool: "tool-2",
-    since: new Date(1_795_000_000_000 + 10_000).toISOString(),
-    limit: 100,
+  // Each query newest 100 (the console's first page), median of 21 runs over different values.
+  const at = (i: number) => new Date(1_795_000_000_000 + i).toISOString();
+  const mid = 500_000;
+  const queries: [string, (k: number) => AuditQuery][] = [
+    ["user", (k) => ({ user: `user-${(k * 7) % 100}` })],
+    ["tenant", (k) => ({ tenant: `tenant-${k % 3}` })],
+    ["tool", (k) => ({ tool: `tool-${k % 10}` })],
+    ["time (a 10 s window)", (k) => ({ since: at(mid + k * 20_000), until: at(mid + k * 20_000 + 10_000) })],
+    ["call id", (k) => ({ call_id: record(mid + k * 1_001).call_id })],
+    ["trace", (k) => ({ trace_id: record(mid + k * 4_096).trace_id! })],
+    ["user + tool + since", (k) => ({ user: `user-${k}`, tool: `tool-${k % 10}`, since: at(10_000) })],
+  ];
+  const timings = queries.map(([name, q]) => {
+    const ms: number[] = [];
+    return async () => {
+      for (let k = 0; k < 21; k++) {
+        const q0 = process.hrtime.bigint();
+        const page = await big.query({ ...q(k), limit: 100 });
+        ms.push(Number(process.hrtime.bigint() - q0) / 1e6);
+        if (page.records.length === 0) throw new Error(`the bench's query by ${name} found nothing`);
+      }
+      return [name, medianOf(ms)] as const;
+    };
   });
-  const deepMs = Number(process.hrtime.bigint() - deep) / 1e6;
+  const medians: (readonly [string, number])[] = [];
+  for (const run of timings) medians.push(await run());
+  // Not a target: two filters whose values are each in every block but never in one record — every block read.
+  const worst = process.hrtime.bigint();
+  await big.query({ user: "user-42", tool: "tool-3", limit: 100 });
+  const worstMs = Number(process.hrtime.bigint() - worst) / 1e6;
   await big.close();
+  const slowest = Math.max(...medians.map(([, ms]) => ms));
   findings.push({
-    what: "query by user over 1,000,000 records (newest 100), median of 21",
-    measured: `${medianOf(queries).toFixed(2)} ms (user + tool + since: ${deepMs.toFixed(2)} ms)`,
-    target: "< 50 ms",
-    ok: medianOf(queries) < 50,
+    what: "queries over 1,000,000 records (newest 100, median of 21 each)",
+    measured: `${medians.map(([name, ms]) => `${name} ${ms.toFixed(2)} ms`).join(", ")}; (user-42 + tool-3, which never meet: ${worstMs.toFixed(0)} ms)`,
+    target: "each < 50 ms",
+    ok: slowest < 50,
   });
   return findings;
 }

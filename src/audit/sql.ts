@@ -22,6 +22,54 @@ export interface BuiltQuery {
   readonly limit: number;
 }
 
+/** The WHERE clauses of `q`'s filters, with their parameters, and what they were made of. */
+export interface Where {
+  readonly clauses: string[];
+  readonly params: unknown[];
+  /** Rows asked for (bounded). */
+  readonly limit: number;
+  /** `since` and `until` as stored times. */
+  readonly since?: string;
+  readonly until?: string;
+  readonly cursor?: { time: string; log: string; seq: number };
+}
+
+/**
+ * The filters of `q` as WHERE clauses; `placeholder(i)` writes the i-th (1-based) placeholder (`?` or `$i`).
+ *
+ * @example
+ * whereOf({ user: "alice" }, () => "?").clauses; // ["user = ?"]
+ */
+export function whereOf(q: AuditQuery, placeholder: (i: number) => string): Where {
+  const clauses: string[] = [];
+  const params: unknown[] = [];
+  const p = (value: unknown) => {
+    params.push(value);
+    return placeholder(params.length);
+  };
+  for (const f of FILTERS) {
+    const v = q[f];
+    if (v !== undefined) clauses.push(`${quoteColumn(f)} = ${p(v)}`);
+  }
+  const since = q.since === undefined ? undefined : isoTime(q.since, "since");
+  const until = q.until === undefined ? undefined : isoTime(q.until, "until");
+  if (since !== undefined) clauses.push(`time >= ${p(since)}`);
+  if (until !== undefined) clauses.push(`time < ${p(until)}`);
+  const cursor = q.cursor === undefined ? undefined : decodeCursor(q.cursor);
+  if (cursor !== undefined) {
+    clauses.push(`(time, log, seq) < (${p(cursor.time)}, ${p(cursor.log)}, ${p(cursor.seq)})`);
+  }
+  const limit = Math.min(Math.max(1, Math.trunc(q.limit ?? 100)), MAX_LIMIT);
+  return {
+    clauses,
+    params,
+    limit,
+    ...(since === undefined ? {} : { since }),
+    ...(until === undefined ? {} : { until }),
+    ...(cursor === undefined ? {} : { cursor }),
+  };
+}
+
 /**
  * Build the query for `q`; `placeholder(i)` writes the i-th (1-based) placeholder (`?` or `$i`).
  *
@@ -33,25 +81,10 @@ export function buildQuery(
   placeholder: (i: number) => string,
   table = "audit_records",
 ): BuiltQuery {
-  const where: string[] = [];
-  const params: unknown[] = [];
-  const p = (value: unknown) => {
-    params.push(value);
-    return placeholder(params.length);
-  };
-  for (const f of FILTERS) {
-    const v = q[f];
-    if (v !== undefined) where.push(`${quoteColumn(f)} = ${p(v)}`);
-  }
-  if (q.since !== undefined) where.push(`time >= ${p(isoTime(q.since, "since"))}`);
-  if (q.until !== undefined) where.push(`time < ${p(isoTime(q.until, "until"))}`);
-  if (q.cursor !== undefined) {
-    const c = decodeCursor(q.cursor);
-    where.push(`(time, log, seq) < (${p(c.time)}, ${p(c.log)}, ${p(c.seq)})`);
-  }
-  const limit = Math.min(Math.max(1, Math.trunc(q.limit ?? 100)), MAX_LIMIT);
-  const clause = where.length > 0 ? `WHERE ${where.join(" AND ")} ` : "";
-  const sql = `SELECT record, leaf_hash FROM ${table} ${clause}ORDER BY time DESC, log DESC, seq DESC LIMIT ${p(limit + 1)}`;
+  const { clauses, params, limit } = whereOf(q, placeholder);
+  params.push(limit + 1);
+  const clause = clauses.length > 0 ? `WHERE ${clauses.join(" AND ")} ` : "";
+  const sql = `SELECT record, leaf_hash FROM ${table} ${clause}ORDER BY time DESC, log DESC, seq DESC LIMIT ${placeholder(params.length)}`;
   return { sql, params, limit };
 }
 

@@ -19,6 +19,15 @@ import {
   storedCheckpoint,
   storedRow,
 } from "./sql.js";
+import {
+  type AuditRow,
+  blockIndexWriter,
+  openBlockIndex,
+  queryByBlocks,
+  readBlockIndex,
+  reindex,
+  usesBlockIndex,
+} from "./sqlite-index.js";
 import { startSqliteWorker } from "./sqlite-workers.js";
 import {
   type AuditPage,
@@ -50,9 +59,6 @@ CREATE TABLE IF NOT EXISTS audit_records (
   PRIMARY KEY (log, seq)
 );
 CREATE INDEX IF NOT EXISTS audit_by_time   ON audit_records (time);
-CREATE INDEX IF NOT EXISTS audit_by_user   ON audit_records (user, time);
-CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit_records (tenant, time);
-CREATE INDEX IF NOT EXISTS audit_by_tool   ON audit_records (tool, time);
 CREATE INDEX IF NOT EXISTS audit_by_call   ON audit_records (call_id);
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
   log      TEXT    NOT NULL,
@@ -86,24 +92,7 @@ interface WriterRow {
   heartbeat: number;
 }
 
-/**
- * A record as its row: the columns of `audit_records` in order, primitives only (what the writer thread is sent:
- * cloning the record's fields for another thread cost more than the insert).
- */
-export type AuditRow = readonly [
-  log: string,
-  seq: number,
-  record: string,
-  leafHash: string,
-  time: string,
-  tenant: string | null,
-  user: string | null,
-  tool: string | null,
-  decision: string,
-  agent: string | null,
-  callId: string,
-  traceId: string | null,
-];
+export type { AuditRow };
 
 /** The row of a sealed record. */
 export function auditRowOf(r: SealedRecord): AuditRow {
@@ -154,6 +143,7 @@ export function openSqliteStore(path: string): SqliteStore {
     db.pragma("cache_size = -16384");
     db.exec(SCHEMA);
     addTraceColumn(db);
+    openBlockIndex(db);
   } catch (e) {
     throw new OnbehalfError(
       "ERR_AUDIT_UNAVAILABLE",
@@ -173,9 +163,10 @@ export function openSqliteStore(path: string): SqliteStore {
   );
   const releaseStmt = db.prepare("DELETE FROM audit_writers WHERE log = ? AND holder = ?");
   const checkpoints = checkpointer(path);
+  const index = blockIndexWriter(db);
   const insertBatch = db.transaction((rows: readonly AuditRow[], holder: string) => {
     const log = rows[0]?.[0];
-    if (log === undefined) return;
+    if (log === undefined) return undefined;
     // Fenced: the batch commits only while this writer holds the log (the update and the inserts are one
     // transaction, so a writer that lost its claim cannot slip a batch in).
     if (renewStmt.run(Date.now(), log, holder).changes !== 1) {
@@ -185,8 +176,20 @@ export function openSqliteStore(path: string): SqliteStore {
       );
     }
     for (const row of rows) insert.run(row);
+    const staged = index.write(rows);
     checkpoints.wrote(rows.length);
+    return staged;
   });
+  const appendRows = (rows: readonly AuditRow[], holder: string) =>
+    guard("write", () => index.commit(insertBatch.immediate(rows, holder)));
+  const prepared = (sql: string): Database.Statement => {
+    let stmt = queries.get(sql);
+    if (stmt === undefined) {
+      stmt = db.prepare(sql);
+      queries.set(sql, stmt);
+    }
+    return stmt;
+  };
   const headOf = db.prepare(
     "SELECT seq, leaf_hash FROM audit_records WHERE log = ? ORDER BY seq DESC LIMIT 1",
   );
@@ -260,18 +263,18 @@ export function openSqliteStore(path: string): SqliteStore {
       guard("release", () => {
         releaseStmt.run(log, holder);
       }),
-    append: (batch, holder) => guard("write", () => insertBatch.immediate(batch.map(auditRowOf), holder)),
-    appendRows: (rows, holder) => guard("write", () => insertBatch.immediate(rows, holder)),
+    append: (batch, holder) => appendRows(batch.map(auditRowOf), holder),
+    appendRows,
     query: (q: AuditQuery): Promise<AuditPage> =>
       guard("query", () => {
-        const { sql, params, limit } = buildQuery(q, () => "?");
-        let stmt = queries.get(sql);
-        if (stmt === undefined) {
-          stmt = db.prepare(sql);
-          queries.set(sql, stmt);
+        if (usesBlockIndex(q)) {
+          const { rows, limit } = queryByBlocks(q, prepared);
+          return pageOf(rows, limit);
         }
-        return pageOf(stmt.all(...params) as { record: string; leaf_hash: string }[], limit);
+        const { sql, params, limit } = buildQuery(q, () => "?");
+        return pageOf(prepared(sql).all(...params) as { record: string; leaf_hash: string }[], limit);
       }),
+    blockIndex: (log) => guard("read", () => readBlockIndex(db, log)),
     logs: () => guard("read", () => (db.prepare(LOGS).all() as { log: string }[]).map((r) => r.log)),
     rows: (log, fromSeq, pageSize) =>
       guard("read", () => (rowsOf.all(log, fromSeq, pageSize) as RowShape[]).map(storedRow)),
@@ -333,15 +336,18 @@ function checkpointer(path: string) {
 
 /**
  * Stores made before records were found by trace get the `trace_id` column, filled from the records (once, in
- * one transaction), and its index.
+ * one transaction), and its keys in the block index (when the store has one already; otherwise building it
+ * indexes every column).
  */
 function addTraceColumn(db: Database.Database): void {
   db.transaction(() => {
     const columns = db.prepare("PRAGMA table_info(audit_records)").all() as { name: string }[];
-    if (!columns.some((c) => c.name === "trace_id")) {
-      db.exec("ALTER TABLE audit_records ADD COLUMN trace_id TEXT");
-      db.exec("UPDATE audit_records SET trace_id = json_extract(record, '$.trace_id')");
-    }
-    db.exec("CREATE INDEX IF NOT EXISTS audit_by_trace ON audit_records (trace_id)");
+    if (columns.some((c) => c.name === "trace_id")) return;
+    db.exec("ALTER TABLE audit_records ADD COLUMN trace_id TEXT");
+    db.exec("UPDATE audit_records SET trace_id = json_extract(record, '$.trace_id')");
+    const indexed = db
+      .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_keys'")
+      .get();
+    if (indexed !== undefined) reindex(db, null, 0);
   }).immediate();
 }

@@ -47,6 +47,18 @@ export const INDEXED_FIELDS = [
 ] as const;
 export type IndexedField = (typeof INDEXED_FIELDS)[number];
 
+/**
+ * The block index of one log (the SQLite store's, sqlite-index.ts), as `audit verify` checks it against the
+ * records: every record's keys listed for its block, and its time inside its block's range.
+ */
+export interface BlockIndex {
+  readonly blockSize: number;
+  /** `<block> <key>` for every key of the log's blocks (keys: `user:…`, `tenant:…`, `tool:…`, `trace:…`). */
+  readonly keys: ReadonlySet<string>;
+  /** Time range per block. */
+  readonly blocks: ReadonlyMap<number, readonly [string, string]>;
+}
+
 /** A stored row as read back for verification: the bytes as stored, not re-serialized. */
 export interface StoredRow {
   readonly log: string;
@@ -163,5 +175,7 @@ export interface AuditStore {
   /** Checkpoints of a log, smallest size first. */
   checkpoints(log: string): Promise<StoredCheckpoint[]>;
   latestCheckpoint(log: string): Promise<StoredCheckpoint | null>;
+  /** Stores that find records through a block index (SQLite): that index for `log`, for `audit verify`. */
+  blockIndex?(log: string): Promise<BlockIndex>;
   close(): Promise<void>;
 }

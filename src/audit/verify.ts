@@ -21,8 +21,10 @@ import { readJournal } from "./journal.js";
 import { CompactRange } from "./merkle.js";
 import { type OnProgress, type RecordCounter, recordCounter } from "./progress.js";
 import { GENESIS_HASH, leafHash } from "./record.js";
+import { keysOf } from "./sqlite-index.js";
 import {
   type AuditStore,
+  type BlockIndex,
   INDEXED_FIELDS,
   type LogHolder,
   type StoredCheckpoint,
@@ -152,6 +154,9 @@ async function verifyLog(
   });
   const found = (seq: number, problem: Problem, message: string) => report({ log, seq, problem, message });
 
+  // The store's index is derived from the records: what it lacks is reported when the records themselves are sound.
+  const index = await store.blockIndex?.(log);
+  let unindexed: Finding | null = null;
   for (;;) {
     const rows = await store.rows(log, expected, pageSize);
     if (rows.length === 0) break;
@@ -159,6 +164,7 @@ async function verifyLog(
     for (const row of rows) {
       const problem = checkRow(row, log, expected, prevHash);
       if (problem !== null) return found(problem.seq, problem.problem, problem.message);
+      if (index !== undefined) unindexed ??= checkIndexed(row, log, index);
       const leaf = Buffer.from(row.leafHash, "hex");
       range.append(leaf);
       prevHash = row.leafHash;
@@ -184,10 +190,10 @@ async function verifyLog(
     );
   }
   const tail = range.size - verifiedSize;
-  if (tail === 0 || options.acceptUnsigned === true) return report(null);
+  if (tail === 0 || options.acceptUnsigned === true) return report(unindexed);
   const writer = await runningWriter(store, log, verifiedSize, options);
   const allowed = verified > 0 && writer !== null ? (options.unsignedTail ?? 0) : 0;
-  if (tail <= allowed) return report(null);
+  if (tail <= allowed) return report(unindexed);
   return found(
     verifiedSize + 1,
     "unverified",
@@ -268,6 +274,26 @@ function checkRow(row: StoredRow, log: string, expected: number, prevHash: strin
     }
   }
   return null;
+}
+
+/**
+ * A record the store's block index does not list (a key missing from its block, or its time outside the block's
+ * range) is one a query would not find: the index was edited.
+ */
+function checkIndexed(row: StoredRow, log: string, index: BlockIndex): Finding | null {
+  const block = Math.floor(row.seq / index.blockSize);
+  const missing = keysOf(row.columns).find((key) => !index.keys.has(`${block} ${key}`));
+  const range = index.blocks.get(block);
+  const time = row.columns.time ?? "";
+  if (missing === undefined && range !== undefined && range[0] <= time && time <= range[1]) return null;
+  const what =
+    missing !== undefined ? `does not list it under ${missing}` : "does not cover its time in its block";
+  return {
+    log,
+    seq: row.seq,
+    problem: "edited",
+    message: `the store's index ${what}, so queries would not find record ${row.seq}: the index was edited`,
+  };
 }
 
 function checkCheckpoint(
