@@ -45,10 +45,14 @@ export function openThreadedSqliteStore(path: string): AuditStore {
   };
   const start = (): Worker => {
     const w = startSqliteWorker("sqlite-writer", { path });
+    // Ref'd only while a commit is in flight: a process that ends without closing its governor ends once its
+    // records are committed, as it does with commits on its own thread, instead of waiting on an idle thread.
+    w.unref();
     w.on("message", (reply: Reply) => {
       const pending = waiting.get(reply.id);
       if (pending === undefined) return;
       waiting.delete(reply.id);
+      if (waiting.size === 0) w.unref();
       if ("error" in reply) {
         pending.reject(
           new OnbehalfError(reply.error.code as never, reply.error.message, { details: reply.error.details }),
@@ -70,6 +74,7 @@ export function openThreadedSqliteStore(path: string): AuditStore {
     const sent = worker;
     return new Promise((resolve, reject) => {
       waiting.set(id, { resolve, reject });
+      if (waiting.size === 1) sent.ref();
       sent.postMessage({ id, method, args });
     });
   };
@@ -87,6 +92,7 @@ export function openThreadedSqliteStore(path: string): AuditStore {
       if (w !== undefined) {
         await new Promise<void>((resolve) => {
           w.once("exit", () => resolve());
+          w.ref(); // waited for: a process with nothing else left would otherwise end before the thread closes
           w.postMessage({ id: -1, method: "close", args: [] });
         });
       }

@@ -95,6 +95,29 @@ describe("WAL checkpoints off the committing thread", () => {
     expect(out.trim()).toBe("closed");
   });
 
+  it("lets a process that never closes its writer thread end once its records are committed", () => {
+    // the writer thread is ref'd only while a commit is in flight: idle, it used to keep such a process alive
+    const path = join(mkdtempSync(join(tmpdir(), "onbehalf-sqlite-thread-exit-")), "a.db");
+    const script = `
+      import { openAuditLog } from ${JSON.stringify(new URL("../../src/audit/log.ts", import.meta.url).href)};
+      import { openThreadedSqliteStore } from ${JSON.stringify(new URL("../../src/audit/sqlite-thread.ts", import.meta.url).href)};
+      const log = await openAuditLog(openThreadedSqliteStore(${JSON.stringify(path)}), { logId: "exit", flushMs: 1 });
+      for (let i = 0; i < 300; i++)
+        log.append({ kind: "attempt", time: new Date().toISOString(), tenant: "acme", user: "alice", email: null,
+          agent: "bot", tier: null, chain: ["bot"], tool: "t", args_digest: null, args: {}, decision: "allow",
+          reason_code: "ok", reason: "", rule: null, outcome: "none", trace_id: null, call_id: "c" + i, latency_us: 1,
+          source: "inproc", shadow: null });
+      console.log("appended, not closed");`;
+    const out = execFileSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
+      encoding: "utf8",
+      timeout: 20_000,
+    });
+    expect(out.trim()).toBe("appended, not closed");
+    const store = openSqliteStore(path);
+    expect(store.db.prepare("SELECT count(*) FROM audit_records").pluck().get()).toBe(300);
+    return store.close();
+  });
+
   it("starts no thread for a store that wrote little: its WAL waits for the writer's own checkpoint", async () => {
     const { before, after, store } = await written(1_000);
     expect(after).toBe(before);
