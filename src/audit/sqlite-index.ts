@@ -175,45 +175,75 @@ export function reindex(db: Database.Database, log: string | null, fromSeq: numb
 }
 
 /**
- * Bring the index up to date when the store opens: build it for a store made before it (and drop the
- * per-record indexes it replaces), and index any records past the last indexed block of each log.
+ * Index the records of `log` from its last indexed block on: the ones a writer without the block index (an
+ * older onbehalf on the same file) left. Run when the store opens and when a writer claims the log, before it
+ * writes: whatever such a writer added since, it added after that block.
+ */
+export function catchUp(db: Database.Database, log: string): void {
+  const block = db.prepare("SELECT max(block) FROM audit_blocks WHERE log = ?").pluck().get(log) as
+    | number
+    | null;
+  reindex(db, log, (block ?? 0) * BLOCK_SIZE);
+}
+
+/**
+ * Bring the index up to date when the store opens: build it for a store made before it, drop the per-record
+ * indexes it replaces (an older onbehalf opening the file makes them again), and catch every log up.
  */
 export function openBlockIndex(db: Database.Database): void {
   db.transaction(() => {
     const had = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_keys'").get();
     db.exec(BLOCK_SCHEMA);
+    for (const index of ["audit_by_user", "audit_by_tenant", "audit_by_tool", "audit_by_trace"])
+      db.exec(`DROP INDEX IF EXISTS ${index}`);
     if (had === undefined) {
-      for (const index of ["audit_by_user", "audit_by_tenant", "audit_by_tool", "audit_by_trace"])
-        db.exec(`DROP INDEX IF EXISTS ${index}`);
       reindex(db, null, 0);
       return;
     }
     // Each log once, by seeking along the primary key (a DISTINCT would read every row).
     const first = db.prepare("SELECT log FROM audit_records ORDER BY log LIMIT 1").pluck();
     const after = db.prepare("SELECT log FROM audit_records WHERE log > ? ORDER BY log LIMIT 1").pluck();
-    const last = db.prepare("SELECT max(block) FROM audit_blocks WHERE log = ?").pluck();
     for (
       let log = first.get() as string | undefined;
       log !== undefined;
       log = after.get(log) as string | undefined
     ) {
-      const block = last.get(log) as number | null;
-      reindex(db, log, (block ?? 0) * BLOCK_SIZE);
+      catchUp(db, log);
     }
   }).immediate();
 }
 
-export function readBlockIndex(db: Database.Database, log: string): BlockIndex {
+/**
+ * The index of `log`'s blocks that hold sequence numbers `fromSeq` to `toSeq`, as queries see it: a value of
+ * another type than the writer writes (a key, time or block number stored as a BLOB, say) matches no query,
+ * so it is not read here either and the records it should list are found unlisted.
+ */
+export function readBlockIndex(
+  db: Database.Database,
+  log: string,
+  fromSeq: number,
+  toSeq: number,
+): BlockIndex {
+  const range = [log, blockOf(fromSeq), blockOf(toSeq)];
   const keys = new Set<string>();
-  for (const r of db.prepare("SELECT key, block FROM audit_keys WHERE log = ?").raw().iterate(log)) {
+  for (const r of db
+    .prepare(
+      `SELECT key, block FROM audit_keys WHERE log = ? AND block BETWEEN ? AND ?
+       AND typeof(key) = 'text' AND typeof(block) = 'integer'`,
+    )
+    .raw()
+    .iterate(...range)) {
     const [key, block] = r as [string, number];
     keys.add(`${block} ${key}`);
   }
   const blocks = new Map<number, readonly [string, string]>();
   for (const r of db
-    .prepare("SELECT block, min_time, max_time FROM audit_blocks WHERE log = ?")
+    .prepare(
+      `SELECT block, min_time, max_time FROM audit_blocks WHERE log = ? AND block BETWEEN ? AND ?
+       AND typeof(block) = 'integer' AND typeof(min_time) = 'text' AND typeof(max_time) = 'text'`,
+    )
     .raw()
-    .iterate(log)) {
+    .iterate(...range)) {
     const [block, min, max] = r as [number, string, string];
     blocks.set(block, [min, max]);
   }

@@ -22,6 +22,7 @@ import {
 import {
   type AuditRow,
   blockIndexWriter,
+  catchUp,
   openBlockIndex,
   queryByBlocks,
   readBlockIndex,
@@ -220,6 +221,7 @@ export function openSqliteStore(path: string): SqliteStore {
     }
     const since = row?.holder === claim.holder ? row.since : new Date(now).toISOString();
     takeStmt.run(log, claim.holder, claim.host, claim.pid, claim.label, since, now);
+    catchUp(db, log); // what a writer without the block index added since this store opened
     return { previous: holder !== null && holder.holder !== claim.holder ? holder : null };
   });
   const guard = <T>(what: string, f: () => T): Promise<T> => {
@@ -274,7 +276,7 @@ export function openSqliteStore(path: string): SqliteStore {
         const { sql, params, limit } = buildQuery(q, () => "?");
         return pageOf(prepared(sql).all(...params) as { record: string; leaf_hash: string }[], limit);
       }),
-    blockIndex: (log) => guard("read", () => readBlockIndex(db, log)),
+    blockIndex: (log, fromSeq, toSeq) => guard("read", () => readBlockIndex(db, log, fromSeq, toSeq)),
     logs: () => guard("read", () => (db.prepare(LOGS).all() as { log: string }[]).map((r) => r.log)),
     rows: (log, fromSeq, pageSize) =>
       guard("read", () => (rowsOf.all(log, fromSeq, pageSize) as RowShape[]).map(storedRow)),

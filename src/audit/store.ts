@@ -48,12 +48,12 @@ export const INDEXED_FIELDS = [
 export type IndexedField = (typeof INDEXED_FIELDS)[number];
 
 /**
- * The block index of one log (the SQLite store's, sqlite-index.ts), as `audit verify` checks it against the
- * records: every record's keys listed for its block, and its time inside its block's range.
+ * Part of the block index of one log (the SQLite store's, sqlite-index.ts), as `audit verify` checks it against
+ * the records: every record's keys listed for its block, and its time inside its block's range.
  */
 export interface BlockIndex {
   readonly blockSize: number;
-  /** `<block> <key>` for every key of the log's blocks (keys: `user:…`, `tenant:…`, `tool:…`, `trace:…`). */
+  /** `<block> <key>` for every key of those blocks (keys: `user:…`, `tenant:…`, `tool:…`, `trace:…`). */
   readonly keys: ReadonlySet<string>;
   /** Time range per block. */
   readonly blocks: ReadonlyMap<number, readonly [string, string]>;
@@ -175,7 +175,10 @@ export interface AuditStore {
   /** Checkpoints of a log, smallest size first. */
   checkpoints(log: string): Promise<StoredCheckpoint[]>;
   latestCheckpoint(log: string): Promise<StoredCheckpoint | null>;
-  /** Stores that find records through a block index (SQLite): that index for `log`, for `audit verify`. */
-  blockIndex?(log: string): Promise<BlockIndex>;
+  /**
+   * Stores that find records through a block index (SQLite): that index for the blocks of `log` holding
+   * `fromSeq` to `toSeq`, for `audit verify` (read after the rows it checks, so it covers every one of them).
+   */
+  blockIndex?(log: string, fromSeq: number, toSeq: number): Promise<BlockIndex>;
   close(): Promise<void>;
 }

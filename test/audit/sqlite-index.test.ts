@@ -245,6 +245,36 @@ describe("the SQLite block index", () => {
     await again.close();
   });
 
+  it("indexes them when a writer claims the log again, before it writes further blocks", async () => {
+    const path = join(mkdtempSync(join(tmpdir(), "onbehalf-block-index-")), "audit.db");
+    const store = openSqliteStore(path);
+    await store.claim("mixed", holder, { staleMs: 60_000, gone: () => false });
+    const rows = rowsOf("mixed", 4200, random(8), 0);
+    await store.appendRows(rows.slice(0, 1000), holder.holder);
+    // An older onbehalf took the log over (its claim, its plain inserts across two block boundaries)…
+    const older = { holder: "old:2:y", host: "test", pid: 2, label: "onbehalf 0.0" };
+    await store.claim("mixed", older, { staleMs: 0, gone: () => true });
+    const insert = store.db.prepare(`INSERT INTO audit_records VALUES (${Array(12).fill("?").join(", ")})`);
+    for (const row of rows.slice(1000, 3500)) insert.run(row);
+    // …and this store's writer takes it back and writes on, past them, without the store being opened again.
+    await store.claim("mixed", { ...holder, holder: "new:3:z" }, { staleMs: 0, gone: () => true });
+    await store.appendRows(rows.slice(3500), "new:3:z");
+    for (const q of [
+      { user: "rare-user" },
+      { user: "alice", limit: 1000 },
+      { tenant: "globex", until: rows[3000]![4] },
+    ]) {
+      expect(
+        (await store.query(q)).records.map((r) => r.seq),
+        JSON.stringify(q),
+      ).toEqual(bySql(store, q).records.map((r) => r.seq));
+    }
+    expect((await store.query({ user: "rare-user" })).records.map((r) => r.seq)).toEqual([
+      3988, 2991, 1994, 997,
+    ]);
+    await store.close();
+  });
+
   it("is checked by audit verify: an index that stops listing a record, or its time, is found", async () => {
     const { privateKey, publicKey } = generateKeyPairSync("ed25519");
     const path = join(mkdtempSync(join(tmpdir(), "onbehalf-block-index-")), "audit.db");
@@ -268,13 +298,48 @@ describe("the SQLite block index", () => {
         /index does not list it under trace:run-7, so queries would not find record 7/,
       ),
     });
+    // The key back, but as a BLOB: it reads as the same text, yet no query's text ever equals it.
+    store.db.prepare("INSERT INTO audit_keys VALUES (CAST('trace:run-7' AS BLOB), 'v', 0)").run();
+    expect((await store.query({ trace_id: "run-7" })).records).toEqual([]);
+    expect((await verifyAudit(store, trusted)).logs[0]!.finding).toMatchObject({ seq: 7, problem: "edited" });
+    store.db.prepare("DELETE FROM audit_keys WHERE key = CAST('trace:run-7' AS BLOB)").run();
     store.db.prepare("INSERT INTO audit_keys VALUES ('trace:run-7', 'v', 0)").run();
+    expect((await verifyAudit(store, trusted)).ok).toBe(true);
     store.db.prepare("UPDATE audit_blocks SET max_time = ? WHERE log = 'v'").run(fields(20).time);
     expect((await verifyAudit(store, trusted)).logs[0]!.finding).toMatchObject({
       seq: 21,
       problem: "edited",
       message: expect.stringMatching(/index does not cover its time in its block/),
     });
+    await store.close();
+  });
+
+  it("is checked by audit verify without false alarms while the log's writer goes on appending", async () => {
+    const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+    const path = join(mkdtempSync(join(tmpdir(), "onbehalf-block-index-")), "audit.db");
+    const store = openSqliteStore(path);
+    const log = await openAuditLog(store, {
+      logId: "live",
+      flushMs: 1,
+      checkpoints: { key: privateKey, every: 10, seconds: 0 },
+    });
+    for (let i = 1; i <= 40; i++) log.append(fields(i));
+    await log.flush();
+    // `audit verify` beside the server: its own connection, and a record committed before each of its first pages.
+    const reader = openSqliteStore(path);
+    let next = 41;
+    const live = {
+      ...reader,
+      rows: async (l: string, from: number, n: number) => {
+        if (next <= 45) await log.appendDurable(fields(next++));
+        return reader.rows(l, from, n);
+      },
+    };
+    const report = await verifyAudit(live, { keys: [publicKey], unsignedTail: 20, pageSize: 10 });
+    expect(report.logs[0]!.finding).toBeNull();
+    expect(report.logs[0]!.records).toBe(45);
+    await log.close();
+    await reader.close();
     await store.close();
   });
 });
