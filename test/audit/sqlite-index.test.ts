@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { openAuditLog } from "../../src/audit/log.js";
+import type { AuditFields } from "../../src/audit/record.js";
 import { buildQuery, pageOf } from "../../src/audit/sql.js";
 import { type AuditRow, openSqliteStore, type SqliteStore } from "../../src/audit/sqlite.js";
 import { BLOCK_SIZE } from "../../src/audit/sqlite-index.js";
@@ -18,6 +19,29 @@ import { verifyAudit } from "../../src/audit/verify.js";
 import { fields } from "./store-suite.js";
 
 const holder = { holder: "test:1:x", host: "test", pid: 1, label: "test" };
+const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+const trusted = { keys: [publicKey] };
+
+function storePath(): string {
+  return join(mkdtempSync(join(tmpdir(), "onbehalf-block-index-")), "audit.db");
+}
+
+/** A file store at `path` with a genuine, signed log `logId` of 40 records (its writer still open). */
+async function signedLog(
+  path: string,
+  logId: string,
+  over: (i: number) => Partial<AuditFields> = () => ({}),
+) {
+  const store = openSqliteStore(path);
+  const log = await openAuditLog(store, {
+    logId,
+    flushMs: 1,
+    checkpoints: { key: privateKey, every: 10, seconds: 0 },
+  });
+  for (let i = 1; i <= 40; i++) log.append(fields(i, over(i)));
+  await log.flush();
+  return { store, log };
+}
 const T0 = Date.UTC(2026, 10, 30, 9, 0, 0);
 
 /** A deterministic generator (mulberry32), so a failing case can be replayed. */
@@ -64,7 +88,7 @@ function rowsOf(log: string, n: number, rand: () => number, offset: number): Aud
 }
 
 async function filledStore(): Promise<SqliteStore> {
-  const store = openSqliteStore(join(mkdtempSync(join(tmpdir(), "onbehalf-block-index-")), "audit.db"));
+  const store = openSqliteStore(storePath());
   await store.init();
   const rand = random(17);
   // Three logs, each past two block boundaries, written in batches of uneven sizes, interleaved in time.
@@ -204,7 +228,7 @@ describe("the SQLite block index", () => {
   });
 
   it("is built for a store made before it, whose per-record indexes it drops", async () => {
-    const path = join(mkdtempSync(join(tmpdir(), "onbehalf-block-index-")), "audit.db");
+    const path = storePath();
     const made = openSqliteStore(path);
     await made.claim("old", holder, { staleMs: 60_000, gone: () => false });
     await made.appendRows(rowsOf("old", 1500, random(5), 0), holder.holder);
@@ -228,7 +252,7 @@ describe("the SQLite block index", () => {
   });
 
   it("indexes rows an older writer added without it when the store opens again", async () => {
-    const path = join(mkdtempSync(join(tmpdir(), "onbehalf-block-index-")), "audit.db");
+    const path = storePath();
     const store = openSqliteStore(path);
     await store.claim("mixed", holder, { staleMs: 60_000, gone: () => false });
     const rows = rowsOf("mixed", 2600, random(8), 0);
@@ -246,7 +270,7 @@ describe("the SQLite block index", () => {
   });
 
   it("indexes them when a writer claims the log again, before it writes further blocks", async () => {
-    const path = join(mkdtempSync(join(tmpdir(), "onbehalf-block-index-")), "audit.db");
+    const path = storePath();
     const store = openSqliteStore(path);
     await store.claim("mixed", holder, { staleMs: 60_000, gone: () => false });
     const rows = rowsOf("mixed", 4200, random(8), 0);
@@ -276,17 +300,8 @@ describe("the SQLite block index", () => {
   });
 
   it("is checked by audit verify: an index that stops listing a record, or its time, is found", async () => {
-    const { privateKey, publicKey } = generateKeyPairSync("ed25519");
-    const path = join(mkdtempSync(join(tmpdir(), "onbehalf-block-index-")), "audit.db");
-    const store = openSqliteStore(path);
-    const log = await openAuditLog(store, {
-      logId: "v",
-      flushMs: 1,
-      checkpoints: { key: privateKey, every: 10, seconds: 0 },
-    });
-    for (let i = 1; i <= 40; i++) log.append(fields(i, { trace_id: i === 7 ? "run-7" : null }));
+    const { store, log } = await signedLog(storePath(), "v", (i) => ({ trace_id: i === 7 ? "run-7" : null }));
     await log.close();
-    const trusted = { keys: [publicKey] };
     expect((await verifyAudit(store, trusted)).ok).toBe(true);
 
     store.db.prepare("DELETE FROM audit_keys WHERE key = 'trace:run-7'").run();
@@ -315,16 +330,8 @@ describe("the SQLite block index", () => {
   });
 
   it("is checked by audit verify without false alarms while the log's writer goes on appending", async () => {
-    const { privateKey, publicKey } = generateKeyPairSync("ed25519");
-    const path = join(mkdtempSync(join(tmpdir(), "onbehalf-block-index-")), "audit.db");
-    const store = openSqliteStore(path);
-    const log = await openAuditLog(store, {
-      logId: "live",
-      flushMs: 1,
-      checkpoints: { key: privateKey, every: 10, seconds: 0 },
-    });
-    for (let i = 1; i <= 40; i++) log.append(fields(i));
-    await log.flush();
+    const path = storePath();
+    const { store, log } = await signedLog(path, "live");
     // `audit verify` beside the server: its own connection, and a record committed before each of its first pages.
     const reader = openSqliteStore(path);
     let next = 41;
@@ -335,7 +342,7 @@ describe("the SQLite block index", () => {
         return reader.rows(l, from, n);
       },
     };
-    const report = await verifyAudit(live, { keys: [publicKey], unsignedTail: 20, pageSize: 10 });
+    const report = await verifyAudit(live, { ...trusted, unsignedTail: 20, pageSize: 10 });
     expect(report.logs[0]!.finding).toBeNull();
     expect(report.logs[0]!.records).toBe(45);
     await log.close();
