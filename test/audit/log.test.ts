@@ -230,4 +230,37 @@ describe("audit log", () => {
     await log.close();
     await real.close();
   });
+
+  it("gives up waiting for a store that hangs: each wait by its own deadline, and a commit still resolves the rest", async () => {
+    const real = openSqliteStore(":memory:");
+    // A fault injector around the real store: a stand-in for a database that stops answering until released.
+    let release: (() => void) | undefined;
+    const hanging: AuditStore = {
+      ...real,
+      append: (batch, holder) =>
+        new Promise<void>((resolve, reject) => {
+          release = () => real.append(batch, holder).then(resolve, reject);
+        }),
+    };
+    const log = await openAuditLog(hanging, { logId: "h", flushMs: 1, ackTimeoutMs: 400 });
+    const started = Date.now();
+    const late = log.acknowledged(log.append(fields(1))); // the default limit, 400 ms
+    const sooner = log.acknowledged(log.append(fields(2)), 60); // armed after, due first
+    const patient = log.acknowledged(log.append(fields(3)), 60_000);
+    const when = (p: Promise<void>) =>
+      p.then(
+        () => ["committed", Date.now() - started] as const,
+        (e: Error) => [e.message, Date.now() - started] as const,
+      );
+    const [soonerOutcome, lateOutcome] = await Promise.all([when(sooner), when(late)]);
+    expect(soonerOutcome[0]).toMatch(/did not commit the record within 0.06 s/);
+    expect(soonerOutcome[1]).toBeGreaterThanOrEqual(55);
+    expect(soonerOutcome[1]).toBeLessThan(350); // not held until the first wait's later deadline
+    expect(lateOutcome[0]).toMatch(/did not commit the record within 0.4 s/);
+    expect(lateOutcome[1]).toBeGreaterThanOrEqual(395);
+    release?.(); // the store answers: the wait still running is resolved by the commit
+    await expect(patient).resolves.toBeUndefined();
+    await log.close();
+    await real.close();
+  });
 });
