@@ -64,9 +64,9 @@ async function sustained(store: AuditStore, logId: string, n: number): Promise<n
 }
 
 /**
- * The store alone: the same records sealed beforehand, written in batches of 512 straight into the store (its
- * transaction, fence, indexes), one batch after the other, with no writer around it. What this machine gives the
- * store's schema, measured in the same run as the sustained figures: the writer cannot go faster than this.
+ * The store alone: the same records in batches of 512, each sealed before its write and only the write timed,
+ * straight into the store (its transaction, fence, indexes), one after the other, with no writer around it. What
+ * this machine gives the store's schema, in the same run as the sustained figures: the writer's ceiling.
  */
 async function storeAlone(store: AuditStore, logId: string, n: number): Promise<number> {
   await store.init();
@@ -77,8 +77,8 @@ async function storeAlone(store: AuditStore, logId: string, n: number): Promise<
     { staleMs: 20_000, gone: () => false },
   );
   if ("refused" in claimed) throw new Error(`log ${logId} is held by another writer`);
-  const batches: SealedRecord[][] = [];
   let prev = GENESIS_HASH;
+  let nanos = 0;
   for (let seq = 1; seq <= n; ) {
     const batch: SealedRecord[] = [];
     for (; batch.length < 512 && seq <= n; seq++) {
@@ -86,11 +86,11 @@ async function storeAlone(store: AuditStore, logId: string, n: number): Promise<
       prev = sealed.leafHash;
       batch.push(sealed);
     }
-    batches.push(batch);
+    const t0 = process.hrtime.bigint(); // only the store's work is timed, not the sealing
+    await store.append(batch, holder);
+    nanos += Number(process.hrtime.bigint() - t0);
   }
-  const t0 = process.hrtime.bigint();
-  for (const batch of batches) await store.append(batch, holder);
-  const rate = n / (Number(process.hrtime.bigint() - t0) / 1e9);
+  const rate = n / (nanos / 1e9);
   await store.release(logId, holder);
   return rate;
 }
@@ -158,7 +158,7 @@ export async function benchAudit(): Promise<Finding[]> {
   const aloneRate = await storeAlone(alone, "alone", 200_000);
   await alone.close();
   findings.push({
-    what: "the SQLite store alone on this machine: the same records sealed beforehand, batches of 512 into the store (its transaction, fence and indexes), no writer",
+    what: "the SQLite store alone on this machine: the same records in batches of 512, only the store's work timed (its transaction, fence and indexes), no writer",
     measured: `${Math.round(aloneRate).toLocaleString("en")} records/s: the ceiling of the sustained figures above`,
     target: "(informational)",
     ok: true,
@@ -171,7 +171,7 @@ export async function benchAudit(): Promise<Finding[]> {
     const pgAlone = await storeAlone(postgres, "alone", 100_000);
     findings.push({
       what: "sustained append into PostgreSQL (one INSERT per batch of 512), 100k records",
-      measured: `${Math.round(pgRate).toLocaleString("en")} records/s (the store alone, records sealed beforehand: ${Math.round(pgAlone).toLocaleString("en")})`,
+      measured: `${Math.round(pgRate).toLocaleString("en")} records/s (the store alone, only its work timed: ${Math.round(pgAlone).toLocaleString("en")})`,
       target: "≥ 30,000 records/s",
       ok: pgRate >= 30_000,
     });

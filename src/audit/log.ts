@@ -686,14 +686,28 @@ export class AuditLog {
    */
   private async writeBatches(): Promise<void> {
     let budget = this.backlog;
+    // A pipelined store (the writer thread) takes the next batch while this one commits: it is sent as soon as
+    // it is sealed, and the store refuses it (`gap`) should this one fail. Otherwise it waits, sealed.
+    let ahead: Promise<void> | undefined;
     while (budget > 0 && this.backlog > 0 && this.lost === undefined) {
       if (this.sealed.length === 0) this.sealNext();
       const batch = this.sealed[0]!;
-      const writing = this.store.append(batch, this.holder);
+      const writing = ahead ?? this.store.append(batch, this.holder);
+      ahead = undefined;
       // While the store works (a network round trip for PostgreSQL), seal the next batch: sealing only needs
       // the previous leaf hash, which is known. Commits stay strictly in order.
-      if (budget > batch.length && this.sealed.length === 1 && this.queue.length > 0 && this.isolating === 0)
+      if (
+        budget > batch.length &&
+        this.sealed.length === 1 &&
+        this.queue.length > 0 &&
+        this.isolating === 0
+      ) {
         this.sealNext();
+        if (this.store.pipelined === true) {
+          ahead = this.store.append(this.sealed[1]!, this.holder);
+          ahead.catch(() => {}); // its failure is read when its turn comes (or it follows a failed batch)
+        }
+      }
       try {
         await writing;
       } catch (e) {
@@ -730,10 +744,12 @@ export class AuditLog {
       }
     }
     if (failure === "conflict") {
-      // A write whose acknowledgement was lost (a timeout after the commit) conflicts with itself on retry.
-      const head = await this.store.head(this.logId).catch(() => null);
+      // A write whose acknowledgement was lost (a timeout after the commit) conflicts with itself on retry, and
+      // with a pipelined store the batch sent behind it may have committed too: the batch is committed if its
+      // last record is stored as sealed here (its leaf hash covers the chain before it).
       const last = batch[batch.length - 1]!;
-      if (head !== null && head.seq === last.seq && head.leafHash === last.leafHash) return true;
+      const stored = await this.store.leafHashes(this.logId, last.seq, last.seq).catch(() => []);
+      if (stored[0] === last.leafHash) return true;
       this.lose(e);
       return false;
     }

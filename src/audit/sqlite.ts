@@ -117,7 +117,8 @@ export function auditRowOf(r: SealedRecord): AuditRow {
 /** The SQLite store, which also commits rows made by {@link auditRowOf} (the writer thread's way in). */
 export type SqliteStore = AuditStore & {
   readonly db: Database.Database;
-  appendRows(rows: readonly AuditRow[], holder: string): Promise<void>;
+  /** `after`, when given: the sequence number the log must end at, else nothing commits (`gap`, `conflict`). */
+  appendRows(rows: readonly AuditRow[], holder: string, after?: number): Promise<void>;
 };
 
 /**
@@ -158,6 +159,7 @@ export function openSqliteStore(path: string): SqliteStore {
     "INSERT INTO audit_records (log, seq, record, leaf_hash, time, tenant, user, tool, decision, agent, call_id, trace_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
   );
   const renewStmt = db.prepare("UPDATE audit_writers SET heartbeat = ? WHERE log = ? AND holder = ?");
+  const lastSeqOf = db.prepare("SELECT max(seq) FROM audit_records WHERE log = ?").pluck();
   const writerOf = db.prepare("SELECT * FROM audit_writers WHERE log = ?");
   const takeStmt = db.prepare(
     "INSERT OR REPLACE INTO audit_writers (log, holder, host, pid, label, since, heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -165,7 +167,7 @@ export function openSqliteStore(path: string): SqliteStore {
   const releaseStmt = db.prepare("DELETE FROM audit_writers WHERE log = ? AND holder = ?");
   const checkpoints = checkpointer(path);
   const index = blockIndexWriter(db);
-  const insertBatch = db.transaction((rows: readonly AuditRow[], holder: string) => {
+  const insertBatch = db.transaction((rows: readonly AuditRow[], holder: string, after?: number) => {
     const log = rows[0]?.[0];
     if (log === undefined) return undefined;
     // Fenced: the batch commits only while this writer holds the log (the update and the inserts are one
@@ -176,13 +178,23 @@ export function openSqliteStore(path: string): SqliteStore {
         `this writer no longer holds audit log ${log}: another writer took it over`,
       );
     }
+    if (after !== undefined) {
+      // In order: a batch sent behind one that failed (the writer thread's pipeline) must not commit before it.
+      const last = (lastSeqOf.get(log) as number | undefined) ?? 0;
+      if (last !== after) {
+        throw storeError(
+          last > after ? "conflict" : "gap",
+          `audit log ${log} ends at record ${last}, not ${after}: this batch ${last > after ? "was written already" : "follows one that was not"}`,
+        );
+      }
+    }
     for (const row of rows) insert.run(row);
     const staged = index.write(rows);
     checkpoints.wrote(rows.length);
     return staged;
   });
-  const appendRows = (rows: readonly AuditRow[], holder: string) =>
-    guard("write", () => index.commit(insertBatch.immediate(rows, holder)));
+  const appendRows = (rows: readonly AuditRow[], holder: string, after?: number) =>
+    guard("write", () => index.commit(insertBatch.immediate(rows, holder, after)));
   const prepared = (sql: string): Database.Statement => {
     let stmt = queries.get(sql);
     if (stmt === undefined) {

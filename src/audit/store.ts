@@ -122,9 +122,10 @@ export interface ClaimOptions {
  * `unavailable`: the store is down or unreachable (retry with backoff; calls fail closed meanwhile);
  * `rejected`: the store refused a record for its content (store the rest; never retry it as it is);
  * `conflict`: another writer holds the log (stop writing: the claim is lost);
- * `busy`: another process holds the store's write lock for now (SQLite): try again shortly, without blocking.
+ * `busy`: another process holds the store's write lock for now (SQLite): try again shortly, without blocking;
+ * `gap`: the batch does not follow the log's last record: the batch before it did not commit (a pipelined store).
  */
-export type StoreFailure = "unavailable" | "rejected" | "conflict" | "busy";
+export type StoreFailure = "unavailable" | "rejected" | "conflict" | "busy" | "gap";
 
 /** A store error: an `OnbehalfError` that says which {@link StoreFailure} it is. */
 export function storeError(
@@ -139,7 +140,9 @@ export function storeError(
 /** The {@link StoreFailure} of an error from a store (anything unclassified counts as `unavailable`). */
 export function failureOf(e: unknown): StoreFailure {
   const failure = (e instanceof OnbehalfError ? (e.details as { failure?: unknown }) : undefined)?.failure;
-  return failure === "rejected" || failure === "conflict" || failure === "busy" ? failure : "unavailable";
+  return failure === "rejected" || failure === "conflict" || failure === "busy" || failure === "gap"
+    ? failure
+    : "unavailable";
 }
 
 export interface AuditStore {
@@ -164,6 +167,12 @@ export interface AuditStore {
    * `holder` holds the log's claim (else a `conflict` error), and renews the claim.
    */
   append(batch: readonly SealedRecord[], holder: string): Promise<void>;
+  /**
+   * True when the writer may append the next batch before the one before it has settled: the store commits
+   * appends in the order they were called, and refuses (`gap`) a batch that does not follow the log's last
+   * record, so a batch sent behind one that failed never commits ahead of it.
+   */
+  readonly pipelined?: boolean;
   query(q: AuditQuery): Promise<AuditPage>;
   /** Every log id in the store: with records, checkpoints or a writer (a log whose records were all deleted too). */
   logs(): Promise<string[]>;

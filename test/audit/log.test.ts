@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { createHash, generateKeyPairSync } from "node:crypto";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -7,8 +7,9 @@ import { describe, expect, it } from "vitest";
 import { canonicalJson } from "../../src/audit/canonical.js";
 import { openAuditLog } from "../../src/audit/log.js";
 import { type AuditFields, GENESIS_HASH, recordOf, seal } from "../../src/audit/record.js";
-import { openSqliteStore } from "../../src/audit/sqlite.js";
-import type { AuditStore } from "../../src/audit/store.js";
+import { auditRowOf, openSqliteStore } from "../../src/audit/sqlite.js";
+import { type AuditStore, storeError } from "../../src/audit/store.js";
+import { verifyAudit } from "../../src/audit/verify.js";
 
 function fields(i: number, over: Partial<AuditFields> = {}): AuditFields {
   return {
@@ -262,5 +263,120 @@ describe("audit log", () => {
     await expect(patient).resolves.toBeUndefined();
     await log.close();
     await real.close();
+  });
+
+  describe("a pipelined store (the writer thread's: the next batch sent while one commits)", () => {
+    const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+    /**
+     * A fault injector around a real SQLite store, pipelined as the writer thread is: appends run one after the
+     * other in call order, each only where the log ends (`gap` otherwise). `fault(n, commit)` decides the n-th
+     * append (0-based): as it is, or failed before its commit, or committed with its acknowledgement lost.
+     */
+    function pipelined(fault: (n: number) => "ok" | "fail" | "lost-ack") {
+      const real = openSqliteStore(":memory:");
+      const sent: number[][] = [];
+      /** The first record of each batch, in the order their transactions committed. */
+      const committed: number[] = [];
+      let chain: Promise<unknown> = Promise.resolve();
+      const store: AuditStore = {
+        ...real,
+        pipelined: true,
+        append(batch, holder) {
+          const n = sent.push(batch.map((r) => r.seq)) - 1;
+          const done = chain.then(async () => {
+            const how = fault(n);
+            if (how === "fail") throw storeError("unavailable", "connection reset (injected)");
+            await real.appendRows(batch.map(auditRowOf), holder, batch[0]!.seq - 1);
+            committed.push(batch[0]!.seq);
+            if (how === "lost-ack") throw storeError("unavailable", "acknowledgement lost (injected)");
+          });
+          chain = done.catch(() => {});
+          return done;
+        },
+      };
+      return { store, real, sent, committed };
+    }
+
+    const fill = async (store: AuditStore, n: number) => {
+      const log = await openAuditLog(store, {
+        logId: "p",
+        batchSize: 16,
+        flushMs: 1,
+        checkpoints: { key: privateKey, every: 32, seconds: 0 },
+      });
+      for (let i = 1; i <= n; i++) log.append(fields(i));
+      await log.flush();
+      const healthy = log.healthy;
+      await log.close();
+      return healthy;
+    };
+
+    it("sends the next batch before the one ahead of it has committed, and commits every record in order", async () => {
+      const { store, real, sent } = pipelined(() => "ok");
+      let inFlight = 0;
+      let most = 0;
+      const counting: AuditStore = {
+        ...store,
+        append(batch, holder) {
+          most = Math.max(most, ++inFlight);
+          return store.append(batch, holder).finally(() => inFlight--);
+        },
+      };
+      expect(await fill(counting, 200)).toBe(true);
+      expect(most).toBe(2); // pipelined: one committing, one sent behind it
+      expect(sent.flat()).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
+      expect((await verifyAudit(real, { keys: [publicKey] })).ok).toBe(true);
+      await real.close();
+    });
+
+    it("never commits a batch sent behind one that failed: it is refused, and both are written again in order", async () => {
+      let failed = false;
+      const { store, real, sent, committed } = pipelined((n) => {
+        if (n === 3 && !failed) {
+          failed = true;
+          return "fail";
+        }
+        return "ok";
+      });
+      expect(await fill(store, 200)).toBe(true);
+      // the failed batch's follower was sent before the failure was known, refused (`gap`), and sent again after it
+      const followerSeq = sent[4]![0]!;
+      expect(sent.filter((b) => b[0] === followerSeq).length).toBe(2);
+      // and at no time was a record committed before the one ahead of it: batches committed in sequence order
+      expect(committed).toEqual([...committed].sort((a, b) => a - b));
+      expect(new Set(committed).size).toBe(committed.length);
+      const rows = await real.rows("p", 1, 1000);
+      expect(rows.map((r) => r.seq)).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
+      expect((await verifyAudit(real, { keys: [publicKey] })).ok).toBe(true);
+      await real.close();
+    });
+
+    it("tells a batch whose acknowledgement was lost from the commit of the one behind it, and keeps the log", async () => {
+      let lost = false;
+      const { store, real } = pipelined((n) => {
+        if (n === 3 && !lost) {
+          lost = true;
+          return "lost-ack"; // committed, reported failed; the batch behind it commits too
+        }
+        return "ok";
+      });
+      const errors: unknown[] = [];
+      const log = await openAuditLog(store, {
+        logId: "p",
+        batchSize: 16,
+        flushMs: 1,
+        checkpoints: { key: privateKey, every: 32, seconds: 0 },
+        onError: (e) => errors.push(e),
+      });
+      for (let i = 1; i <= 200; i++) log.append(fields(i));
+      await log.flush();
+      expect(log.healthy).toBe(true); // not taken for another writer's records
+      await log.close();
+      expect(errors.map((e) => (e as Error).message)).toEqual(["acknowledgement lost (injected)"]);
+      const rows = await real.rows("p", 1, 1000);
+      expect(rows.map((r) => r.seq)).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
+      expect((await verifyAudit(real, { keys: [publicKey] })).ok).toBe(true);
+      await real.close();
+    });
   });
 });

@@ -6,7 +6,7 @@ import type Database from "better-sqlite3";
 import { describe, expect, it } from "vitest";
 import { type AuditRow, openSqliteStore } from "../../src/audit/sqlite.js";
 import { openThreadedSqliteStore } from "../../src/audit/sqlite-thread.js";
-import type { AuditStore } from "../../src/audit/store.js";
+import { type AuditStore, failureOf } from "../../src/audit/store.js";
 import { describeStore } from "./store-suite.js";
 
 /** SQL run on the store's own connection (the tampering tests edit the file under it). */
@@ -121,6 +121,37 @@ describe("WAL checkpoints off the committing thread", () => {
   it("starts no thread for a store that wrote little: its WAL waits for the writer's own checkpoint", async () => {
     const { before, after, store } = await written(1_000);
     expect(after).toBe(before);
+    await store.close();
+  });
+});
+
+describe("appending where the log ends (the writer thread's pipeline)", () => {
+  const holder = { holder: "test:1:y", host: "test", pid: 1, label: "test" };
+  const row = (seq: number): AuditRow => [
+    "log",
+    seq,
+    `{"seq":${seq}}`,
+    seq.toString(16).padStart(64, "0"),
+    new Date(1_800_000_000_000 + seq).toISOString(),
+    "acme",
+    "alice",
+    "get_customer",
+    "allow",
+    "bot",
+    `call-${seq}`,
+    null,
+  ];
+  it("commits a batch only after the record it names, and says which way it missed (gap, conflict)", async () => {
+    const store = openSqliteStore(":memory:");
+    await store.claim("log", holder, { staleMs: 60_000, gone: () => false });
+    await store.appendRows([row(1), row(2)], holder.holder, 0);
+    const failure = (p: Promise<void>) => p.then(() => "committed", failureOf);
+    // a batch sent behind one that did not commit (records 3–4 missing) is refused, and nothing of it is written
+    expect(await failure(store.appendRows([row(5), row(6)], holder.holder, 4))).toBe("gap");
+    // a batch written already (its acknowledgement lost, sent again) is a conflict, told apart by its leaf hashes
+    expect(await failure(store.appendRows([row(1), row(2)], holder.holder, 0))).toBe("conflict");
+    expect(await failure(store.appendRows([row(3), row(4)], holder.holder, 2))).toBe("committed");
+    expect((await store.rows("log", 1, 10)).map((r) => r.seq)).toEqual([1, 2, 3, 4]);
     await store.close();
   });
 });
