@@ -748,10 +748,13 @@ export class AuditLog {
       // with a pipelined store the batch sent behind it may have committed too: the batch is committed if its
       // last record is stored as sealed here (its leaf hash covers the chain before it).
       const last = batch[batch.length - 1]!;
-      const stored = await this.store.leafHashes(this.logId, last.seq, last.seq).catch(() => []);
-      if (stored[0] === last.leafHash) return true;
-      this.lose(e);
-      return false;
+      const stored = await this.store.leafHashes(this.logId, last.seq, last.seq).catch(() => null);
+      if (stored?.[0] === last.leafHash) return true;
+      if (stored !== null) {
+        this.lose(e);
+        return false;
+      }
+      // the store could not say: a failed write like any other, tried again (and checked again) with backoff
     }
     if (failure === "rejected" && !(batch.length === 1 && this.stubs.has(batch[0]!.fields))) {
       this.options.onError?.(e);

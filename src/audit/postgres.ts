@@ -287,10 +287,6 @@ export function openPostgresStore(url: string): AuditStore & { readonly pool: pg
   };
 }
 
-/**
- * The batch as one JSON array of rows (json_to_recordset): V8's JSON.stringify and PostgreSQL's JSON parser
- * beat pg's per-element text-array escaping (measured ~8%).
- */
 function lostClaim(log: string): OnbehalfError {
   return storeError("conflict", `this writer no longer holds audit log ${log}: another writer took it over`);
 }
@@ -299,7 +295,7 @@ function lostClaim(log: string): OnbehalfError {
  * One batch by COPY, fenced as the INSERT is: the claim is renewed first in the same transaction (its row lock
  * holds off a takeover until the commit), and nothing commits if it is no longer held. Within the pool's
  * query timeout, or the connection is closed and the write fails (a database that stops answering is a
- * failure, not a wait); a connection that failed in any way is not reused.
+ * failure, not a wait). A connection that broke, or that was not cleanly rolled back, is not reused.
  */
 async function copyBatch(
   pool: pg.Pool,
@@ -308,13 +304,18 @@ async function copyBatch(
   holder: string,
 ): Promise<void> {
   const client = await pool.connect();
-  const timeoutMs = QUERY_TIMEOUT_MS;
+  // Checked out, a client has no listener for its connection's errors (the pool's is removed): without one, a
+  // database that goes away mid-COPY would throw from an 'error' event and end the process.
+  let broken = false;
+  const onError = () => {
+    broken = true;
+  };
+  client.on("error", onError);
   let late = false;
   const timer = setTimeout(() => {
     late = true;
     client.end().catch(() => {});
-  }, timeoutMs);
-  let failed = false;
+  }, QUERY_TIMEOUT_MS);
   try {
     const [, lease] = (await client.query(
       `BEGIN; UPDATE audit_writers SET heartbeat = now() WHERE log = ${client.escapeLiteral(log)} AND holder = ${client.escapeLiteral(holder)}`,
@@ -323,13 +324,23 @@ async function copyBatch(
     await pipeline(Readable.from([copyText(batch)]), client.query(copyFrom(COPY)));
     await client.query("COMMIT");
   } catch (e) {
-    failed = true;
-    if (!late) await client.query("ROLLBACK").catch(() => {});
-    if (late) throw storeError("unavailable", `PostgreSQL did not answer within ${timeoutMs / 1000} s`, e);
+    const timedOut = late; // as the error came, not after the rollback below
+    if (!timedOut && !broken) {
+      await client.query("ROLLBACK").then(
+        () => {},
+        () => {
+          broken = true;
+        },
+      );
+    } else broken = true;
+    if (timedOut) {
+      throw storeError("unavailable", `PostgreSQL did not answer within ${QUERY_TIMEOUT_MS / 1000} s`, e);
+    }
     throw e;
   } finally {
     clearTimeout(timer);
-    client.release(failed);
+    client.removeListener("error", onError);
+    client.release(broken);
   }
 }
 
@@ -350,6 +361,10 @@ function copyField(value: string | null): string {
   return /[\\\n\r\t]/.test(value) ? value.replace(/[\\\n\r\t]/g, (c) => COPY_ESCAPES[c]!) : value;
 }
 
+/**
+ * The batch as one JSON array of rows (json_to_recordset): V8's JSON.stringify and PostgreSQL's JSON parser
+ * beat pg's per-element text-array escaping (measured ~8%).
+ */
 function rowsJson(batch: readonly SealedRecord[]): string {
   return JSON.stringify(
     batch.map((r) => {

@@ -265,6 +265,28 @@ describe("audit log", () => {
     await real.close();
   });
 
+  it("keeps its log when the store cannot say whether a conflicting batch was its own, and gives it up once it can", async () => {
+    const real = openSqliteStore(":memory:");
+    // A fault injector: every write conflicts (as a batch sent again, or another writer's), and at first the
+    // read that would tell which fails too (the database went away in between).
+    let readable = false;
+    const store: AuditStore = {
+      ...real,
+      append: () => Promise.reject(storeError("conflict", "duplicate key (injected)")),
+      leafHashes: (log, from, to) =>
+        readable ? real.leafHashes(log, from, to) : Promise.reject(new Error("connection reset (injected)")),
+    };
+    const log = await openAuditLog(store, { logId: "c", flushMs: 1 });
+    const ack = log.acknowledged(log.append(fields(1)), 60_000);
+    ack.catch(() => {});
+    await new Promise((r) => setTimeout(r, 30));
+    expect(log.healthy).toBe(false); // a failed write: retried with backoff, calls denied meanwhile
+    expect(log.problem).not.toMatch(/taken over/); // not given up on a read that failed
+    readable = true; // the store answers: record 1 is not there as sealed here, so another writer has the log
+    await expect(ack).rejects.toThrow(/taken over by another writer/);
+    await real.close();
+  });
+
   describe("a pipelined store (the writer thread's: the next batch sent while one commits)", () => {
     const { privateKey, publicKey } = generateKeyPairSync("ed25519");
     /**

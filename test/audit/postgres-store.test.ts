@@ -1,7 +1,7 @@
 /** The shared store suite against the real PostgreSQL on 127.0.0.1:5432 (database `test`), one schema per store. */
 import { randomBytes } from "node:crypto";
 import pg from "pg";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { openPostgresStore } from "../../src/audit/postgres.js";
 import { type AuditFields, GENESIS_HASH, type SealedRecord, seal } from "../../src/audit/record.js";
 import { type AuditStore, failureOf } from "../../src/audit/store.js";
@@ -46,9 +46,16 @@ describe("PostgreSQL setup", () => {
 
 describe("PostgreSQL, large batches (COPY)", () => {
   const holder = { holder: "test:1:copy", host: "test", pid: 1, label: "test" };
+  const mine: string[] = [];
+  afterAll(async () => {
+    const client = new pg.Client(PG_URL);
+    await client.connect();
+    for (const s of mine) await client.query(`DROP SCHEMA IF EXISTS ${s} CASCADE`);
+    await client.end();
+  });
   async function fresh() {
     const schema = `t_${randomBytes(6).toString("hex")}`;
-    schemas.push(schema);
+    mine.push(schema);
     const store = openPostgresStore(`${PG_URL}?schema=${schema}`);
     await store.init();
     await store.claim("log", holder, { staleMs: 60_000, gone: () => false });
@@ -108,25 +115,63 @@ describe("PostgreSQL, large batches (COPY)", () => {
     await store.close();
   });
 
-  it("fails a COPY the database does not answer within the query timeout instead of waiting for it", async () => {
-    const store = await fresh();
-    // another session holds the claim's row: the batch's renewal waits on its lock, as on a database that hangs
+  /** Another session holding the claim's row: a batch's renewal waits on its lock, as on a database that hangs. */
+  async function blockClaim(store: AuditStore & { pool: pg.Pool }) {
     const blocker = new pg.Client(store.pool.options); // the same database and schema
     await blocker.connect();
     await blocker.query("BEGIN");
     await blocker.query("SELECT * FROM audit_writers WHERE log = 'log' FOR UPDATE");
-    const started = Date.now();
-    const outcome = await store.append(sealed(1, 100), holder.holder).then(
-      () => "committed",
-      (e: Error) => `${failureOf(e)}: ${e.message}`,
-    );
-    expect(outcome).toMatch(/^unavailable: .*did not answer within 5 s/);
-    expect(Date.now() - started).toBeLessThan(8_000);
-    await blocker.query("ROLLBACK");
-    await blocker.end();
+    return {
+      blocker,
+      async release() {
+        await blocker.query("ROLLBACK").catch(() => {});
+        await blocker.end();
+      },
+    };
+  }
+
+  it("fails a COPY the database does not answer within the query timeout instead of waiting for it", async () => {
+    const store = await fresh();
+    const { release } = await blockClaim(store);
+    try {
+      const started = Date.now();
+      const outcome = await store.append(sealed(1, 100), holder.holder).then(
+        () => "committed",
+        (e: Error) => `${failureOf(e)}: ${e.message}`,
+      );
+      expect(outcome).toMatch(/^unavailable: .*did not answer within 5 s/);
+      expect(Date.now() - started).toBeLessThan(8_000);
+    } finally {
+      await release();
+    }
     expect(await store.head("log")).toBeNull();
     await store.append(sealed(1, 100), holder.holder); // and the store works on
     expect((await store.head("log"))?.seq).toBe(100);
     await store.close();
   }, 20_000);
+
+  it("fails a COPY whose connection the database drops, without taking the process down", async () => {
+    const store = await fresh();
+    const { blocker, release } = await blockClaim(store);
+    try {
+      const writing = store.append(sealed(1, 100), holder.holder).then(
+        () => "committed",
+        (e: Error) => failureOf(e),
+      );
+      // the database ends the writer's session mid-write (a restart, a failover, pg_terminate_backend)
+      for (let i = 0; i < 50; i++) {
+        const killed = await blocker.query(
+          "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'BEGIN; UPDATE audit_writers%' AND pid <> pg_backend_pid()",
+        );
+        if (killed.rowCount === 1) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(await writing).toBe("unavailable");
+    } finally {
+      await release();
+    }
+    await store.append(sealed(1, 100), holder.holder); // a new connection: the store works on
+    expect((await store.head("log"))?.seq).toBe(100);
+    await store.close();
+  });
 });

@@ -148,7 +148,7 @@ describe("appending where the log ends (the writer thread's pipeline)", () => {
     const failure = (p: Promise<void>) => p.then(() => "committed", failureOf);
     // a batch sent behind one that did not commit (records 3–4 missing) is refused, and nothing of it is written
     expect(await failure(store.appendRows([row(5), row(6)], holder.holder, 4))).toBe("gap");
-    // a batch written already (its acknowledgement lost, sent again) is a conflict, told apart by its leaf hashes
+    // a batch written already (its acknowledgement lost, sent again) is a conflict, which the writer settles by leaf hash
     expect(await failure(store.appendRows([row(1), row(2)], holder.holder, 0))).toBe("conflict");
     expect(await failure(store.appendRows([row(3), row(4)], holder.holder, 2))).toBe("committed");
     expect((await store.rows("log", 1, 10)).map((r) => r.seq)).toEqual([1, 2, 3, 4]);
