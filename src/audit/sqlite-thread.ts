@@ -81,10 +81,10 @@ export function openThreadedSqliteStore(path: string): AuditStore {
   return {
     ...local,
     init: () => local.init(),
-    // rows of primitives: a structured clone of whole records (their fields, arguments and chain) cost the
-    // request thread more than the insert costs the writer (a CPU profile: 7.7% of it in postMessage)
-    // The worker commits in the order batches are sent, each only where the one before it ended (`gap`
-    // otherwise): the writer may send the next batch while this one commits.
+    // Rows of primitives: a structured clone of whole records (their fields, arguments and chain) cost the
+    // request thread more than the insert costs the writer (a CPU profile: 7.7% of it in postMessage). The
+    // worker commits them in the order sent, each only where the batch before it ended (`gap` otherwise), so
+    // the writer may send the next batch while this one commits.
     append: (batch: readonly SealedRecord[], holder: string) =>
       ask("appendRows", [batch.map(auditRowOf), holder, (batch[0]?.seq ?? 1) - 1]) as Promise<void>,
     pipelined: true,
