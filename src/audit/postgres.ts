@@ -2,8 +2,9 @@
  * The audit store for several instances: PostgreSQL through `pg`. A small batch is one INSERT from a JSON array
  * of rows (one round trip, one transaction); a large one is a `COPY` in a transaction that renews the claim
  * first (three round trips, but the database takes text rows ~1.6× as fast as it parses the JSON array).
- * Records are stored as text, exactly the canonical bytes that were hashed (jsonb would re-serialize them). Every instance writes its own log, so instances never contend for
- * a sequence; queries and verification read all logs.
+ * Records are stored as text, exactly the canonical bytes that were hashed (jsonb would re-serialize them).
+ * Every instance writes its own log, so instances never contend for a sequence; queries and verification read
+ * all logs.
  *
  * `postgres://user@host:5432/db?schema=audit` keeps the tables in the named schema (created if missing).
  */
