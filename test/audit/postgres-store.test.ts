@@ -156,17 +156,22 @@ describe("PostgreSQL, large batches (COPY)", () => {
     try {
       const writing = store.append(sealed(1, 100), holder.holder).then(
         () => "committed",
-        (e: Error) => failureOf(e),
+        (e: Error) => `${failureOf(e)}: ${e.message}`,
       );
-      // the database ends the writer's session mid-write (a restart, a failover, pg_terminate_backend)
-      for (let i = 0; i < 50; i++) {
+      // the database ends the writer's session mid-write (a restart, a failover, pg_terminate_backend): only the
+      // session waiting on the blocker's lock, never another test file's
+      let terminated = false;
+      for (let i = 0; i < 100 && !terminated; i++) {
         const killed = await blocker.query(
-          "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'BEGIN; UPDATE audit_writers%' AND pid <> pg_backend_pid()",
+          "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pg_backend_pid() = ANY (pg_blocking_pids(pid))",
         );
-        if (killed.rowCount === 1) break;
-        await new Promise((r) => setTimeout(r, 20));
+        terminated = killed.rowCount === 1;
+        if (!terminated) await new Promise((r) => setTimeout(r, 20));
       }
-      expect(await writing).toBe("unavailable");
+      expect(terminated).toBe(true);
+      const outcome = await writing;
+      expect(outcome).toMatch(/^unavailable: /);
+      expect(outcome).not.toMatch(/did not answer within/); // failed by the dropped connection, not the timeout
     } finally {
       await release();
     }
