@@ -319,12 +319,14 @@ describe("audit log", () => {
       return { store, real, sent, committed };
     }
 
-    const fill = async (store: AuditStore, n: number) => {
+    /** Append `n` records, wait for them, close; resolves to whether the log was healthy once they committed. */
+    const fill = async (store: AuditStore, n: number, onError?: (e: unknown) => void) => {
       const log = await openAuditLog(store, {
         logId: "p",
         batchSize: 16,
         flushMs: 1,
         checkpoints: { key: privateKey, every: 32, seconds: 0 },
+        ...(onError === undefined ? {} : { onError }),
       });
       for (let i = 1; i <= n; i++) log.append(fields(i));
       await log.flush();
@@ -352,14 +354,8 @@ describe("audit log", () => {
     });
 
     it("never commits a batch sent behind one that failed: it is refused, and both are written again in order", async () => {
-      let failed = false;
-      const { store, real, sent, committed } = pipelined((n) => {
-        if (n === 3 && !failed) {
-          failed = true;
-          return "fail";
-        }
-        return "ok";
-      });
+      // the 4th append fails (appends are counted as sent: its second sending is another one)
+      const { store, real, sent, committed } = pipelined((n) => (n === 3 ? "fail" : "ok"));
       expect(await fill(store, 200)).toBe(true);
       // the failed batch's follower was sent before the failure was known, refused (`gap`), and sent again after it
       const followerSeq = sent[4]![0]!;
@@ -374,26 +370,10 @@ describe("audit log", () => {
     });
 
     it("tells a batch whose acknowledgement was lost from the commit of the one behind it, and keeps the log", async () => {
-      let lost = false;
-      const { store, real } = pipelined((n) => {
-        if (n === 3 && !lost) {
-          lost = true;
-          return "lost-ack"; // committed, reported failed; the batch behind it commits too
-        }
-        return "ok";
-      });
+      // the 4th append commits and is reported failed; the batch sent behind it commits too
+      const { store, real } = pipelined((n) => (n === 3 ? "lost-ack" : "ok"));
       const errors: unknown[] = [];
-      const log = await openAuditLog(store, {
-        logId: "p",
-        batchSize: 16,
-        flushMs: 1,
-        checkpoints: { key: privateKey, every: 32, seconds: 0 },
-        onError: (e) => errors.push(e),
-      });
-      for (let i = 1; i <= 200; i++) log.append(fields(i));
-      await log.flush();
-      expect(log.healthy).toBe(true); // not taken for another writer's records
-      await log.close();
+      expect(await fill(store, 200, (e) => errors.push(e))).toBe(true); // not taken for another writer's records
       expect(errors.map((e) => (e as Error).message)).toEqual(["acknowledgement lost (injected)"]);
       const rows = await real.rows("p", 1, 1000);
       expect(rows.map((r) => r.seq)).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
