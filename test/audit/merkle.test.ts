@@ -101,6 +101,35 @@ function mth(leaves: Buffer[]): Buffer {
   return hashChildren(mth(leaves.slice(0, k)), mth(leaves.slice(k)));
 }
 
+describe("node hashes", () => {
+  const reference = (l: Uint8Array, r: Uint8Array) =>
+    createHash("sha256")
+      .update(Buffer.from([1]))
+      .update(l)
+      .update(r)
+      .digest();
+
+  it("are SHA-256(0x01 ‖ left ‖ right) for hashes and for odd-sized input alike", () => {
+    const bytes = (n?: number) =>
+      fc.uint8Array(n === undefined ? { maxLength: 80 } : { minLength: n, maxLength: n });
+    fc.assert(
+      fc.property(fc.oneof(fc.tuple(bytes(32), bytes(32)), fc.tuple(bytes(), bytes())), ([l, r]) => {
+        expect(hashChildren(Buffer.from(l), Buffer.from(r))).toEqual(reference(l, r));
+      }),
+    );
+  });
+
+  it("are each a buffer of their own, unchanged by the next node hashed", () => {
+    const [a, b, c] = [1, 2, 3].map((i) => hashLeaf(`leaf ${i}`)) as [Buffer, Buffer, Buffer];
+    const first = hashChildren(a, b);
+    const copy = Buffer.from(first);
+    const second = hashChildren(b, c);
+    expect(first).toEqual(copy);
+    expect(second).toEqual(reference(b, c));
+    expect(second.buffer === first.buffer && second.byteOffset === first.byteOffset).toBe(false);
+  });
+});
+
 describe("building trees and proofs", () => {
   const leaves = Array.from({ length: 70 }, (_, i) => hashLeaf(`record ${i}`));
 
