@@ -28,6 +28,8 @@ CREATE TABLE IF NOT EXISTS audit_keys (
   block INTEGER NOT NULL,
   PRIMARY KEY (key, log, block)
 ) WITHOUT ROWID;
+-- audit verify reads a page's blocks by log and block: without this, every page scanned all of audit_keys
+CREATE INDEX IF NOT EXISTS audit_keys_by_block ON audit_keys (log, block);
 CREATE TABLE IF NOT EXISTS audit_blocks (
   log      TEXT    NOT NULL,
   block    INTEGER NOT NULL,
@@ -213,6 +215,10 @@ export function openBlockIndex(db: Database.Database): void {
   }).immediate();
 }
 
+/** The keys of a log's blocks `?` to `?` (a text key, an integer block: anything else is no key of the index). */
+export const KEYS_OF_BLOCKS = `SELECT key, block FROM audit_keys WHERE log = ? AND block BETWEEN ? AND ?
+  AND typeof(key) = 'text' AND typeof(block) = 'integer'`;
+
 /**
  * The index of `log`'s blocks that hold sequence numbers `fromSeq` to `toSeq`, as queries see it: a value of
  * another type than the writer writes (a key, time or block number stored as a BLOB, say) matches no query,
@@ -227,10 +233,7 @@ export function readBlockIndex(
   const range = [log, blockOf(fromSeq), blockOf(toSeq)];
   const keys = new Set<string>();
   for (const r of db
-    .prepare(
-      `SELECT key, block FROM audit_keys WHERE log = ? AND block BETWEEN ? AND ?
-       AND typeof(key) = 'text' AND typeof(block) = 'integer'`,
-    )
+    .prepare(KEYS_OF_BLOCKS)
     .raw()
     .iterate(...range)) {
     const [key, block] = r as [string, number];

@@ -13,7 +13,7 @@ import { openAuditLog } from "../../src/audit/log.js";
 import type { AuditFields } from "../../src/audit/record.js";
 import { buildQuery, pageOf } from "../../src/audit/sql.js";
 import { type AuditRow, openSqliteStore, type SqliteStore } from "../../src/audit/sqlite.js";
-import { BLOCK_SIZE } from "../../src/audit/sqlite-index.js";
+import { BLOCK_SIZE, KEYS_OF_BLOCKS } from "../../src/audit/sqlite-index.js";
 import type { AuditQuery } from "../../src/audit/store.js";
 import { verifyAudit } from "../../src/audit/verify.js";
 import { fields } from "./store-suite.js";
@@ -326,6 +326,19 @@ describe("the SQLite block index", () => {
       problem: "edited",
       message: expect.stringMatching(/index does not cover its time in its block/),
     });
+    await store.close();
+  });
+
+  it("gives audit verify a page's blocks without reading the whole index (a scan made verify quadratic)", async () => {
+    const { store, log } = await signedLog(storePath(), "plan");
+    await log.close();
+    const plan = store.db.prepare(`EXPLAIN QUERY PLAN ${KEYS_OF_BLOCKS}`).all("plan", 0, 9) as {
+      detail: string;
+    }[];
+    expect(plan.map((p) => p.detail)).toEqual([
+      "SEARCH audit_keys USING COVERING INDEX audit_keys_by_block (log=? AND block>? AND block<?)",
+    ]);
+    expect([...(await store.blockIndex!("plan", 1, 40)).keys]).toContain("0 user:alice");
     await store.close();
   });
 
