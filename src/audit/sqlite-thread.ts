@@ -13,8 +13,8 @@ import type { Worker } from "node:worker_threads";
 import { OnbehalfError } from "../errors.js";
 import type { SealedRecord } from "./record.js";
 import { auditRowOf, openSqliteStore } from "./sqlite.js";
-import { startSqliteWorker } from "./sqlite-workers.js";
 import { type AuditStore, type StoredCheckpoint, storeError } from "./store.js";
+import { startAuditWorker } from "./workers.js";
 
 /** What the worker answers: a value, or the error thrown there, as plain data. */
 type Reply =
@@ -44,7 +44,7 @@ export function openThreadedSqliteStore(path: string): AuditStore {
     waiting.clear();
   };
   const start = (): Worker => {
-    const w = startSqliteWorker("sqlite-writer", { path });
+    const w = startAuditWorker("sqlite-writer", { path });
     // Ref'd only while a commit is in flight: a process that ends without closing its governor ends once its
     // records are committed, as it does with commits on its own thread, instead of waiting on an idle thread.
     w.unref();

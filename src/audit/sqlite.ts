@@ -29,7 +29,6 @@ import {
   reindex,
   usesBlockIndex,
 } from "./sqlite-index.js";
-import { startSqliteWorker } from "./sqlite-workers.js";
 import {
   type AuditPage,
   type AuditQuery,
@@ -42,6 +41,7 @@ import {
   storeError,
   type WriterClaim,
 } from "./store.js";
+import { startAuditWorker } from "./workers.js";
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS audit_records (
@@ -289,6 +289,7 @@ export function openSqliteStore(path: string): SqliteStore {
         return pageOf(prepared(sql).all(...params) as { record: string; leaf_hash: string }[], limit);
       }),
     blockIndex: (log, fromSeq, toSeq) => guard("read", () => readBlockIndex(db, log, fromSeq, toSeq)),
+    ...(path === ":memory:" ? {} : { file: path }),
     logs: () => guard("read", () => (db.prepare(LOGS).all() as { log: string }[]).map((r) => r.log)),
     rows: (log, fromSeq, pageSize) =>
       guard("read", () => (rowsOf.all(log, fromSeq, pageSize) as RowShape[]).map(storedRow)),
@@ -332,7 +333,7 @@ function checkpointer(path: string) {
     wrote(records: number) {
       written += records;
       if (worker !== undefined || written < CHECKPOINTER_AFTER || path === ":memory:") return;
-      worker = startSqliteWorker("sqlite-checkpointer", { path, everyMs: CHECKPOINT_EVERY_MS });
+      worker = startAuditWorker("sqlite-checkpointer", { path, everyMs: CHECKPOINT_EVERY_MS });
       worker.unref();
       worker.on("error", () => {}); // the writer's own checkpoints go on either way
     },

@@ -189,5 +189,10 @@ export interface AuditStore {
    * `fromSeq` to `toSeq`, for `audit verify` (read after the rows it checks, so it covers every one of them).
    */
   blockIndex?(log: string, fromSeq: number, toSeq: number): Promise<BlockIndex>;
+  /**
+   * The SQLite file holding the store, which other threads may open to read it (`audit verify` reads and checks
+   * pages of a large log on worker threads). Absent where another thread cannot open it (PostgreSQL, `:memory:`).
+   */
+  readonly file?: string;
   close(): Promise<void>;
 }

@@ -16,30 +16,17 @@
  * Checkpoints kept outside the database (`external`: signed notes saved from `GET /v1/audit/checkpoint` or a
  * witness) are held against the records like stored ones, so a database rewritten whole cannot pass.
  */
+import { availableParallelism } from "node:os";
 import { parseCheckpoint, type TrustedKey, verifyCheckpoint } from "./checkpoint.js";
 import { readJournal } from "./journal.js";
 import { CompactRange } from "./merkle.js";
 import { type OnProgress, type RecordCounter, recordCounter } from "./progress.js";
-import { GENESIS_HASH, leafHash } from "./record.js";
-import { keysOf } from "./sqlite-index.js";
-import {
-  type AuditStore,
-  type BlockIndex,
-  INDEXED_FIELDS,
-  type LogHolder,
-  type StoredCheckpoint,
-  type StoredRow,
-} from "./store.js";
+import { GENESIS_HASH } from "./record.js";
+import type { AuditStore, LogHolder, StoredCheckpoint } from "./store.js";
+import { type PageCheckers, pageCheckers, pagesOf } from "./verify-pages.js";
+import type { Finding, Problem } from "./verify-rows.js";
 
-export type Problem = "deleted" | "reordered" | "edited" | "forged_checkpoint" | "unverified";
-
-export interface Finding {
-  readonly log: string;
-  /** The first sequence number found wrong (for a checkpoint problem: its size). */
-  readonly seq: number;
-  readonly problem: Problem;
-  readonly message: string;
-}
+export type { Finding, Problem } from "./verify-rows.js";
 
 export interface LogReport {
   readonly log: string;
@@ -85,7 +72,14 @@ export interface VerifyOptions {
   readonly staleMs?: number;
   /** Signed checkpoints kept outside the store, each held against the log its origin names. */
   readonly external?: readonly string[];
+  /** Records read (and checked) at a time, default 10,000. */
   readonly pageSize?: number;
+  /**
+   * Worker threads that check pages (parse each record, hash its bytes, compare its columns and index) while
+   * this thread reads the next ones and builds the Merkle tree; started once a log proves longer than one page.
+   * Default: one per core (at most 4); 0 checks every page on this thread.
+   */
+  readonly threads?: number;
   /** Told the records read so far and the records in all, once per page (for a progress bar). */
   readonly onProgress?: OnProgress;
 }
@@ -101,9 +95,14 @@ export async function verifyAudit(store: AuditStore, options: VerifyOptions): Pr
   const external = externalCheckpoints(options.external ?? []);
   const logs = options.logs ?? [...new Set([...(await store.logs()), ...external.keys()])].sort();
   const counter = await recordCounter(store, logs, options.onProgress);
+  const checkers = pageCheckers(options.threads ?? Math.min(availableParallelism(), 4));
   const reports: LogReport[] = [];
-  for (const log of logs)
-    reports.push(await verifyLog(store, log, options, external.get(log) ?? [], counter));
+  try {
+    for (const log of logs)
+      reports.push(await verifyLog(store, log, options, external.get(log) ?? [], counter, checkers));
+  } finally {
+    await checkers.close();
+  }
   counter.end();
   return { ok: reports.every((r) => r.finding === null), logs: reports };
 }
@@ -133,6 +132,7 @@ async function verifyLog(
   options: VerifyOptions,
   external: readonly StoredCheckpoint[],
   counter: RecordCounter,
+  checkers: PageCheckers,
 ): Promise<LogReport> {
   const pageSize = options.pageSize ?? 10_000;
   const keys = options.keys;
@@ -141,8 +141,6 @@ async function verifyLog(
   let next = 0; // index of the next checkpoint to meet
   let verified = 0;
   let verifiedSize = 0;
-  let prevHash = GENESIS_HASH;
-  let expected = 1;
   const report = (finding: Finding | null): LogReport => ({
     log,
     records: range.size,
@@ -157,27 +155,31 @@ async function verifyLog(
   // The store's index is derived from the records: what it lacks is reported when the records themselves are
   // sound. Read after each page of rows (it commits with them), so records a running writer adds are covered.
   let unindexed: Finding | null = null;
-  for (;;) {
-    const rows = await store.rows(log, expected, pageSize);
-    if (rows.length === 0) break;
-    counter.read(rows.length);
-    const index = await store.blockIndex?.(log, rows[0]!.seq, rows[rows.length - 1]!.seq);
-    for (const row of rows) {
-      const problem = checkRow(row, log, expected, prevHash);
-      if (problem !== null) return found(problem.seq, problem.problem, problem.message);
-      if (index !== undefined) unindexed ??= checkIndexed(row, log, index);
-      const leaf = Buffer.from(row.leafHash, "hex");
-      range.append(leaf);
-      prevHash = row.leafHash;
-      expected++;
+  const pages = await pagesOf(store, log, pageSize, checkers);
+  let expected = 1;
+  let prevHash = GENESIS_HASH;
+  for (
+    let page = await pages.next(expected, prevHash);
+    page !== null;
+    page = await pages.next(expected, prevHash)
+  ) {
+    counter.read(page.count);
+    unindexed ??= page.check.unindexed;
+    const { bad } = page.check;
+    const leaves = Buffer.from(page.leaves.buffer, page.leaves.byteOffset, page.leaves.byteLength);
+    for (let at = 0; at < leaves.length; at += 32) {
+      range.append(leaves.subarray(at, at + 32));
       while (checkpoints[next] !== undefined && checkpoints[next]!.size === range.size) {
-        const bad = checkCheckpoint(checkpoints[next]!, log, range, keys);
-        if (bad !== null) return found(bad.seq, bad.problem, bad.message);
+        const problem = checkCheckpoint(checkpoints[next]!, log, range, keys);
+        if (problem !== null) return found(problem.seq, problem.problem, problem.message);
         verified++;
         verifiedSize = range.size;
         next++;
       }
     }
+    if (bad !== null) return report(bad.finding);
+    expected = page.lastSeq + 1;
+    prevHash = page.lastHash;
   }
   const beyond = checkpoints[next];
   if (beyond !== undefined) {
@@ -222,79 +224,6 @@ async function runningWriter(
   const stopped = options.journal === undefined ? null : readJournal(options.journal, log);
   if (stopped?.state === "closed" && stopped.size === verifiedSize) return null;
   return writer;
-}
-
-function checkRow(row: StoredRow, log: string, expected: number, prevHash: string): Finding | null {
-  const seq = row.seq;
-  if (seq !== expected) {
-    return {
-      log,
-      seq: expected,
-      problem: "deleted",
-      message: `record ${expected}${seq - 1 > expected ? ` to ${seq - 1}` : ""} is missing: deleted`,
-    };
-  }
-  let record: Record<string, unknown>;
-  try {
-    record = JSON.parse(row.canonical) as Record<string, unknown>;
-  } catch {
-    return { log, seq, problem: "edited", message: `record ${seq} is not valid JSON any more: edited` };
-  }
-  if (record["seq"] !== seq || record["log"] !== log) {
-    return {
-      log,
-      seq,
-      problem: "reordered",
-      message: `the row at ${seq} holds record ${String(record["seq"])} of log ${String(record["log"])}: records were reordered or moved`,
-    };
-  }
-  if (leafHash(row.canonical) !== row.leafHash) {
-    return {
-      log,
-      seq,
-      problem: "edited",
-      message: `record ${seq} does not match its leaf hash: it was edited`,
-    };
-  }
-  if (record["prev_hash"] !== prevHash) {
-    return {
-      log,
-      seq,
-      problem: "deleted",
-      message: `record ${seq} does not link to record ${seq - 1}: a record before it was deleted (and the rest renumbered) or replaced`,
-    };
-  }
-  for (const field of INDEXED_FIELDS) {
-    if ((record[field] ?? null) !== row.columns[field]) {
-      return {
-        log,
-        seq,
-        problem: "edited",
-        message: `record ${seq}'s indexed column ${field} (${JSON.stringify(row.columns[field])}) disagrees with the record (${JSON.stringify(record[field])}): edited`,
-      };
-    }
-  }
-  return null;
-}
-
-/**
- * A record the store's block index does not list (a key missing from its block, or its time outside the block's
- * range) is one a query would not find: the index was edited.
- */
-function checkIndexed(row: StoredRow, log: string, index: BlockIndex): Finding | null {
-  const block = Math.floor(row.seq / index.blockSize);
-  const missing = keysOf(row.columns).find((key) => !index.keys.has(`${block} ${key}`));
-  const range = index.blocks.get(block);
-  const time = row.columns.time ?? "";
-  if (missing === undefined && range !== undefined && range[0] <= time && time <= range[1]) return null;
-  const what =
-    missing !== undefined ? `does not list it under ${missing}` : "does not cover its time in its block";
-  return {
-    log,
-    seq: row.seq,
-    problem: "edited",
-    message: `the store's index ${what}, so queries would not find record ${row.seq}: the index was edited`,
-  };
 }
 
 function checkCheckpoint(

@@ -757,6 +757,71 @@ export function describeStore(name: string, harness: StoreHarness): void {
             message: /records up to 14 do not hash to the root the checkpoint signs/,
           },
         ],
+        // Pages of 4 (below): records 9 to 12 are a page, read and checked on a worker like any other.
+        [
+          "the first row of a page deleted",
+          (s) =>
+            harness.exec(s, "DELETE FROM audit_records WHERE log = ? AND seq = ?", ["t", 9]).then(() => {}),
+          { seq: 9, problem: "deleted", message: /^record 9 is missing: deleted$/ },
+        ],
+        [
+          "a whole page of rows deleted",
+          (s) =>
+            harness
+              .exec(s, "DELETE FROM audit_records WHERE log = ? AND seq BETWEEN ? AND ?", ["t", 9, 12])
+              .then(() => {}),
+          { seq: 9, problem: "deleted", message: /^record 9 to 12 is missing: deleted$/ },
+        ],
+        [
+          "the last rows of a page deleted",
+          (s) =>
+            harness
+              .exec(s, "DELETE FROM audit_records WHERE log = ? AND seq BETWEEN ? AND ?", ["t", 11, 12])
+              .then(() => {}),
+          { seq: 11, problem: "deleted", message: /^record 11 to 12 is missing: deleted$/ },
+        ],
+        [
+          "the first record of a page linked elsewhere, it and every record after it rehashed",
+          (s) => relink(s, 9, "0".repeat(64)),
+          { seq: 9, problem: "deleted", message: /record 9 does not link to record 8/ },
+        ],
+        [
+          "the last rows of a page deleted, the records after them relinked over the gap",
+          async (s) => {
+            await harness.exec(s, "DELETE FROM audit_records WHERE log = ? AND seq BETWEEN ? AND ?", [
+              "t",
+              11,
+              12,
+            ]);
+            const [ten] = await harness.exec(
+              s,
+              "SELECT leaf_hash FROM audit_records WHERE log = ? AND seq = ?",
+              ["t", 10],
+            );
+            await relink(s, 13, String(ten!["leaf_hash"]));
+          },
+          { seq: 11, problem: "deleted", message: /^record 11 to 12 is missing: deleted$/ },
+        ],
+        [
+          "the first record of a page linked elsewhere, its own hash recomputed",
+          async (s) => {
+            const [row] = await harness.exec(
+              s,
+              "SELECT record FROM audit_records WHERE log = ? AND seq = ?",
+              ["t", 9],
+            );
+            const record = String(row!["record"]).replace(
+              /"prev_hash":"[0-9a-f]{64}"/,
+              `"prev_hash":"${"0".repeat(64)}"`,
+            );
+            await harness.exec(
+              s,
+              "UPDATE audit_records SET record = ?, leaf_hash = ? WHERE log = ? AND seq = ?",
+              [record, leafHash(record), "t", 9],
+            );
+          },
+          { seq: 9, problem: "deleted", message: /record 9 does not link to record 8/ },
+        ],
         [
           "records deleted from the end",
           (s) =>
@@ -764,6 +829,25 @@ export function describeStore(name: string, harness: StoreHarness): void {
           { seq: 27, problem: "deleted", message: /covers 28 records but only 26 remain/ },
         ],
       ];
+
+      /** Records `from` on rewritten to link to `prev`, then each to the one before it, their hashes recomputed. */
+      async function relink(s: AuditStore, from: number, prev: string): Promise<void> {
+        const rows = await harness.exec(
+          s,
+          "SELECT seq, record FROM audit_records WHERE log = ? AND seq >= ? ORDER BY seq",
+          ["t", from],
+        );
+        let link = prev;
+        for (const row of rows) {
+          const record = String(row["record"]).replace(/"prev_hash":"[0-9a-f]{64}"/, `"prev_hash":"${link}"`);
+          link = leafHash(record);
+          await harness.exec(
+            s,
+            "UPDATE audit_records SET record = ?, leaf_hash = ? WHERE log = ? AND seq = ?",
+            [record, link, "t", row["seq"]],
+          );
+        }
+      }
 
       for (const [what, attack, expected] of attacks) {
         it(`${what}: verify fails at seq ${expected.seq} with ${expected.problem}`, async () => {
@@ -777,6 +861,10 @@ export function describeStore(name: string, harness: StoreHarness): void {
           const finding = report.logs[0]!.finding!;
           expect(finding).toMatchObject({ log: "t", seq: expected.seq, problem: expected.problem });
           expect(finding.message).toMatch(expected.message);
+          // The same report in pages of 4 checked on this thread, and on workers (which read a SQLite file's
+          // pages themselves, each before the ones ahead of it are known).
+          expect(await verifyAudit(store, { ...trusted, pageSize: 4, threads: 0 })).toEqual(report);
+          expect(await verifyAudit(store, { ...trusted, pageSize: 4, threads: 2 })).toEqual(report);
           await store.close();
         });
       }
