@@ -8,7 +8,14 @@ import { type AuditStore, failureOf } from "../../src/audit/store.js";
 import { describeStore, fields } from "./store-suite.js";
 
 const PG_URL = process.env["ONBEHALF_TEST_PG"] ?? "postgres://postgres@127.0.0.1:5432/test";
+/** Every schema this file makes, dropped once its last test has run (the store suite's, setup's and COPY's). */
 const schemas: string[] = [];
+afterAll(async () => {
+  const client = new pg.Client(PG_URL);
+  await client.connect();
+  for (const s of schemas) await client.query(`DROP SCHEMA IF EXISTS ${s} CASCADE`);
+  await client.end();
+});
 
 describeStore("PostgreSQL", {
   async open() {
@@ -22,12 +29,6 @@ describeStore("PostgreSQL", {
     let i = 0;
     const text = sql.replace(/\?/g, () => `$${++i}`);
     return (await (store as AuditStore & { pool: pg.Pool }).pool.query(text, params)).rows;
-  },
-  async drop() {
-    const client = new pg.Client(PG_URL);
-    await client.connect();
-    for (const s of schemas) await client.query(`DROP SCHEMA IF EXISTS ${s} CASCADE`);
-    await client.end();
   },
 });
 
@@ -46,16 +47,9 @@ describe("PostgreSQL setup", () => {
 
 describe("PostgreSQL, large batches (COPY)", () => {
   const holder = { holder: "test:1:copy", host: "test", pid: 1, label: "test" };
-  const mine: string[] = [];
-  afterAll(async () => {
-    const client = new pg.Client(PG_URL);
-    await client.connect();
-    for (const s of mine) await client.query(`DROP SCHEMA IF EXISTS ${s} CASCADE`);
-    await client.end();
-  });
   async function fresh() {
     const schema = `t_${randomBytes(6).toString("hex")}`;
-    mine.push(schema);
+    schemas.push(schema);
     const store = openPostgresStore(`${PG_URL}?schema=${schema}`);
     await store.init();
     await store.claim("log", holder, { staleMs: 60_000, gone: () => false });
