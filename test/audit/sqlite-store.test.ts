@@ -49,8 +49,11 @@ describe("WAL checkpoints off the committing thread", () => {
     `call-${seq}`,
     `trace-${seq}`,
   ];
-  /** A file store with `n` records written; resolves to the size of its database file (not the WAL) later. */
-  async function written(n: number) {
+  /**
+   * A file store with `n` records written; resolves to the size of its database file (not the WAL), and again once
+   * the checkpointer has copied the WAL into it (or `waitMs` has passed).
+   */
+  async function written(n: number, waitMs: number) {
     const path = join(mkdtempSync(join(tmpdir(), "onbehalf-sqlite-wal-")), "audit.db");
     const store = openSqliteStore(path);
     await store.init();
@@ -62,14 +65,18 @@ describe("WAL checkpoints off the committing thread", () => {
       );
     }
     const before = statSync(path).size;
-    await new Promise((r) => setTimeout(r, 600));
+    // the checkpointer starts on a thread of its own (from source: after loading tsx) and copies every 200 ms
+    const deadline = Date.now() + waitMs;
+    while (statSync(path).size <= before + 1_000_000 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
     const after = statSync(path).size;
     await store.close();
     return { before, after, store: openSqliteStore(path) };
   }
 
   it("copies a written store's WAL into its database in the background, and closes with it", async () => {
-    const { before, after, store } = await written(2_500);
+    const { before, after, store } = await written(2_500, 10_000);
     // the pages were in the WAL only (below the writer's own checkpoint); the checkpointer copied them over
     expect(after).toBeGreaterThan(before + 1_000_000);
     expect((await store.rows("log", 1, 5_000)).length).toBe(2_500);
@@ -119,7 +126,7 @@ describe("WAL checkpoints off the committing thread", () => {
   });
 
   it("starts no thread for a store that wrote little: its WAL waits for the writer's own checkpoint", async () => {
-    const { before, after, store } = await written(1_000);
+    const { before, after, store } = await written(1_000, 1_000);
     expect(after).toBe(before);
     await store.close();
   });
