@@ -760,24 +760,17 @@ export function describeStore(name: string, harness: StoreHarness): void {
         // Pages of 4 (below): records 9 to 12 are a page, read and checked on a worker like any other.
         [
           "the first row of a page deleted",
-          (s) =>
-            harness.exec(s, "DELETE FROM audit_records WHERE log = ? AND seq = ?", ["t", 9]).then(() => {}),
+          remove(9, 9),
           { seq: 9, problem: "deleted", message: /^record 9 is missing: deleted$/ },
         ],
         [
           "a whole page of rows deleted",
-          (s) =>
-            harness
-              .exec(s, "DELETE FROM audit_records WHERE log = ? AND seq BETWEEN ? AND ?", ["t", 9, 12])
-              .then(() => {}),
+          remove(9, 12),
           { seq: 9, problem: "deleted", message: /^record 9 to 12 is missing: deleted$/ },
         ],
         [
           "the last rows of a page deleted",
-          (s) =>
-            harness
-              .exec(s, "DELETE FROM audit_records WHERE log = ? AND seq BETWEEN ? AND ?", ["t", 11, 12])
-              .then(() => {}),
+          remove(11, 12),
           { seq: 11, problem: "deleted", message: /^record 11 to 12 is missing: deleted$/ },
         ],
         [
@@ -788,11 +781,7 @@ export function describeStore(name: string, harness: StoreHarness): void {
         [
           "the last rows of a page deleted, the records after them relinked over the gap",
           async (s) => {
-            await harness.exec(s, "DELETE FROM audit_records WHERE log = ? AND seq BETWEEN ? AND ?", [
-              "t",
-              11,
-              12,
-            ]);
+            await remove(11, 12)(s);
             const [ten] = await harness.exec(
               s,
               "SELECT leaf_hash FROM audit_records WHERE log = ? AND seq = ?",
@@ -829,6 +818,14 @@ export function describeStore(name: string, harness: StoreHarness): void {
           { seq: 27, problem: "deleted", message: /covers 28 records but only 26 remain/ },
         ],
       ];
+
+      /** An attack deleting records `from` to `to`. */
+      function remove(from: number, to: number): (s: AuditStore) => Promise<void> {
+        return (s) =>
+          harness
+            .exec(s, "DELETE FROM audit_records WHERE log = ? AND seq BETWEEN ? AND ?", ["t", from, to])
+            .then(() => {});
+      }
 
       /** Records `from` on rewritten to link to `prev`, then each to the one before it, their hashes recomputed. */
       async function relink(s: AuditStore, from: number, prev: string): Promise<void> {
