@@ -253,6 +253,15 @@ export function openPostgresStore(url: string): AuditStore & { readonly pool: pg
           )
         ).map(storedRow),
       ),
+    strayRow: (log, toSeq) =>
+      run("read", async () => {
+        const [row] = await rows<{ seq: string; rows: string }>(
+          `SELECT seq, count(*) AS rows FROM audit_records WHERE log = $1 AND seq <= $2 GROUP BY seq
+           HAVING count(*) > 1 OR seq < 1 ORDER BY seq LIMIT 1`,
+          [log, toSeq],
+        );
+        return row === undefined ? null : { seq: Number(row.seq), rows: Number(row.rows) };
+      }),
     leafHashes: (log, fromSeq, toSeq) =>
       run("read", async () =>
         (

@@ -210,6 +210,11 @@ export function openSqliteStore(path: string): SqliteStore {
   const leavesOf = db
     .prepare("SELECT leaf_hash FROM audit_records WHERE log = ? AND seq BETWEEN ? AND ? ORDER BY seq")
     .pluck();
+  // in the primary key's order, so no sort: one pass over the log's rows up to toSeq
+  const strayOf = db.prepare(
+    `SELECT seq, count(*) AS rows FROM audit_records WHERE log = ? AND seq <= ? GROUP BY seq
+     HAVING rows > 1 OR seq < 1 OR typeof(seq) <> 'integer' ORDER BY seq LIMIT 1`,
+  );
   const putCheckpoint = db.prepare(
     "INSERT OR REPLACE INTO audit_checkpoints (log, size, root, note, time, subtrees) VALUES (?, ?, ?, ?, ?, ?)",
   );
@@ -294,6 +299,11 @@ export function openSqliteStore(path: string): SqliteStore {
     rows: (log, fromSeq, pageSize) =>
       guard("read", () => (rowsOf.all(log, fromSeq, pageSize) as RowShape[]).map(storedRow)),
     leafHashes: (log, fromSeq, toSeq) => guard("read", () => leavesOf.all(log, fromSeq, toSeq) as string[]),
+    strayRow: (log, toSeq) =>
+      guard("read", () => {
+        const row = strayOf.get(log, toSeq) as { seq: unknown; rows: number } | undefined;
+        return row === undefined ? null : { seq: Number(row.seq), rows: row.rows };
+      }),
     putCheckpoint: (c: StoredCheckpoint) =>
       guard("write", () => {
         putCheckpoint.run(c.log, c.size, c.root, c.note, c.time, JSON.stringify(c.subtrees));

@@ -178,6 +178,12 @@ export interface AuditStore {
   logs(): Promise<string[]>;
   /** Rows of one log in sequence order, from `fromSeq`, in pages of `pageSize`. */
   rows(log: string, fromSeq: number, pageSize: number): Promise<StoredRow[]>;
+  /**
+   * The first row of `log` up to `toSeq` that is not one of its records 1 to `toSeq`, each once: a sequence number
+   * below 1, between two integers, of another type, or stored twice (`audit verify`: pages are read by sequence
+   * number from 1, so such a row is in no page). Null when there is none.
+   */
+  strayRow(log: string, toSeq: number): Promise<{ readonly seq: number; readonly rows: number } | null>;
   /** Leaf hashes (hex) of records `fromSeq` to `toSeq` inclusive, in sequence order. */
   leafHashes(log: string, fromSeq: number, toSeq: number): Promise<string[]>;
   putCheckpoint(checkpoint: StoredCheckpoint): Promise<void>;

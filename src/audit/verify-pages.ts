@@ -89,8 +89,11 @@ export async function pagesOf(
     const job = { log, rows, expected: from, prevHash, index };
     const pool = rows.length === pageSize ? checkers.start() : null;
     if (pool === null) return { page: Promise.resolve(checkedPage(rows, from, prevHash, checkPage(job))) };
-    const page = pool.check(job).then((c) => checkedPage(rows, from, prevHash, c));
-    page.catch(() => {}); // awaited in order; a verification that ends early leaves some unawaited
+    // a page no worker could check (one stopped) is checked here
+    const page = pool.check(job).then(
+      (c) => checkedPage(rows, from, prevHash, c),
+      () => checkedPage(rows, from, prevHash, checkPage(job)),
+    );
     return { page };
   };
 

@@ -49,10 +49,15 @@ export function openCheckPool(threads: number): CheckPool {
   let nextId = 0;
   let closed = false;
   const unavailable = (why: string) => new OnbehalfError("ERR_AUDIT_UNAVAILABLE", `audit verify: ${why}`);
-  const workers = Array.from({ length: threads }, () => {
+  // a worker that stopped leaves the pool: a page posted to it would never be answered
+  const workers: { worker: Worker; pending: Map<number, Pending> }[] = [];
+  for (let i = 0; i < threads; i++) {
     const pending = new Map<number, Pending>();
     const worker: Worker = startAuditWorker("verify-worker", null);
+    const entry = { worker, pending };
     const fail = (why: string) => {
+      const at = workers.indexOf(entry);
+      if (at >= 0) workers.splice(at, 1);
       for (const p of pending.values()) p.reject(unavailable(`a page checker stopped: ${why}`));
       pending.clear();
     };
@@ -64,11 +69,12 @@ export function openCheckPool(threads: number): CheckPool {
     });
     worker.on("error", (e) => fail(e.message));
     worker.on("exit", (code) => fail(closed ? "the verification was over" : `it exited with code ${code}`));
-    return { worker, pending };
-  });
+    workers.push(entry);
+  }
   const run = <T>(job: PoolJob): Promise<T> => {
     if (closed)
       return Promise.reject(new OnbehalfError("ERR_CLOSED", "audit verify: the page checkers are closed"));
+    if (workers.length === 0) return Promise.reject(unavailable("every page checker stopped"));
     const least = workers.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
     const id = nextId++;
     return new Promise<T>((resolve, reject) => {
@@ -82,7 +88,7 @@ export function openCheckPool(threads: number): CheckPool {
     read: (job) => run(job),
     async close() {
       closed = true;
-      await Promise.all(workers.map(({ worker }) => worker.terminate()));
+      await Promise.all([...workers].map(({ worker }) => worker.terminate()));
     },
   };
 }

@@ -120,6 +120,9 @@ function checkRow(row: StoredRow, log: string, expected: number, prevHash: strin
       message: `record ${expected}${seq - 1 > expected ? ` to ${seq - 1}` : ""} is missing: deleted`,
     };
   }
+  if (typeof row.canonical !== "string") {
+    return { log, seq, problem: "edited", message: `record ${seq} is not stored as text any more: edited` };
+  }
   let record: Record<string, unknown>;
   try {
     record = JSON.parse(row.canonical) as Record<string, unknown>;

@@ -17,6 +17,7 @@
  * witness) are held against the records like stored ones, so a database rewritten whole cannot pass.
  */
 import { availableParallelism } from "node:os";
+import { OnbehalfError } from "../errors.js";
 import { parseCheckpoint, type TrustedKey, verifyCheckpoint } from "./checkpoint.js";
 import { readJournal } from "./journal.js";
 import { CompactRange } from "./merkle.js";
@@ -95,7 +96,14 @@ export async function verifyAudit(store: AuditStore, options: VerifyOptions): Pr
   const external = externalCheckpoints(options.external ?? []);
   const logs = options.logs ?? [...new Set([...(await store.logs()), ...external.keys()])].sort();
   const counter = await recordCounter(store, logs, options.onProgress);
-  const checkers = pageCheckers(options.threads ?? Math.min(availableParallelism(), 4));
+  const threads = options.threads ?? Math.min(availableParallelism(), 4);
+  if (!Number.isSafeInteger(threads) || threads < 0) {
+    throw new OnbehalfError(
+      "ERR_INVALID_ARGUMENT",
+      `audit verify: threads must be a whole number, 0 or more (0: verify on this thread), not ${threads}`,
+    );
+  }
+  const checkers = pageCheckers(threads);
   const reports: LogReport[] = [];
   try {
     for (const log of logs)
@@ -180,6 +188,17 @@ async function verifyLog(
     if (bad !== null) return report(bad.finding);
     expected = page.lastSeq + 1;
     prevHash = page.lastHash;
+  }
+  // Pages are read by sequence number from 1: a row numbered below 1, between two records or twice is in none.
+  const stray = await store.strayRow(log, range.size);
+  if (stray !== null) {
+    return found(
+      stray.seq,
+      "edited",
+      stray.rows > 1
+        ? `record ${stray.seq} is stored ${stray.rows} times: rows were added to the log`
+        : `a row numbered ${stray.seq} is not a record of the log (its records are numbered 1 to ${range.size}): it was added`,
+    );
   }
   const beyond = checkpoints[next];
   if (beyond !== undefined) {

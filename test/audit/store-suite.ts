@@ -812,6 +812,25 @@ export function describeStore(name: string, harness: StoreHarness): void {
           { seq: 9, problem: "deleted", message: /record 9 does not link to record 8/ },
         ],
         [
+          "a copy of a record added before the first one (a row no page reads)",
+          (s) =>
+            harness
+              .exec(
+                s,
+                `INSERT INTO audit_records (log, seq, record, leaf_hash, time, tenant, "user", tool, decision, agent, call_id, trace_id)
+                 SELECT log, 0, record, leaf_hash, time, tenant, "user", tool, decision, agent, call_id, trace_id
+                 FROM audit_records WHERE log = ? AND seq = ?`,
+                ["t", 8],
+              )
+              .then(() => {}),
+          {
+            seq: 0,
+            problem: "edited",
+            message:
+              /^a row numbered 0 is not a record of the log \(its records are numbered 1 to 30\): it was added$/,
+          },
+        ],
+        [
           "records deleted from the end",
           (s) =>
             harness.exec(s, "DELETE FROM audit_records WHERE log = ? AND seq > ?", ["t", 26]).then(() => {}),

@@ -10,12 +10,31 @@ import { generateKeyPairSync } from "node:crypto";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import type { Transferable, WorkerOptions } from "node:worker_threads";
+import { describe, expect, it, vi } from "vitest";
 import { openAuditLog } from "../../src/audit/log.js";
 import { openSqliteStore, type SqliteStore } from "../../src/audit/sqlite.js";
 import type { AuditStore } from "../../src/audit/store.js";
 import { verifyAudit } from "../../src/audit/verify.js";
 import { fields } from "./store-suite.js";
+
+/** While set, each page checker is ended right after it is sent its first page. */
+const stopCheckers = vi.hoisted(() => ({ on: false }));
+vi.mock("node:worker_threads", async (importOriginal) => {
+  const real = await importOriginal<typeof import("node:worker_threads")>();
+  class Stoppable extends real.Worker {
+    private readonly checker: boolean;
+    constructor(script: string | URL, options?: WorkerOptions) {
+      super(script, options);
+      this.checker = String(script).includes("verify-worker");
+    }
+    override postMessage(value: unknown, transfer?: readonly Transferable[]) {
+      super.postMessage(value, transfer);
+      if (this.checker && stopCheckers.on) void this.terminate();
+    }
+  }
+  return { ...real, Worker: Stoppable, default: { ...real, Worker: Stoppable } };
+});
 
 const { privateKey, publicKey } = generateKeyPairSync("ed25519");
 const trusted = { keys: [publicKey] };
@@ -34,6 +53,12 @@ async function signedFile(n: number): Promise<{ path: string; store: SqliteStore
   for (let i = 1; i <= n; i++) log.append(fields(i, { trace_id: `run-${i}` }));
   await log.close();
   return { path, store };
+}
+
+/** `store` as one other threads cannot open: its pages are read on the verifying thread. */
+function withoutFile(store: AuditStore): AuditStore {
+  const { file: _file, ...rest } = store;
+  return rest;
 }
 
 describe("audit verify on worker threads", () => {
@@ -57,6 +82,59 @@ describe("audit verify on worker threads", () => {
     expect(edited.logs[0]!.finding).toMatchObject({ seq: 37, problem: "edited" });
     expect(await verifyAudit(unreadable, onWorkers)).toEqual(edited);
     expect(await verifyAudit(store, onWorkers)).toEqual(edited);
+    await store.close();
+  });
+
+  it("carries on here when its page checkers stop, reading and checking what they had", async () => {
+    const { path, store } = await signedFile(100);
+    const expected = await verifyAudit(store, onThisThread);
+    stopCheckers.on = true;
+    try {
+      expect(await verifyAudit(store, onWorkers)).toEqual(expected); // pages the workers were to read
+      const memory = withoutFile(openSqliteStore(path)); // pages read here, sent to be checked
+      expect(await verifyAudit(memory, onWorkers)).toEqual(expected);
+      await memory.close();
+    } finally {
+      stopCheckers.on = false;
+    }
+    await store.close();
+  });
+
+  it("finds rows no page reads, and a record no longer stored as text, as on one thread", async () => {
+    const { store } = await signedFile(100);
+    store.db
+      .prepare(
+        `INSERT INTO audit_records SELECT log, 8.5, record, leaf_hash, time, tenant, "user", tool, decision, agent,
+         call_id, trace_id FROM audit_records WHERE log = 'v' AND seq = 8`,
+      )
+      .run();
+    const between = await verifyAudit(store, onThisThread);
+    expect(between.logs[0]!.finding).toMatchObject({ seq: 8.5, problem: "edited" });
+    expect(await verifyAudit(store, onWorkers)).toEqual(between);
+    store.db.prepare("DELETE FROM audit_records WHERE seq = 8.5").run();
+    expect((await verifyAudit(store, onThisThread)).ok).toBe(true);
+    // the same bytes as a BLOB: a store's text column holds something else now
+    store.db.prepare("UPDATE audit_records SET record = CAST(record AS BLOB) WHERE seq = 37").run();
+    const blob = await verifyAudit(store, onThisThread);
+    expect(blob.logs[0]!.finding).toMatchObject({
+      seq: 37,
+      problem: "edited",
+      message: expect.stringMatching(/not stored as text/),
+    });
+    expect(await verifyAudit(store, onWorkers)).toEqual(blob);
+    const memory = withoutFile(store); // read here, checked on the workers
+    expect(await verifyAudit(memory, onWorkers)).toEqual(blob);
+    await store.close();
+  });
+
+  it("refuses a number of threads that is not a whole number", async () => {
+    const { store } = await signedFile(20);
+    for (const threads of [0.5, -1, Number.POSITIVE_INFINITY]) {
+      await expect(verifyAudit(store, { ...trusted, threads })).rejects.toMatchObject({
+        code: "ERR_INVALID_ARGUMENT",
+        message: expect.stringMatching(/threads must be a whole number/),
+      });
+    }
     await store.close();
   });
 
