@@ -7,6 +7,20 @@
  * functions dropped, undefined in arrays as null) except non-finite numbers, which are written as null too.
  */
 
+/** Printable ASCII but `"` and `\`: the strings JSON.stringify writes between quotes as they are. */
+const PLAIN = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
+
+/**
+ * A string as JSON.stringify writes it (RFC 8785's strings), about twice as fast for the plain ASCII of most
+ * record fields (names, times, ids): sealing writes some twenty per record.
+ *
+ * @example
+ * jsonString("get_customer"); // '"get_customer"'
+ */
+export function jsonString(value: string): string {
+  return PLAIN.test(value) ? `"${value}"` : JSON.stringify(value);
+}
+
 /**
  * Serialize `value` canonically.
  *
@@ -16,7 +30,7 @@
 export function canonicalJson(value: unknown): string {
   switch (typeof value) {
     case "string":
-      return JSON.stringify(value);
+      return jsonString(value);
     case "number":
       return Number.isFinite(value) ? JSON.stringify(value) : "null";
     case "boolean":
@@ -45,7 +59,7 @@ function canonicalObject(value: object): string {
   for (const key of keys) {
     const v = record[key];
     if (v === undefined || typeof v === "function" || typeof v === "symbol") continue;
-    out += `${first ? "" : ","}${JSON.stringify(key)}:${canonicalJson(v)}`;
+    out += `${first ? "" : ","}${jsonString(key)}:${canonicalJson(v)}`;
     first = false;
   }
   return `${out}}`;

@@ -6,7 +6,7 @@
 import { hash } from "node:crypto";
 import type { ReasonCode, ShadowVerdict, Verdict } from "../decision.js";
 import { hasUnsafeText } from "../text.js";
-import { canonicalJson } from "./canonical.js";
+import { canonicalJson, jsonString } from "./canonical.js";
 
 /**
  * `pending`: allowed or asked, its result not reported yet; `none`: denied; `ok`, `error`, `blocked`: what a
@@ -207,7 +207,7 @@ function canonicalRecord(f: AuditFields, log: string, seq: number, prevHash: str
 }
 
 function str(value: string | null): string {
-  return value === null ? "null" : JSON.stringify(value);
+  return value === null ? "null" : jsonString(value);
 }
 
 function num(value: number): string {

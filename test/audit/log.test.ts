@@ -3,8 +3,9 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { canonicalJson } from "../../src/audit/canonical.js";
+import { canonicalJson, jsonString } from "../../src/audit/canonical.js";
 import { openAuditLog } from "../../src/audit/log.js";
 import { type AuditFields, GENESIS_HASH, recordOf, seal } from "../../src/audit/record.js";
 import { auditRowOf, openSqliteStore } from "../../src/audit/sqlite.js";
@@ -47,6 +48,21 @@ describe("canonical JSON (RFC 8785)", () => {
     );
     expect(canonicalJson({ z: { y: 1, x: [{ b: 2, a: 1 }] } })).toBe('{"z":{"x":[{"a":1,"b":2}],"y":1}}');
     expect(canonicalJson(Number.NaN)).toBe("null");
+  });
+
+  it("writes every string as JSON.stringify does: quotes, backslashes, controls, non-ASCII, lone surrogates", () => {
+    const edges = ['a"b', "a\\b", "tab\there", "\u007f", "\u0000", "é", "\ud800", "𝄞", "", " ~"];
+    for (const s of edges) expect(jsonString(s)).toBe(JSON.stringify(s));
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.string(), fc.string({ unit: "binary" }), fc.string({ unit: "grapheme-ascii" })),
+        (s) => {
+          expect(jsonString(s)).toBe(JSON.stringify(s));
+          expect(canonicalJson({ [s]: s })).toBe(`{${JSON.stringify(s)}:${JSON.stringify(s)}}`);
+        },
+      ),
+      { numRuns: 2000 },
+    );
   });
 });
 
