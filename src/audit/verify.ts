@@ -93,9 +93,6 @@ export interface VerifyOptions {
  * if (!report.ok) console.log(report.logs.find((l) => l.finding)?.finding?.message);
  */
 export async function verifyAudit(store: AuditStore, options: VerifyOptions): Promise<VerifyReport> {
-  const external = externalCheckpoints(options.external ?? []);
-  const logs = options.logs ?? [...new Set([...(await store.logs()), ...external.keys()])].sort();
-  const counter = await recordCounter(store, logs, options.onProgress);
   const threads = options.threads ?? Math.min(availableParallelism(), 4);
   if (!Number.isSafeInteger(threads) || threads < 0) {
     throw new OnbehalfError(
@@ -103,6 +100,9 @@ export async function verifyAudit(store: AuditStore, options: VerifyOptions): Pr
       `audit verify: threads must be a whole number, 0 or more (0: verify on this thread), not ${threads}`,
     );
   }
+  const external = externalCheckpoints(options.external ?? []);
+  const logs = options.logs ?? [...new Set([...(await store.logs()), ...external.keys()])].sort();
+  const counter = await recordCounter(store, logs, options.onProgress);
   const checkers = pageCheckers(threads);
   const reports: LogReport[] = [];
   try {
