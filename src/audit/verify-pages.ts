@@ -70,11 +70,9 @@ export async function pagesOf(
   const ahead: Promise<CheckedPage | null>[] = [];
   const depth = (pool: CheckPool | null) => (pool === null ? 1 : 2 * pool.size);
 
-  const readRange = (pool: CheckPool, from: number): Promise<CheckedPage | null> => {
-    const to = Math.min(from + pageSize - 1, head);
-    ranged = to < head ? to + 1 : null;
-    return pool.read({ kind: "read", file: file!, log, from, to }).catch(() => null); // then read here
-  };
+  /** Records `from` to `to` read and checked on a worker; null when no worker could (then they are read here). */
+  const readRange = (pool: CheckPool, from: number, to: number): Promise<CheckedPage | null> =>
+    pool.read({ kind: "read", file: file!, log, from, to }).catch(() => null);
   /**
    * Read the page from `from` (after `prevHash`) here; checked on a worker when it is full and there are workers.
    * Resolves once it is read, to its check (in a box: a promise would be awaited with it), or null past the end.
@@ -102,7 +100,11 @@ export async function pagesOf(
       if (byRanges) {
         // Ranges read by the workers: taken only sound, and exactly where the tree is.
         const pool = checkers.start()!;
-        while (ranged !== null && ahead.length < depth(pool)) ahead.push(readRange(pool, ranged));
+        while (ranged !== null && ahead.length < depth(pool)) {
+          const to = Math.min(ranged + pageSize - 1, head);
+          ahead.push(readRange(pool, ranged, to));
+          ranged = to < head ? to + 1 : null;
+        }
         const page = await ahead.shift();
         const taken =
           page !== undefined &&

@@ -11,15 +11,16 @@ import { readBlockIndex } from "./sqlite-index.js";
 import type { FileJob, PoolJob } from "./verify-pool.js";
 import { type CheckedPage, checkedPage, checkPage, firstLink } from "./verify-rows.js";
 
-const connections = new Map<string, Database.Statement>();
+/** Per file, the statement reading a range of records, on a read-only connection opened once. */
+const rangeReaders = new Map<string, Database.Statement>();
 
 /** Records `from` to `to` of a log, straight from the file. */
 function rowsOf(file: string, log: string, from: number, to: number): RowShape[] {
-  let stmt = connections.get(file);
+  let stmt = rangeReaders.get(file);
   if (stmt === undefined) {
     const db = new Database(file, { readonly: true, fileMustExist: true });
     stmt = db.prepare("SELECT * FROM audit_records WHERE log = ? AND seq BETWEEN ? AND ? ORDER BY seq");
-    connections.set(file, stmt);
+    rangeReaders.set(file, stmt);
   }
   return stmt.all(log, from, to) as RowShape[];
 }
@@ -27,7 +28,7 @@ function rowsOf(file: string, log: string, from: number, to: number): RowShape[]
 function readPage({ file, log, from, to }: FileJob): CheckedPage {
   const rows = rowsOf(file, log, from, to).map(storedRow);
   // read after the rows, as the store's own blockIndex is, so that it covers every one of them
-  const index = readBlockIndex(connections.get(file)!.database, log, from, to);
+  const index = readBlockIndex(rangeReaders.get(file)!.database, log, from, to);
   return checkedPage(
     rows,
     from,
