@@ -4,7 +4,9 @@
  * Run a subset with `npm run bench -- govern identity`. The soak (20 minutes) runs only when named:
  * `npm run bench -- soak`.
  */
-import { cpus } from "node:os";
+import { mkdtempSync, rmSync } from "node:fs";
+import { cpus, tmpdir } from "node:os";
+import { join } from "node:path";
 import { benchAdapters } from "./adapters.js";
 import { benchAgentDojo } from "./agentdojo.js";
 import { benchAudit } from "./audit.js";
@@ -33,6 +35,13 @@ const suites: Record<string, { title: string; run: () => Promise<Finding[]> }> =
 };
 /** Suites long enough to run only when named. */
 const OPT_IN = new Set(["soak"]);
+
+// Stores of a million records are made here: every suite, and every server it starts (they inherit TMPDIR),
+// writes in one folder, removed when the run ends.
+const scratch = mkdtempSync(join(tmpdir(), "onbehalf-bench-run-"));
+process.env["TMPDIR"] = scratch;
+process.on("exit", () => rmSync(scratch, { recursive: true, force: true }));
+for (const signal of ["SIGINT", "SIGTERM"] as const) process.on(signal, () => process.exit(130));
 
 const wanted = process.argv.slice(2);
 console.log(`onbehalf bench — node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? "cpu"}`);
