@@ -4,6 +4,7 @@ export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
     globalSetup: ["test/support/run-tmpdir.ts"],
+    setupFiles: ["test/support/watchdog.ts"],
     testTimeout: 20_000,
     hookTimeout: 30_000,
     pool: "forks",
