@@ -11,6 +11,7 @@ import {
   DEFAULT_STATE_BOUNDS,
   type EvictedCall,
   type GoneReason,
+  MAX_CONSOLE_SESSIONS_PER_OWNER,
   type OpenCall,
   type StateBounds,
   type StateStore,
@@ -136,6 +137,30 @@ end
 return 0
 `;
 
+/**
+ * Store a console session (KEYS[1], ARGV[1] for ARGV[2] ms) and list it among its owner's (KEYS[2], scored by
+ * when it opened, ARGV[3] ms); past ARGV[4] of the owner's sessions that are still there, the oldest end.
+ * ARGV[5]: the hash, ARGV[6]: the key prefix.
+ */
+const PUT_CONSOLE_SESSION = `
+for _, h in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  if redis.call('EXISTS', ARGV[6] .. 'console:' .. h) == 0 then redis.call('ZREM', KEYS[2], h) end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+-- opened after every session listed, even within the same millisecond: the oldest is the first to end
+local newest = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')[2]
+local at = tonumber(ARGV[3])
+if newest and tonumber(newest) >= at then at = tonumber(newest) + 1 end
+redis.call('ZADD', KEYS[2], at, ARGV[5])
+local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
+if over > 0 then
+  local popped = redis.call('ZPOPMIN', KEYS[2], over)
+  for i = 1, #popped, 2 do redis.call('DEL', ARGV[6] .. 'console:' .. popped[i]) end
+end
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
+return 0
+`;
+
 /** How long a call's value outlives its deadline, so that the instance expiring it can still audit it. */
 const AUDIT_MARGIN_MS = 10 * 60_000;
 
@@ -182,11 +207,13 @@ export async function createRedisState(
   redis.defineCommand("onbehalfGetCall", { numberOfKeys: 2, lua: GET_CALL });
   redis.defineCommand("onbehalfExpireCalls", { numberOfKeys: 1, lua: EXPIRE_CALLS });
   redis.defineCommand("onbehalfTrimApprovals", { numberOfKeys: 2, lua: TRIM_APPROVALS });
+  redis.defineCommand("onbehalfPutConsoleSession", { numberOfKeys: 2, lua: PUT_CONSOLE_SESSION });
   type Scripts = Redis & {
     onbehalfPutCall(...a: (string | number)[]): Promise<[string[], string[]]>;
     onbehalfGetCall(...a: (string | number)[]): Promise<string | null>;
     onbehalfExpireCalls(...a: (string | number)[]): Promise<string[]>;
     onbehalfTrimApprovals(...a: (string | number)[]): Promise<number>;
+    onbehalfPutConsoleSession(...a: (string | number)[]): Promise<number>;
   };
   const scripts = redis as Scripts;
   type WithTransition = Redis & {
@@ -393,9 +420,18 @@ export async function createRedisState(
         "claim a value used once",
         async () => (await redis.set(`${prefix}once:${key}`, "1", "PX", Math.max(1, ttlMs), "NX")) === "OK",
       ),
-    putConsoleSession: (hash, session, ttlMs) =>
+    putConsoleSession: (hash, session, ttlMs, owner) =>
       guard("store a console session", async () => {
-        await redis.set(`${prefix}console:${hash}`, session, "PX", Math.max(1, ttlMs));
+        await scripts.onbehalfPutConsoleSession(
+          `${prefix}console:${hash}`,
+          `${prefix}console-of:${owner}`,
+          session,
+          Math.max(1, ttlMs),
+          Date.now(),
+          MAX_CONSOLE_SESSIONS_PER_OWNER,
+          hash,
+          prefix,
+        );
       }),
     getConsoleSession: (hash) =>
       guard("read a console session", async () => redis.get(`${prefix}console:${hash}`)),

@@ -7,6 +7,7 @@
 import type { AuditFields } from "../audit/record.js";
 import type { CapabilityLayer } from "../config/capabilities.js";
 import type { PostTransform } from "../config/policy.js";
+import { OnbehalfError } from "../errors.js";
 import { type ApprovalStore, createMemoryApprovalStore } from "../govern/approvals.js";
 
 /** An allowed (or asked) call whose result has not been reported yet. */
@@ -62,8 +63,16 @@ export const DEFAULT_STATE_BOUNDS: StateBounds = {
   maxApprovalsPerUser: 1_000,
 };
 
-/** Console sessions kept in memory at most (the oldest go first); in Redis they go when their time is up. */
-const MAX_CONSOLE_SESSIONS = 10_000;
+/**
+ * Console sessions one identity keeps open at once (browsers, colleagues sharing an admin token): one more ends
+ * its oldest. Nobody signing in again and again ends anyone else's session.
+ */
+export const MAX_CONSOLE_SESSIONS_PER_OWNER = 10;
+/**
+ * Console sessions kept in memory at most: past it, signing in is refused (429) until sessions end; a session
+ * already open is never ended to make room. In Redis they go when their time is up.
+ */
+export const MAX_CONSOLE_SESSIONS = 10_000;
 
 export interface StateStore extends ApprovalStore {
   /**
@@ -110,10 +119,11 @@ export interface StateStore extends ApprovalStore {
   claimOnce(key: string, ttlMs: number): Promise<boolean>;
   /**
    * Console sessions, by the SHA-256 of their id, as JSON, until `ttlMs` passes: shared by the instances that
-   * share the store, so a browser signed in at one is signed in at all, and signed out at all. In memory, at
-   * the bound the oldest go.
+   * share the store, so a browser signed in at one is signed in at all, and signed out at all. `owner` names
+   * who signed in: past MAX_CONSOLE_SESSIONS_PER_OWNER of theirs, their oldest ends. In memory, past
+   * MAX_CONSOLE_SESSIONS the session is refused (ERR_RATE_LIMITED).
    */
-  putConsoleSession(hash: string, session: string, ttlMs: number): Promise<void>;
+  putConsoleSession(hash: string, session: string, ttlMs: number, owner: string): Promise<void>;
   getConsoleSession(hash: string): Promise<string | null>;
   deleteConsoleSession(hash: string): Promise<void>;
   /** Throws when the store cannot answer. */
@@ -139,7 +149,20 @@ export function createMemoryState(
   const spooled = new Map<string, number>();
   /** Values claimed once, until their time (only callers that proved who they are claim: see claimOnce). */
   const once = new Map<string, number>();
-  const consoleSessions = new Map<string, { session: string; until: number }>();
+  const consoleSessions = new Map<string, { session: string; until: number; owner: string }>();
+  /** The hashes of each owner's console sessions, oldest first. */
+  const consoleOf = new Map<string, string[]>();
+  const endConsoleSession = (hash: string) => {
+    const e = consoleSessions.get(hash);
+    if (e === undefined) return;
+    consoleSessions.delete(hash);
+    const rest = consoleOf.get(e.owner)?.filter((h) => h !== hash) ?? [];
+    if (rest.length === 0) consoleOf.delete(e.owner);
+    else consoleOf.set(e.owner, rest);
+  };
+  const endExpiredConsoleSessions = () => {
+    for (const [hash, e] of consoleSessions) if (e.until <= now()) endConsoleSession(hash);
+  };
   /** Reports taken by report token, each until its token expires: never forgotten sooner (a token is good once). */
   const reported = new Map<string, number>();
   /** The ids of each user's waiting calls, oldest first. */
@@ -167,7 +190,7 @@ export function createMemoryState(
     for (const [id, until] of spooled) if (until <= now()) spooled.delete(id);
     for (const [id, until] of reported) if (until <= now()) reported.delete(id);
     for (const [key, until] of once) if (until <= now()) once.delete(key);
-    for (const [hash, e] of consoleSessions) if (e.until <= now()) consoleSessions.delete(hash);
+    endExpiredConsoleSessions();
   }, 60_000);
   sweep.unref();
 
@@ -247,18 +270,28 @@ export function createMemoryState(
       once.set(key, now() + ttlMs);
       return true;
     },
-    async putConsoleSession(hash, session, ttlMs) {
+    async putConsoleSession(hash, session, ttlMs, owner) {
+      for (const h of consoleOf.get(owner) ?? [])
+        if (consoleSessions.get(h)!.until <= now()) endConsoleSession(h);
+      const mine = consoleOf.get(owner) ?? [];
+      const over = mine.length + 1 - MAX_CONSOLE_SESSIONS_PER_OWNER;
+      for (const h of mine.slice(0, Math.max(0, over))) endConsoleSession(h);
+      if (consoleSessions.size >= MAX_CONSOLE_SESSIONS) endExpiredConsoleSessions();
       if (consoleSessions.size >= MAX_CONSOLE_SESSIONS) {
-        consoleSessions.delete(consoleSessions.keys().next().value as string);
+        throw new OnbehalfError(
+          "ERR_RATE_LIMITED",
+          `this instance holds ${MAX_CONSOLE_SESSIONS} console sessions, the most it keeps in memory: sign in again once some end (a Redis limits.store keeps them without this bound)`,
+        );
       }
-      consoleSessions.set(hash, { session, until: now() + ttlMs });
+      consoleSessions.set(hash, { session, until: now() + ttlMs, owner });
+      consoleOf.set(owner, [...(consoleOf.get(owner) ?? []), hash]);
     },
     async getConsoleSession(hash) {
       const e = consoleSessions.get(hash);
       return e !== undefined && e.until > now() ? e.session : null;
     },
     async deleteConsoleSession(hash) {
-      consoleSessions.delete(hash);
+      endConsoleSession(hash);
     },
     async ping() {},
     async close() {

@@ -4,6 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { OnbehalfServer } from "../../src/server/app.js";
+import { MAX_CONSOLE_SESSIONS_PER_OWNER } from "../../src/server/state.js";
 import { CookieJar } from "../support/console.js";
 import { DEFAULT_RESOURCE, type OidcProviderHandle, startOidcProvider } from "../support/oidc.js";
 import { ACME_POLICY, ADMIN, serverConfig, startTestServer, userToken } from "../support/server.js";
@@ -216,6 +217,16 @@ describe("console sign-in", () => {
       const r = await ui("GET", path);
       expect([path, r.status, r.body.error.code]).toEqual([path, 401, "ERR_TOKEN_MISSING"]);
     }
+  });
+
+  it("ends a human's own oldest session when they open one too many, and nobody else's", async () => {
+    const admin = await signIn({ token: ADMIN });
+    const mine: CookieJar[] = [];
+    for (let i = 0; i <= MAX_CONSOLE_SESSIONS_PER_OWNER; i++) mine.push((await signIn({ token: mona })).jar);
+    const status = async (jar: CookieJar) => (await ui("GET", "/ui/api/me", { jar })).status;
+    expect(await status(mine[0]!)).toBe(401);
+    for (const jar of mine.slice(1)) expect(await status(jar)).toBe(200);
+    expect(await status(admin.jar)).toBe(200);
   });
 });
 

@@ -6,10 +6,13 @@
  */
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import type { OnbehalfError } from "../../src/errors.js";
 import type { StoredApproval } from "../../src/govern/approvals.js";
 import type { OnbehalfServer } from "../../src/server/app.js";
 import {
   createMemoryState,
+  MAX_CONSOLE_SESSIONS,
+  MAX_CONSOLE_SESSIONS_PER_OWNER,
   type OpenCall,
   type StateBounds,
   type StateStore,
@@ -384,5 +387,65 @@ describe("approvals kept", () => {
       expect(await store.findApproval("binding-1")).toBeNull();
       expect((await store.listApprovals(undefined)).map((a) => a.id)).toEqual(["apr_2", "apr_3"]);
     });
+  });
+});
+
+describe("console sessions kept", () => {
+  const PER_OWNER = MAX_CONSOLE_SESSIONS_PER_OWNER;
+  const bounds = { maxCalls: 10, maxApprovals: 10, maxCallsPerUser: 10, maxApprovalsPerUser: 10 };
+  const live = async (store: StateStore, hashes: string[]) =>
+    (await Promise.all(hashes.map((h) => store.getConsoleSession(h)))).map((s) => s !== null);
+
+  it("ends an owner's own oldest session past their bound, never another's, in memory and in Redis", async () => {
+    await inBothStores(bounds, "bounds-console:", async (store) => {
+      await store.putConsoleSession("bob-1", '{"who":"bob"}', 60_000, "bob");
+      const mallory = Array.from({ length: PER_OWNER + 2 }, (_, i) => `mallory-${i + 1}`);
+      for (const h of mallory) await store.putConsoleSession(h, `{"h":"${h}"}`, 60_000, "mallory");
+      // within one millisecond too, the two opened first are the two ended
+      expect(await live(store, mallory)).toEqual([false, false, ...Array(PER_OWNER).fill(true)]);
+      expect(await store.getConsoleSession("mallory-3")).toBe('{"h":"mallory-3"}');
+      expect(await store.getConsoleSession("bob-1")).toBe('{"who":"bob"}');
+      // a session signed out frees its place: the next one ends nothing
+      await store.deleteConsoleSession("mallory-3");
+      await store.putConsoleSession("mallory-13", "{}", 60_000, "mallory");
+      expect(await live(store, ["mallory-4", "mallory-13"])).toEqual([true, true]);
+    });
+  });
+
+  it("counts only an owner's sessions still open: expired ones end none of the new, in memory and in Redis", async () => {
+    await inBothStores(bounds, "bounds-console-expired:", async (store) => {
+      const first = Array.from({ length: PER_OWNER }, (_, i) => `old-${i}`);
+      for (const h of first) await store.putConsoleSession(h, "{}", 30, "eve");
+      await new Promise((r) => setTimeout(r, 80));
+      const next = Array.from({ length: PER_OWNER }, (_, i) => `new-${i}`);
+      for (const h of next) await store.putConsoleSession(h, "{}", 60_000, "eve");
+      expect(await live(store, [...first, ...next])).toEqual([
+        ...Array(PER_OWNER).fill(false),
+        ...Array(PER_OWNER).fill(true),
+      ]);
+    });
+  });
+
+  it("refuses a session past the bound of the memory store with 429, and ends none already open", async () => {
+    const store = createMemoryState(bounds);
+    try {
+      for (let i = 0; i < MAX_CONSOLE_SESSIONS; i++)
+        await store.putConsoleSession(`s-${i}`, "{}", 60_000, `o-${i}`);
+      const refused = await store
+        .putConsoleSession("late", "{}", 60_000, "late")
+        .catch((e: OnbehalfError) => e);
+      expect(refused).toMatchObject({ code: "ERR_RATE_LIMITED", status: 429 });
+      expect((refused as Error).message).toMatch(/holds 10000 console sessions.*sign in again once some end/);
+      expect(await live(store, ["s-0", `s-${MAX_CONSOLE_SESSIONS - 1}`, "late"])).toEqual([
+        true,
+        true,
+        false,
+      ]);
+      await store.deleteConsoleSession("s-0");
+      await store.putConsoleSession("late", "{}", 60_000, "late");
+      expect(await store.getConsoleSession("late")).toBe("{}");
+    } finally {
+      await store.close();
+    }
   });
 });

@@ -14,6 +14,7 @@ import { openPostgresStore } from "../../src/audit/postgres.js";
 import { verifyAudit } from "../../src/audit/verify.js";
 import { loadOrCreateSigningKey } from "../../src/identity/keys.js";
 import type { OnbehalfServer } from "../../src/server/app.js";
+import { MAX_CONSOLE_SESSIONS_PER_OWNER } from "../../src/server/state.js";
 import { type OidcProviderHandle, startOidcProvider } from "../support/oidc.js";
 import { startOwnRedis } from "../support/redis-server.js";
 import { ACME_POLICY, ADMIN, call, serverConfig, startTestServer, userToken } from "../support/server.js";
@@ -236,6 +237,16 @@ describe("the console across two instances", () => {
     ).toBe(204);
     expect((await call(a.url, "GET", "/ui/api/me", { headers: { cookie } })).status).toBe(401);
     expect((await call(b.url, "GET", "/ui/api/me", { headers: { cookie } })).status).toBe(401);
+  });
+
+  it("bounds the sessions of one holder across both: one too many, opened at either, ends their oldest at both", async () => {
+    const cookies: string[] = [];
+    for (let i = 0; i <= MAX_CONSOLE_SESSIONS_PER_OWNER; i++)
+      cookies.push((await consoleSignIn(i % 2 ? b.url : a.url)).cookie);
+    const status = async (url: string, cookie: string) =>
+      (await call(url, "GET", "/ui/api/me", { headers: { cookie } })).status;
+    expect([await status(a.url, cookies[0]!), await status(b.url, cookies[0]!)]).toEqual([401, 401]);
+    for (const cookie of cookies.slice(1)) expect(await status(b.url, cookie)).toBe(200);
   });
 });
 

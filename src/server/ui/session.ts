@@ -54,7 +54,12 @@ export class ConsoleSessions {
   ): Promise<{ id: string; session: ConsoleSession }> {
     const id = randomBytes(32).toString("base64url");
     const session: ConsoleSession = { ...who, csrf: randomBytes(32).toString("base64url"), expiresAt };
-    await this.state.putConsoleSession(hashOf(id), JSON.stringify(session), expiresAt - this.now());
+    await this.state.putConsoleSession(
+      hashOf(id),
+      JSON.stringify(session),
+      expiresAt - this.now(),
+      ownerOf(who),
+    );
     return { id, session };
   }
 
@@ -109,6 +114,16 @@ export function checkCsrf(req: FastifyRequest, session: ConsoleSession): void {
       `a console change needs the session's CSRF token in the ${CSRF_HEADER} header (GET /ui/api/me gives it)`,
     );
   }
+}
+
+/**
+ * Who holds a session, for the bound on sessions each holds: the human (issuer and subject: one user id at two
+ * issuers is two humans), or the admin token's fingerprint.
+ */
+function ownerOf(who: Omit<ConsoleSession, "csrf" | "expiresAt">): string {
+  return hashOf(
+    JSON.stringify(who.principal === null ? [who.who] : [who.principal.issuer, who.principal.sub]),
+  );
 }
 
 function hashOf(id: string): string {
