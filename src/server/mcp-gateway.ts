@@ -20,6 +20,7 @@ import {
   type Tool,
 } from "@modelcontextprotocol/sdk/types.js";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { AuditFields } from "../audit/record.js";
 import { type RunContext, runContextOf, withContext } from "../context/run.js";
 import { newTraceId, traceIdOf } from "../context/trace.js";
 import { OnbehalfError } from "../errors.js";
@@ -34,6 +35,7 @@ import { ClientStreams, sessionRelay } from "./mcp-relay.js";
 import { mcpRelays } from "./mcp-relays.js";
 import { transportGuard } from "./mcp-transport-guard.js";
 import { createOboMinter } from "./obo.js";
+import { noteCall } from "./request-log.js";
 import { type ExposedTool, Upstream, type UpstreamCallOptions } from "./upstreams.js";
 
 /** Largest tool result handed back to a client; longer text is cut with a note. */
@@ -146,12 +148,17 @@ export async function mcpGateway(
     slot.what = name.startsWith("resource:") ? "resource" : name.startsWith("prompt:") ? "prompt" : "tool";
   };
 
+  /** Each request's request log note, by the run made for it: the call it decided is named on its line. */
+  const notes = new WeakMap<RunContext, (fields: AuditFields) => void>();
+  const decided = (run: RunContext, attempt: CallAttempt) => notes.get(run)?.(attempt.fields);
+
   // Resources and prompts (mcp-relays.ts): decided, audited and redacted as tool calls are.
   const relays = mcpRelays(
     {
       ctx,
       upstreams,
       insufficientScope,
+      decided,
       hold: (attempt, run, name, args) =>
         holdForApproval(ctx, attempt, run, name, args, options.approvalWaitMs),
     },
@@ -263,6 +270,8 @@ export async function mcpGateway(
       });
       const slot = extra.authInfo?.extra?.["stepUp"] as StepUp | undefined;
       if (slot !== undefined) stepUps.set(run, slot);
+      const note = extra.authInfo?.extra?.["note"] as ((fields: AuditFields) => void) | undefined;
+      if (note !== undefined) notes.set(run, note);
       return run;
     };
     relays.attach(server, requestRun, relayed);
@@ -306,10 +315,12 @@ export async function mcpGateway(
   ): Promise<CallToolResult> => {
     const tool = (await catalog()).get(name);
     let attempt = await ctx.gov.begin(run, name, args, { source: "mcp" });
+    decided(run, attempt);
     if (attempt.decision.decision === "ask") {
       const held = await holdForApproval(ctx, attempt, run, name, args, options.approvalWaitMs);
       if (typeof held === "string") return errorResult(held);
       attempt = held;
+      decided(run, attempt);
     }
     const d = attempt.decision;
     if (d.decision !== "allow") {
@@ -427,7 +438,7 @@ export async function mcpGateway(
       token: "(verified by onbehalf)",
       clientId: caller.principal.user,
       scopes: [...caller.principal.scopes],
-      extra: { caller, stepUp },
+      extra: { caller, stepUp, note: (fields: AuditFields) => noteCall(req, fields, caller.principal) },
     };
     if (isSingleDecidedRequest(req.body)) answerStepUp(reply.raw, stepUp, options);
     if (req.method === "GET") session.streams.watch(reply.raw);

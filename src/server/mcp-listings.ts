@@ -40,6 +40,8 @@ export interface RelayDeps {
   ) => Promise<CallAttempt | string>;
   /** A read or get refused for a missing scope: the HTTP answer becomes the scope step-up's 403. */
   readonly insufficientScope?: (run: RunContext, name: string) => void;
+  /** What the policy decided for the request `run` was made for (its request log line names the call). */
+  readonly decided?: (run: RunContext, attempt: CallAttempt) => void;
 }
 
 /** One connection's lists, by kind. */
@@ -182,10 +184,12 @@ export async function decidedRead(
 ): Promise<CallAttempt> {
   const { gov } = deps.ctx;
   let attempt = await gov.begin(run, name, args, { source: "mcp" });
+  deps.decided?.(run, attempt);
   if (attempt.decision.decision === "ask") {
     const held = await deps.hold(attempt, run, name, args);
     if (typeof held === "string") throw deniedError("approval_required", held);
     attempt = held;
+    deps.decided?.(run, attempt);
   }
   const d = attempt.decision;
   if (d.decision !== "allow") {

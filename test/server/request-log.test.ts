@@ -1,8 +1,16 @@
-/** One JSON log line per request: who, what, the decision and how long, and never a token or an argument. */
+/**
+ * One JSON log line per request: who, what, the decision and how long, and never a token or an argument; for
+ * the MCP gateway, the tool call a `/mcp` request decided.
+ */
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { OnbehalfServer } from "../../src/server/app.js";
+import { type ResourceUpstream, startResourceUpstream } from "../support/mcp-resource-upstream.js";
+import { type HttpUpstream, startHttpUpstream } from "../support/mcp-upstream.js";
 import { type OidcProviderHandle, startOidcProvider } from "../support/oidc.js";
-import { call, startTestServer, userToken } from "../support/server.js";
+import { call, serverConfig, startTestServer, userToken } from "../support/server.js";
 
 const SECRET = "SECRET-MARKER-7f3a9c";
 
@@ -101,5 +109,118 @@ describe("request logs", () => {
     expect(text).not.toContain(token);
     expect(text).not.toContain(token.split(".")[2]!);
     expect(text.toLowerCase()).not.toContain("authorization");
+  });
+});
+
+describe("request logs of the MCP gateway", () => {
+  const GATEWAY = "https://gateway.onbehalf.test";
+  const mcpLines: string[] = [];
+  let crm: HttpUpstream;
+  let kb: ResourceUpstream;
+  let gateway: OnbehalfServer;
+  let client: Client;
+
+  beforeAll(async () => {
+    crm = await startHttpUpstream();
+    kb = await startResourceUpstream("kb");
+    const base = serverConfig(idp);
+    gateway = await startTestServer(
+      idp,
+      {
+        server: { ...base.server, public_url: GATEWAY },
+        issuers: [{ issuer: idp.issuer, audience: [`${GATEWAY}/mcp`], preset: "generic" }],
+        tools: [
+          { name: "crm.get_customer", required_scopes: ["customers:read"] },
+          { name: "crm.list_orders", required_scopes: ["customers:read"] },
+        ],
+        resources: [{ uri: "kb://customers/*", required_scopes: ["customers:read"] }],
+        tenants: [
+          {
+            id: "acme",
+            policy: {
+              defaults: { "*": { permission: "allow" } },
+              rules: [
+                {
+                  id: "no-orders",
+                  tools: ["crm.list_orders"],
+                  when: "true",
+                  effect: "deny",
+                  reason: "not here",
+                },
+              ],
+            },
+          },
+        ],
+        upstreams: [
+          { name: "crm", transport: "streamable-http", url: crm.url },
+          { name: "kb", transport: "streamable-http", url: kb.url },
+        ],
+      },
+      { log: { level: "info", stream: { write: (l) => void mcpLines.push(l) } } },
+    );
+    const bearer = await idp.getToken({
+      resource: `${GATEWAY}/mcp`,
+      scope: "customers:read",
+      claims: { sub: "alice", tenant: "acme" },
+    });
+    client = new Client({ name: "support-bot", version: "1.0.0" });
+    await client.connect(
+      new StreamableHTTPClientTransport(new URL(`${gateway.url}/mcp`), {
+        requestInit: { headers: { authorization: `Bearer ${bearer}` } },
+      }),
+    );
+  });
+  afterAll(async () => {
+    await client?.close();
+    await gateway?.close();
+    await crm?.stop();
+    await kb?.stop();
+  });
+
+  it("names the tool call a /mcp request decided on its line, allowed or denied, and never its arguments", async () => {
+    const before = mcpLines.length;
+    const allowed = (await client.callTool({
+      name: "crm.get_customer",
+      arguments: { id: SECRET },
+    })) as CallToolResult;
+    expect(allowed.isError).toBeFalsy();
+    const denied = (await client.callTool({
+      name: "crm.list_orders",
+      arguments: { customer: SECRET },
+    })) as CallToolResult;
+    expect(denied.isError).toBe(true);
+    const calls = mcpLines
+      .slice(before)
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((l) => l["route"] === "/mcp" && l["tool"] !== undefined);
+    expect(calls.map((l) => [l["tool"], l["decision"], l["reason_code"]])).toEqual([
+      ["crm.get_customer", "allow", "ok"],
+      ["crm.list_orders", "deny", "rule_deny"],
+    ]);
+    for (const line of calls) {
+      expect(line).toMatchObject({
+        msg: "request",
+        method: "POST",
+        status: 200,
+        sub: "alice",
+        user: "alice",
+        tenant: "acme",
+        agent: "support-bot",
+      });
+      expect(line["call_id"]).toEqual(expect.any(String));
+    }
+    expect(mcpLines.slice(before).join("")).not.toContain(SECRET);
+  });
+
+  it("names a resource read the same way, as the call policy decided it as", async () => {
+    const before = mcpLines.length;
+    await client.readResource({ uri: "kb://customers/42" });
+    const reads = mcpLines
+      .slice(before)
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((l) => l["route"] === "/mcp" && l["tool"] !== undefined);
+    expect(reads.map((l) => [l["tool"], l["decision"], l["user"]])).toEqual([
+      ["resource:kb://customers/*", "allow", "alice"],
+    ]);
   });
 });
