@@ -41,7 +41,8 @@ const OPT_IN = new Set(["soak"]);
 const scratch = mkdtempSync(join(tmpdir(), "onbehalf-bench-run-"));
 process.env["TMPDIR"] = scratch;
 process.on("exit", () => rmSync(scratch, { recursive: true, force: true }));
-for (const signal of ["SIGINT", "SIGTERM"] as const) process.on(signal, () => process.exit(130));
+process.on("SIGINT", () => process.exit(130));
+process.on("SIGTERM", () => process.exit(143));
 
 const wanted = process.argv.slice(2);
 console.log(`onbehalf bench — node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? "cpu"}`);
