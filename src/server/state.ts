@@ -271,8 +271,9 @@ export function createMemoryState(
       return true;
     },
     async putConsoleSession(hash, session, ttlMs, owner) {
+      endConsoleSession(hash); // stored again: listed once, under its new owner
       for (const h of consoleOf.get(owner) ?? [])
-        if (consoleSessions.get(h)!.until <= now()) endConsoleSession(h);
+        if ((consoleSessions.get(h)?.until ?? 0) <= now()) endConsoleSession(h);
       const mine = consoleOf.get(owner) ?? [];
       const over = mine.length + 1 - MAX_CONSOLE_SESSIONS_PER_OWNER;
       for (const h of mine.slice(0, Math.max(0, over))) endConsoleSession(h);

@@ -400,28 +400,36 @@ describe("console sessions kept", () => {
     await inBothStores(bounds, "bounds-console:", async (store) => {
       await store.putConsoleSession("bob-1", '{"who":"bob"}', 60_000, "bob");
       const mallory = Array.from({ length: PER_OWNER + 2 }, (_, i) => `mallory-${i + 1}`);
-      for (const h of mallory) await store.putConsoleSession(h, `{"h":"${h}"}`, 60_000, "mallory");
-      // within one millisecond too, the two opened first are the two ended
+      // all opened in the same millisecond: still the two opened first are the two ended
+      const clock = vi.spyOn(Date, "now").mockReturnValue(1_800_000_000_000);
+      try {
+        for (const h of mallory) await store.putConsoleSession(h, `{"h":"${h}"}`, 60_000, "mallory");
+      } finally {
+        clock.mockRestore();
+      }
       expect(await live(store, mallory)).toEqual([false, false, ...Array(PER_OWNER).fill(true)]);
       expect(await store.getConsoleSession("mallory-3")).toBe('{"h":"mallory-3"}');
       expect(await store.getConsoleSession("bob-1")).toBe('{"who":"bob"}');
-      // a session signed out frees its place: the next one ends nothing
-      await store.deleteConsoleSession("mallory-3");
+      // a session signed out frees its place: the next one ends none (not even the oldest, mallory-3)
+      await store.deleteConsoleSession("mallory-12");
       await store.putConsoleSession("mallory-13", "{}", 60_000, "mallory");
-      expect(await live(store, ["mallory-4", "mallory-13"])).toEqual([true, true]);
+      expect(await live(store, ["mallory-3", "mallory-13"])).toEqual([true, true]);
     });
   });
 
-  it("counts only an owner's sessions still open: expired ones end none of the new, in memory and in Redis", async () => {
+  it("counts only an owner's sessions still open: expired ones end none that is, in memory and in Redis", async () => {
     await inBothStores(bounds, "bounds-console-expired:", async (store) => {
-      const first = Array.from({ length: PER_OWNER }, (_, i) => `old-${i}`);
-      for (const h of first) await store.putConsoleSession(h, "{}", 30, "eve");
+      await store.putConsoleSession("eve-first", "{}", 60_000, "eve");
+      const short = Array.from({ length: PER_OWNER - 1 }, (_, i) => `short-${i}`);
+      for (const h of short) await store.putConsoleSession(h, "{}", 30, "eve");
       await new Promise((r) => setTimeout(r, 80));
-      const next = Array.from({ length: PER_OWNER }, (_, i) => `new-${i}`);
+      // nine more: ten open with the first, which ends only if the nine expired ones still counted
+      const next = Array.from({ length: PER_OWNER - 1 }, (_, i) => `next-${i}`);
       for (const h of next) await store.putConsoleSession(h, "{}", 60_000, "eve");
-      expect(await live(store, [...first, ...next])).toEqual([
-        ...Array(PER_OWNER).fill(false),
-        ...Array(PER_OWNER).fill(true),
+      expect(await live(store, ["eve-first", ...short, ...next])).toEqual([
+        true,
+        ...Array(PER_OWNER - 1).fill(false),
+        ...Array(PER_OWNER - 1).fill(true),
       ]);
     });
   });
