@@ -23,6 +23,14 @@ interface CallNote {
 const notes = new WeakMap<FastifyRequest, CallNote>();
 
 /**
+ * The tool as logged. A resource read no entry declares is decided as `resource:<the URI asked for>`: its query
+ * and fragment, which may carry anything (a key, an id), stay out of the log (the audit has them).
+ */
+function loggedTool(tool: string | null): string | null {
+  return tool?.startsWith("resource:") === true ? tool.replace(/[?#][\s\S]*$/, "") : tool;
+}
+
+/**
  * Note the governed call a request decided (its audit fields), so the request's log line names it.
  *
  * @example
@@ -33,7 +41,7 @@ export function noteCall(req: FastifyRequest, f: AuditFields, principal?: Princi
     sub: principal?.sub ?? null,
     user: f.user,
     tenant: f.tenant,
-    tool: f.tool,
+    tool: loggedTool(f.tool),
     agent: f.agent,
     decision: f.decision,
     reason_code: f.reason_code,

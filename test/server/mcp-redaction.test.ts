@@ -33,6 +33,7 @@ import {
   SSN,
   startLeakyUpstream,
 } from "../support/leaky-mcp.js";
+import { connectMcp } from "../support/mcp-client.js";
 import { DEFAULT_RESOURCE, type OidcProviderHandle, startOidcProvider } from "../support/oidc.js";
 import { startTestServer } from "../support/server.js";
 
@@ -156,12 +157,7 @@ describe("MCP gateway: redaction fails closed", () => {
       scope: "customers:read",
       claims: { sub: "alice", tenant: "acme" },
     });
-    client = new Client({ name: "support-bot", version: "1.0.0" });
-    await client.connect(
-      new StreamableHTTPClientTransport(new URL(`${server.url}/mcp`), {
-        requestInit: { headers: { authorization: `Bearer ${bearer}` } },
-      }),
-    );
+    client = await connectMcp(server.url, bearer);
   });
   afterAll(async () => {
     await client?.close();

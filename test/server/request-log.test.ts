@@ -2,11 +2,11 @@
  * One JSON log line per request: who, what, the decision and how long, and never a token or an argument; for
  * the MCP gateway, the tool call a `/mcp` request decided.
  */
-import { Client } from "@modelcontextprotocol/sdk/client/index.js";
-import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import type { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { OnbehalfServer } from "../../src/server/app.js";
+import { connectMcp } from "../support/mcp-client.js";
 import { type ResourceUpstream, startResourceUpstream } from "../support/mcp-resource-upstream.js";
 import { type HttpUpstream, startHttpUpstream } from "../support/mcp-upstream.js";
 import { type OidcProviderHandle, startOidcProvider } from "../support/oidc.js";
@@ -163,13 +163,15 @@ describe("request logs of the MCP gateway", () => {
       scope: "customers:read",
       claims: { sub: "alice", tenant: "acme" },
     });
-    client = new Client({ name: "support-bot", version: "1.0.0" });
-    await client.connect(
-      new StreamableHTTPClientTransport(new URL(`${gateway.url}/mcp`), {
-        requestInit: { headers: { authorization: `Bearer ${bearer}` } },
-      }),
-    );
+    client = await connectMcp(gateway.url, bearer);
   });
+  /** The `/mcp` lines written since `before` that name a decided call. */
+  const decidedLines = (before: number) =>
+    mcpLines
+      .slice(before)
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((l) => l["route"] === "/mcp" && l["tool"] !== undefined);
+
   afterAll(async () => {
     await client?.close();
     await gateway?.close();
@@ -189,10 +191,7 @@ describe("request logs of the MCP gateway", () => {
       arguments: { customer: SECRET },
     })) as CallToolResult;
     expect(denied.isError).toBe(true);
-    const calls = mcpLines
-      .slice(before)
-      .map((l) => JSON.parse(l) as Record<string, unknown>)
-      .filter((l) => l["route"] === "/mcp" && l["tool"] !== undefined);
+    const calls = decidedLines(before);
     expect(calls.map((l) => [l["tool"], l["decision"], l["reason_code"]])).toEqual([
       ["crm.get_customer", "allow", "ok"],
       ["crm.list_orders", "deny", "rule_deny"],
@@ -215,12 +214,17 @@ describe("request logs of the MCP gateway", () => {
   it("names a resource read the same way, as the call policy decided it as", async () => {
     const before = mcpLines.length;
     await client.readResource({ uri: "kb://customers/42" });
-    const reads = mcpLines
-      .slice(before)
-      .map((l) => JSON.parse(l) as Record<string, unknown>)
-      .filter((l) => l["route"] === "/mcp" && l["tool"] !== undefined);
+    const reads = decidedLines(before);
     expect(reads.map((l) => [l["tool"], l["decision"], l["user"]])).toEqual([
       ["resource:kb://customers/*", "allow", "alice"],
     ]);
+  });
+
+  it("leaves the query and fragment of a URI no entry declares out of the line", async () => {
+    const before = mcpLines.length;
+    await expect(client.readResource({ uri: `kb://nowhere/1?key=${SECRET}#${SECRET}` })).rejects.toThrow();
+    const reads = decidedLines(before);
+    expect(reads.map((l) => [l["tool"], l["decision"]])).toEqual([["resource:kb://nowhere/1", "deny"]]);
+    expect(mcpLines.slice(before).join("")).not.toContain(SECRET);
   });
 });
