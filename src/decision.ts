@@ -63,6 +63,11 @@ export interface Decision {
   /** Rate-limit buckets to charge if the call goes ahead. */
   readonly buckets: readonly Bucket[];
   readonly shadow: ShadowVerdict | null;
+  /**
+   * With `fail_closed` from a store that could not answer: what the policy had decided (`allow`, or `ask`: the
+   * call needed a human, and the answer to it is a denial, not an outage). A policy's `deny` is never replaced.
+   */
+  readonly policy_verdict?: "allow" | "ask";
 }
 
 /**

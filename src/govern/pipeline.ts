@@ -209,7 +209,7 @@ export function beginCall(
         : denyWith(decision, reason_code, reason);
   }
   if (!deps.audit.healthy)
-    return recordAttempt(deciding, denyWith(decision, "fail_closed", "the audit store is unavailable"));
+    return recordAttempt(deciding, storeDown(decision, "the audit store is unavailable"));
   if (decision.buckets.length === 0) return recordAttempt(deciding, decision);
   let taken: Bucket | null | Promise<Bucket | null>;
   try {
@@ -478,7 +478,17 @@ function afterLimit(decision: Decision, full: Bucket | null): Decision {
 }
 
 function limiterDown(decision: Decision, e: unknown): Decision {
-  return denyWith(decision, "fail_closed", `the rate-limit store is unavailable: ${(e as Error).message}`);
+  return storeDown(decision, `the rate-limit store is unavailable: ${(e as Error).message}`);
+}
+
+/**
+ * A store the decision needs cannot answer: fail closed, saying what the policy had decided. A policy's denial
+ * stands as it is (its record is queued for when the store is back): answered as an outage, it would send a
+ * fail-open client off to run a call the policy denied.
+ */
+function storeDown(decision: Decision, reason: string): Decision {
+  if (decision.decision === "deny") return decision;
+  return { ...denyWith(decision, "fail_closed", reason), policy_verdict: decision.decision };
 }
 
 function denyWith(decision: Decision, reason_code: ReasonCode, reason: string): Decision {

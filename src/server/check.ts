@@ -167,7 +167,10 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
       );
       return reply.code(200).send({ ...answered, report_token: token });
     }
-    return reply.code(d.reason_code === "fail_closed" ? 503 : 200).send(answered);
+    // An outage is a 503 only for a call the policy allowed (a fail-open tenant chose to run those then); one that
+    // needed a human is denied (200): a 503 would send a fail-open client off to run it without the approval.
+    const outage = d.reason_code === "fail_closed" && d.policy_verdict !== "ask";
+    return reply.code(outage ? 503 : 200).send(answered);
   });
 
   app.post<{ Params: { id: string } }>("/v1/calls/:id/result", async (req) => {

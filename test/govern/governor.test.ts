@@ -382,7 +382,11 @@ describe("governed tools", () => {
       ...real,
       append: (b, holder) => (down ? Promise.reject(new Error("disk I/O error")) : real.append(b, holder)),
     };
-    const { gov } = await testGovernor({}, { auditStore: flaky });
+    const policy = {
+      defaults: { "*": { permission: "allow" as const } },
+      rules: [{ id: "no-email", tools: ["read_email"], when: "true", effect: "deny" as const }],
+    };
+    const { gov } = await testGovernor({ tenants: [{ id: "acme", policy }] }, { auditStore: flaky });
     const getCustomer = gov.governed({ name: "get_customer", execute: () => true });
     await expect(gov.runAs(alice, { agent: "bot" }, () => getCustomer({}))).resolves.toBe(true);
     down = true;
@@ -390,6 +394,10 @@ describe("governed tools", () => {
     await new Promise((r) => setTimeout(r, 20));
     const e = await rejection(gov.runAs(alice, { agent: "bot" }, () => getCustomer({})));
     expect(e.details).toMatchObject({ decision: "deny", reason_code: "fail_closed" });
+    // what the policy denies keeps its own denial (a fail-open client would run a call on an outage's)
+    const readEmail = gov.governed({ name: "read_email", execute: () => true });
+    const refused = await rejection(gov.runAs(alice, { agent: "bot" }, () => readEmail({})));
+    expect(refused.details).toMatchObject({ decision: "deny", reason_code: "rule_deny", rule: "no-email" });
     down = false;
     await gov.flush();
     await expect(gov.runAs(alice, { agent: "bot" }, () => getCustomer({}))).resolves.toBe(true);

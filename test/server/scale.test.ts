@@ -250,12 +250,40 @@ describe("the console across two instances", () => {
   });
 });
 
+/**
+ * While a store is down: a call the policy denies is answered with the policy's denial, and one it asks a human
+ * about is denied as an answer (200), never as an outage (503), which a fail-open client takes as leave to run.
+ */
+async function expectPolicyKept(server: OnbehalfServer, token: string): Promise<void> {
+  const denied = await call(server.url, "POST", "/v1/check", {
+    token,
+    body: { tool: "launch_rockets", agent: { name: "x" } },
+  });
+  expect([denied.status, denied.body.decision, denied.body.reason_code]).toEqual([
+    200,
+    "deny",
+    "permission_deny",
+  ]);
+  const asked = await call(server.url, "POST", "/v1/check", {
+    token,
+    body: { tool: "issue_refund", args: { order: "o-2", amount: 900 }, agent: { name: "x" } },
+  });
+  expect([asked.status, asked.body.decision, asked.body.reason_code]).toEqual([200, "deny", "fail_closed"]);
+  expect(asked.body.reason).toMatch(/unavailable/);
+}
+
 describe("fail closed", () => {
   it("denies with 503 while Redis is away, and recovers by itself when it is back", async () => {
     const redis = await startOwnRedis();
     const server = await startTestServer(idp, {
       tenants: [
-        { id: "acme", policy: { defaults: { "*": { permission: "allow", rate_limit_per_minute: 1000 } } } },
+        {
+          id: "acme",
+          policy: {
+            defaults: { "*": { permission: "allow", rate_limit_per_minute: 1000 } },
+            rules: ACME_POLICY.rules,
+          },
+        },
       ],
       limits: { store: redis.url },
     });
@@ -271,6 +299,7 @@ describe("fail closed", () => {
       const down = await check();
       expect(down.status).toBe(503);
       expect(down.body).toMatchObject({ decision: "deny", reason_code: "fail_closed" });
+      await expectPolicyKept(server, alice);
       expect((await call(server.url, "GET", "/healthz")).status).toBe(503);
       await redis.start();
       let status = 0;
@@ -364,6 +393,7 @@ describe("fail closed", () => {
       }
       expect(down.status).toBe(503);
       expect(down.body).toMatchObject({ decision: "deny", reason_code: "fail_closed" });
+      await expectPolicyKept(server, alice);
       await proxy.restore();
       let status = 0;
       for (let i = 0; i < 100 && status !== 200; i++) {
