@@ -298,7 +298,15 @@ export class Governor {
     approvalId: string | undefined,
     extra: Partial<Omit<BeginOptions, "tool" | "args" | "approved" | "unapproved">> = {},
   ): Promise<{ readonly attempt: CallAttempt; readonly grant: ApprovalGrant } | ApprovalRefusal> {
-    const taken = await this.approvals.take(run, tool, args, approvalId);
+    let taken: ApprovalGrant | ApprovalRefusal;
+    try {
+      taken = await this.approvals.take(run, tool, args, approvalId);
+    } catch (e) {
+      // The approvals' store cannot answer: the call is decided as one whose approval cannot be taken. A
+      // policy that still asks makes it a fail_closed denial, never an outage a fail-open client runs it on.
+      const reason = `its approval cannot be taken: ${(e as Error).message}`;
+      taken = { reason_code: "fail_closed", reason, approval: null };
+    }
     if (!("begin" in taken)) return taken;
     const attempt = await this.begin(run, tool, args, { ...extra, ...taken.begin });
     if (attempt.decision.decision === "deny") await this.approvals.notRun(taken, attempt.decision);

@@ -206,7 +206,9 @@ export function beginCall(
     decision =
       reason_code === "approval_required"
         ? { ...decision, reason: `${reason}; ${decision.reason}` }
-        : denyWith(decision, reason_code, reason);
+        : reason_code === "fail_closed"
+          ? storeDown(decision, reason)
+          : denyWith(decision, reason_code, reason);
   }
   if (!deps.audit.healthy)
     return recordAttempt(deciding, storeDown(decision, "the audit store is unavailable"));

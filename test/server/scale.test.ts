@@ -250,11 +250,22 @@ describe("the console across two instances", () => {
   });
 });
 
+/** A refund the policy asks a human about, asked before an outage: its pending approval's id. */
+async function pendingRefund(server: OnbehalfServer, token: string): Promise<string> {
+  const r = await call(server.url, "POST", "/v1/check", {
+    token,
+    body: { tool: "issue_refund", args: { order: "o-3", amount: 900 }, agent: { name: "x" } },
+  });
+  expect(r.body.decision, JSON.stringify(r.body)).toBe("ask");
+  return r.body.approval.id;
+}
+
 /**
  * While a store is down: a call the policy denies is answered with the policy's denial, and one it asks a human
- * about is denied as an answer (200), never as an outage (503), which a fail-open client takes as leave to run.
+ * about, asked again with its approval or not, is denied as an answer (200), never as an outage (503), which a
+ * fail-open client takes as leave to run.
  */
-async function expectPolicyKept(server: OnbehalfServer, token: string): Promise<void> {
+async function expectPolicyKept(server: OnbehalfServer, token: string, approval: string): Promise<void> {
   const denied = await call(server.url, "POST", "/v1/check", {
     token,
     body: { tool: "launch_rockets", agent: { name: "x" } },
@@ -270,6 +281,11 @@ async function expectPolicyKept(server: OnbehalfServer, token: string): Promise<
   });
   expect([asked.status, asked.body.decision, asked.body.reason_code]).toEqual([200, "deny", "fail_closed"]);
   expect(asked.body.reason).toMatch(/unavailable/);
+  const again = await call(server.url, "POST", "/v1/check", {
+    token,
+    body: { tool: "issue_refund", args: { order: "o-3", amount: 900 }, agent: { name: "x" }, approval },
+  });
+  expect([again.status, again.body.decision, again.body.reason_code]).toEqual([200, "deny", "fail_closed"]);
 }
 
 describe("fail closed", () => {
@@ -295,11 +311,12 @@ describe("fail closed", () => {
           body: { tool: "get_customer", agent: { name: "x" } },
         });
       expect((await check()).status).toBe(200);
+      const approval = await pendingRefund(server, alice);
       await redis.stop();
       const down = await check();
       expect(down.status).toBe(503);
       expect(down.body).toMatchObject({ decision: "deny", reason_code: "fail_closed" });
-      await expectPolicyKept(server, alice);
+      await expectPolicyKept(server, alice, approval);
       expect((await call(server.url, "GET", "/healthz")).status).toBe(503);
       await redis.start();
       let status = 0;
@@ -375,6 +392,7 @@ describe("fail closed", () => {
           body: { tool: "get_customer", agent: { name: "x" } },
         });
       expect((await check()).status).toBe(200);
+      const approval = await pendingRefund(server, alice);
       await server.governor.flush();
       await proxy.cut();
       // A call the policy asks a human about, whose record cannot be written: denied as an answer (200), not an
@@ -393,7 +411,7 @@ describe("fail closed", () => {
       }
       expect(down.status).toBe(503);
       expect(down.body).toMatchObject({ decision: "deny", reason_code: "fail_closed" });
-      await expectPolicyKept(server, alice);
+      await expectPolicyKept(server, alice, approval);
       await proxy.restore();
       let status = 0;
       for (let i = 0; i < 100 && status !== 200; i++) {
