@@ -41,7 +41,7 @@ export interface CallAttempt {
   readonly decision: Decision;
   /** The attempt's audit fields (the outcome record repeats them). */
   readonly fields: AuditFields;
-  /** The attempt record's sequence number in this instance's log. */
+  /** The attempt record's sequence number in this instance's log; NOT_RECORDED for a denial it could not take. */
   readonly seq: number;
   readonly run: RunContext | undefined;
   readonly tool: CompiledTool | undefined;
@@ -459,8 +459,22 @@ function recordAttempt(p: Deciding, decision: Decision): CallAttempt | Promise<C
   if (p.deps.durability === "sync" && decision.decision === "allow") {
     return p.deps.audit.appendDurable(fields).then(attempt);
   }
-  return attempt(p.deps.audit.append(fields));
+  try {
+    return attempt(p.deps.audit.append(fields));
+  } catch (e) {
+    // The queue is full (its store away for long) or the log closed: an allowed call fails closed as before
+    // (the error). A denial, or a call the policy asks about, is still answered as a denial, its record counted
+    // dropped: answered as an outage, it would send a fail-open client off to run it.
+    if (decision.decision === "allow") throw e;
+    const unrecorded = attempt(NOT_RECORDED);
+    return decision.decision === "deny"
+      ? unrecorded
+      : { ...unrecorded, decision: storeDown(decision, (e as Error).message) };
+  }
 }
+
+/** The sequence number of an attempt the audit log could not take (its queue full): nothing to wait for. */
+export const NOT_RECORDED = 0;
 
 function capabilityField(run: RunContext | undefined): { capabilities?: string } {
   const digest = capabilityDigestOf(run);

@@ -62,6 +62,13 @@ const ResultBody = z.strictObject({
 });
 type ResultBody = z.infer<typeof ResultBody>;
 
+/**
+ * How long the record of a denied or asked call is waited for before the call is answered anyway (a denial
+ * stands, an asked call is denied `fail_closed`): well within a client's own timeout (the Python client's is
+ * 2 s), so that a store that hangs never leaves such a call unanswered, which a fail-open client would run.
+ */
+export const UNALLOWED_ACK_MS = 1_000;
+
 /** The most results one `POST /v1/calls/results` takes; more is a 400 (send the rest in another request). */
 export const MAX_BATCH_RESULTS = 256;
 /** The batch: its items are read one by one (`BatchItem`), so that a bad one is refused on its own. */
@@ -126,7 +133,11 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
     try {
       // Answered only once the attempt record has committed: a decision the caller acts on is on disk, even
       // if this process is killed the next moment (group commit keeps the throughput; see BENCHMARKS.md).
-      if (attempt.decision.reason_code !== "fail_closed") await ctx.gov.auditLog.acknowledged(attempt.seq);
+      // A denial or an asked call waits a bounded time (then it is denied as an answer, never as an outage).
+      if (attempt.decision.reason_code !== "fail_closed") {
+        const bound = attempt.decision.decision === "allow" ? undefined : UNALLOWED_ACK_MS;
+        await ctx.gov.auditLog.acknowledged(attempt.seq, bound);
+      }
       if (attempt.decision.decision === "ask") approval = await ctx.gov.approvals.open(attempt, args);
       if (attempt.decision.decision !== "deny" && body.report !== false && body.report !== "token")
         await rememberCall(ctx, attempt, approval, grant === null ? undefined : args);

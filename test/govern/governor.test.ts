@@ -374,6 +374,51 @@ describe("governed tools", () => {
     await gov.close();
   });
 
+  it("still denies what the policy denies or asks about once a long outage has filled the audit queue", async () => {
+    const real = openSqliteStore(":memory:");
+    let down = false;
+    // A fault injector around the real store: a stand-in for a database that went away.
+    const flaky: AuditStore = {
+      ...real,
+      append: (b, holder) => (down ? Promise.reject(new Error("disk I/O error")) : real.append(b, holder)),
+    };
+    const policy = {
+      defaults: { "*": { permission: "allow" as const } },
+      rules: [
+        { id: "no-email", tools: ["read_email"], when: "true", effect: "deny" as const },
+        { id: "big-refunds", tools: ["issue_refund"], when: "args.amount > 500", effect: "ask" as const },
+      ],
+    };
+    const { gov } = await testGovernor({ tenants: [{ id: "acme", policy }] }, { auditStore: flaky });
+    try {
+      const run = runContextOf(alice, { chain: ["bot"], tier: "interactive" });
+      down = true;
+      // every call during the outage is queued (a fail_closed denial), until the queue is full
+      for (let i = 0; gov.auditLog.dropped === 0 && i < 200_000; i++)
+        await gov.begin(run, "get_customer", { i });
+      expect(gov.auditLog.dropped).toBe(1);
+      const denied = await gov.begin(run, "read_email", {});
+      expect(denied.decision).toMatchObject({ decision: "deny", reason_code: "rule_deny", rule: "no-email" });
+      const asked = await gov.begin(run, "issue_refund", { amount: 900 });
+      expect(asked.decision).toMatchObject({
+        decision: "deny",
+        reason_code: "fail_closed",
+        policy_verdict: "ask",
+      });
+      // what the policy allows fails closed as during any outage (answered 503 by /v1/check)
+      const allowed = await gov.begin(run, "get_customer", {});
+      expect(allowed.decision).toMatchObject({
+        decision: "deny",
+        reason_code: "fail_closed",
+        policy_verdict: "allow",
+      });
+      expect(gov.auditLog.dropped).toBe(4);
+    } finally {
+      down = false;
+      await gov.close();
+    }
+  }, 60_000);
+
   it("fails closed while the audit store is down, and recovers when it is back", async () => {
     const real = openSqliteStore(":memory:");
     let down = false;

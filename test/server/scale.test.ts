@@ -431,4 +431,59 @@ describe("fail closed", () => {
       await client.end();
     }
   });
+
+  it("answers a denied or asked call well within a client's timeout while the audit store hangs, and keeps its record", async () => {
+    const proxy = await startTcpProxy(5432);
+    const url = new URL(PG);
+    url.port = String(proxy.port);
+    const server = await startTestServer(idp, {
+      audit: {
+        store: `${url.toString()}?schema=${schema}_hung`,
+        log_id: "hung",
+        flush_ms: 1,
+        signing_key: join(keys, "audit.jwk"),
+      },
+    });
+    try {
+      const alice = await userToken(idp, "alice");
+      const timed = async (body: Record<string, unknown>) => {
+        const started = Date.now();
+        const r = await call(server.url, "POST", "/v1/check", {
+          token: alice,
+          body: { agent: { name: "x" }, ...body },
+        });
+        return {
+          ms: Date.now() - started,
+          status: r.status,
+          decision: r.body.decision,
+          reason_code: r.body.reason_code,
+          call_id: r.body.call_id,
+        };
+      };
+      expect((await timed({ tool: "get_customer" })).decision).toBe("allow");
+      await server.governor.flush();
+      proxy.hold(); // the database keeps every connection and answers nothing
+      const denied = await timed({ tool: "launch_rockets" });
+      const asked = await timed({ tool: "issue_refund", args: { order: "o-4", amount: 900 } });
+      // answered, not left for the Python client's 2 s timeout (which a fail-open client takes for an outage)
+      expect([denied.status, denied.decision, denied.reason_code]).toEqual([200, "deny", "permission_deny"]);
+      expect([asked.status, asked.decision, asked.reason_code]).toEqual([200, "deny", "fail_closed"]);
+      expect(denied.ms).toBeLessThan(2_000);
+      expect(asked.ms).toBeLessThan(2_000);
+      proxy.release();
+      await server.governor.flush(); // the denial's record waited, and is written once the store answers
+      const rows = await server.governor.queryAudit({ user: "alice", limit: 100 });
+      expect(rows.records.filter((r) => r.call_id === denied.call_id).map((r) => r.reason_code)).toEqual([
+        "permission_deny",
+      ]);
+    } finally {
+      proxy.release();
+      await server.close();
+      await proxy.close();
+      const client = new pg.Client(PG);
+      await client.connect();
+      await client.query(`DROP SCHEMA IF EXISTS ${schema}_hung CASCADE`);
+      await client.end();
+    }
+  }, 60_000);
 });

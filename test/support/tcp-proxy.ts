@@ -10,11 +10,16 @@ export interface TcpProxy {
   cut(): Promise<void>;
   /** Accept connections again, on the same port. */
   restore(): Promise<void>;
+  /** Keep every connection open but carry nothing either way: a service that hangs. */
+  hold(): void;
+  /** Carry what waited, and everything after. */
+  release(): void;
   close(): Promise<void>;
 }
 
 export async function startTcpProxy(targetPort: number, targetHost = "127.0.0.1"): Promise<TcpProxy> {
   const sockets = new Set<Socket>();
+  let held = false;
   let server: Server | undefined;
   let port = 0;
   const listen = () =>
@@ -32,6 +37,7 @@ export async function startTcpProxy(targetPort: number, targetHost = "127.0.0.1"
         client.on("error", drop).on("close", drop);
         upstream.on("error", drop).on("close", drop);
         client.pipe(upstream).pipe(client);
+        if (held) for (const s of [client, upstream]) s.pause();
       });
       server.once("error", reject);
       server.listen(port, "127.0.0.1", () => {
@@ -55,6 +61,14 @@ export async function startTcpProxy(targetPort: number, targetHost = "127.0.0.1"
     },
     cut: stop,
     restore: listen,
+    hold() {
+      held = true;
+      for (const s of sockets) s.pause();
+    },
+    release() {
+      held = false;
+      for (const s of sockets) s.resume();
+    },
     close: stop,
   };
 }
