@@ -102,7 +102,7 @@ export class Governor {
     private readonly audit: AuditLog,
     private readonly limiter: RateLimiter,
     options: GovernorSettings,
-    warn: (message: string) => void,
+    private readonly warn: (message: string) => void,
   ) {
     this.live = new LiveConfig(loaded, warn);
     this.source = options.source ?? "inproc";
@@ -309,7 +309,13 @@ export class Governor {
     }
     if (!("begin" in taken)) return taken;
     const attempt = await this.begin(run, tool, args, { ...extra, ...taken.begin });
-    if (attempt.decision.decision === "deny") await this.approvals.notRun(taken, attempt.decision);
+    if (attempt.decision.decision === "deny") {
+      // Given back (a store failed the call) or revoked (the policy denies it now). If the approvals' store cannot
+      // take that, the approval stays used; the denial stands either way (an error would be an outage answer).
+      await this.approvals.notRun(taken, attempt.decision).catch((e: unknown) => {
+        this.warn(`approval ${taken.approval.id} stays used: ${(e as Error).message}`);
+      });
+    }
     return { attempt, grant: taken };
   }
 

@@ -179,8 +179,10 @@ export function checkRoutes(app: FastifyInstance, ctx: ServerContext): void {
       return reply.code(200).send({ ...answered, report_token: token });
     }
     // An outage is a 503 only for a call the policy allowed (a fail-open tenant chose to run those then); one that
-    // needed a human is denied (200): a 503 would send a fail-open client off to run it without the approval.
-    const outage = d.reason_code === "fail_closed" && d.policy_verdict !== "ask";
+    // needed a human is denied (200): a 503 would send a fail-open client off to run it without the approval. A
+    // client's own refusal is an answer whatever its code.
+    const outage =
+      d.reason_code === "fail_closed" && d.policy_verdict !== "ask" && body.client_refusal === undefined;
     return reply.code(outage ? 503 : 200).send(answered);
   });
 

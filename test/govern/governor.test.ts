@@ -7,6 +7,7 @@ import { openSqliteStore } from "../../src/audit/sqlite.js";
 import type { AuditStore } from "../../src/audit/store.js";
 import { runContextOf } from "../../src/context/run.js";
 import { isOnbehalfError, type OnbehalfError } from "../../src/errors.js";
+import { type ApprovalStore, createMemoryApprovalStore } from "../../src/govern/approvals.js";
 import { TEST_AUDIT_KEY, TEST_TOOLS, testGovernor } from "../support/governor.js";
 import { principal } from "../support/principal.js";
 
@@ -372,6 +373,47 @@ describe("governed tools", () => {
     });
     await expect(gov.runAs(alice, { agent: "bot" }, () => getCustomer({}))).resolves.toBe(1);
     await gov.close();
+  });
+
+  it("keeps an approved call's denial when the approvals' store cannot take the approval back", async () => {
+    const real = openSqliteStore(":memory:");
+    let down = false;
+    // Fault injectors: a stand-in for a database that went away, and for an approvals' store that fails
+    // (Redis away) only when an approval taken for a call is given back.
+    const flaky: AuditStore = {
+      ...real,
+      append: (b, holder) => (down ? Promise.reject(new Error("disk I/O error")) : real.append(b, holder)),
+    };
+    const memory = createMemoryApprovalStore(Date.now);
+    const approvals: ApprovalStore = {
+      ...memory,
+      transitionApproval: (id, from, update) =>
+        from === "used"
+          ? Promise.reject(new Error("Redis is away"))
+          : memory.transitionApproval(id, from, update),
+    };
+    const { gov, warnings } = await testGovernor({}, { auditStore: flaky, approvalStore: approvals });
+    try {
+      const run = runContextOf(alice, { chain: ["bot"], tier: "interactive" });
+      const asked = await gov.begin(run, "issue_refund", { amount: 900 });
+      const approval = await gov.approvals.open(asked, { amount: 900 });
+      await gov.approvals.decide(approval.id, { id: "mona" }, "approve");
+      down = true;
+      await gov.begin(run, "get_customer", {}); // its record fails: from then on the audit is unhealthy
+      await new Promise((r) => setTimeout(r, 20));
+      const again = await gov.beginApproved(run, "issue_refund", { amount: 900 }, approval.id);
+      expect("attempt" in again && again.attempt.decision).toMatchObject({
+        decision: "deny",
+        reason_code: "fail_closed",
+      });
+      expect(warnings).toContainEqual(
+        expect.stringMatching(`approval ${approval.id} stays used: Redis is away`),
+      );
+    } finally {
+      down = false;
+      await gov.close();
+      memory.close();
+    }
   });
 
   it("still denies what the policy denies or asks about once a long outage has filled the audit queue", async () => {

@@ -278,5 +278,15 @@ describe("refusals a client makes on its own", () => {
       });
       expect(bad.status).toBe(400);
     }
+    // A client's own refusal is an answer whatever its code: fail_closed too (a 503 would read as an outage).
+    const own = await call(server.url, "POST", "/v1/check", {
+      token: alice,
+      body: {
+        tool: "get_customer",
+        agent: { name: "mailer" },
+        client_refusal: { reason_code: "fail_closed", reason: "its hand-off could not be decided" },
+      },
+    });
+    expect([own.status, own.body.decision, own.body.reason_code]).toEqual([200, "deny", "fail_closed"]);
   });
 });
