@@ -42,7 +42,7 @@ it("kills a test file blocked in native code and what it started, naming the fil
     /watchdog: \S*test\/fixtures\/watchdog\/blocked\.fixture\.ts has run for 2 s \(pid \d+\), in test: waits on a lock nobody releases/,
   );
   const sleeper = Number(readFileSync(pidFile, "utf8"));
-  expect(output).toMatch(new RegExp(`^  ${sleeper} \\d+ .* sleep 300$`, "m"));
+  expect(output).toMatch(new RegExp(`^  ${sleeper}\\s+\\d+\\s.*\\ssleep 300$`, "m"));
   expect(output).toMatch(/watchdog: killing pid \d+ and the processes it started/);
   expect(output).toMatch(/Worker exited unexpectedly/);
   expect(code).toBe(1);

@@ -42,7 +42,7 @@ const descendants = () => {
   for (let grew = true; grew; ) {
     grew = false;
     for (const r of rows) {
-      if (!mine.has(r.pid) && mine.has(r.ppid)) {
+      if (!mine.has(r.pid) && mine.has(r.ppid) && !r.line.endsWith(" ps -eo pid=,ppid=,etime=,stat=,args=")) {
         mine.add(r.pid);
         out.push(r);
         grew = true;
