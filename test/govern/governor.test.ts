@@ -24,6 +24,17 @@ async function rejection(p: Promise<unknown>): Promise<OnbehalfError> {
   throw new Error("expected a rejection");
 }
 
+/** A fault injector around a real SQLite store: a stand-in for a database that goes away while `down.on`. */
+function flakyStore(): { flaky: AuditStore; down: { on: boolean } } {
+  const real = openSqliteStore(":memory:");
+  const down = { on: false };
+  const flaky: AuditStore = {
+    ...real,
+    append: (b, holder) => (down.on ? Promise.reject(new Error("disk I/O error")) : real.append(b, holder)),
+  };
+  return { flaky, down };
+}
+
 describe("governed tools", () => {
   it("denies and audits a call whose arguments cannot be encoded, without running the tool", async () => {
     const { gov } = await testGovernor();
@@ -376,14 +387,8 @@ describe("governed tools", () => {
   });
 
   it("keeps an approved call's denial when the approvals' store cannot take the approval back", async () => {
-    const real = openSqliteStore(":memory:");
-    let down = false;
-    // Fault injectors: a stand-in for a database that went away, and for an approvals' store that fails
-    // (Redis away) only when an approval taken for a call is given back.
-    const flaky: AuditStore = {
-      ...real,
-      append: (b, holder) => (down ? Promise.reject(new Error("disk I/O error")) : real.append(b, holder)),
-    };
+    const { flaky, down } = flakyStore();
+    // A stand-in for an approvals' store that fails (Redis away) only when an approval taken for a call is given back.
     const memory = createMemoryApprovalStore(Date.now);
     const approvals: ApprovalStore = {
       ...memory,
@@ -398,7 +403,7 @@ describe("governed tools", () => {
       const asked = await gov.begin(run, "issue_refund", { amount: 900 });
       const approval = await gov.approvals.open(asked, { amount: 900 });
       await gov.approvals.decide(approval.id, { id: "mona" }, "approve");
-      down = true;
+      down.on = true;
       await gov.begin(run, "get_customer", {}); // its record fails: from then on the audit is unhealthy
       await new Promise((r) => setTimeout(r, 20));
       const again = await gov.beginApproved(run, "issue_refund", { amount: 900 }, approval.id);
@@ -410,20 +415,14 @@ describe("governed tools", () => {
         expect.stringMatching(`approval ${approval.id} stays used: Redis is away`),
       );
     } finally {
-      down = false;
+      down.on = false;
       await gov.close();
       memory.close();
     }
   });
 
   it("still denies what the policy denies or asks about once a long outage has filled the audit queue", async () => {
-    const real = openSqliteStore(":memory:");
-    let down = false;
-    // A fault injector around the real store: a stand-in for a database that went away.
-    const flaky: AuditStore = {
-      ...real,
-      append: (b, holder) => (down ? Promise.reject(new Error("disk I/O error")) : real.append(b, holder)),
-    };
+    const { flaky, down } = flakyStore();
     const policy = {
       defaults: { "*": { permission: "allow" as const } },
       rules: [
@@ -434,7 +433,7 @@ describe("governed tools", () => {
     const { gov } = await testGovernor({ tenants: [{ id: "acme", policy }] }, { auditStore: flaky });
     try {
       const run = runContextOf(alice, { chain: ["bot"], tier: "interactive" });
-      down = true;
+      down.on = true;
       // every call during the outage is queued (a fail_closed denial), until the queue is full
       for (let i = 0; gov.auditLog.dropped === 0 && i < 200_000; i++)
         await gov.begin(run, "get_customer", { i });
@@ -456,19 +455,13 @@ describe("governed tools", () => {
       });
       expect(gov.auditLog.dropped).toBe(4);
     } finally {
-      down = false;
+      down.on = false;
       await gov.close();
     }
   }, 60_000);
 
   it("fails closed while the audit store is down, and recovers when it is back", async () => {
-    const real = openSqliteStore(":memory:");
-    let down = false;
-    // A fault injector around the real store: a stand-in for a database that went away.
-    const flaky: AuditStore = {
-      ...real,
-      append: (b, holder) => (down ? Promise.reject(new Error("disk I/O error")) : real.append(b, holder)),
-    };
+    const { flaky, down } = flakyStore();
     const policy = {
       defaults: { "*": { permission: "allow" as const } },
       rules: [{ id: "no-email", tools: ["read_email"], when: "true", effect: "deny" as const }],
@@ -476,7 +469,7 @@ describe("governed tools", () => {
     const { gov } = await testGovernor({ tenants: [{ id: "acme", policy }] }, { auditStore: flaky });
     const getCustomer = gov.governed({ name: "get_customer", execute: () => true });
     await expect(gov.runAs(alice, { agent: "bot" }, () => getCustomer({}))).resolves.toBe(true);
-    down = true;
+    down.on = true;
     await gov.runAs(alice, { agent: "bot" }, () => getCustomer({}));
     await new Promise((r) => setTimeout(r, 20));
     const e = await rejection(gov.runAs(alice, { agent: "bot" }, () => getCustomer({})));
@@ -485,7 +478,7 @@ describe("governed tools", () => {
     const readEmail = gov.governed({ name: "read_email", execute: () => true });
     const refused = await rejection(gov.runAs(alice, { agent: "bot" }, () => readEmail({})));
     expect(refused.details).toMatchObject({ decision: "deny", reason_code: "rule_deny", rule: "no-email" });
-    down = false;
+    down.on = false;
     await gov.flush();
     await expect(gov.runAs(alice, { agent: "bot" }, () => getCustomer({}))).resolves.toBe(true);
     await gov.close();

@@ -18,7 +18,7 @@ import { MAX_CONSOLE_SESSIONS_PER_OWNER } from "../../src/server/state.js";
 import { type OidcProviderHandle, startOidcProvider } from "../support/oidc.js";
 import { startOwnRedis } from "../support/redis-server.js";
 import { ACME_POLICY, ADMIN, call, serverConfig, startTestServer, userToken } from "../support/server.js";
-import { startTcpProxy } from "../support/tcp-proxy.js";
+import { startTcpProxy, type TcpProxy } from "../support/tcp-proxy.js";
 
 const PG = process.env["ONBEHALF_TEST_PG"] ?? "postgres://postgres@127.0.0.1:5432/test";
 const REDIS = `${process.env["ONBEHALF_TEST_REDIS"] ?? "redis://127.0.0.1:6379"}/7`;
@@ -288,6 +288,38 @@ async function expectPolicyKept(server: OnbehalfServer, token: string, approval:
   expect([again.status, again.body.decision, again.body.reason_code]).toEqual([200, "deny", "fail_closed"]);
 }
 
+/**
+ * `body` with a server whose audit log `name` is in its own schema of the real PostgreSQL, reached through a proxy
+ * the test can cut or hold; the server, the proxy and the schema are gone after.
+ */
+async function withAuditBehindProxy(
+  name: string,
+  body: (server: OnbehalfServer, proxy: TcpProxy) => Promise<void>,
+): Promise<void> {
+  const proxy = await startTcpProxy(5432);
+  const url = new URL(PG);
+  url.port = String(proxy.port);
+  const server = await startTestServer(idp, {
+    audit: {
+      store: `${url.toString()}?schema=${schema}_${name}`,
+      log_id: name,
+      flush_ms: 1,
+      signing_key: join(keys, "audit.jwk"),
+    },
+  });
+  try {
+    await body(server, proxy);
+  } finally {
+    proxy.release();
+    await server.close();
+    await proxy.close();
+    const client = new pg.Client(PG);
+    await client.connect();
+    await client.query(`DROP SCHEMA IF EXISTS ${schema}_${name} CASCADE`);
+    await client.end();
+  }
+}
+
 describe("fail closed", () => {
   it("denies with 503 while Redis is away, and recovers by itself when it is back", async () => {
     const redis = await startOwnRedis();
@@ -373,18 +405,7 @@ describe("fail closed", () => {
   });
 
   it("denies with 503 while the audit store is away, and recovers by itself when it is back", async () => {
-    const proxy = await startTcpProxy(5432);
-    const url = new URL(PG);
-    url.port = String(proxy.port);
-    const server = await startTestServer(idp, {
-      audit: {
-        store: `${url.toString()}?schema=${schema}_down`,
-        log_id: "down",
-        flush_ms: 1,
-        signing_key: join(keys, "audit.jwk"),
-      },
-    });
-    try {
+    await withAuditBehindProxy("down", async (server, proxy) => {
       const alice = await userToken(idp, "alice");
       const check = () =>
         call(server.url, "POST", "/v1/check", {
@@ -422,29 +443,11 @@ describe("fail closed", () => {
       await server.governor.flush(); // nothing was lost: the queued records were written once it was back
       const rows = await server.governor.queryAudit({ user: "alice", limit: 1000 });
       expect(rows.records.filter((r) => r.log === "down").length).toBeGreaterThanOrEqual(4);
-    } finally {
-      await server.close();
-      await proxy.close();
-      const client = new pg.Client(PG);
-      await client.connect();
-      await client.query(`DROP SCHEMA IF EXISTS ${schema}_down CASCADE`);
-      await client.end();
-    }
+    });
   });
 
   it("answers a denied or asked call well within a client's timeout while the audit store hangs, and keeps its record", async () => {
-    const proxy = await startTcpProxy(5432);
-    const url = new URL(PG);
-    url.port = String(proxy.port);
-    const server = await startTestServer(idp, {
-      audit: {
-        store: `${url.toString()}?schema=${schema}_hung`,
-        log_id: "hung",
-        flush_ms: 1,
-        signing_key: join(keys, "audit.jwk"),
-      },
-    });
-    try {
+    await withAuditBehindProxy("hung", async (server, proxy) => {
       const alice = await userToken(idp, "alice");
       const timed = async (body: Record<string, unknown>) => {
         const started = Date.now();
@@ -476,14 +479,6 @@ describe("fail closed", () => {
       expect(rows.records.filter((r) => r.call_id === denied.call_id).map((r) => r.reason_code)).toEqual([
         "permission_deny",
       ]);
-    } finally {
-      proxy.release();
-      await server.close();
-      await proxy.close();
-      const client = new pg.Client(PG);
-      await client.connect();
-      await client.query(`DROP SCHEMA IF EXISTS ${schema}_hung CASCADE`);
-      await client.end();
-    }
+    });
   }, 60_000);
 });
